@@ -1,0 +1,371 @@
+//! `config.toml`: every key has a documented default; unknown keys are an error naming the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid override `{0}`: expected KEY=VALUE, e.g. rpc.max_batch=64")]
+    BadOverride(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole node configuration. Sections mirror the owner modules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub rpc: RpcConfig,
+    pub net: NetConfig,
+    pub blobs: BlobsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Name of the network; every signature is bound to it.
+    pub network_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    pub listen: SocketAddr,
+    pub max_request_bytes: u32,
+    pub max_response_bytes: u32,
+    pub max_batch: u32,
+    pub max_connections: u32,
+    pub max_subscriptions_per_connection: u32,
+    pub message_buffer: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetConfig {
+    pub listen: SocketAddr,
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    pub max_blob_bytes: u64,
+    pub max_inline_bytes: u64,
+    pub max_chunk_bytes: u64,
+    pub max_open_uploads: u32,
+    pub upload_ttl_secs: u64,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            network_id: "onvm-devnet".into(),
+        }
+    }
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_request_bytes: 10 * MIB as u32,
+            max_response_bytes: 10 * MIB as u32,
+            max_batch: 32,
+            max_connections: 100,
+            max_subscriptions_per_connection: 64,
+            message_buffer: 1024,
+        }
+    }
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7600)),
+            offline: false,
+        }
+    }
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            max_blob_bytes: 4096 * MIB,
+            max_inline_bytes: 4 * MIB,
+            max_chunk_bytes: 4 * MIB,
+            max_open_uploads: 64,
+            upload_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node: NodeConfig::default(),
+            rpc: RpcConfig::default(),
+            net: NetConfig::default(),
+            blobs: BlobsConfig::default(),
+        }
+    }
+}
+
+/// Room for the JSON-RPC envelope around a base64 payload.
+const ENVELOPE_BYTES: u64 = 64 * 1024;
+
+fn base64_len(n: u64) -> u64 {
+    n.div_ceil(3) * 4
+}
+
+impl Config {
+    /// Parses TOML text, then applies `KEY=VALUE` overrides (same keys as the file, dotted).
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.to_string(),
+                    message: e.message().to_string(),
+                })?;
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.to_string(),
+                message: e.message().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads `path`; a missing file means all defaults.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        Self::from_toml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Rejects combinations that could never work, e.g. chunks that cannot fit in a request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let req = u64::from(self.rpc.max_request_bytes);
+        let resp = u64::from(self.rpc.max_response_bytes);
+        if base64_len(self.blobs.max_chunk_bytes) + ENVELOPE_BYTES > req {
+            return Err(ConfigError::Invalid(format!(
+                "blobs.max_chunk_bytes = {} does not fit in rpc.max_request_bytes = {req} once base64-encoded; raise the request limit or lower the chunk size",
+                self.blobs.max_chunk_bytes
+            )));
+        }
+        if base64_len(self.blobs.max_inline_bytes) + ENVELOPE_BYTES > req.min(resp) {
+            return Err(ConfigError::Invalid(format!(
+                "blobs.max_inline_bytes = {} does not fit in rpc.max_request_bytes / max_response_bytes once base64-encoded",
+                self.blobs.max_inline_bytes
+            )));
+        }
+        if self.rpc.max_batch == 0 || self.rpc.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "rpc.max_batch and rpc.max_connections must be at least 1".into(),
+            ));
+        }
+        if self.blobs.max_chunk_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "blobs.max_chunk_bytes must be at least 1".into(),
+            ));
+        }
+        if self.node.network_id.is_empty() || self.node.network_id.len() > 64 {
+            return Err(ConfigError::Invalid(
+                "node.network_id must be 1 to 64 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The documented `config.toml` that `onvm init` writes: every key, its value and meaning.
+    pub fn to_documented_toml(&self) -> String {
+        let Config {
+            node,
+            rpc,
+            net,
+            blobs,
+        } = self;
+        format!(
+            r#"# ONVM node configuration. Every key is optional; the values below are the defaults
+# unless you changed them. Unknown keys are an error. Any key can also be overridden on the
+# command line with `--set section.key=value`.
+
+[node]
+# Name of the network this node belongs to. Signatures are bound to it, so nodes of different
+# networks never accept each other's messages.
+network_id = {network_id:?}
+
+[rpc]
+# Address of the JSON-RPC server (HTTP and WebSocket on one port). Keep it on loopback unless a
+# proxy with TLS and authentication stands in front. CLI flag: --rpc.
+listen = "{rpc_listen}"
+# Largest request body accepted, in bytes. Larger requests fail with code -32007.
+max_request_bytes = {max_request_bytes}
+# Largest response body sent, in bytes.
+max_response_bytes = {max_response_bytes}
+# Most calls in one JSON-RPC batch. Larger batches fail with code -32010.
+max_batch = {max_batch}
+# Most simultaneous client connections.
+max_connections = {max_connections}
+# Most live subscriptions on one WebSocket connection.
+max_subscriptions_per_connection = {max_subscriptions_per_connection}
+# Messages buffered per connection before the server stops reading from it.
+message_buffer = {message_buffer}
+
+[net]
+# UDP address of the iroh endpoint (QUIC). Port 0 picks a free port. CLI flag: --listen.
+listen = "{net_listen}"
+# true: no relays and no external address lookup; peers must be dialed by ticket with direct
+# addresses (loopback or LAN). CLI flag: --offline.
+offline = {offline}
+
+[blobs]
+# Largest blob this node stores, in bytes.
+max_blob_bytes = {max_blob_bytes}
+# Largest blob sent inline with blob_put, and largest range returned by one blob_get.
+max_inline_bytes = {max_inline_bytes}
+# Largest chunk accepted by blob_upload_append.
+max_chunk_bytes = {max_chunk_bytes}
+# Most upload sessions open at once; more fail with code -32004 (busy).
+max_open_uploads = {max_open_uploads}
+# An upload session untouched for this many seconds is dropped with its partial data.
+upload_ttl_secs = {upload_ttl_secs}
+"#,
+            network_id = node.network_id,
+            rpc_listen = rpc.listen,
+            max_request_bytes = rpc.max_request_bytes,
+            max_response_bytes = rpc.max_response_bytes,
+            max_batch = rpc.max_batch,
+            max_connections = rpc.max_connections,
+            max_subscriptions_per_connection = rpc.max_subscriptions_per_connection,
+            message_buffer = rpc.message_buffer,
+            net_listen = net.listen,
+            offline = net.offline,
+            max_blob_bytes = blobs.max_blob_bytes,
+            max_inline_bytes = blobs.max_inline_bytes,
+            max_chunk_bytes = blobs.max_chunk_bytes,
+            max_open_uploads = blobs.max_open_uploads,
+            upload_ttl_secs = blobs.upload_ttl_secs,
+        )
+    }
+}
+
+/// Applies `section.key=value`. The value is parsed as TOML (numbers, booleans) and falls back
+/// to a plain string, so `--set rpc.listen=127.0.0.1:9000` needs no quotes.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| ConfigError::BadOverride(item.to_string()))?;
+    let (section, field) = key
+        .trim()
+        .split_once('.')
+        .ok_or_else(|| ConfigError::BadOverride(item.to_string()))?;
+    let raw = raw.trim();
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => {
+            t.insert(field.to_string(), value);
+            Ok(())
+        }
+        _ => Err(ConfigError::Invalid(format!(
+            "`{section}` is not a section"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_template_parses_back_to_defaults() {
+        let text = Config::default().to_documented_toml();
+        let parsed = Config::from_toml(&text, "template", &[]).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let text = Config::default().to_documented_toml();
+        let value = toml::Value::try_from(Config::default()).unwrap();
+        for (section, fields) in value.as_table().unwrap() {
+            assert!(text.contains(&format!("[{section}]")), "section {section}");
+            for key in fields.as_table().unwrap().keys() {
+                assert!(text.contains(&format!("\n{key} = ")), "key {section}.{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(
+            Config::from_toml("", "empty", &[]).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[rpc]\nmax_bach = 3\n", "test", &[]).unwrap_err();
+        assert!(err.to_string().contains("max_bach"), "{err}");
+        let err = Config::from_toml("[rcp]\n", "test", &[]).unwrap_err();
+        assert!(err.to_string().contains("rcp"), "{err}");
+    }
+
+    #[test]
+    fn overrides_apply_and_are_checked() {
+        let c = Config::from_toml(
+            "",
+            "test",
+            &[
+                "rpc.max_batch=7".into(),
+                "rpc.listen=127.0.0.1:9001".into(),
+                "net.offline=true".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.rpc.max_batch, 7);
+        assert_eq!(c.rpc.listen.port(), 9001);
+        assert!(c.net.offline);
+        assert!(Config::from_toml("", "t", &["rpc.nope=1".into()]).is_err());
+        assert!(Config::from_toml("", "t", &["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn impossible_limits_are_rejected() {
+        let err =
+            Config::from_toml("", "t", &["blobs.max_chunk_bytes=20000000".into()]).unwrap_err();
+        assert!(err.to_string().contains("max_chunk_bytes"), "{err}");
+        assert!(Config::from_toml("", "t", &["rpc.max_batch=0".into()]).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! The ONVM node library. One module per concern (DESIGN.md §3); `node` wires them together.
+
+pub mod blobs;
+pub mod config;
+pub mod identity;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod rpc;
+pub mod store;
+mod util;
+
+pub use config::Config;
+pub use identity::Identity;
+pub use node::{CONFIG_FILE, IDENTITY_FILE, InitOutcome, Node, NodeError, init_data_dir};

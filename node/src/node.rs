@@ -1,0 +1,330 @@
+//! Wiring and lifecycle: opens the data directory, starts every component, supervises the
+//! background tasks and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jsonrpsee::server::ServerHandle;
+use onvm_rpc_api::types::{Health, HealthCheck, Metrics, NodeInfo};
+use tokio::task::JoinHandle;
+
+use crate::blobs::{BlobError, Blobs};
+use crate::config::Config;
+use crate::identity::{Identity, IdentityError};
+use crate::metrics::Counters;
+use crate::net::{Net, NetError};
+use crate::rpc::{self, RpcError};
+use crate::store::{Store, StoreError};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const IDENTITY_FILE: &str = "identity.json";
+const DATABASE_FILE: &str = "node.redb";
+const BLOBS_DIR: &str = "blobs";
+const UPLOADS_DIR: &str = "uploads";
+/// How often abandoned uploads are looked for.
+const REAP_INTERVAL: Duration = Duration::from_secs(60);
+/// A health probe that takes longer than this counts as failed.
+const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// What `init` did: it never overwrites an existing identity or config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitOutcome {
+    pub identity_created: bool,
+    pub config_created: bool,
+    pub endpoint_id: Option<String>,
+}
+
+/// Creates `dir` with a fresh identity and a documented `config.toml`, keeping whatever exists.
+pub fn init_data_dir(
+    dir: &Path,
+    config: &Config,
+    passphrase: Option<&str>,
+    allow_plaintext: bool,
+) -> Result<InitOutcome, NodeError> {
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
+        context: format!("creating data dir {}", dir.display()),
+        source,
+    })?;
+    let identity_path = dir.join(IDENTITY_FILE);
+    let mut outcome = InitOutcome {
+        identity_created: false,
+        config_created: false,
+        endpoint_id: None,
+    };
+    if !identity_path.exists() {
+        let identity = Identity::generate();
+        identity.save(&identity_path, passphrase, allow_plaintext)?;
+        outcome.identity_created = true;
+        outcome.endpoint_id = Some(identity.endpoint_id().to_string());
+    }
+    let config_path = dir.join(CONFIG_FILE);
+    if !config_path.exists() {
+        std::fs::write(&config_path, config.to_documented_toml()).map_err(|source| {
+            NodeError::Io {
+                context: format!("writing {}", config_path.display()),
+                source,
+            }
+        })?;
+        outcome.config_created = true;
+    }
+    Ok(outcome)
+}
+
+/// Shared state behind the RPC handlers.
+pub struct NodeContext {
+    pub(crate) identity: Identity,
+    pub(crate) config: Config,
+    pub(crate) net: Net,
+    pub(crate) blobs: Blobs,
+    pub(crate) store: Store,
+    pub(crate) counters: Arc<Counters>,
+    started: Instant,
+    shutting_down: AtomicBool,
+}
+
+impl NodeContext {
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            endpoint_id: self.identity.endpoint_id().to_string(),
+            ticket: self.net.ticket(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            network_id: self.config.node.network_id.clone(),
+            addresses: self.net.addresses(),
+            relay_url: self.net.relay_url(),
+            bls_public_key: self.identity.bls_public_key_hex(),
+            offline: self.net.offline(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    pub async fn health(&self) -> Health {
+        let store = self.store.clone();
+        let db = tokio::time::timeout(
+            HEALTH_PROBE_TIMEOUT,
+            tokio::task::spawn_blocking(move || store.check()),
+        )
+        .await;
+        let db_check = match db {
+            Ok(Ok(Ok(_))) => check("database", true, "node.redb answers"),
+            Ok(Ok(Err(e))) => check("database", false, &e.to_string()),
+            Ok(Err(e)) => check("database", false, &format!("probe failed: {e}")),
+            Err(_) => check("database", false, "probe timed out"),
+        };
+        let blob_check = match tokio::time::timeout(HEALTH_PROBE_TIMEOUT, self.blobs.check()).await
+        {
+            Ok(Ok(())) => check("blob_store", true, "iroh-blobs store answers"),
+            Ok(Err(e)) => check("blob_store", false, &e.to_string()),
+            Err(_) => check("blob_store", false, "probe timed out"),
+        };
+        let net_check = if self.net.is_closed() {
+            check("endpoint", false, "iroh endpoint is closed")
+        } else {
+            check(
+                "endpoint",
+                true,
+                &format!("bound on {}", self.net.addresses().join(", ")),
+            )
+        };
+        let mut checks = vec![db_check, blob_check, net_check];
+        if self.shutting_down.load(Ordering::Relaxed) {
+            checks.push(check("lifecycle", false, "node is shutting down"));
+        }
+        let reason = checks
+            .iter()
+            .find(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail));
+        Health {
+            live: true,
+            ready: reason.is_none(),
+            reason,
+            checks,
+        }
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let mut gauges = std::collections::BTreeMap::new();
+        if let Ok(n) = self.blobs.blob_count().await {
+            gauges.insert("blobs_stored".to_string(), n);
+        }
+        if let Ok(n) = self.blobs.open_upload_count().await {
+            gauges.insert("uploads_open".to_string(), n);
+        }
+        Metrics {
+            uptime_secs: self.started.elapsed().as_secs(),
+            counters: self.counters.snapshot(),
+            gauges,
+        }
+    }
+}
+
+fn check(name: &str, ok: bool, detail: &str) -> HealthCheck {
+    HealthCheck {
+        name: name.to_string(),
+        ok,
+        detail: detail.to_string(),
+    }
+}
+
+/// A running node. Dropping it without `shutdown` aborts the background tasks.
+pub struct Node {
+    ctx: Arc<NodeContext>,
+    rpc_addr: SocketAddr,
+    rpc_handle: ServerHandle,
+    stop_tasks: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens `data_dir` (database, blob store), binds the iroh endpoint and the RPC server.
+    pub async fn start(
+        data_dir: &Path,
+        config: Config,
+        identity: Identity,
+    ) -> Result<Self, NodeError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::Io {
+            context: format!("creating data dir {}", data_dir.display()),
+            source,
+        })?;
+        // iroh-blobs wants absolute paths for file imports.
+        let data_dir: PathBuf = data_dir.canonicalize().map_err(|source| NodeError::Io {
+            context: format!("resolving {}", data_dir.display()),
+            source,
+        })?;
+        let store = Store::open(&data_dir.join(DATABASE_FILE))?;
+        let counters = Arc::new(Counters::default());
+        let blobs = Blobs::open(
+            &data_dir.join(BLOBS_DIR),
+            &data_dir.join(UPLOADS_DIR),
+            store.clone(),
+            config.blobs.clone(),
+            counters.clone(),
+        )
+        .await?;
+        let net =
+            match Net::start(identity.endpoint_key().clone(), &config.net, blobs.store()).await {
+                Ok(net) => net,
+                Err(e) => {
+                    let _ = blobs.shutdown().await;
+                    return Err(e.into());
+                }
+            };
+        let ctx = Arc::new(NodeContext {
+            identity,
+            config: config.clone(),
+            net,
+            blobs,
+            store,
+            counters,
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+        });
+        let (rpc_addr, rpc_handle) = match rpc::start(&config.rpc, ctx.clone()).await {
+            Ok(started) => started,
+            Err(e) => {
+                ctx.net.shutdown().await;
+                let _ = ctx.blobs.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let (stop_tasks, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = vec![tokio::spawn(reap_uploads_periodically(
+            ctx.blobs.clone(),
+            stop_rx,
+        ))];
+        tracing::info!(
+            endpoint_id = %ctx.identity.endpoint_id(),
+            rpc = %rpc_addr,
+            "node started"
+        );
+        Ok(Self {
+            ctx,
+            rpc_addr,
+            rpc_handle,
+            stop_tasks,
+            tasks,
+        })
+    }
+
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    /// `ws://` URL of the RPC server (HTTP clients use the same port).
+    pub fn rpc_url(&self) -> String {
+        format!("ws://{}", self.rpc_addr)
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        self.ctx.info()
+    }
+
+    pub fn endpoint_id(&self) -> String {
+        self.ctx.identity.endpoint_id().to_string()
+    }
+
+    /// Stops the RPC server (in-flight calls finish), the background tasks, the network and
+    /// the stores, in that order. Every write acknowledged before this is on disk afterwards.
+    pub async fn shutdown(mut self) {
+        self.ctx.shutting_down.store(true, Ordering::Relaxed);
+        if self.rpc_handle.stop().is_ok() {
+            self.rpc_handle.clone().stopped().await;
+        }
+        let _ = self.stop_tasks.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.ctx.net.shutdown().await;
+        // The router's blobs handler may already have closed the store; that is fine.
+        if let Err(e) = self.ctx.blobs.shutdown().await {
+            tracing::debug!("blob store shutdown: {e}");
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn reap_uploads_periodically(blobs: Blobs, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(REAP_INTERVAL);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = interval.tick() => {
+                match blobs.reap_uploads().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("dropped {n} expired uploads"),
+                    Err(e) => tracing::warn!("reaping uploads: {e}"),
+                }
+            }
+        }
+    }
+}

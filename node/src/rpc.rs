@@ -1,0 +1,248 @@
+//! The JSON-RPC server: implements the `rpc-api` traits on top of the node's services, applies
+//! the configured limits, and is the one place that maps module errors to JSON-RPC codes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jsonrpsee::RpcModule;
+use jsonrpsee::core::{RpcResult, async_trait};
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::types::ErrorObjectOwned;
+use onvm_rpc_api::api::{BlobApiServer, NodeApiServer};
+use onvm_rpc_api::error::{self as codes, rpc_error};
+use onvm_rpc_api::types::{
+    Base64Bytes, BlobChunk, BlobPage, BlobStat, Health, Metrics, NodeInfo, UploadStatus,
+};
+use onvm_rpc_api::{BlobId, UploadId};
+use serde_json::json;
+
+use crate::blobs::BlobError;
+use crate::config::RpcConfig;
+use crate::node::NodeContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("starting the JSON-RPC server on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("registering RPC methods: {0}")]
+    Register(String),
+}
+
+/// Maps a blob error to its stable code, message and `data.kind`.
+fn blob_error(e: BlobError) -> ErrorObjectOwned {
+    let msg = e.to_string();
+    match e {
+        BlobError::NotFound(id) => {
+            rpc_error(codes::NOT_FOUND, "blob_not_found", msg, json!({"id": id}))
+        }
+        BlobError::UploadNotFound(id) => rpc_error(
+            codes::NOT_FOUND,
+            "upload_not_found",
+            msg,
+            json!({"upload_id": id}),
+        ),
+        BlobError::TooLarge { size, max } => rpc_error(
+            codes::LIMIT_EXCEEDED,
+            "blob_too_large",
+            msg,
+            json!({"size": size, "max": max}),
+        ),
+        BlobError::InlineTooLarge { size, max } => rpc_error(
+            codes::LIMIT_EXCEEDED,
+            "inline_too_large",
+            msg,
+            json!({"size": size, "max": max}),
+        ),
+        BlobError::ChunkTooLarge { len, max } => rpc_error(
+            codes::LIMIT_EXCEEDED,
+            "chunk_too_large",
+            msg,
+            json!({"len": len, "max": max}),
+        ),
+        BlobError::RangeTooLarge { len, max, size } => rpc_error(
+            codes::LIMIT_EXCEEDED,
+            "range_too_large",
+            msg,
+            json!({"len": len, "max": max, "size": size}),
+        ),
+        BlobError::OffsetOutOfRange { offset, size } => rpc_error(
+            codes::INVALID_PARAMS,
+            "offset_out_of_range",
+            msg,
+            json!({"offset": offset, "size": size}),
+        ),
+        BlobError::OffsetMismatch { expected, got } => rpc_error(
+            codes::CONFLICT,
+            "offset_mismatch",
+            msg,
+            json!({"expected_offset": expected, "got": got}),
+        ),
+        BlobError::PastDeclaredSize { would_be, size } => rpc_error(
+            codes::CONFLICT,
+            "past_declared_size",
+            msg,
+            json!({"would_be": would_be, "size": size}),
+        ),
+        BlobError::Incomplete { received, size } => rpc_error(
+            codes::CONFLICT,
+            "upload_incomplete",
+            msg,
+            json!({"received": received, "size": size}),
+        ),
+        BlobError::HashMismatch { expected, actual } => rpc_error(
+            codes::CONFLICT,
+            "hash_mismatch",
+            msg,
+            json!({"expected": expected, "actual": actual}),
+        ),
+        BlobError::TooManyUploads { max } => {
+            rpc_error(codes::BUSY, "too_many_uploads", msg, json!({"max": max}))
+        }
+        BlobError::MimeTooLong => {
+            rpc_error(codes::INVALID_PARAMS, "mime_too_long", msg, json!(null))
+        }
+        BlobError::BadCursor(_) => rpc_error(codes::INVALID_PARAMS, "bad_cursor", msg, json!(null)),
+        BlobError::Store(_) | BlobError::Backend(_) | BlobError::Io { .. } => {
+            tracing::error!("blob request failed: {msg}");
+            rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
+        }
+    }
+}
+
+/// The RPC method implementations; cheap to clone.
+#[derive(Clone)]
+struct Handlers {
+    ctx: Arc<NodeContext>,
+}
+
+#[async_trait]
+impl NodeApiServer for Handlers {
+    async fn info(&self) -> RpcResult<NodeInfo> {
+        Ok(self.ctx.info())
+    }
+
+    async fn health(&self) -> RpcResult<Health> {
+        Ok(self.ctx.health().await)
+    }
+
+    async fn metrics(&self) -> RpcResult<Metrics> {
+        Ok(self.ctx.metrics().await)
+    }
+}
+
+#[async_trait]
+impl BlobApiServer for Handlers {
+    async fn put(&self, data_base64: Base64Bytes, mime: Option<String>) -> RpcResult<BlobStat> {
+        self.ctx
+            .blobs
+            .put(data_base64.0, mime)
+            .await
+            .map_err(blob_error)
+    }
+
+    async fn upload_begin(&self, size: u64, mime: Option<String>) -> RpcResult<UploadStatus> {
+        self.ctx
+            .blobs
+            .upload_begin(size, mime)
+            .await
+            .map_err(blob_error)
+    }
+
+    async fn upload_append(
+        &self,
+        upload_id: UploadId,
+        offset: u64,
+        data_base64: Base64Bytes,
+    ) -> RpcResult<UploadStatus> {
+        self.ctx
+            .blobs
+            .upload_append(upload_id, offset, data_base64.0)
+            .await
+            .map_err(blob_error)
+    }
+
+    async fn upload_status(&self, upload_id: UploadId) -> RpcResult<UploadStatus> {
+        self.ctx
+            .blobs
+            .upload_status(upload_id)
+            .await
+            .map_err(blob_error)
+    }
+
+    async fn upload_finish(
+        &self,
+        upload_id: UploadId,
+        expected_id: Option<BlobId>,
+    ) -> RpcResult<BlobStat> {
+        self.ctx
+            .blobs
+            .upload_finish(upload_id, expected_id)
+            .await
+            .map_err(blob_error)
+    }
+
+    async fn upload_abort(&self, upload_id: UploadId) -> RpcResult<bool> {
+        self.ctx
+            .blobs
+            .upload_abort(upload_id)
+            .await
+            .map_err(blob_error)
+    }
+
+    async fn get(
+        &self,
+        id: BlobId,
+        offset: Option<u64>,
+        length: Option<u64>,
+    ) -> RpcResult<BlobChunk> {
+        self.ctx
+            .blobs
+            .get(id, offset, length)
+            .await
+            .map_err(blob_error)
+    }
+
+    async fn stat(&self, id: BlobId) -> RpcResult<BlobStat> {
+        self.ctx.blobs.stat(id).await.map_err(blob_error)
+    }
+
+    async fn list(&self, cursor: Option<String>, limit: Option<u32>) -> RpcResult<BlobPage> {
+        self.ctx.blobs.list(cursor, limit).await.map_err(blob_error)
+    }
+}
+
+/// Binds the server with the configured limits and starts serving; returns the bound address.
+pub async fn start(
+    config: &RpcConfig,
+    ctx: Arc<NodeContext>,
+) -> Result<(SocketAddr, ServerHandle), RpcError> {
+    let server_config = ServerConfig::builder()
+        .max_request_body_size(config.max_request_bytes)
+        .max_response_body_size(config.max_response_bytes)
+        .max_connections(config.max_connections)
+        .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
+        .set_message_buffer_capacity(config.message_buffer)
+        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
+        .build();
+    let addr = config.listen;
+    let server = Server::builder()
+        .set_config(server_config)
+        .build(addr)
+        .await
+        .map_err(|source| RpcError::Bind { addr, source })?;
+    let local = server
+        .local_addr()
+        .map_err(|source| RpcError::Bind { addr, source })?;
+    let handlers = Handlers { ctx };
+    let mut module = RpcModule::new(());
+    module
+        .merge(NodeApiServer::into_rpc(handlers.clone()))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    module
+        .merge(BlobApiServer::into_rpc(handlers))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    Ok((local, server.start(module)))
+}

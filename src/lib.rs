@@ -1,0 +1,2 @@
+pub use onvm_node as node;
+pub use onvm_rpc_api as rpc_api;
