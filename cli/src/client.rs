@@ -1,0 +1,383 @@
+//! Client commands: talk to a running node over the WebSocket JSON-RPC API.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use onvm_rpc_api::api::{BlobApiClient, NodeApiClient};
+use onvm_rpc_api::types::{BlobStat, UploadStatus};
+use onvm_rpc_api::{BlobId, UploadId};
+use serde::Serialize;
+
+/// Files at most this big go inline with `blob_put`; larger ones use the chunked upload.
+const INLINE_UPLOAD_MAX: u64 = 1024 * 1024;
+/// The chunk size we ask for when reading; the node may allow less.
+const PREFERRED_CHUNK: u64 = 4 * 1024 * 1024;
+/// The client accepts anything the node is willing to send; the node enforces its own limits.
+const CLIENT_MESSAGE_MAX: u32 = 256 * 1024 * 1024;
+
+/// A failure the user should see with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the node at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{message} (code {code})")]
+    Rpc { code: i32, message: String },
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Connect { .. } => 3,
+            ClientError::Rpc { .. } => 4,
+        }
+    }
+}
+
+/// Turns a jsonrpsee error into a one-line, user-facing error.
+fn rpc_err(e: jsonrpsee::core::ClientError) -> anyhow::Error {
+    match e {
+        jsonrpsee::core::ClientError::Call(obj) => ClientError::Rpc {
+            code: obj.code(),
+            message: obj.message().to_string(),
+        }
+        .into(),
+        other => anyhow!("request failed: {other}"),
+    }
+}
+
+pub struct Session {
+    client: WsClient,
+    json: bool,
+}
+
+pub async fn connect(url: &str, json: bool) -> Result<Session> {
+    let client = WsClientBuilder::default()
+        .max_request_size(CLIENT_MESSAGE_MAX)
+        .max_response_size(CLIENT_MESSAGE_MAX)
+        .request_timeout(Duration::from_secs(300))
+        .connection_timeout(Duration::from_secs(10))
+        .build(url)
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(Session { client, json })
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn progress_bar(total: u64, enabled: bool, verb: &str) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(&format!(
+        "{verb} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+impl Session {
+    pub async fn node_info(&self) -> Result<()> {
+        let info = NodeApiClient::info(&self.client).await.map_err(rpc_err)?;
+        if self.json {
+            return print_json(&info);
+        }
+        println!("endpoint id    {}", info.endpoint_id);
+        println!("version        {}", info.version);
+        println!("network        {}", info.network_id);
+        println!("offline        {}", info.offline);
+        println!("addresses      {}", info.addresses.join(", "));
+        println!(
+            "relay          {}",
+            info.relay_url.as_deref().unwrap_or("-")
+        );
+        println!("bls public key {}", info.bls_public_key);
+        println!("uptime         {}s", info.uptime_secs);
+        println!("ticket         {}", info.ticket);
+        Ok(())
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        let health = NodeApiClient::health(&self.client).await.map_err(rpc_err)?;
+        if self.json {
+            print_json(&health)?;
+        } else {
+            println!("{}", if health.ready { "ready" } else { "NOT READY" });
+            for c in &health.checks {
+                println!(
+                    "  {:<10} {:<4} {}",
+                    c.name,
+                    if c.ok { "ok" } else { "FAIL" },
+                    c.detail
+                );
+            }
+        }
+        match health.reason {
+            None => Ok(()),
+            Some(reason) => bail!("node is not ready: {reason}"),
+        }
+    }
+
+    pub async fn metrics(&self) -> Result<()> {
+        let m = NodeApiClient::metrics(&self.client)
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&m);
+        }
+        println!("uptime {}s", m.uptime_secs);
+        for (k, v) in m.counters.iter().chain(m.gauges.iter()) {
+            println!("  {k:<24} {v}");
+        }
+        Ok(())
+    }
+
+    pub async fn upload_blob(
+        &self,
+        file: &Path,
+        mime: Option<String>,
+        resume: Option<UploadId>,
+    ) -> Result<()> {
+        let mut f =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let size = f
+            .metadata()
+            .with_context(|| format!("reading {}", file.display()))?
+            .len();
+        let stat = if size <= INLINE_UPLOAD_MAX && resume.is_none() {
+            let mut data = Vec::with_capacity(size as usize);
+            f.read_to_end(&mut data)
+                .with_context(|| format!("reading {}", file.display()))?;
+            BlobApiClient::put(&self.client, data.into(), mime)
+                .await
+                .map_err(rpc_err)?
+        } else {
+            self.upload_chunked(&mut f, size, mime, resume).await?
+        };
+        if self.json {
+            return print_json(&stat);
+        }
+        println!("{}", stat.id);
+        eprintln!("stored {} ({})", human_bytes(stat.size), file.display());
+        Ok(())
+    }
+
+    async fn upload_chunked(
+        &self,
+        f: &mut std::fs::File,
+        size: u64,
+        mime: Option<String>,
+        resume: Option<UploadId>,
+    ) -> Result<BlobStat> {
+        use std::io::{Seek, SeekFrom};
+        let mut status: UploadStatus = match resume {
+            Some(id) => BlobApiClient::upload_status(&self.client, id)
+                .await
+                .map_err(rpc_err)?,
+            None => BlobApiClient::upload_begin(&self.client, size, mime)
+                .await
+                .map_err(rpc_err)?,
+        };
+        if status.size != size {
+            bail!(
+                "upload {} was declared as {} bytes but the file has {size}",
+                status.upload_id,
+                status.size
+            );
+        }
+        if !self.json {
+            eprintln!(
+                "upload id {} (resume with --resume {})",
+                status.upload_id, status.upload_id
+            );
+        }
+        // Hash locally while reading, so the node proves it stored exactly our bytes.
+        let mut hasher = blake3::Hasher::new();
+        if status.received > 0 {
+            let mut prefix = f.try_clone()?.take(status.received);
+            std::io::copy(&mut prefix, &mut hasher).context("hashing the already uploaded part")?;
+        }
+        f.seek(SeekFrom::Start(status.received))?;
+        let chunk = status.max_chunk_bytes.min(PREFERRED_CHUNK).max(1) as usize;
+        let bar = progress_bar(size, !self.json, "uploading");
+        bar.set_position(status.received);
+        let mut buf = vec![0u8; chunk];
+        while status.received < size {
+            let want = chunk.min((size - status.received) as usize);
+            f.read_exact(&mut buf[..want])
+                .context("reading the file (did it change?)")?;
+            hasher.update(&buf[..want]);
+            status = BlobApiClient::upload_append(
+                &self.client,
+                status.upload_id.clone(),
+                status.received,
+                buf[..want].to_vec().into(),
+            )
+            .await
+            .map_err(rpc_err)
+            .with_context(|| {
+                format!(
+                    "appending at offset {} of upload {}",
+                    status.received, status.upload_id
+                )
+            })?;
+            bar.set_position(status.received);
+        }
+        bar.finish_and_clear();
+        let expected = BlobId::from_bytes(*hasher.finalize().as_bytes());
+        BlobApiClient::upload_finish(&self.client, status.upload_id.clone(), Some(expected))
+            .await
+            .map_err(rpc_err)
+    }
+
+    pub async fn get_blob(&self, id: BlobId, out: &Path) -> Result<()> {
+        let stat = BlobApiClient::stat(&self.client, id)
+            .await
+            .map_err(rpc_err)?;
+        let to_stdout = out == Path::new("-");
+        let (tmp_path, mut sink): (Option<PathBuf>, Box<dyn Write>) = if to_stdout {
+            (None, Box::new(std::io::stdout().lock()))
+        } else {
+            let tmp = out.with_extension(format!("onvm-partial-{}", std::process::id()));
+            let file = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            (Some(tmp), Box::new(std::io::BufWriter::new(file)))
+        };
+        let result = self.download(&stat, &mut *sink).await;
+        let result = result.and_then(|()| sink.flush().context("writing the output"));
+        drop(sink);
+        match (result, tmp_path) {
+            (Ok(()), Some(tmp)) => {
+                std::fs::rename(&tmp, out)
+                    .with_context(|| format!("moving into {}", out.display()))?;
+            }
+            (Ok(()), None) => {}
+            (Err(e), tmp) => {
+                if let Some(tmp) = tmp {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                return Err(e);
+            }
+        }
+        if self.json {
+            return print_json(&stat);
+        }
+        if !to_stdout {
+            eprintln!("wrote {} to {}", human_bytes(stat.size), out.display());
+        }
+        Ok(())
+    }
+
+    async fn download(&self, stat: &BlobStat, sink: &mut dyn Write) -> Result<()> {
+        let mut hasher = blake3::Hasher::new();
+        let bar = progress_bar(stat.size, !self.json, "downloading");
+        let mut offset = 0u64;
+        loop {
+            let chunk =
+                BlobApiClient::get(&self.client, stat.id, Some(offset), Some(PREFERRED_CHUNK))
+                    .await
+                    .map_err(rpc_err)
+                    .with_context(|| format!("reading {} at offset {offset}", stat.id))?;
+            let data = chunk.data_base64.0;
+            hasher.update(&data);
+            sink.write_all(&data).context("writing the output")?;
+            offset += data.len() as u64;
+            bar.set_position(offset);
+            if chunk.eof {
+                break;
+            }
+            if data.is_empty() {
+                bail!("node returned an empty chunk at offset {offset} before the end");
+            }
+        }
+        bar.finish_and_clear();
+        let actual = BlobId::from_bytes(*hasher.finalize().as_bytes());
+        if actual != stat.id {
+            bail!(
+                "downloaded bytes hash to {actual}, not {}: the node sent corrupt data",
+                stat.id
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn blob_stat(&self, id: BlobId) -> Result<()> {
+        let stat = BlobApiClient::stat(&self.client, id)
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&stat);
+        }
+        println!("id       {}", stat.id);
+        println!("size     {} ({})", stat.size, human_bytes(stat.size));
+        println!("mime     {}", stat.mime.as_deref().unwrap_or("-"));
+        println!("created  {} ms", stat.created_at_ms);
+        Ok(())
+    }
+
+    pub async fn list_blobs(
+        &self,
+        cursor: Option<String>,
+        limit: Option<u32>,
+        all: bool,
+    ) -> Result<()> {
+        let mut cursor = cursor;
+        let mut items = Vec::new();
+        let next = loop {
+            let page = BlobApiClient::list(&self.client, cursor.clone(), limit)
+                .await
+                .map_err(rpc_err)?;
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(c) if all => cursor = Some(c),
+                other => break other,
+            }
+        };
+        if self.json {
+            return print_json(&serde_json::json!({ "items": items, "next_cursor": next }));
+        }
+        for s in &items {
+            println!(
+                "{}  {:>10}  {}",
+                s.id,
+                human_bytes(s.size),
+                s.mime.as_deref().unwrap_or("-")
+            );
+        }
+        match next {
+            Some(c) => eprintln!(
+                "{} blobs shown; more with --cursor {c} (or --all)",
+                items.len()
+            ),
+            None => eprintln!("{} blobs", items.len()),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+//! `init`, `run-node` and `dev`: the commands that create or run a node on this machine.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use onvm_node::identity::Identity;
+use onvm_node::{CONFIG_FILE, Config, IDENTITY_FILE, Node, init_data_dir};
+
+pub const PASSPHRASE_ENV: &str = "ONVM_IDENTITY_PASSPHRASE";
+
+/// Config-affecting flags shared by `init`, `run-node` and `dev`.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub rpc: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
+    pub offline: bool,
+    pub set: Vec<String>,
+}
+
+impl Overrides {
+    /// As `--set` items, applied after the file so flags win.
+    fn as_set_items(&self) -> Vec<String> {
+        let mut items = self.set.clone();
+        if let Some(rpc) = self.rpc {
+            items.push(format!("rpc.listen=\"{rpc}\""));
+        }
+        if let Some(listen) = self.listen {
+            items.push(format!("net.listen=\"{listen}\""));
+        }
+        if self.offline {
+            items.push("net.offline=true".into());
+        }
+        items
+    }
+}
+
+fn passphrase_from_env() -> Option<String> {
+    std::env::var(PASSPHRASE_ENV).ok().filter(|p| !p.is_empty())
+}
+
+pub fn init(data_dir: &Path, allow_plaintext: bool, overrides: &Overrides) -> Result<()> {
+    let config = Config::from_toml("", "defaults", &overrides.as_set_items())?;
+    let identity_exists = data_dir.join(IDENTITY_FILE).exists();
+    let passphrase = if identity_exists {
+        None
+    } else if let Some(p) = passphrase_from_env() {
+        Some(p)
+    } else if allow_plaintext {
+        None
+    } else if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New identity passphrase: ")?;
+        let second = rpassword::prompt_password("Repeat passphrase: ")?;
+        if first != second {
+            bail!("the passphrases do not match");
+        }
+        Some(first)
+    } else {
+        bail!(
+            "no passphrase: set {PASSPHRASE_ENV}, run in a terminal to be prompted, or pass --allow-plaintext-identity"
+        );
+    };
+    let outcome = init_data_dir(data_dir, &config, passphrase.as_deref(), allow_plaintext)
+        .with_context(|| format!("initialising {}", data_dir.display()))?;
+    let shown = data_dir.display();
+    match (&outcome.endpoint_id, passphrase.is_some()) {
+        (Some(id), true) => println!("created encrypted identity {id} in {shown}"),
+        (Some(id), false) => println!("created PLAINTEXT identity {id} in {shown}"),
+        (None, _) => println!("identity already exists in {shown}; kept it"),
+    }
+    if outcome.config_created {
+        println!("wrote {}", data_dir.join(CONFIG_FILE).display());
+    } else {
+        println!(
+            "{} already exists; kept it",
+            data_dir.join(CONFIG_FILE).display()
+        );
+    }
+    Ok(())
+}
+
+fn load_identity(data_dir: &Path) -> Result<Identity> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let encrypted = Identity::is_encrypted(&path)?;
+    let passphrase = if !encrypted {
+        None
+    } else if let Some(p) = passphrase_from_env() {
+        Some(p)
+    } else if std::io::stdin().is_terminal() {
+        Some(rpassword::prompt_password("Identity passphrase: ")?)
+    } else {
+        None
+    };
+    Ok(Identity::load(&path, passphrase.as_deref())?)
+}
+
+pub async fn run_node(data_dir: &Path, overrides: &Overrides) -> Result<()> {
+    let config = Config::load(&data_dir.join(CONFIG_FILE), &overrides.as_set_items())?;
+    let identity = load_identity(data_dir)?;
+    let node = Node::start(data_dir, config, identity)
+        .await
+        .with_context(|| format!("starting the node in {}", data_dir.display()))?;
+    let info = node.info();
+    println!("onvm node {}", info.endpoint_id);
+    println!("rpc:    {}", node.rpc_url());
+    println!("ticket: {}", info.ticket);
+    println!("data:   {}", data_dir.display());
+    wait_for_signal().await?;
+    eprintln!("shutting down...");
+    node.shutdown().await;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// The zero-config path: a plaintext dev identity and a loopback, offline node.
+pub async fn dev(data_dir: Option<PathBuf>, overrides: &Overrides) -> Result<()> {
+    let data_dir = match data_dir {
+        Some(d) => d,
+        None => default_dev_dir()?,
+    };
+    if !data_dir.join(IDENTITY_FILE).exists() {
+        let mut dev_defaults = Config::default();
+        dev_defaults.net.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        dev_defaults.net.offline = true;
+        init_data_dir(&data_dir, &dev_defaults, None, true)
+            .with_context(|| format!("creating the dev node in {}", data_dir.display()))?;
+        println!(
+            "created dev node in {} (plaintext identity: for development only)",
+            data_dir.display()
+        );
+    }
+    run_node(&data_dir, overrides).await
+}
+
+fn default_dev_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ONVM_DEV_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("onvm").join("dev"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/onvm/dev")),
+        None => bail!("cannot pick a dev data dir: set ONVM_DEV_DIR or HOME, or pass --data-dir"),
+    }
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
