@@ -1,0 +1,121 @@
+//! Shared helpers for integration tests: real nodes in temp dirs, offline, on loopback port 0.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use onvm::node::{Config, Identity, Node};
+
+/// A node in its own temp dir. Restartable: the dir and identity file outlive the process.
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub overrides: Vec<String>,
+    pub node: Option<Node>,
+}
+
+pub fn test_config(overrides: &[String]) -> Config {
+    let mut items = vec![
+        "rpc.listen=127.0.0.1:0".to_string(),
+        "net.listen=127.0.0.1:0".to_string(),
+        "net.offline=true".to_string(),
+    ];
+    items.extend_from_slice(overrides);
+    Config::from_toml("", "test", &items).expect("test config")
+}
+
+impl TestNode {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(overrides: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Identity::generate()
+            .save(&dir.path().join("identity.json"), None, true)
+            .expect("save identity");
+        let mut node = Self {
+            dir,
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            node: None,
+        };
+        node.boot().await;
+        node
+    }
+
+    async fn boot(&mut self) {
+        let identity = Identity::load(&self.dir.path().join("identity.json"), None).expect("load identity");
+        let node = Node::start(self.dir.path(), test_config(&self.overrides), identity)
+            .await
+            .expect("node starts");
+        self.node = Some(node);
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("node running")
+    }
+
+    pub fn url(&self) -> String {
+        self.node().rpc_url()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn client(&self) -> WsClient {
+        ws_client(&self.url()).await
+    }
+
+    /// Graceful shutdown, then a fresh start on the same data dir (new ports).
+    pub async fn restart(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+        self.boot().await;
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+        self.dir
+    }
+}
+
+pub async fn ws_client(url: &str) -> WsClient {
+    WsClientBuilder::default()
+        .max_request_size(256 * 1024 * 1024)
+        .max_response_size(256 * 1024 * 1024)
+        .request_timeout(Duration::from_secs(120))
+        .build(url)
+        .await
+        .expect("ws connect")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures can be reproduced.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The `onvm` binary built by cargo next to the test executables.
+pub fn onvm_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("onvm{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p onvm-cli` or `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
