@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{pseudo_random_bytes, TestNode};
+use common::{TestNode, pseudo_random_bytes};
+use jsonrpsee::core::ClientError;
 use jsonrpsee::core::client::{BatchResponse, ClientT};
 use jsonrpsee::core::params::BatchRequestBuilder;
-use jsonrpsee::core::ClientError;
 use jsonrpsee::rpc_params;
 use onvm::rpc_api::api::{BlobApiClient, NodeApiClient};
 use onvm::rpc_api::error::{self as codes, error_data};
@@ -29,14 +29,23 @@ fn reason(err: &jsonrpsee::types::ErrorObjectOwned) -> String {
 /// Stores `data` the way the CLI does: inline when small, chunked otherwise.
 async fn store(client: &impl ClientT, data: &[u8], chunk: usize) -> BlobStat {
     if data.len() <= chunk {
-        return BlobApiClient::put(client, data.to_vec().into(), None).await.unwrap();
-    }
-    let status = BlobApiClient::upload_begin(client, data.len() as u64, None).await.unwrap();
-    let mut received = 0u64;
-    for piece in data.chunks(chunk) {
-        let s = BlobApiClient::upload_append(client, status.upload_id.clone(), received, piece.to_vec().into())
+        return BlobApiClient::put(client, data.to_vec().into(), None)
             .await
             .unwrap();
+    }
+    let status = BlobApiClient::upload_begin(client, data.len() as u64, None)
+        .await
+        .unwrap();
+    let mut received = 0u64;
+    for piece in data.chunks(chunk) {
+        let s = BlobApiClient::upload_append(
+            client,
+            status.upload_id.clone(),
+            received,
+            piece.to_vec().into(),
+        )
+        .await
+        .unwrap();
         received = s.received;
     }
     BlobApiClient::upload_finish(client, status.upload_id, Some(BlobId::of(data)))
@@ -48,7 +57,9 @@ async fn store(client: &impl ClientT, data: &[u8], chunk: usize) -> BlobStat {
 async fn read_all(client: &impl ClientT, id: BlobId, chunk: u64) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let c = BlobApiClient::get(client, id, Some(out.len() as u64), Some(chunk)).await.unwrap();
+        let c = BlobApiClient::get(client, id, Some(out.len() as u64), Some(chunk))
+            .await
+            .unwrap();
         assert_eq!(c.offset, out.len() as u64);
         out.extend_from_slice(&c.data_base64.0);
         if c.eof {
@@ -66,7 +77,11 @@ async fn node_info_health_and_metrics() {
     assert!(info.ticket.starts_with("endpoint"), "{}", info.ticket);
     assert!(info.offline);
     assert!(!info.addresses.is_empty());
-    assert!(info.addresses.iter().all(|a| a.starts_with("127.0.0.1:")), "{:?}", info.addresses);
+    assert!(
+        info.addresses.iter().all(|a| a.starts_with("127.0.0.1:")),
+        "{:?}",
+        info.addresses
+    );
     assert_eq!(info.bls_public_key.len(), 192);
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
 
@@ -76,7 +91,9 @@ async fn node_info_health_and_metrics() {
     let names: Vec<_> = health.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["database", "blob_store", "endpoint"]);
 
-    BlobApiClient::put(&client, b"counted".to_vec().into(), None).await.unwrap();
+    BlobApiClient::put(&client, b"counted".to_vec().into(), None)
+        .await
+        .unwrap();
     let m = NodeApiClient::metrics(&client).await.unwrap();
     assert_eq!(m.counters["blobs_added"], 1);
     assert_eq!(m.counters["blob_bytes_added"], 7);
@@ -110,10 +127,16 @@ async fn same_bytes_same_id_whatever_the_path() {
     let node = TestNode::start().await;
     let client = node.client().await;
     let data = pseudo_random_bytes(100_000, 7);
-    let inline = BlobApiClient::put(&client, data.clone().into(), Some("application/x-test".into()))
+    let inline = BlobApiClient::put(
+        &client,
+        data.clone().into(),
+        Some("application/x-test".into()),
+    )
+    .await
+    .unwrap();
+    let again = BlobApiClient::put(&client, data.clone().into(), None)
         .await
         .unwrap();
-    let again = BlobApiClient::put(&client, data.clone().into(), None).await.unwrap();
     let chunked = store(&client, &data, 30_000).await;
     assert_eq!(inline.id, again.id);
     assert_eq!(inline.id, chunked.id);
@@ -130,15 +153,32 @@ async fn ranges_are_exact_and_bounded() {
     let node = TestNode::start_with(&["blobs.max_inline_bytes=65536"]).await;
     let client = node.client().await;
     let data = pseudo_random_bytes(50_000, 11);
-    let id = BlobApiClient::put(&client, data.clone().into(), None).await.unwrap().id;
-    for (offset, len) in [(0u64, 1u64), (1, 1023), (1024, 16 * 1024), (16 * 1024 - 1, 2), (49_999, 1), (40_000, 99_999)] {
-        let c = BlobApiClient::get(&client, id, Some(offset), Some(len)).await.unwrap();
+    let id = BlobApiClient::put(&client, data.clone().into(), None)
+        .await
+        .unwrap()
+        .id;
+    for (offset, len) in [
+        (0u64, 1u64),
+        (1, 1023),
+        (1024, 16 * 1024),
+        (16 * 1024 - 1, 2),
+        (49_999, 1),
+        (40_000, 99_999),
+    ] {
+        let c = BlobApiClient::get(&client, id, Some(offset), Some(len))
+            .await
+            .unwrap();
         let end = (offset + len).min(50_000) as usize;
-        assert!(c.data_base64.0 == data[offset as usize..end], "range {offset}+{len}");
+        assert!(
+            c.data_base64.0 == data[offset as usize..end],
+            "range {offset}+{len}"
+        );
         assert_eq!(c.eof, end == 50_000);
         assert_eq!(c.total_size, 50_000);
     }
-    let at_end = BlobApiClient::get(&client, id, Some(50_000), None).await.unwrap();
+    let at_end = BlobApiClient::get(&client, id, Some(50_000), None)
+        .await
+        .unwrap();
     assert!(at_end.data_base64.0.is_empty() && at_end.eof);
     let past = call_error(BlobApiClient::get(&client, id, Some(50_001), None).await);
     assert_eq!(past.code(), codes::INVALID_PARAMS);
@@ -146,19 +186,35 @@ async fn ranges_are_exact_and_bounded() {
 
     // A whole-blob read larger than one response is refused with a hint, not truncated.
     let big = pseudo_random_bytes(65_536, 12);
-    let big_id = BlobApiClient::put(&client, big.into(), None).await.unwrap().id;
-    let whole = BlobApiClient::get(&client, big_id, None, None).await.unwrap();
+    let big_id = BlobApiClient::put(&client, big.into(), None)
+        .await
+        .unwrap()
+        .id;
+    let whole = BlobApiClient::get(&client, big_id, None, None)
+        .await
+        .unwrap();
     assert_eq!(whole.data_base64.0.len(), 65_536);
     node.stop().await;
 
     let node = TestNode::start_with(&["blobs.max_inline_bytes=1000"]).await;
     let client = node.client().await;
-    let status = BlobApiClient::upload_begin(&client, 5000, None).await.unwrap();
-    BlobApiClient::upload_append(&client, status.upload_id.clone(), 0, vec![1u8; 5000].into()).await.unwrap();
-    let id = BlobApiClient::upload_finish(&client, status.upload_id, None).await.unwrap().id;
+    let status = BlobApiClient::upload_begin(&client, 5000, None)
+        .await
+        .unwrap();
+    BlobApiClient::upload_append(&client, status.upload_id.clone(), 0, vec![1u8; 5000].into())
+        .await
+        .unwrap();
+    let id = BlobApiClient::upload_finish(&client, status.upload_id, None)
+        .await
+        .unwrap()
+        .id;
     let err = call_error(BlobApiClient::get(&client, id, None, None).await);
     assert_eq!(err.code(), codes::LIMIT_EXCEEDED);
-    assert!(err.message().contains("pass offset and length"), "{}", err.message());
+    assert!(
+        err.message().contains("pass offset and length"),
+        "{}",
+        err.message()
+    );
     node.stop().await;
 }
 
@@ -178,23 +234,36 @@ async fn unknown_and_malformed_ids_get_clear_errors() {
     }
 
     // Parameter decoding errors carry the reason as a string in `data`.
-    let malformed: Result<serde_json::Value, _> = client.request("blob_stat", rpc_params!["blob1234"]).await;
+    let malformed: Result<serde_json::Value, _> =
+        client.request("blob_stat", rpc_params!["blob1234"]).await;
     let err = call_error(malformed);
     assert_eq!(err.code(), codes::INVALID_PARAMS);
     assert!(reason(&err).contains("malformed blob id"), "{err:?}");
 
     let wrong = format!("prog{}", "ab".repeat(32));
-    let err = call_error(client.request::<serde_json::Value, _>("blob_stat", rpc_params![wrong]).await);
+    let err = call_error(
+        client
+            .request::<serde_json::Value, _>("blob_stat", rpc_params![wrong])
+            .await,
+    );
     assert_eq!(err.code(), codes::INVALID_PARAMS);
     assert!(reason(&err).contains("expected a blob id"), "{err:?}");
     assert!(reason(&err).contains("`prog`"), "{err:?}");
 
     // Bare hex without the prefix is accepted.
     let bare = missing.to_hex();
-    let err = call_error(client.request::<serde_json::Value, _>("blob_stat", rpc_params![bare]).await);
+    let err = call_error(
+        client
+            .request::<serde_json::Value, _>("blob_stat", rpc_params![bare])
+            .await,
+    );
     assert_eq!(err.code(), codes::NOT_FOUND);
 
-    let err = call_error(client.request::<serde_json::Value, _>("blob_put", rpc_params!["not base64!"]).await);
+    let err = call_error(
+        client
+            .request::<serde_json::Value, _>("blob_put", rpc_params!["not base64!"])
+            .await,
+    );
     assert_eq!(err.code(), codes::INVALID_PARAMS);
     assert!(reason(&err).contains("invalid base64"), "{err:?}");
 
@@ -221,12 +290,20 @@ async fn oversized_requests_and_batches_are_refused_and_the_node_keeps_serving()
     let huge = vec![0u8; 9 * 1024 * 1024];
     let (status, body) = http_post(node.node().rpc_addr(), &huge_put_body(&huge)).await;
     assert_eq!(status, 413, "{body}");
-    assert!(body.contains(&codes::OVERSIZED_REQUEST.to_string()), "{body}");
-    assert!(BlobApiClient::put(&client, huge.into(), None).await.is_err());
+    assert!(
+        body.contains(&codes::OVERSIZED_REQUEST.to_string()),
+        "{body}"
+    );
+    assert!(
+        BlobApiClient::put(&client, huge.into(), None)
+            .await
+            .is_err()
+    );
 
     // Inline puts over blobs.max_inline_bytes (4 MiB) that still fit the transport.
     let client = node.client().await;
-    let err = call_error(BlobApiClient::put(&client, vec![0u8; 5 * 1024 * 1024].into(), None).await);
+    let err =
+        call_error(BlobApiClient::put(&client, vec![0u8; 5 * 1024 * 1024].into(), None).await);
     assert_eq!(err.code(), codes::LIMIT_EXCEEDED);
     assert_eq!(error_data(&err).unwrap().kind, "inline_too_large");
 
@@ -269,34 +346,51 @@ async fn http_post(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
     let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
 
 #[tokio::test]
 async fn chunked_upload_resumes_and_rejects_inconsistent_appends() {
-    let node = TestNode::start_with(&["blobs.max_chunk_bytes=1000", "blobs.max_open_uploads=2"]).await;
+    let node =
+        TestNode::start_with(&["blobs.max_chunk_bytes=1000", "blobs.max_open_uploads=2"]).await;
     let client = node.client().await;
     let data = pseudo_random_bytes(2500, 3);
-    let status = BlobApiClient::upload_begin(&client, 2500, Some("text/plain".into())).await.unwrap();
+    let status = BlobApiClient::upload_begin(&client, 2500, Some("text/plain".into()))
+        .await
+        .unwrap();
     assert_eq!(status.received, 0);
     assert_eq!(status.max_chunk_bytes, 1000);
     let id = status.upload_id.clone();
-    BlobApiClient::upload_append(&client, id.clone(), 0, data[..1000].to_vec().into()).await.unwrap();
+    BlobApiClient::upload_append(&client, id.clone(), 0, data[..1000].to_vec().into())
+        .await
+        .unwrap();
 
     // A chunk over the limit.
-    let err = call_error(BlobApiClient::upload_append(&client, id.clone(), 1000, vec![0; 1001].into()).await);
+    let err = call_error(
+        BlobApiClient::upload_append(&client, id.clone(), 1000, vec![0; 1001].into()).await,
+    );
     assert_eq!(err.code(), codes::LIMIT_EXCEEDED);
     // A gap: the error says where to resume.
-    let err = call_error(BlobApiClient::upload_append(&client, id.clone(), 1500, vec![0; 10].into()).await);
+    let err = call_error(
+        BlobApiClient::upload_append(&client, id.clone(), 1500, vec![0; 10].into()).await,
+    );
     assert_eq!(err.code(), codes::CONFLICT);
     assert_eq!(error_data(&err).unwrap().detail["expected_offset"], 1000);
     // Re-sending the last chunk (lost reply) is accepted without writing twice ...
-    let s = BlobApiClient::upload_append(&client, id.clone(), 0, data[..1000].to_vec().into()).await.unwrap();
+    let s = BlobApiClient::upload_append(&client, id.clone(), 0, data[..1000].to_vec().into())
+        .await
+        .unwrap();
     assert_eq!(s.received, 1000);
     // ... but different bytes at that offset are a conflict.
-    let err = call_error(BlobApiClient::upload_append(&client, id.clone(), 0, vec![0; 1000].into()).await);
+    let err = call_error(
+        BlobApiClient::upload_append(&client, id.clone(), 0, vec![0; 1000].into()).await,
+    );
     assert_eq!(err.code(), codes::CONFLICT);
     // Finishing early says how far it got.
     let err = call_error(BlobApiClient::upload_finish(&client, id.clone(), None).await);
@@ -305,19 +399,36 @@ async fn chunked_upload_resumes_and_rejects_inconsistent_appends() {
     // A new connection (the old one "dropped") resumes from upload_status.
     drop(client);
     let client = node.client().await;
-    let s = BlobApiClient::upload_status(&client, id.clone()).await.unwrap();
+    let s = BlobApiClient::upload_status(&client, id.clone())
+        .await
+        .unwrap();
     assert_eq!(s.received, 1000);
-    BlobApiClient::upload_append(&client, id.clone(), 1000, data[1000..2000].to_vec().into()).await.unwrap();
-    let err = call_error(BlobApiClient::upload_append(&client, id.clone(), 2000, vec![0; 1000].into()).await);
+    BlobApiClient::upload_append(&client, id.clone(), 1000, data[1000..2000].to_vec().into())
+        .await
+        .unwrap();
+    let err = call_error(
+        BlobApiClient::upload_append(&client, id.clone(), 2000, vec![0; 1000].into()).await,
+    );
     assert_eq!(error_data(&err).unwrap().kind, "past_declared_size");
-    BlobApiClient::upload_append(&client, id.clone(), 2000, data[2000..].to_vec().into()).await.unwrap();
+    BlobApiClient::upload_append(&client, id.clone(), 2000, data[2000..].to_vec().into())
+        .await
+        .unwrap();
 
     // Wrong expected id: refused, nothing stored under either id.
     let wrong = BlobId::of(b"something else");
     let err = call_error(BlobApiClient::upload_finish(&client, id.clone(), Some(wrong)).await);
     assert_eq!(error_data(&err).unwrap().kind, "hash_mismatch");
-    assert_eq!(BlobApiClient::list(&client, None, None).await.unwrap().items.len(), 0);
-    let stat = BlobApiClient::upload_finish(&client, id.clone(), Some(BlobId::of(&data))).await.unwrap();
+    assert_eq!(
+        BlobApiClient::list(&client, None, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+    let stat = BlobApiClient::upload_finish(&client, id.clone(), Some(BlobId::of(&data)))
+        .await
+        .unwrap();
     assert_eq!(stat.mime.as_deref(), Some("text/plain"));
     assert_eq!(read_all(&client, stat.id, 1000).await, data);
     // The session is gone once finished.
@@ -325,13 +436,27 @@ async fn chunked_upload_resumes_and_rejects_inconsistent_appends() {
     assert_eq!(err.code(), codes::NOT_FOUND);
 
     // Open-session cap, and abort frees a slot (idempotently).
-    let a = BlobApiClient::upload_begin(&client, 10, None).await.unwrap();
-    BlobApiClient::upload_begin(&client, 10, None).await.unwrap();
+    let a = BlobApiClient::upload_begin(&client, 10, None)
+        .await
+        .unwrap();
+    BlobApiClient::upload_begin(&client, 10, None)
+        .await
+        .unwrap();
     let err = call_error(BlobApiClient::upload_begin(&client, 10, None).await);
     assert_eq!(err.code(), codes::BUSY);
-    assert!(BlobApiClient::upload_abort(&client, a.upload_id.clone()).await.unwrap());
-    assert!(!BlobApiClient::upload_abort(&client, a.upload_id).await.unwrap());
-    BlobApiClient::upload_begin(&client, 10, None).await.unwrap();
+    assert!(
+        BlobApiClient::upload_abort(&client, a.upload_id.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !BlobApiClient::upload_abort(&client, a.upload_id)
+            .await
+            .unwrap()
+    );
+    BlobApiClient::upload_begin(&client, 10, None)
+        .await
+        .unwrap();
     node.stop().await;
 }
 
@@ -344,7 +469,14 @@ async fn size_caps_are_enforced_before_storing() {
     assert_eq!(error_data(&err).unwrap().kind, "blob_too_large");
     let err = call_error(BlobApiClient::put(&client, vec![0; 1001].into(), None).await);
     assert_eq!(err.code(), codes::LIMIT_EXCEEDED);
-    assert_eq!(BlobApiClient::list(&client, None, None).await.unwrap().items.len(), 0);
+    assert_eq!(
+        BlobApiClient::list(&client, None, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
     node.stop().await;
 }
 
@@ -354,13 +486,20 @@ async fn listing_pages_through_every_blob_in_id_order() {
     let client = node.client().await;
     let mut ids = Vec::new();
     for i in 0..25u32 {
-        ids.push(BlobApiClient::put(&client, i.to_le_bytes().to_vec().into(), None).await.unwrap().id);
+        ids.push(
+            BlobApiClient::put(&client, i.to_le_bytes().to_vec().into(), None)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     ids.sort();
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = BlobApiClient::list(&client, cursor, Some(10)).await.unwrap();
+        let page = BlobApiClient::list(&client, cursor, Some(10))
+            .await
+            .unwrap();
         assert!(page.items.len() <= 10);
         seen.extend(page.items.iter().map(|s| s.id));
         match page.next_cursor {
@@ -381,22 +520,50 @@ async fn restart_keeps_blobs_and_open_uploads() {
     let large = pseudo_random_bytes(300_000, 22);
     let (small_id, large_id, upload) = {
         let client = node.client().await;
-        let small_id = BlobApiClient::put(&client, small.clone().into(), Some("a/b".into())).await.unwrap().id;
+        let small_id = BlobApiClient::put(&client, small.clone().into(), Some("a/b".into()))
+            .await
+            .unwrap()
+            .id;
         let large_id = store(&client, &large, 65_536).await.id;
-        let upload = BlobApiClient::upload_begin(&client, 100, None).await.unwrap().upload_id;
-        BlobApiClient::upload_append(&client, upload.clone(), 0, vec![7; 40].into()).await.unwrap();
+        let upload = BlobApiClient::upload_begin(&client, 100, None)
+            .await
+            .unwrap()
+            .upload_id;
+        BlobApiClient::upload_append(&client, upload.clone(), 0, vec![7; 40].into())
+            .await
+            .unwrap();
         (small_id, large_id, upload)
     };
     node.restart().await;
     let client = node.client().await;
     assert_eq!(read_all(&client, small_id, 65_536).await, small);
     assert_eq!(read_all(&client, large_id, 65_536).await, large);
-    assert_eq!(BlobApiClient::stat(&client, small_id).await.unwrap().mime.as_deref(), Some("a/b"));
-    assert_eq!(BlobApiClient::list(&client, None, None).await.unwrap().items.len(), 2);
-    let s = BlobApiClient::upload_status(&client, upload.clone()).await.unwrap();
+    assert_eq!(
+        BlobApiClient::stat(&client, small_id)
+            .await
+            .unwrap()
+            .mime
+            .as_deref(),
+        Some("a/b")
+    );
+    assert_eq!(
+        BlobApiClient::list(&client, None, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    let s = BlobApiClient::upload_status(&client, upload.clone())
+        .await
+        .unwrap();
     assert_eq!(s.received, 40);
-    BlobApiClient::upload_append(&client, upload.clone(), 40, vec![7; 60].into()).await.unwrap();
-    let stat = BlobApiClient::upload_finish(&client, upload, None).await.unwrap();
+    BlobApiClient::upload_append(&client, upload.clone(), 40, vec![7; 60].into())
+        .await
+        .unwrap();
+    let stat = BlobApiClient::upload_finish(&client, upload, None)
+        .await
+        .unwrap();
     assert_eq!(stat.id, BlobId::of(&[7; 100]));
     node.stop().await;
 }
@@ -421,6 +588,13 @@ async fn concurrent_clients_upload_in_parallel() {
         ids.push(t.await.unwrap());
     }
     let client = node.client().await;
-    assert_eq!(BlobApiClient::list(&client, None, None).await.unwrap().items.len(), 8);
+    assert_eq!(
+        BlobApiClient::list(&client, None, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        8
+    );
     node.stop().await;
 }

@@ -225,7 +225,7 @@ impl Session {
             std::io::copy(&mut prefix, &mut hasher).context("hashing the already uploaded part")?;
         }
         f.seek(SeekFrom::Start(status.received))?;
-        let chunk = status.max_chunk_bytes.min(PREFERRED_CHUNK).max(1) as usize;
+        let chunk = status.max_chunk_bytes.clamp(1, PREFERRED_CHUNK) as usize;
         let bar = progress_bar(size, !self.json, "uploading");
         bar.set_position(status.received);
         let mut buf = vec![0u8; chunk];

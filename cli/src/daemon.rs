@@ -1,6 +1,6 @@
 //! `init`, `run-node` and `dev`: the commands that create or run a node on this machine.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -102,14 +102,23 @@ pub async fn run_node(data_dir: &Path, overrides: &Overrides) -> Result<()> {
         .await
         .with_context(|| format!("starting the node in {}", data_dir.display()))?;
     let info = node.info();
-    println!("onvm node {}", info.endpoint_id);
-    println!("rpc:    {}", node.rpc_url());
-    println!("ticket: {}", info.ticket);
-    println!("data:   {}", data_dir.display());
+    // A closed stdout (`onvm dev | head -2`) must not take the node down: ignore write errors.
+    let banner = format!(
+        "onvm node {}\nrpc:    {}\nticket: {}\ndata:   {}\n",
+        info.endpoint_id,
+        node.rpc_url(),
+        info.ticket,
+        data_dir.display()
+    );
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
     wait_for_signal().await?;
-    eprintln!("shutting down...");
+    let _ = writeln!(std::io::stderr(), "shutting down...");
     node.shutdown().await;
-    eprintln!("stopped");
+    let _ = writeln!(std::io::stderr(), "stopped");
     Ok(())
 }
 

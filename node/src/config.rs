@@ -21,7 +21,7 @@ pub enum ConfigError {
 }
 
 /// The whole node configuration. Sections mirror the owner modules.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
@@ -107,17 +107,6 @@ impl Default for BlobsConfig {
             max_chunk_bytes: 4 * MIB,
             max_open_uploads: 64,
             upload_ttl_secs: 24 * 3600,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            node: NodeConfig::default(),
-            rpc: RpcConfig::default(),
-            net: NetConfig::default(),
-            blobs: BlobsConfig::default(),
         }
     }
 }

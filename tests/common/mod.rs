@@ -44,7 +44,8 @@ impl TestNode {
     }
 
     async fn boot(&mut self) {
-        let identity = Identity::load(&self.dir.path().join("identity.json"), None).expect("load identity");
+        let identity =
+            Identity::load(&self.dir.path().join("identity.json"), None).expect("load identity");
         let node = Node::start(self.dir.path(), test_config(&self.overrides), identity)
             .await
             .expect("node starts");

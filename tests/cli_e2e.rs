@@ -1,0 +1,346 @@
+//! End to end through the built `onvm` binary: init, run-node in the background, upload and
+//! download, graceful shutdown on SIGTERM, restart, and the errors an operator can hit.
+
+mod common;
+
+use std::borrow::BorrowMut;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{onvm_bin, pseudo_random_bytes};
+
+const PASS: &str = "correct horse battery staple";
+
+fn onvm(args: &[&str]) -> Command {
+    let mut cmd = Command::new(onvm_bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("ONVM_RPC")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn run_ok(mut cmd: impl BorrowMut<Command>) -> String {
+    let out = cmd.borrow_mut().output().expect("run onvm");
+    assert!(
+        out.status.success(),
+        "onvm failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8 stdout")
+}
+
+fn run_err(mut cmd: impl BorrowMut<Command>) -> Output {
+    let out = cmd.borrow_mut().output().expect("run onvm");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// A background `onvm run-node`; its RPC URL is read from its stdout.
+struct RunningNode {
+    child: Child,
+    rpc: String,
+}
+
+impl RunningNode {
+    fn start(data_dir: &Path, passphrase: &str) -> Self {
+        let mut child = onvm(&[
+            "run-node",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--rpc",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--offline",
+        ])
+        .env("ONVM_IDENTITY_PASSPHRASE", passphrase)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn run-node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after the URL is found, like a terminal would.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let rpc = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("rpc:") {
+                        break url.trim().to_string();
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("run-node did not print its RPC URL: {e}");
+                }
+            }
+        };
+        Self { child, rpc }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "run-node exited with {status:?} after SIGTERM"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("run-node did not stop within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn init_run_upload_download_shutdown_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("node");
+    let dir = data_dir.to_str().unwrap();
+    let out = run_ok(onvm(&["init", "--data-dir", dir]).env("ONVM_IDENTITY_PASSPHRASE", PASS));
+    assert!(out.contains("created encrypted identity"), "{out}");
+    let config = std::fs::read_to_string(data_dir.join("config.toml")).unwrap();
+    assert!(config.contains("max_batch = 32"));
+    let identity_before = std::fs::read(data_dir.join("identity.json")).unwrap();
+    // Re-running init keeps the identity.
+    let out = run_ok(onvm(&["init", "--data-dir", dir]).env("ONVM_IDENTITY_PASSPHRASE", "other"));
+    assert!(out.contains("kept it"), "{out}");
+    assert_eq!(
+        std::fs::read(data_dir.join("identity.json")).unwrap(),
+        identity_before
+    );
+
+    let node = RunningNode::start(&data_dir, PASS);
+    let rpc = node.rpc.clone();
+    let small = tmp.path().join("small.txt");
+    std::fs::write(&small, b"hello onvm\n").unwrap();
+    let large = tmp.path().join("large.bin");
+    let large_bytes = pseudo_random_bytes(9 * 1024 * 1024 + 17, 0xc11);
+    std::fs::write(&large, &large_bytes).unwrap();
+
+    let small_id = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "upload-blob",
+        "--file",
+        small.to_str().unwrap(),
+        "--mime",
+        "text/plain",
+    ]));
+    let small_id = small_id.trim().to_string();
+    assert_eq!(
+        small_id,
+        format!("blob{}", blake3::hash(b"hello onvm\n").to_hex())
+    );
+    let large_id = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "upload-blob",
+        "--file",
+        large.to_str().unwrap(),
+    ]));
+    let large_id = large_id.trim().to_string();
+    assert_eq!(
+        large_id,
+        format!("blob{}", blake3::hash(&large_bytes).to_hex())
+    );
+
+    let out_file = tmp.path().join("large.out");
+    run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "get-blob",
+        "--id",
+        &large_id,
+        "--out",
+        out_file.to_str().unwrap(),
+    ]));
+    assert!(
+        std::fs::read(&out_file).unwrap() == large_bytes,
+        "downloaded bytes differ"
+    );
+    let stdout_copy = run_ok(onvm(&[
+        "--rpc", &rpc, "get-blob", "--id", &small_id, "--out", "-",
+    ]));
+    assert_eq!(stdout_copy, "hello onvm\n");
+
+    let listing: serde_json::Value =
+        serde_json::from_str(&run_ok(onvm(&["--rpc", &rpc, "--json", "list-blobs"]))).unwrap();
+    assert_eq!(listing["items"].as_array().unwrap().len(), 2);
+    let info: serde_json::Value =
+        serde_json::from_str(&run_ok(onvm(&["--rpc", &rpc, "--json", "node-info"]))).unwrap();
+    assert!(info["ticket"].as_str().unwrap().starts_with("endpoint"));
+    let health = run_ok(onvm(&["--rpc", &rpc, "health"]));
+    assert!(health.starts_with("ready"), "{health}");
+
+    // A missing blob: non-zero exit and a one-line reason.
+    let missing = format!("blob{}", "0".repeat(64));
+    let out = run_err(&mut onvm(&[
+        "--rpc", &rpc, "get-blob", "--id", &missing, "--out", "-",
+    ]));
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not found") && stderr.contains("-32001"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    node.stop();
+
+    // After a clean shutdown the node restarts on the same data and still has everything.
+    let node = RunningNode::start(&data_dir, PASS);
+    let again = tmp.path().join("again.out");
+    run_ok(onvm(&[
+        "--rpc",
+        &node.rpc,
+        "get-blob",
+        "--id",
+        &large_id,
+        "--out",
+        again.to_str().unwrap(),
+    ]));
+    assert!(std::fs::read(&again).unwrap() == large_bytes);
+    node.stop();
+}
+
+#[test]
+fn wrong_passphrase_and_bad_config_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let d = dir.to_str().unwrap();
+    run_ok(onvm(&["init", "--data-dir", d]).env("ONVM_IDENTITY_PASSPHRASE", PASS));
+    let out = run_err(
+        onvm(&[
+            "run-node",
+            "--data-dir",
+            d,
+            "--rpc",
+            ":0",
+            "--listen",
+            ":0",
+            "--offline",
+        ])
+        .env("ONVM_IDENTITY_PASSPHRASE", "not it"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[blobs]\nmax_blob_byte = 5\n")
+            .replace("[blobs]\n# Largest blob", "[blobs_old]\n# Largest blob"),
+    )
+    .unwrap();
+    let out = run_err(
+        onvm(&[
+            "run-node",
+            "--data-dir",
+            d,
+            "--rpc",
+            ":0",
+            "--listen",
+            ":0",
+            "--offline",
+        ])
+        .env("ONVM_IDENTITY_PASSPHRASE", PASS),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("blobs_old") || stderr.contains("max_blob_byte"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn init_refuses_plaintext_without_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let out = run_err(
+        onvm(&["init", "--data-dir", dir.to_str().unwrap()]).env_remove("ONVM_IDENTITY_PASSPHRASE"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--allow-plaintext-identity"), "{stderr}");
+    assert!(!dir.join("identity.json").exists());
+    let out = run_ok(
+        onvm(&[
+            "init",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--allow-plaintext-identity",
+        ])
+        .env_remove("ONVM_IDENTITY_PASSPHRASE"),
+    );
+    assert!(out.contains("PLAINTEXT"), "{out}");
+}
+
+#[test]
+fn dev_creates_its_data_dir_and_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev_dir = tmp.path().join("dev");
+    let mut child = onvm(&["dev", "--rpc", "127.0.0.1:0"])
+        .env("ONVM_DEV_DIR", &dev_dir)
+        .env_remove("ONVM_IDENTITY_PASSPHRASE")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut rpc = None;
+    let mut ticket = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(u) = line.strip_prefix("rpc:") {
+            rpc = Some(u.trim().to_string());
+        }
+        if let Some(t) = line.strip_prefix("ticket:") {
+            ticket = Some(t.trim().to_string());
+            break;
+        }
+    }
+    let rpc = rpc.expect("dev printed its RPC URL");
+    assert!(
+        ticket
+            .expect("dev printed a ticket")
+            .starts_with("endpoint")
+    );
+    assert!(dev_dir.join("identity.json").exists());
+    let info: serde_json::Value =
+        serde_json::from_str(&run_ok(onvm(&["--rpc", &rpc, "--json", "node-info"]))).unwrap();
+    assert_eq!(info["offline"], true);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
