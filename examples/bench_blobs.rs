@@ -7,12 +7,12 @@
 
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result, ensure};
 use iroh_blobs::store::fs::FsStore;
 use jsonrpsee::ws_client::WsClientBuilder;
 use onvm::node::{Config, Identity, Node};
-use onvm::rpc_api::api::BlobApiClient;
 use onvm::rpc_api::BlobId;
+use onvm::rpc_api::api::BlobApiClient;
 
 const CHUNK: usize = 4 * 1024 * 1024;
 
@@ -32,7 +32,11 @@ fn data(len: usize) -> Vec<u8> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mib: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100);
     let size = mib * 1024 * 1024;
     let bytes = data(size);
     let expected = BlobId::of(&bytes);
@@ -60,7 +64,13 @@ async fn main() -> Result<()> {
     let status = BlobApiClient::upload_begin(&client, size as u64, None).await?;
     let mut offset = 0u64;
     for piece in bytes.chunks(CHUNK) {
-        BlobApiClient::upload_append(&client, status.upload_id.clone(), offset, piece.to_vec().into()).await?;
+        BlobApiClient::upload_append(
+            &client,
+            status.upload_id.clone(),
+            offset,
+            piece.to_vec().into(),
+        )
+        .await?;
         offset += piece.len() as u64;
     }
     let stat = BlobApiClient::upload_finish(&client, status.upload_id, Some(expected)).await?;
@@ -70,7 +80,13 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let mut back = Vec::with_capacity(size);
     loop {
-        let c = BlobApiClient::get(&client, expected, Some(back.len() as u64), Some(CHUNK as u64)).await?;
+        let c = BlobApiClient::get(
+            &client,
+            expected,
+            Some(back.len() as u64),
+            Some(CHUNK as u64),
+        )
+        .await?;
         back.extend_from_slice(&c.data_base64.0);
         if c.eof {
             break;
@@ -83,7 +99,9 @@ async fn main() -> Result<()> {
 
     // ---- bare iroh-blobs FsStore (the anchor) ----
     let raw_dir = tempfile::tempdir()?;
-    let store = FsStore::load(raw_dir.path()).await.context("opening FsStore")?;
+    let store = FsStore::load(raw_dir.path())
+        .await
+        .context("opening FsStore")?;
     let t = Instant::now();
     let tag = store.add_bytes(bytes.clone()).await?;
     let raw_add = t.elapsed().as_secs_f64();
@@ -99,10 +117,22 @@ async fn main() -> Result<()> {
     let add = mb_per_s(size, raw_add);
     let read = mb_per_s(size, raw_read);
     println!("{:<34} {:>10} {:>10}", "", "MB/s", "seconds");
-    println!("{:<34} {:>10.1} {:>10.3}", "onvm upload (WS, 4 MiB chunks)", up, rpc_up);
-    println!("{:<34} {:>10.1} {:>10.3}", "iroh-blobs add_bytes (FsStore)", add, raw_add);
-    println!("{:<34} {:>10.1} {:>10.3}", "onvm download (WS, 4 MiB ranges)", down, rpc_down);
-    println!("{:<34} {:>10.1} {:>10.3}", "iroh-blobs get_bytes (FsStore)", read, raw_read);
+    println!(
+        "{:<34} {:>10.1} {:>10.3}",
+        "onvm upload (WS, 4 MiB chunks)", up, rpc_up
+    );
+    println!(
+        "{:<34} {:>10.1} {:>10.3}",
+        "iroh-blobs add_bytes (FsStore)", add, raw_add
+    );
+    println!(
+        "{:<34} {:>10.1} {:>10.3}",
+        "onvm download (WS, 4 MiB ranges)", down, rpc_down
+    );
+    println!(
+        "{:<34} {:>10.1} {:>10.3}",
+        "iroh-blobs get_bytes (FsStore)", read, raw_read
+    );
     println!("upload ratio   onvm/raw = {:.2}", up / add);
     println!("download ratio onvm/raw = {:.2}", down / read);
     Ok(())

@@ -28,6 +28,49 @@ pub struct Config {
     pub rpc: RpcConfig,
     pub net: NetConfig,
     pub blobs: BlobsConfig,
+    pub vm: VmConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmConfig {
+    pub default_fuel: u64,
+    pub max_fuel: u64,
+    pub max_memory_bytes: u64,
+    pub max_stack_bytes: u64,
+    pub max_module_bytes: u64,
+    pub max_output_bytes: u64,
+    pub max_input_bytes: u64,
+    pub max_call_ms: u64,
+    pub max_log_bytes: u64,
+    pub max_key_bytes: u64,
+    pub max_value_bytes: u64,
+    pub max_writes_per_call: u64,
+    pub max_blob_refs_bytes: u64,
+    pub max_concurrent_calls: u32,
+    pub module_cache_entries: u32,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            default_fuel: 50_000_000,
+            max_fuel: 1_000_000_000,
+            max_memory_bytes: 64 * MIB,
+            max_stack_bytes: 512 * 1024,
+            max_module_bytes: 8 * MIB,
+            max_output_bytes: 4 * MIB,
+            max_input_bytes: 4 * MIB,
+            max_call_ms: 10_000,
+            max_log_bytes: 64 * 1024,
+            max_key_bytes: 256,
+            max_value_bytes: MIB,
+            max_writes_per_call: 10_000,
+            max_blob_refs_bytes: 64 * MIB,
+            max_concurrent_calls: 32,
+            module_cache_entries: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +224,34 @@ impl Config {
                 "blobs.max_chunk_bytes must be at least 1".into(),
             ));
         }
+        let vm = &self.vm;
+        if vm.default_fuel == 0 || vm.default_fuel > vm.max_fuel {
+            return Err(ConfigError::Invalid(
+                "vm.default_fuel must be between 1 and vm.max_fuel".into(),
+            ));
+        }
+        if vm.max_memory_bytes < 65536 || vm.max_memory_bytes > 4096 * MIB {
+            return Err(ConfigError::Invalid(
+                "vm.max_memory_bytes must be between 64 KiB and 4 GiB".into(),
+            ));
+        }
+        if vm.max_stack_bytes < 64 * 1024 || vm.max_stack_bytes > 1024 * 1024 {
+            // Calls run on threads with 2 MiB stacks: wasm frames must leave room for the host.
+            return Err(ConfigError::Invalid(
+                "vm.max_stack_bytes must be between 64 KiB and 1 MiB".into(),
+            ));
+        }
+        if vm.max_concurrent_calls == 0 || vm.max_call_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "vm.max_concurrent_calls and vm.max_call_ms must be at least 1".into(),
+            ));
+        }
+        if base64_len(vm.max_input_bytes) + ENVELOPE_BYTES > req {
+            return Err(ConfigError::Invalid(format!(
+                "vm.max_input_bytes = {} does not fit in rpc.max_request_bytes once base64-encoded",
+                vm.max_input_bytes
+            )));
+        }
         if self.node.network_id.is_empty() || self.node.network_id.len() > 64 {
             return Err(ConfigError::Invalid(
                 "node.network_id must be 1 to 64 characters".into(),
@@ -196,6 +267,7 @@ impl Config {
             rpc,
             net,
             blobs,
+            vm,
         } = self;
         format!(
             r#"# ONVM node configuration. Every key is optional; the values below are the defaults
@@ -242,6 +314,37 @@ max_chunk_bytes = {max_chunk_bytes}
 max_open_uploads = {max_open_uploads}
 # An upload session untouched for this many seconds is dropped with its partial data.
 upload_ttl_secs = {upload_ttl_secs}
+
+[vm]
+# Fuel of a call that does not ask for a specific amount (about one unit per wasm instruction).
+default_fuel = {default_fuel}
+# Most fuel a call may ask for.
+max_fuel = {max_fuel}
+# Linear memory cap per call; growing past it ends the call with `memory_limit`.
+max_memory_bytes = {max_memory_bytes}
+# Wasm stack per call; deeper recursion ends the call with `stack_overflow` (at most 1 MiB).
+max_stack_bytes = {max_stack_bytes}
+# Largest wasm module accepted by program_deploy (checked before compiling).
+max_module_bytes = {max_module_bytes}
+# Largest call output; larger outputs end the call with `bad_output`.
+max_output_bytes = {max_output_bytes}
+# Largest call input.
+max_input_bytes = {max_input_bytes}
+# Wall-clock limit of one call in milliseconds; exceeding it ends the call with `timeout`.
+max_call_ms = {max_call_ms}
+# Log bytes kept per call (onvm_log); the rest is dropped and marked truncated.
+max_log_bytes = {max_log_bytes}
+# Largest state key and value.
+max_key_bytes = {max_key_bytes}
+max_value_bytes = {max_value_bytes}
+# Most distinct keys one call may write or delete.
+max_writes_per_call = {max_writes_per_call}
+# Total size of the blobs a program declares in blob_refs (loaded for each call).
+max_blob_refs_bytes = {max_blob_refs_bytes}
+# Calls running at once (sizes the instance pool).
+max_concurrent_calls = {max_concurrent_calls}
+# Compiled modules kept in memory.
+module_cache_entries = {module_cache_entries}
 "#,
             network_id = node.network_id,
             rpc_listen = rpc.listen,
@@ -258,6 +361,21 @@ upload_ttl_secs = {upload_ttl_secs}
             max_chunk_bytes = blobs.max_chunk_bytes,
             max_open_uploads = blobs.max_open_uploads,
             upload_ttl_secs = blobs.upload_ttl_secs,
+            default_fuel = vm.default_fuel,
+            max_fuel = vm.max_fuel,
+            max_memory_bytes = vm.max_memory_bytes,
+            max_stack_bytes = vm.max_stack_bytes,
+            max_module_bytes = vm.max_module_bytes,
+            max_output_bytes = vm.max_output_bytes,
+            max_input_bytes = vm.max_input_bytes,
+            max_call_ms = vm.max_call_ms,
+            max_log_bytes = vm.max_log_bytes,
+            max_key_bytes = vm.max_key_bytes,
+            max_value_bytes = vm.max_value_bytes,
+            max_writes_per_call = vm.max_writes_per_call,
+            max_blob_refs_bytes = vm.max_blob_refs_bytes,
+            max_concurrent_calls = vm.max_concurrent_calls,
+            module_cache_entries = vm.module_cache_entries,
         )
     }
 }

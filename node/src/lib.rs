@@ -7,8 +7,10 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod rpc;
+pub mod state;
 pub mod store;
 mod util;
+pub mod vm;
 
 pub use config::Config;
 pub use identity::Identity;

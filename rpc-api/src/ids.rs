@@ -141,6 +141,12 @@ define_id!(
     "prog"
 );
 
+define_id!(
+    /// An execution receipt: BLAKE3 over a domain tag and the receipt's canonical encoding.
+    ReceiptId,
+    "rcpt"
+);
+
 impl BlobId {
     /// The id of `bytes`: what the node and iroh-blobs compute for the same content.
     pub fn of(bytes: &[u8]) -> Self {

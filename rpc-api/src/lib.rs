@@ -3,8 +3,13 @@
 //! can depend on it cheaply.
 
 pub mod api;
+pub mod bls;
 pub mod error;
+pub mod hash32;
 pub mod ids;
+pub mod program;
+pub mod smt;
 pub mod types;
 
-pub use ids::{BlobId, IdParseError, ProgramId, UploadId};
+pub use hash32::{Hash32, HexBytes};
+pub use ids::{BlobId, IdParseError, ProgramId, ReceiptId, UploadId};

@@ -1,0 +1,389 @@
+//! Programs, executions and receipts: the signed objects and their pure verifiers.
+//!
+//! Every hashed or signed object is encoded with postcard (the canonical binary encoding) and
+//! hashed or signed under a domain tag naming what it is; signatures also bind the network id.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash32::{Hash32, HexBytes};
+use crate::ids::{BlobId, ProgramId, ReceiptId};
+use crate::types::Base64Bytes;
+
+pub const PROGRAM_ID_TAG: &[u8] = b"onvm/program-id/v1";
+pub const MANIFEST_SIG_TAG: &[u8] = b"onvm/manifest-sig/v1";
+pub const RECEIPT_ID_TAG: &[u8] = b"onvm/receipt-id/v1";
+pub const RECEIPT_SIG_TAG: &[u8] = b"onvm/receipt-sig/v1";
+pub const SEED_TAG: &[u8] = b"onvm/call-seed/v1";
+pub const WRITES_TAG: &[u8] = b"onvm/write-digest/v1";
+/// The guest ABI version (docs/ABI.md).
+pub const ABI_VERSION: u32 = 1;
+
+/// `prog` + BLAKE3(tag, code hash, salt): the same wasm and salt always give the same id.
+pub fn program_id(code: &BlobId, salt: &str) -> ProgramId {
+    let mut h = blake3::Hasher::new();
+    h.update(PROGRAM_ID_TAG)
+        .update(code.as_bytes())
+        .update(&(salt.len() as u64).to_le_bytes())
+        .update(salt.as_bytes());
+    ProgramId::from_bytes(*h.finalize().as_bytes())
+}
+
+/// The deterministic seed of a call, from its position and inputs.
+pub fn call_seed(
+    program: &ProgramId,
+    height: u64,
+    root_in: &Hash32,
+    input_hash: &Hash32,
+) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(SEED_TAG)
+        .update(program.as_bytes())
+        .update(&height.to_le_bytes())
+        .update(&root_in.0)
+        .update(&input_hash.0);
+    Hash32(*h.finalize().as_bytes())
+}
+
+/// Digest of a call's writes: sorted by key, each `(key, Some(value) | None)`.
+pub fn write_digest<'a>(writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(WRITES_TAG);
+    for (k, v) in writes {
+        h.update(&(k.len() as u64).to_le_bytes()).update(k);
+        match v {
+            Some(v) => h
+                .update(&[1])
+                .update(&(v.len() as u64).to_le_bytes())
+                .update(v),
+            None => h.update(&[0]),
+        };
+    }
+    Hash32(*h.finalize().as_bytes())
+}
+
+fn tagged_message(tag: &[u8], network_id: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(tag.len() + network_id.len() + body.len() + 16);
+    m.extend_from_slice(tag);
+    m.extend_from_slice(&(network_id.len() as u64).to_le_bytes());
+    m.extend_from_slice(network_id.as_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
+    // postcard cannot fail on these plain structs; an empty encoding would fail verification.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// What a deployer signs: everything needed to run and audit the program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramManifest {
+    pub version: u32,
+    pub network_id: String,
+    pub program_id: ProgramId,
+    /// The wasm module, stored as a blob.
+    pub code: BlobId,
+    pub code_size: u64,
+    pub salt: String,
+    /// Exported functions callable as entrypoints, with the default first.
+    pub entrypoints: Vec<String>,
+    /// Blobs the program may read with `onvm_blob_read`.
+    pub blob_refs: Vec<BlobId>,
+    pub abi_version: u32,
+    /// Engine and ABI fingerprint the program was validated with.
+    pub engine: String,
+    pub initial_state_root: Hash32,
+    /// ed25519 public key (iroh endpoint id) of the deploying node.
+    pub deployer: Hash32,
+    pub deployed_at_ms: u64,
+}
+
+impl ProgramManifest {
+    /// The bytes the deployer signs.
+    pub fn signing_message(&self) -> Vec<u8> {
+        tagged_message(MANIFEST_SIG_TAG, &self.network_id, &canonical(self))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    pub manifest: ProgramManifest,
+    /// ed25519 signature (64 bytes) by `manifest.deployer` over `signing_message()`.
+    pub signature: HexBytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("id does not match the content (claimed {claimed}, computed {computed})")]
+    IdMismatch { claimed: String, computed: String },
+    #[error("signature is invalid")]
+    BadSignature,
+    #[error("public key is malformed or not in the group")]
+    BadPublicKey,
+    #[error("signed for network `{found}`, expected `{expected}`")]
+    WrongNetwork { expected: String, found: String },
+}
+
+/// Checks the program id and the deployer's ed25519 signature.
+pub fn verify_manifest(signed: &SignedManifest) -> Result<(), VerifyError> {
+    let m = &signed.manifest;
+    let computed = program_id(&m.code, &m.salt);
+    if computed != m.program_id {
+        return Err(VerifyError::IdMismatch {
+            claimed: m.program_id.to_string(),
+            computed: computed.to_string(),
+        });
+    }
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&m.deployer.0)
+        .map_err(|_| VerifyError::BadPublicKey)?;
+    let sig: [u8; 64] = signed
+        .signature
+        .0
+        .as_slice()
+        .try_into()
+        .map_err(|_| VerifyError::BadSignature)?;
+    key.verify_strict(
+        &m.signing_message(),
+        &ed25519_dalek::Signature::from_bytes(&sig),
+    )
+    .map_err(|_| VerifyError::BadSignature)
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    /// The guest trapped; `kind` is e.g. `unreachable`, `memory_out_of_bounds`,
+    /// `host_bad_pointer`, `guest_abort`, `read_only`.
+    Trap {
+        kind: String,
+        message: String,
+    },
+    OutOfFuel,
+    MemoryLimit,
+    StackOverflow,
+    Timeout,
+    BadOutput {
+        message: String,
+    },
+    Rejected {
+        message: String,
+    },
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok)
+    }
+
+    /// Stable snake_case name (the `kind` in RPC errors).
+    pub fn kind(&self) -> &str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Trap { .. } => "trap",
+            Outcome::OutOfFuel => "out_of_fuel",
+            Outcome::MemoryLimit => "memory_limit",
+            Outcome::StackOverflow => "stack_overflow",
+            Outcome::Timeout => "timeout",
+            Outcome::BadOutput { .. } => "bad_output",
+            Outcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// The record of one committed call (DESIGN.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionReceipt {
+    pub version: u32,
+    pub network_id: String,
+    pub program_id: ProgramId,
+    pub code_hash: BlobId,
+    /// Engine and ABI fingerprint of the executor.
+    pub engine: String,
+    pub entrypoint: String,
+    /// Position of this call in the program's log (0, 1, 2, ...).
+    pub height: u64,
+    pub input_hash: Hash32,
+    pub caller: Hash32,
+    pub timestamp_ms: u64,
+    pub seed: Hash32,
+    pub state_root_in: Hash32,
+    pub state_root_out: Hash32,
+    pub write_digest: Hash32,
+    pub output_hash: Hash32,
+    pub output_len: u64,
+    pub fuel_limit: u64,
+    pub fuel_used: u64,
+    pub outcome: Outcome,
+    /// ed25519 public key (endpoint id) of the node that executed the call.
+    pub executor: Hash32,
+}
+
+impl ExecutionReceipt {
+    pub fn id(&self) -> ReceiptId {
+        let mut h = blake3::Hasher::new();
+        h.update(RECEIPT_ID_TAG).update(&canonical(self));
+        ReceiptId::from_bytes(*h.finalize().as_bytes())
+    }
+}
+
+/// The bytes a committee member signs for a receipt.
+pub fn receipt_signing_message(network_id: &str, id: &ReceiptId) -> Vec<u8> {
+    tagged_message(RECEIPT_SIG_TAG, network_id, id.as_bytes())
+}
+
+/// A receipt with one BLS signature (a committee of one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    pub id: ReceiptId,
+    pub receipt: ExecutionReceipt,
+    /// Compressed BLS12-381 G2 public key (96 bytes) of the signer.
+    pub signer_bls_key: HexBytes,
+    /// Compressed G1 signature (48 bytes) over `receipt_signing_message`.
+    pub signature: HexBytes,
+}
+
+/// Checks a receipt's id and signature, optionally that it belongs to `network_id` and was
+/// signed by `expected_key`. Pure: no re-execution, no node needed.
+pub fn verify_receipt(
+    signed: &SignedReceipt,
+    network_id: Option<&str>,
+    expected_key: Option<&[u8]>,
+) -> Result<(), VerifyError> {
+    let computed = signed.receipt.id();
+    if computed != signed.id {
+        return Err(VerifyError::IdMismatch {
+            claimed: signed.id.to_string(),
+            computed: computed.to_string(),
+        });
+    }
+    if let Some(expected) = network_id
+        && expected != signed.receipt.network_id
+    {
+        return Err(VerifyError::WrongNetwork {
+            expected: expected.to_string(),
+            found: signed.receipt.network_id.clone(),
+        });
+    }
+    if let Some(key) = expected_key
+        && key != signed.signer_bls_key.0.as_slice()
+    {
+        return Err(VerifyError::BadPublicKey);
+    }
+    let pk = crate::bls::public_key(&signed.signer_bls_key.0).ok_or(VerifyError::BadPublicKey)?;
+    let msg = receipt_signing_message(&signed.receipt.network_id, &signed.id);
+    if crate::bls::verify_with_key(&pk, &msg, &signed.signature.0, crate::bls::SIG_DST) {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}
+
+// ---- RPC request/response types ----
+
+/// `program_deploy` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The wasm module inline (base64) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_base64: Option<Base64Bytes>,
+    /// ... or a blob already stored on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_blob: Option<BlobId>,
+    /// Default `onvm_main`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
+    /// Further exported functions callable as entrypoints.
+    #[serde(default)]
+    pub extra_entrypoints: Vec<String>,
+    #[serde(default)]
+    pub blob_refs: Vec<BlobId>,
+    /// Distinguishes deployments of the same code; default empty.
+    #[serde(default)]
+    pub salt: String,
+}
+
+/// `program_deploy` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployResult {
+    pub program_id: ProgramId,
+    /// False when the same code and salt were already deployed (idempotent).
+    pub created: bool,
+    pub manifest: SignedManifest,
+}
+
+/// A program in the catalog with its current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    pub program_id: ProgramId,
+    pub manifest: SignedManifest,
+    pub state_root: Hash32,
+    /// Number of receipts (committed calls) so far: the next call's height.
+    pub height: u64,
+    pub keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramPage {
+    pub items: Vec<ProgramInfo>,
+    pub next_cursor: Option<String>,
+}
+
+/// `program_execute` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecuteOptions {
+    /// Fuel for this call; default `vm.default_fuel`, at most `vm.max_fuel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Run against the latest committed state without writing and without a receipt.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Exported function to call; default the manifest's first entrypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
+    /// Wall-clock limit in milliseconds; default and cap `vm.max_call_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `program_execute` result (also the `data.result` of a failed call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecuteResult {
+    pub program_id: ProgramId,
+    pub outcome: Outcome,
+    pub output_base64: Base64Bytes,
+    pub fuel_used: u64,
+    pub state_root_in: Hash32,
+    pub state_root_out: Hash32,
+    pub logs: Vec<String>,
+    pub logs_truncated: bool,
+    /// Absent for read-only calls.
+    pub receipt: Option<SignedReceipt>,
+}
+
+/// `state_get` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateValue {
+    pub program_id: ProgramId,
+    pub key_base64: Base64Bytes,
+    pub value_base64: Option<Base64Bytes>,
+    pub state_root: Hash32,
+}
+
+/// `state_proof` result: verify with [`crate::smt::verify_proof`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateProof {
+    pub program_id: ProgramId,
+    pub key_base64: Base64Bytes,
+    pub value_base64: Option<Base64Bytes>,
+    pub state_root: Hash32,
+    pub proof: crate::smt::SmtProof,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptPage {
+    pub items: Vec<SignedReceipt>,
+    /// Pass as `before_height` for the next (older) page.
+    pub next_before_height: Option<u64>,
+}
