@@ -71,6 +71,15 @@ pub struct Compiled {
     has_alloc: bool,
 }
 
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("entrypoints", &self.entrypoints)
+            .field("has_alloc", &self.has_alloc)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Compiled {
     pub fn entrypoints(&self) -> impl Iterator<Item = &str> {
         self.entrypoints.keys().map(String::as_str)
@@ -981,5 +990,265 @@ fn trap_kind(trap: &Trap) -> &'static str {
         Trap::BadConversionToInteger => "bad_conversion_to_integer",
         Trap::UnreachableCodeReached => "unreachable",
         _ => "trap",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Committed state for tests: a sorted map.
+    #[derive(Default)]
+    struct MapState(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl StateView for MapState {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn next_key(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+            let lower = match after {
+                Some(a) => std::ops::Bound::Excluded(a.to_vec()),
+                None => std::ops::Bound::Included(prefix.to_vec()),
+            };
+            Ok(self
+                .0
+                .range::<Vec<u8>, _>((lower, std::ops::Bound::Unbounded))
+                .map(|(k, _)| k.clone())
+                .find(|k| k.starts_with(prefix) || k.as_slice() > prefix)
+                .filter(|k| k.starts_with(prefix)))
+        }
+    }
+
+    fn vm() -> Vm {
+        Vm::new(VmConfig {
+            max_memory_bytes: 4 * 1024 * 1024,
+            max_concurrent_calls: 4,
+            ..VmConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn request(input: &[u8]) -> CallRequest {
+        CallRequest {
+            entrypoint: "onvm_main".into(),
+            input: input.to_vec(),
+            fuel: 10_000_000,
+            timeout: Duration::from_secs(10),
+            read_only: false,
+            context: CallContext {
+                height: 7,
+                timestamp_ms: 1000,
+                seed: Hash32([9; 32]),
+                caller: Hash32([1; 32]),
+                state_root_in: Hash32([2; 32]),
+            },
+            blobs: Arc::new(HashMap::new()),
+        }
+    }
+
+    fn call_wat(vm: &Vm, wat: &str, input: &[u8], state: MapState) -> CallResult {
+        let wasm = wat::parse_str(wat).unwrap();
+        let compiled = vm.compile(&wasm, &["onvm_main".to_string()]).unwrap();
+        vm.call(&compiled, request(input), Arc::new(state))
+    }
+
+    const ECHO_MULTI: &str = r#"(module (memory (export "memory") 1)
+        (func (export "onvm_main") (param i32 i32) (result i32 i32) local.get 0 local.get 1))"#;
+    const ECHO_PACKED: &str = r#"(module (memory (export "memory") 1)
+        (func (export "onvm_main") (param i32 i32) (result i64)
+          local.get 0 i64.extend_i32_u i64.const 32 i64.shl local.get 1 i64.extend_i32_u i64.or))"#;
+    const ECHO_SRET: &str = r#"(module (memory (export "memory") 1)
+        (func (export "onvm_main") (param i32 i32 i32)
+          local.get 0 local.get 1 i32.store local.get 0 local.get 2 i32.store offset=4))"#;
+
+    #[test]
+    fn three_entrypoint_shapes_return_the_input() {
+        let vm = vm();
+        for wat in [ECHO_MULTI, ECHO_PACKED, ECHO_SRET] {
+            let r = call_wat(&vm, wat, b"hello shapes", MapState::default());
+            assert_eq!(r.outcome, Outcome::Ok, "{wat}");
+            assert_eq!(r.output, b"hello shapes");
+            assert!(r.fuel_used > 0);
+        }
+    }
+
+    #[test]
+    fn input_is_never_at_address_zero() {
+        let vm = vm();
+        // Returns (ptr, 0) as output length 4 containing the pointer value.
+        let wat = r#"(module (memory (export "memory") 1)
+            (func (export "onvm_main") (param i32 i32) (result i32 i32)
+              i32.const 0 local.get 0 i32.store i32.const 0 i32.const 4))"#;
+        let r = call_wat(&vm, wat, b"", MapState::default());
+        let ptr = u32::from_le_bytes(r.output[..4].try_into().unwrap());
+        assert!(ptr >= 65536, "input placed at {ptr}");
+    }
+
+    #[test]
+    fn state_abi_round_trip_and_buffer_conventions() {
+        let vm = vm();
+        // put("k","vv"); get("k") into a 1-byte buffer (expects -2); get into 8 bytes; get missing.
+        let wat = r#"(module
+            (import "env" "onvm_state_put" (func $put (param i32 i32 i32 i32) (result i32)))
+            (import "env" "onvm_state_get" (func $get (param i32 i32 i32 i32) (result i64)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "kvvx")
+            (func (export "onvm_main") (param i32 i32) (result i32 i32)
+              (drop (call $put (i32.const 16) (i32.const 1) (i32.const 17) (i32.const 2)))
+              (i64.store (i32.const 100) (call $get (i32.const 16) (i32.const 1) (i32.const 200) (i32.const 1)))
+              (i64.store (i32.const 108) (call $get (i32.const 16) (i32.const 1) (i32.const 200) (i32.const 8)))
+              (i64.store (i32.const 116) (call $get (i32.const 19) (i32.const 1) (i32.const 200) (i32.const 8)))
+              i32.const 100 i32.const 24))"#;
+        let r = call_wat(&vm, wat, b"", MapState::default());
+        assert_eq!(r.outcome, Outcome::Ok);
+        let word = |i: usize| i64::from_le_bytes(r.output[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(word(0), -2, "too small: minus the needed size");
+        assert_eq!(word(1), 2);
+        assert_eq!(word(2), ONVM_NOT_FOUND);
+        assert_eq!(r.writes.get(b"k".as_slice()), Some(&Some(b"vv".to_vec())));
+    }
+
+    #[test]
+    fn hostile_programs_get_typed_outcomes_and_write_nothing() {
+        let vm = vm();
+        let writes_then = |body: &str| {
+            format!(
+                r#"(module
+                (import "env" "onvm_state_put" (func $put (param i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (func $rec (param i32) (result i32) local.get 0 i32.const 1 i32.add call $rec)
+                (func (export "onvm_main") (param i32 i32) (result i32 i32)
+                  (drop (call $put (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1)))
+                  {body}))"#
+            )
+        };
+        let cases = [
+            ("(loop $l br $l) i32.const 0 i32.const 0", "out_of_fuel"),
+            ("(loop $l (drop (memory.grow (i32.const 1))) br $l) i32.const 0 i32.const 0", "memory_limit"),
+            ("i32.const 0 call $rec drop i32.const 0 i32.const 0", "stack_overflow"),
+            ("unreachable", "trap"),
+            ("i32.const 0 i32.const 100000000", "bad_output"),
+            ("i32.const 1 i32.const 0 i32.div_u i32.const 0", "trap"),
+        ];
+        for (body, expected) in cases {
+            let r = call_wat(&vm, &writes_then(body), b"", MapState::default());
+            assert_eq!(r.outcome.kind(), expected, "{body}: {:?}", r.outcome);
+            assert!(r.writes.is_empty(), "{body}: a failed call must not write");
+        }
+    }
+
+    #[test]
+    fn out_of_bounds_pointers_trap_in_every_host_function() {
+        let vm = vm();
+        let calls = [
+            ("onvm_state_get", "(param i32 i32 i32 i32) (result i64)", "(drop (call $f (i32.const 1000000) (i32.const 1) (i32.const 0) (i32.const 1)))"),
+            ("onvm_state_get", "(param i32 i32 i32 i32) (result i64)", "(drop (call $f (i32.const 0) (i32.const 1) (i32.const 1000000) (i32.const 100)))"),
+            ("onvm_state_put", "(param i32 i32 i32 i32) (result i32)", "(drop (call $f (i32.const 0) (i32.const 1) (i32.const -1) (i32.const 10)))"),
+            ("onvm_state_del", "(param i32 i32) (result i32)", "(drop (call $f (i32.const 1000000) (i32.const 10)))"),
+            ("onvm_state_next", "(param i32 i32 i32 i32 i32 i32) (result i64)", "(drop (call $f (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000000) (i32.const 4)))"),
+            ("onvm_state_root", "(param i32) (result i32)", "(drop (call $f (i32.const 1000000)))"),
+            ("onvm_blob_len", "(param i32) (result i64)", "(drop (call $f (i32.const 1000000)))"),
+            ("onvm_blob_read", "(param i32 i64 i32 i32) (result i64)", "(drop (call $f (i32.const 0) (i64.const 0) (i32.const 1000000) (i32.const 100)))"),
+            ("onvm_log", "(param i32 i32)", "(call $f (i32.const 1000000) (i32.const 1000))"),
+            ("onvm_caller", "(param i32) (result i32)", "(drop (call $f (i32.const -8)))"),
+            ("onvm_context", "(param i32) (result i32)", "(drop (call $f (i32.const 1000000)))"),
+            ("onvm_abort", "(param i32 i32)", "(call $f (i32.const 1000000) (i32.const 2))"),
+        ];
+        for (name, ty, call) in calls {
+            let wat = format!(
+                r#"(module (import "env" "{name}" (func $f {ty})) (memory (export "memory") 1)
+                  (func (export "onvm_main") (param i32 i32) (result i32 i32) {call} i32.const 0 i32.const 0))"#
+            );
+            let wasm = wat::parse_str(&wat).unwrap();
+            // Inputs go to fresh pages, so memory is 2 pages; use a pre-grown-free alloc path.
+            let compiled = vm.compile(&wasm, &["onvm_main".to_string()]).unwrap();
+            let mut req = request(b"");
+            req.input = Vec::new();
+            let r = vm.call(&compiled, req, Arc::new(MapState::default()));
+            match &r.outcome {
+                Outcome::Trap { kind, message } => {
+                    assert_eq!(kind, "host_bad_pointer", "{name}: {message}");
+                    assert!(message.contains(name), "{name}: {message}");
+                }
+                other => panic!("{name}: expected a bad-pointer trap, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deploy_validation_rejects_bad_modules_with_reasons() {
+        let vm = vm();
+        let ep = ["onvm_main".to_string()];
+        assert!(matches!(vm.compile(b"not wasm", &ep), Err(VmError::NotWasm)));
+        let mut truncated = wat::parse_str(ECHO_MULTI).unwrap();
+        truncated.truncate(truncated.len() - 3);
+        assert!(matches!(vm.compile(&truncated, &ep), Err(VmError::Invalid(_))));
+        let unknown = wat::parse_str(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+               (memory (export "memory") 1) (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#,
+        )
+        .unwrap();
+        let err = vm.compile(&unknown, &ep).unwrap_err();
+        assert!(err.to_string().contains("wasi_snapshot_preview1.fd_write"), "{err}");
+        let wrong_type = wat::parse_str(
+            r#"(module (import "env" "onvm_log" (func (param i32)))
+               (memory (export "memory") 1) (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#,
+        )
+        .unwrap();
+        assert!(matches!(vm.compile(&wrong_type, &ep), Err(VmError::BadImportType { .. })));
+        let no_memory = wat::parse_str(r#"(module (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#).unwrap();
+        assert!(matches!(vm.compile(&no_memory, &ep), Err(VmError::NoMemory)));
+        let bad_entry = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "onvm_main") (param i32) (result i32) i32.const 0))"#).unwrap();
+        assert!(matches!(vm.compile(&bad_entry, &ep), Err(VmError::BadEntrypoint { .. })));
+        let huge_memory = wat::parse_str(r#"(module (memory (export "memory") 1000) (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#).unwrap();
+        let err = vm.compile(&huge_memory, &ep).unwrap_err();
+        // The pooling allocator refuses it while compiling; either way the reason names memory.
+        assert!(
+            matches!(err, VmError::MemoryTooLarge { .. }) || err.to_string().contains("memory has a minimum byte size"),
+            "{err:?}"
+        );
+        let small = Vm::new(VmConfig { max_module_bytes: 10, max_concurrent_calls: 1, ..VmConfig::default() }).unwrap();
+        assert!(matches!(small.compile(&wat::parse_str(ECHO_MULTI).unwrap(), &ep), Err(VmError::ModuleTooLarge { .. })));
+    }
+
+    #[test]
+    fn next_key_merges_committed_state_with_this_calls_writes() {
+        let mut committed = MapState::default();
+        for k in [b"p/a".as_slice(), b"p/c", b"p/e", b"q/z"] {
+            committed.0.insert(k.to_vec(), b"1".to_vec());
+        }
+        let mut host = HostState {
+            state: Arc::new(committed),
+            overlay: BTreeMap::new(),
+            read_only: false,
+            context: request(b"").context,
+            blobs: Arc::new(HashMap::new()),
+            logs: Vec::new(),
+            log_bytes: 0,
+            logs_truncated: false,
+            limits: VmConfig::default(),
+        };
+        host.overlay.insert(b"p/b".to_vec(), Some(b"2".to_vec()));
+        host.overlay.insert(b"p/c".to_vec(), None);
+        let mut keys = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        while let Some(k) = host.next_key(b"p/", after.as_deref()).unwrap() {
+            keys.push(String::from_utf8(k.clone()).unwrap());
+            after = Some(k);
+        }
+        assert_eq!(keys, ["p/a", "p/b", "p/e"]);
+    }
+
+    #[test]
+    fn timeouts_stop_long_calls() {
+        let vm = vm();
+        let wat = r#"(module (memory (export "memory") 1)
+            (func (export "onvm_main") (param i32 i32) (result i32 i32) (loop $l br $l) i32.const 0 i32.const 0))"#;
+        let compiled = vm.compile(&wat::parse_str(wat).unwrap(), &["onvm_main".to_string()]).unwrap();
+        let mut req = request(b"");
+        req.fuel = u64::MAX / 2;
+        req.timeout = Duration::from_millis(50);
+        let r = vm.call(&compiled, req, Arc::new(MapState::default()));
+        assert_eq!(r.outcome, Outcome::Timeout);
     }
 }
