@@ -164,7 +164,6 @@ impl Blobs {
 
     /// Stores `data` (small blobs, sent inline). Same bytes, same id; idempotent.
     pub async fn put(&self, data: Vec<u8>, mime: Option<String>) -> Result<BlobStat, BlobError> {
-        check_mime(&mime)?;
         let size = data.len() as u64;
         if size > self.limits.max_inline_bytes {
             return Err(BlobError::InlineTooLarge {
@@ -172,6 +171,13 @@ impl Blobs {
                 max: self.limits.max_inline_bytes,
             });
         }
+        self.add(data, mime).await
+    }
+
+    /// Stores bytes the node already holds in memory (e.g. deployed wasm), up to the blob cap.
+    pub async fn add(&self, data: Vec<u8>, mime: Option<String>) -> Result<BlobStat, BlobError> {
+        check_mime(&mime)?;
+        let size = data.len() as u64;
         self.check_size(size)?;
         let expected = Hash::new(&data);
         let hf = self
@@ -300,6 +306,19 @@ impl Blobs {
                 .collect(),
             next_cursor,
         })
+    }
+
+    /// The whole blob in memory; callers bound the size first (via `stat`).
+    pub async fn read_all(&self, id: BlobId) -> Result<Vec<u8>, BlobError> {
+        let info = self.stat(id).await?;
+        if info.size == 0 {
+            return Ok(Vec::new());
+        }
+        self.fs
+            .export_ranges(Hash::from_bytes(*id.as_bytes()), 0..info.size)
+            .concatenate()
+            .await
+            .map_err(|e| BlobError::Backend(format!("reading {id}: {e}")))
     }
 
     pub async fn blob_count(&self) -> Result<u64, BlobError> {

@@ -14,6 +14,9 @@ use zeroize::Zeroizing;
 /// Domain-separation tag for BLS proofs of possession (the IETF BLS "POP" ciphersuite, G1 sigs).
 pub const BLS_POP_DST: &[u8] = b"BLS_POP_BLS12381G1_XMD:SHA-256_SSWU_RO_POP_";
 
+/// Domain-separation tag for BLS signatures by keys that have a proof of possession.
+pub const BLS_SIG_DST: &[u8] = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_POP_";
+
 const KEYSTORE_VERSION: u32 = 1;
 const ENCRYPTION_SCHEME: &str = "argon2id-xchacha20poly1305";
 /// Argon2id cost (OWASP's recommended minimum: 19 MiB, 2 passes, 1 lane).
@@ -115,6 +118,12 @@ impl Identity {
     /// Compressed proof of possession (48 bytes): a signature over the public key.
     pub fn bls_proof_of_possession(&self) -> [u8; 48] {
         self.bls_pop.compress()
+    }
+
+    /// ed25519 signature with the endpoint key (64 bytes). `message` must already carry a
+    /// domain tag and the network id.
+    pub fn ed25519_sign(&self, message: &[u8]) -> [u8; 64] {
+        self.endpoint_key.sign(message).to_bytes()
     }
 
     /// Signs `message` under a domain-separation tag that names what is signed.

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod programs;
 pub mod rpc;
 pub mod state;
 pub mod store;

@@ -30,6 +30,10 @@ counters!(
     uploads_finished,
     uploads_aborted,
     uploads_expired,
+    programs_deployed,
+    calls_executed,
+    calls_failed,
+    fuel_used,
 );
 
 /// Adds `n` to a counter.

@@ -16,8 +16,10 @@ use crate::config::Config;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::Counters;
 use crate::net::{Net, NetError};
+use crate::programs::Programs;
 use crate::rpc::{self, RpcError};
 use crate::store::{Store, StoreError};
+use crate::vm::{Vm, VmError};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const IDENTITY_FILE: &str = "identity.json";
@@ -41,6 +43,8 @@ pub enum NodeError {
     Net(#[from] NetError),
     #[error(transparent)]
     Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -94,10 +98,11 @@ pub fn init_data_dir(
 
 /// Shared state behind the RPC handlers.
 pub struct NodeContext {
-    pub(crate) identity: Identity,
+    pub(crate) identity: Arc<Identity>,
     pub(crate) config: Config,
     pub(crate) net: Net,
     pub(crate) blobs: Blobs,
+    pub(crate) programs: Programs,
     pub(crate) store: Store,
     pub(crate) counters: Arc<Counters>,
     started: Instant,
@@ -222,6 +227,22 @@ impl Node {
             counters.clone(),
         )
         .await?;
+        let vm = match Vm::new(config.vm.clone()) {
+            Ok(vm) => Arc::new(vm),
+            Err(e) => {
+                let _ = blobs.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let identity = Arc::new(identity);
+        let programs = Programs::new(
+            store.clone(),
+            blobs.clone(),
+            vm,
+            identity.clone(),
+            config.node.network_id.clone(),
+            counters.clone(),
+        );
         let net =
             match Net::start(identity.endpoint_key().clone(), &config.net, blobs.store()).await {
                 Ok(net) => net,
@@ -235,6 +256,7 @@ impl Node {
             config: config.clone(),
             net,
             blobs,
+            programs,
             store,
             counters,
             started: Instant::now(),

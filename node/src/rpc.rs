@@ -8,17 +8,25 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
-use onvm_rpc_api::api::{BlobApiServer, NodeApiServer};
+use onvm_rpc_api::api::{
+    BlobApiServer, NodeApiServer, ProgramApiServer, ReceiptApiServer, StateApiServer,
+};
 use onvm_rpc_api::error::{self as codes, rpc_error};
+use onvm_rpc_api::program::{
+    DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ProgramInfo, ProgramPage,
+    ReceiptPage, SignedReceipt, StateProof, StateRoot, StateValue,
+};
 use onvm_rpc_api::types::{
     Base64Bytes, BlobChunk, BlobPage, BlobStat, Health, Metrics, NodeInfo, UploadStatus,
 };
 use onvm_rpc_api::{BlobId, UploadId};
+use onvm_rpc_api::{ProgramId, ReceiptId};
 use serde_json::json;
 
 use crate::blobs::BlobError;
 use crate::config::RpcConfig;
 use crate::node::NodeContext;
+use crate::programs::ProgramError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -107,6 +115,63 @@ fn blob_error(e: BlobError) -> ErrorObjectOwned {
         BlobError::BadCursor(_) => rpc_error(codes::INVALID_PARAMS, "bad_cursor", msg, json!(null)),
         BlobError::Store(_) | BlobError::Backend(_) | BlobError::Io { .. } => {
             tracing::error!("blob request failed: {msg}");
+            rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
+        }
+    }
+}
+
+fn program_error(e: ProgramError) -> ErrorObjectOwned {
+    let msg = e.to_string();
+    match e {
+        ProgramError::NotFound(id) => rpc_error(
+            codes::NOT_FOUND,
+            "program_not_found",
+            msg,
+            json!({"program_id": id}),
+        ),
+        ProgramError::ReceiptNotFound(id) => rpc_error(
+            codes::NOT_FOUND,
+            "receipt_not_found",
+            msg,
+            json!({"receipt_id": id}),
+        ),
+        ProgramError::InvalidProgram(v) => rpc_error(
+            codes::INVALID_PROGRAM,
+            "invalid_program",
+            msg,
+            json!({"reason": v.to_string()}),
+        ),
+        ProgramError::BadRequest(_) => {
+            rpc_error(codes::INVALID_PARAMS, "bad_request", msg, json!(null))
+        }
+        ProgramError::TooLarge {
+            what,
+            size,
+            max,
+            key,
+        } => rpc_error(
+            codes::LIMIT_EXCEEDED,
+            "limit_exceeded",
+            msg,
+            json!({"what": what, "size": size, "max": max, "config_key": key}),
+        ),
+        ProgramError::ExecutionFailed(result) => {
+            let (trap_kind, trap_message) = match &result.outcome {
+                onvm_rpc_api::program::Outcome::Trap { kind, message } => {
+                    (Some(kind.clone()), Some(message.clone()))
+                }
+                _ => (None, None),
+            };
+            rpc_error(
+                codes::EXECUTION_FAILED,
+                result.outcome.kind(),
+                msg,
+                json!({"trap_kind": trap_kind, "trap_message": trap_message, "fuel_used": result.fuel_used, "result": result}),
+            )
+        }
+        ProgramError::Blob(b) => blob_error(b),
+        ProgramError::Store(_) | ProgramError::Internal(_) => {
+            tracing::error!("program request failed: {msg}");
             rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
         }
     }
@@ -214,6 +279,104 @@ impl BlobApiServer for Handlers {
     }
 }
 
+#[async_trait]
+impl ProgramApiServer for Handlers {
+    async fn deploy(&self, request: DeployRequest) -> RpcResult<DeployResult> {
+        self.ctx
+            .programs
+            .deploy(request)
+            .await
+            .map_err(program_error)
+    }
+
+    async fn info(&self, program_id: ProgramId) -> RpcResult<ProgramInfo> {
+        self.ctx
+            .programs
+            .info(program_id)
+            .await
+            .map_err(program_error)
+    }
+
+    async fn list(&self, cursor: Option<String>, limit: Option<u32>) -> RpcResult<ProgramPage> {
+        self.ctx
+            .programs
+            .list(cursor, limit)
+            .await
+            .map_err(program_error)
+    }
+
+    async fn execute(
+        &self,
+        program_id: ProgramId,
+        input_base64: Base64Bytes,
+        options: Option<ExecuteOptions>,
+    ) -> RpcResult<ExecuteResult> {
+        self.ctx
+            .programs
+            .execute(program_id, input_base64.0, options.unwrap_or_default())
+            .await
+            .map_err(program_error)
+    }
+}
+
+#[async_trait]
+impl StateApiServer for Handlers {
+    async fn get(&self, program_id: ProgramId, key_base64: Base64Bytes) -> RpcResult<StateValue> {
+        self.ctx
+            .programs
+            .state_get(program_id, key_base64.0)
+            .await
+            .map_err(program_error)
+    }
+
+    async fn root(&self, program_id: ProgramId) -> RpcResult<StateRoot> {
+        let info = self
+            .ctx
+            .programs
+            .info(program_id)
+            .await
+            .map_err(program_error)?;
+        Ok(StateRoot {
+            program_id,
+            state_root: info.state_root,
+            height: info.height,
+            keys: info.keys,
+        })
+    }
+
+    async fn proof(&self, program_id: ProgramId, key_base64: Base64Bytes) -> RpcResult<StateProof> {
+        self.ctx
+            .programs
+            .state_proof(program_id, key_base64.0)
+            .await
+            .map_err(program_error)
+    }
+}
+
+#[async_trait]
+impl ReceiptApiServer for Handlers {
+    async fn get(&self, receipt_id: ReceiptId) -> RpcResult<SignedReceipt> {
+        self.ctx
+            .programs
+            .receipt(receipt_id)
+            .await
+            .map_err(program_error)
+    }
+
+    async fn list(
+        &self,
+        program_id: ProgramId,
+        before_height: Option<u64>,
+        limit: Option<u32>,
+    ) -> RpcResult<ReceiptPage> {
+        self.ctx
+            .programs
+            .receipts(program_id, before_height, limit)
+            .await
+            .map_err(program_error)
+    }
+}
+
 /// Binds the server with the configured limits and starts serving; returns the bound address.
 pub async fn start(
     config: &RpcConfig,
@@ -242,7 +405,16 @@ pub async fn start(
         .merge(NodeApiServer::into_rpc(handlers.clone()))
         .map_err(|e| RpcError::Register(e.to_string()))?;
     module
-        .merge(BlobApiServer::into_rpc(handlers))
+        .merge(BlobApiServer::into_rpc(handlers.clone()))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    module
+        .merge(ProgramApiServer::into_rpc(handlers.clone()))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    module
+        .merge(StateApiServer::into_rpc(handlers.clone()))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    module
+        .merge(ReceiptApiServer::into_rpc(handlers))
         .map_err(|e| RpcError::Register(e.to_string()))?;
     Ok((local, server.start(module)))
 }

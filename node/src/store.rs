@@ -4,8 +4,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::collections::BTreeMap;
+
+use onvm_rpc_api::program::{SignedManifest, SignedReceipt};
+use onvm_rpc_api::smt::{self, SmtProof};
+use onvm_rpc_api::{Hash32, ProgramId, ReceiptId};
+use redb::{
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
 const SCHEMA_VERSION: u32 = 1;
@@ -15,6 +25,16 @@ const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 /// Upload id -> UploadRecord.
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// Program id -> ProgramRecord.
+const PROGRAMS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("programs");
+/// Program id ++ user key -> value.
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+/// SMT node hash -> SmtNode (content-addressed, shared by all programs and roots).
+const SMT_NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("smt_nodes");
+/// Program id ++ height (big endian) -> SignedReceipt.
+const RECEIPTS: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("receipts");
+/// Receipt id -> program id ++ height.
+const RECEIPT_INDEX: TableDefinition<&[u8; 32], &[u8; 40]> = TableDefinition::new("receipt_index");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +49,18 @@ pub enum StoreError {
         "node database schema version {found} is not supported by this build (expects {SCHEMA_VERSION})"
     )]
     Schema { found: u32 },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("internal error: a read-only snapshot was asked to write")]
+    ReadOnlySnapshot,
+    #[error("program {0} is not in the catalog")]
+    UnknownProgram(ProgramId),
+    #[error("program {program} moved to height {found} while a call for height {expected} ran")]
+    HeightRace {
+        program: ProgramId,
+        expected: u64,
+        found: u64,
+    },
 }
 
 macro_rules! from_redb {
@@ -101,6 +133,11 @@ impl Store {
             }
             tx.open_table(BLOBS)?;
             tx.open_table(UPLOADS)?;
+            tx.open_table(PROGRAMS)?;
+            tx.open_table(STATE)?;
+            tx.open_table(SMT_NODES)?;
+            tx.open_table(RECEIPTS)?;
+            tx.open_table(RECEIPT_INDEX)?;
         }
         tx.commit()?;
         Ok(())
@@ -216,6 +253,319 @@ impl Store {
             out.push((k.value().to_string(), decode("uploads", v.value())?));
         }
         Ok(out)
+    }
+}
+
+/// A deployed program and where its state stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramRecord {
+    pub manifest: SignedManifest,
+    pub state_root: Hash32,
+    /// Receipts so far; the next call's height.
+    pub height: u64,
+    pub keys: u64,
+}
+
+fn state_key(program: &ProgramId, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32 + key.len());
+    k.extend_from_slice(program.as_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn receipt_key(program: &ProgramId, height: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(program.as_bytes());
+    k[32..].copy_from_slice(&height.to_be_bytes());
+    k
+}
+
+/// SMT nodes inside a write transaction.
+struct WriteNodes<'t>(redb::Table<'t, &'static [u8; 32], &'static [u8]>);
+
+impl NodeStore for WriteNodes<'_> {
+    type Error = StoreError;
+    fn get_node(&self, hash: &Hash32) -> Result<Option<SmtNode>, StoreError> {
+        self.0
+            .get(&hash.0)?
+            .map(|v| decode("smt_nodes", v.value()))
+            .transpose()
+    }
+    fn put_node(&mut self, hash: &Hash32, node: &SmtNode) -> Result<(), StoreError> {
+        self.0.insert(&hash.0, encode(node).as_slice())?;
+        Ok(())
+    }
+}
+
+/// SMT nodes in a read snapshot (proofs only read).
+struct ReadNodes(ReadOnlyTable<&'static [u8; 32], &'static [u8]>);
+
+impl NodeStore for ReadNodes {
+    type Error = StoreError;
+    fn get_node(&self, hash: &Hash32) -> Result<Option<SmtNode>, StoreError> {
+        self.0
+            .get(&hash.0)?
+            .map(|v| decode("smt_nodes", v.value()))
+            .transpose()
+    }
+    fn put_node(&mut self, _: &Hash32, _: &SmtNode) -> Result<(), StoreError> {
+        Err(StoreError::ReadOnlySnapshot)
+    }
+}
+
+/// A consistent read-only view of one program's state, for a call to run against.
+pub struct StateSnapshot {
+    program: ProgramId,
+    table: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl StateSnapshot {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = state_key(&self.program, key);
+        Ok(self.table.get(k.as_slice())?.map(|v| v.value().to_vec()))
+    }
+
+    /// Smallest key with `prefix` strictly after `after` (or the first).
+    pub fn next_key(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let full_prefix = state_key(&self.program, prefix);
+        let lower = match after {
+            Some(a) => std::ops::Bound::Excluded(state_key(&self.program, a)),
+            None => std::ops::Bound::Included(full_prefix.clone()),
+        };
+        let lower_ref = match &lower {
+            std::ops::Bound::Excluded(v) => std::ops::Bound::Excluded(v.as_slice()),
+            std::ops::Bound::Included(v) => std::ops::Bound::Included(v.as_slice()),
+            std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
+        };
+        let mut range = self
+            .table
+            .range::<&[u8]>((lower_ref, std::ops::Bound::Unbounded))?;
+        match range.next() {
+            Some(entry) => {
+                let (k, _) = entry?;
+                let k = k.value();
+                if k.starts_with(&full_prefix) {
+                    Ok(Some(k[32..].to_vec()))
+                } else {
+                    Ok(None)
+                }
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Store {
+    /// Adds a program unless present; returns the stored record and whether it was new.
+    pub fn insert_program(
+        &self,
+        manifest: &SignedManifest,
+    ) -> Result<(ProgramRecord, bool), StoreError> {
+        let id = manifest.manifest.program_id;
+        let tx = self.db.begin_write()?;
+        let result = {
+            let mut programs = tx.open_table(PROGRAMS)?;
+            let existing = programs
+                .get(id.as_bytes())?
+                .map(|v| decode::<ProgramRecord>("programs", v.value()))
+                .transpose()?;
+            match existing {
+                Some(r) => (r, false),
+                None => {
+                    let record = ProgramRecord {
+                        manifest: manifest.clone(),
+                        state_root: manifest.manifest.initial_state_root,
+                        height: 0,
+                        keys: 0,
+                    };
+                    programs.insert(id.as_bytes(), encode(&record).as_slice())?;
+                    (record, true)
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(result)
+    }
+
+    pub fn program(&self, id: &ProgramId) -> Result<Option<ProgramRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let programs = tx.open_table(PROGRAMS)?;
+        programs
+            .get(id.as_bytes())?
+            .map(|v| decode("programs", v.value()))
+            .transpose()
+    }
+
+    pub fn programs_after(
+        &self,
+        after: Option<&ProgramId>,
+        limit: usize,
+    ) -> Result<Vec<ProgramRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let programs = tx.open_table(PROGRAMS)?;
+        let range = match after {
+            Some(a) => programs.range::<&[u8; 32]>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            ))?,
+            None => programs.range::<&[u8; 32]>(..)?,
+        };
+        let mut out = Vec::new();
+        for entry in range.take(limit) {
+            let (_, v) = entry?;
+            out.push(decode("programs", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A snapshot of `program`'s committed state and its record at the same instant.
+    pub fn snapshot(
+        &self,
+        program: &ProgramId,
+    ) -> Result<(ProgramRecord, StateSnapshot), StoreError> {
+        let tx = self.db.begin_read()?;
+        let record: ProgramRecord = tx
+            .open_table(PROGRAMS)?
+            .get(program.as_bytes())?
+            .map(|v| decode("programs", v.value()))
+            .transpose()?
+            .ok_or(StoreError::UnknownProgram(*program))?;
+        let table = tx.open_table(STATE)?;
+        Ok((
+            record,
+            StateSnapshot {
+                program: *program,
+                table,
+            },
+        ))
+    }
+
+    /// Commits one call atomically: applies `writes` to the program's state and tree, then
+    /// stores the receipt `sign` builds from the new root. `height` must still be current.
+    pub fn commit_call(
+        &self,
+        program: &ProgramId,
+        height: u64,
+        writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        sign: impl FnOnce(Hash32) -> SignedReceipt,
+    ) -> Result<SignedReceipt, StoreError> {
+        let tx = self.db.begin_write()?;
+        let receipt = {
+            let mut programs = tx.open_table(PROGRAMS)?;
+            let mut record: ProgramRecord = programs
+                .get(program.as_bytes())?
+                .map(|v| decode("programs", v.value()))
+                .transpose()?
+                .ok_or(StoreError::UnknownProgram(*program))?;
+            if record.height != height {
+                return Err(StoreError::HeightRace {
+                    program: *program,
+                    expected: height,
+                    found: record.height,
+                });
+            }
+            let mut state = tx.open_table(STATE)?;
+            let mut nodes = WriteNodes(tx.open_table(SMT_NODES)?);
+            let mut root = record.state_root;
+            for (key, value) in writes {
+                let k = state_key(program, key);
+                let existed = match value {
+                    Some(v) => state.insert(k.as_slice(), v.as_slice())?.is_some(),
+                    None => state.remove(k.as_slice())?.is_some(),
+                };
+                match (existed, value.is_some()) {
+                    (false, true) => record.keys += 1,
+                    (true, false) => record.keys = record.keys.saturating_sub(1),
+                    _ => {}
+                }
+                let vh = value.as_deref().map(smt::value_hash);
+                root = smt_state::update(&mut nodes, root, &smt::key_hash(key), vh.as_ref())?;
+            }
+            let receipt = sign(root);
+            record.state_root = root;
+            record.height += 1;
+            programs.insert(program.as_bytes(), encode(&record).as_slice())?;
+            let rk = receipt_key(program, height);
+            tx.open_table(RECEIPTS)?
+                .insert(&rk, encode(&receipt).as_slice())?;
+            tx.open_table(RECEIPT_INDEX)?
+                .insert(receipt.id.as_bytes(), &rk)?;
+            receipt
+        };
+        tx.commit()?;
+        Ok(receipt)
+    }
+
+    pub fn receipt(&self, id: &ReceiptId) -> Result<Option<SignedReceipt>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let Some(key) = tx
+            .open_table(RECEIPT_INDEX)?
+            .get(id.as_bytes())?
+            .map(|v| *v.value())
+        else {
+            return Ok(None);
+        };
+        tx.open_table(RECEIPTS)?
+            .get(&key)?
+            .map(|v| decode("receipts", v.value()))
+            .transpose()
+    }
+
+    /// Receipts of `program` with height below `before` (default: all), newest first.
+    pub fn receipts(
+        &self,
+        program: &ProgramId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<SignedReceipt>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let receipts = tx.open_table(RECEIPTS)?;
+        let lo = receipt_key(program, 0);
+        let hi = match before {
+            Some(h) => receipt_key(program, h),
+            None => {
+                let mut k = receipt_key(program, u64::MAX);
+                k[39] = 0xff;
+                k
+            }
+        };
+        let range = if before.is_some() {
+            receipts.range::<&[u8; 40]>(&lo..&hi)?
+        } else {
+            receipts.range::<&[u8; 40]>(&lo..=&hi)?
+        };
+        let mut out = Vec::new();
+        for entry in range.rev().take(limit) {
+            let (_, v) = entry?;
+            out.push(decode("receipts", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The value of `key`, the current root, and a proof tying them together.
+    pub fn state_proof(
+        &self,
+        program: &ProgramId,
+        key: &[u8],
+    ) -> Result<(Hash32, Option<Vec<u8>>, SmtProof), StoreError> {
+        let tx = self.db.begin_read()?;
+        let record: ProgramRecord = tx
+            .open_table(PROGRAMS)?
+            .get(program.as_bytes())?
+            .map(|v| decode("programs", v.value()))
+            .transpose()?
+            .ok_or(StoreError::UnknownProgram(*program))?;
+        let value = tx
+            .open_table(STATE)?
+            .get(state_key(program, key).as_slice())?
+            .map(|v| v.value().to_vec());
+        let nodes = ReadNodes(tx.open_table(SMT_NODES)?);
+        let proof = smt_state::prove(&nodes, record.state_root, &smt::key_hash(key))?;
+        Ok((record.state_root, value, proof))
     }
 }
 

@@ -751,6 +751,24 @@ impl Vm {
         })
     }
 
+    pub fn cached(&self, code: &BlobId) -> Option<Arc<Compiled>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(code)
+            .cloned()
+    }
+
+    pub fn insert_compiled(&self, code: BlobId, compiled: Arc<Compiled>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= self.limits.module_cache_entries as usize
+            && let Some(evict) = cache.keys().next().copied()
+        {
+            cache.remove(&evict);
+        }
+        cache.insert(code, compiled);
+    }
+
     /// The compiled module for `code`, compiling (and caching) it on first use.
     pub fn compiled(
         &self,
@@ -768,13 +786,7 @@ impl Vm {
         }
         let wasm = load_wasm().map_err(VmError::Invalid)?;
         let compiled = Arc::new(self.compile(&wasm, entrypoints)?);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.limits.module_cache_entries as usize
-            && let Some(evict) = cache.keys().next().copied()
-        {
-            cache.remove(&evict);
-        }
-        cache.insert(code, compiled.clone());
+        self.insert_compiled(code, compiled.clone());
         Ok(compiled)
     }
 
@@ -1124,8 +1136,14 @@ mod tests {
         };
         let cases = [
             ("(loop $l br $l) i32.const 0 i32.const 0", "out_of_fuel"),
-            ("(loop $l (drop (memory.grow (i32.const 1))) br $l) i32.const 0 i32.const 0", "memory_limit"),
-            ("i32.const 0 call $rec drop i32.const 0 i32.const 0", "stack_overflow"),
+            (
+                "(loop $l (drop (memory.grow (i32.const 1))) br $l) i32.const 0 i32.const 0",
+                "memory_limit",
+            ),
+            (
+                "i32.const 0 call $rec drop i32.const 0 i32.const 0",
+                "stack_overflow",
+            ),
             ("unreachable", "trap"),
             ("i32.const 0 i32.const 100000000", "bad_output"),
             ("i32.const 1 i32.const 0 i32.div_u i32.const 0", "trap"),
@@ -1141,18 +1159,66 @@ mod tests {
     fn out_of_bounds_pointers_trap_in_every_host_function() {
         let vm = vm();
         let calls = [
-            ("onvm_state_get", "(param i32 i32 i32 i32) (result i64)", "(drop (call $f (i32.const 1000000) (i32.const 1) (i32.const 0) (i32.const 1)))"),
-            ("onvm_state_get", "(param i32 i32 i32 i32) (result i64)", "(drop (call $f (i32.const 0) (i32.const 1) (i32.const 1000000) (i32.const 100)))"),
-            ("onvm_state_put", "(param i32 i32 i32 i32) (result i32)", "(drop (call $f (i32.const 0) (i32.const 1) (i32.const -1) (i32.const 10)))"),
-            ("onvm_state_del", "(param i32 i32) (result i32)", "(drop (call $f (i32.const 1000000) (i32.const 10)))"),
-            ("onvm_state_next", "(param i32 i32 i32 i32 i32 i32) (result i64)", "(drop (call $f (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000000) (i32.const 4)))"),
-            ("onvm_state_root", "(param i32) (result i32)", "(drop (call $f (i32.const 1000000)))"),
-            ("onvm_blob_len", "(param i32) (result i64)", "(drop (call $f (i32.const 1000000)))"),
-            ("onvm_blob_read", "(param i32 i64 i32 i32) (result i64)", "(drop (call $f (i32.const 0) (i64.const 0) (i32.const 1000000) (i32.const 100)))"),
-            ("onvm_log", "(param i32 i32)", "(call $f (i32.const 1000000) (i32.const 1000))"),
-            ("onvm_caller", "(param i32) (result i32)", "(drop (call $f (i32.const -8)))"),
-            ("onvm_context", "(param i32) (result i32)", "(drop (call $f (i32.const 1000000)))"),
-            ("onvm_abort", "(param i32 i32)", "(call $f (i32.const 1000000) (i32.const 2))"),
+            (
+                "onvm_state_get",
+                "(param i32 i32 i32 i32) (result i64)",
+                "(drop (call $f (i32.const 1000000) (i32.const 1) (i32.const 0) (i32.const 1)))",
+            ),
+            (
+                "onvm_state_get",
+                "(param i32 i32 i32 i32) (result i64)",
+                "(drop (call $f (i32.const 0) (i32.const 1) (i32.const 1000000) (i32.const 100)))",
+            ),
+            (
+                "onvm_state_put",
+                "(param i32 i32 i32 i32) (result i32)",
+                "(drop (call $f (i32.const 0) (i32.const 1) (i32.const -1) (i32.const 10)))",
+            ),
+            (
+                "onvm_state_del",
+                "(param i32 i32) (result i32)",
+                "(drop (call $f (i32.const 1000000) (i32.const 10)))",
+            ),
+            (
+                "onvm_state_next",
+                "(param i32 i32 i32 i32 i32 i32) (result i64)",
+                "(drop (call $f (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000000) (i32.const 4)))",
+            ),
+            (
+                "onvm_state_root",
+                "(param i32) (result i32)",
+                "(drop (call $f (i32.const 1000000)))",
+            ),
+            (
+                "onvm_blob_len",
+                "(param i32) (result i64)",
+                "(drop (call $f (i32.const 1000000)))",
+            ),
+            (
+                "onvm_blob_read",
+                "(param i32 i64 i32 i32) (result i64)",
+                "(drop (call $f (i32.const 0) (i64.const 0) (i32.const 1000000) (i32.const 100)))",
+            ),
+            (
+                "onvm_log",
+                "(param i32 i32)",
+                "(call $f (i32.const 1000000) (i32.const 1000))",
+            ),
+            (
+                "onvm_caller",
+                "(param i32) (result i32)",
+                "(drop (call $f (i32.const -8)))",
+            ),
+            (
+                "onvm_context",
+                "(param i32) (result i32)",
+                "(drop (call $f (i32.const 1000000)))",
+            ),
+            (
+                "onvm_abort",
+                "(param i32 i32)",
+                "(call $f (i32.const 1000000) (i32.const 2))",
+            ),
         ];
         for (name, ty, call) in calls {
             let wat = format!(
@@ -1179,36 +1245,66 @@ mod tests {
     fn deploy_validation_rejects_bad_modules_with_reasons() {
         let vm = vm();
         let ep = ["onvm_main".to_string()];
-        assert!(matches!(vm.compile(b"not wasm", &ep), Err(VmError::NotWasm)));
+        assert!(matches!(
+            vm.compile(b"not wasm", &ep),
+            Err(VmError::NotWasm)
+        ));
         let mut truncated = wat::parse_str(ECHO_MULTI).unwrap();
         truncated.truncate(truncated.len() - 3);
-        assert!(matches!(vm.compile(&truncated, &ep), Err(VmError::Invalid(_))));
+        assert!(matches!(
+            vm.compile(&truncated, &ep),
+            Err(VmError::Invalid(_))
+        ));
         let unknown = wat::parse_str(
             r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
                (memory (export "memory") 1) (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#,
         )
         .unwrap();
         let err = vm.compile(&unknown, &ep).unwrap_err();
-        assert!(err.to_string().contains("wasi_snapshot_preview1.fd_write"), "{err}");
+        assert!(
+            err.to_string().contains("wasi_snapshot_preview1.fd_write"),
+            "{err}"
+        );
         let wrong_type = wat::parse_str(
             r#"(module (import "env" "onvm_log" (func (param i32)))
                (memory (export "memory") 1) (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#,
         )
         .unwrap();
-        assert!(matches!(vm.compile(&wrong_type, &ep), Err(VmError::BadImportType { .. })));
-        let no_memory = wat::parse_str(r#"(module (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#).unwrap();
-        assert!(matches!(vm.compile(&no_memory, &ep), Err(VmError::NoMemory)));
+        assert!(matches!(
+            vm.compile(&wrong_type, &ep),
+            Err(VmError::BadImportType { .. })
+        ));
+        let no_memory = wat::parse_str(
+            r#"(module (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            vm.compile(&no_memory, &ep),
+            Err(VmError::NoMemory)
+        ));
         let bad_entry = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "onvm_main") (param i32) (result i32) i32.const 0))"#).unwrap();
-        assert!(matches!(vm.compile(&bad_entry, &ep), Err(VmError::BadEntrypoint { .. })));
+        assert!(matches!(
+            vm.compile(&bad_entry, &ep),
+            Err(VmError::BadEntrypoint { .. })
+        ));
         let huge_memory = wat::parse_str(r#"(module (memory (export "memory") 1000) (func (export "onvm_main") (param i32 i32) (result i64) i64.const 0))"#).unwrap();
         let err = vm.compile(&huge_memory, &ep).unwrap_err();
         // The pooling allocator refuses it while compiling; either way the reason names memory.
         assert!(
-            matches!(err, VmError::MemoryTooLarge { .. }) || err.to_string().contains("memory has a minimum byte size"),
+            matches!(err, VmError::MemoryTooLarge { .. })
+                || err.to_string().contains("memory has a minimum byte size"),
             "{err:?}"
         );
-        let small = Vm::new(VmConfig { max_module_bytes: 10, max_concurrent_calls: 1, ..VmConfig::default() }).unwrap();
-        assert!(matches!(small.compile(&wat::parse_str(ECHO_MULTI).unwrap(), &ep), Err(VmError::ModuleTooLarge { .. })));
+        let small = Vm::new(VmConfig {
+            max_module_bytes: 10,
+            max_concurrent_calls: 1,
+            ..VmConfig::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            small.compile(&wat::parse_str(ECHO_MULTI).unwrap(), &ep),
+            Err(VmError::ModuleTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -1244,7 +1340,9 @@ mod tests {
         let vm = vm();
         let wat = r#"(module (memory (export "memory") 1)
             (func (export "onvm_main") (param i32 i32) (result i32 i32) (loop $l br $l) i32.const 0 i32.const 0))"#;
-        let compiled = vm.compile(&wat::parse_str(wat).unwrap(), &["onvm_main".to_string()]).unwrap();
+        let compiled = vm
+            .compile(&wat::parse_str(wat).unwrap(), &["onvm_main".to_string()])
+            .unwrap();
         let mut req = request(b"");
         req.fuel = u64::MAX / 2;
         req.timeout = Duration::from_millis(50);

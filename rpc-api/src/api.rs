@@ -4,7 +4,11 @@
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 
-use crate::ids::{BlobId, UploadId};
+use crate::ids::{BlobId, ProgramId, ReceiptId, UploadId};
+use crate::program::{
+    DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ProgramInfo, ProgramPage,
+    ReceiptPage, SignedReceipt, StateProof, StateRoot, StateValue,
+};
 use crate::types::{
     Base64Bytes, BlobChunk, BlobPage, BlobStat, Health, Metrics, NodeInfo, UploadStatus,
 };
@@ -80,4 +84,63 @@ pub trait BlobApi {
     /// Blobs on this node ordered by id, `limit` per page (default 100, at most 1000).
     #[method(name = "list")]
     async fn list(&self, cursor: Option<String>, limit: Option<u32>) -> RpcResult<BlobPage>;
+}
+
+/// `program_*`: deploy and call WebAssembly programs.
+#[cfg_attr(not(feature = "client"), rpc(server, namespace = "program"))]
+#[cfg_attr(feature = "client", rpc(server, client, namespace = "program"))]
+pub trait ProgramApi {
+    /// Validates, stores and registers a program; idempotent for the same code and salt.
+    #[method(name = "deploy")]
+    async fn deploy(&self, request: DeployRequest) -> RpcResult<DeployResult>;
+
+    /// The signed manifest and current state root / height of a program.
+    #[method(name = "info")]
+    async fn info(&self, program_id: ProgramId) -> RpcResult<ProgramInfo>;
+
+    /// The catalog, ordered by program id.
+    #[method(name = "list")]
+    async fn list(&self, cursor: Option<String>, limit: Option<u32>) -> RpcResult<ProgramPage>;
+
+    /// Runs a call. A failed call is an error with code -32020 whose `data.result` holds the
+    /// outcome and (for writing calls) the receipt.
+    #[method(name = "execute")]
+    async fn execute(
+        &self,
+        program_id: ProgramId,
+        input_base64: Base64Bytes,
+        options: Option<ExecuteOptions>,
+    ) -> RpcResult<ExecuteResult>;
+}
+
+/// `state_*`: a program's committed key-value state, its Merkle root and proofs.
+#[cfg_attr(not(feature = "client"), rpc(server, namespace = "state"))]
+#[cfg_attr(feature = "client", rpc(server, client, namespace = "state"))]
+pub trait StateApi {
+    #[method(name = "get")]
+    async fn get(&self, program_id: ProgramId, key_base64: Base64Bytes) -> RpcResult<StateValue>;
+
+    #[method(name = "root")]
+    async fn root(&self, program_id: ProgramId) -> RpcResult<StateRoot>;
+
+    /// Inclusion or absence proof; check it with `onvm_rpc_api::smt::verify_proof`.
+    #[method(name = "proof")]
+    async fn proof(&self, program_id: ProgramId, key_base64: Base64Bytes) -> RpcResult<StateProof>;
+}
+
+/// `receipt_*`: execution receipts.
+#[cfg_attr(not(feature = "client"), rpc(server, namespace = "receipt"))]
+#[cfg_attr(feature = "client", rpc(server, client, namespace = "receipt"))]
+pub trait ReceiptApi {
+    #[method(name = "get")]
+    async fn get(&self, receipt_id: ReceiptId) -> RpcResult<SignedReceipt>;
+
+    /// A program's receipts, newest first; page with `before_height`.
+    #[method(name = "list")]
+    async fn list(
+        &self,
+        program_id: ProgramId,
+        before_height: Option<u64>,
+        limit: Option<u32>,
+    ) -> RpcResult<ReceiptPage>;
 }

@@ -32,6 +32,13 @@ pub const BUSY: i32 = -32004;
 /// The node is not ready to serve this request (starting up, shutting down).
 pub const UNAVAILABLE: i32 = -32005;
 
+/// A program call ran and did not succeed: `data.kind` is the outcome (`out_of_fuel`, `trap`,
+/// `memory_limit`, `stack_overflow`, `timeout`, `bad_output`, `rejected`), `data.result` the full
+/// result including the receipt of a writing call.
+pub const EXECUTION_FAILED: i32 = -32020;
+/// The wasm module was refused at deploy (not wasm, unknown import, bad entrypoint...).
+pub const INVALID_PROGRAM: i32 = -32021;
+
 /// Machine-readable detail attached to every ONVM error as `error.data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorData {

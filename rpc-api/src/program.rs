@@ -371,6 +371,16 @@ pub struct StateValue {
     pub state_root: Hash32,
 }
 
+/// `state_root` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRoot {
+    pub program_id: ProgramId,
+    pub state_root: Hash32,
+    /// Receipts so far (the root is the one after the last of them).
+    pub height: u64,
+    pub keys: u64,
+}
+
 /// `state_proof` result: verify with [`crate::smt::verify_proof`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateProof {

@@ -1,0 +1,579 @@
+//! Programs on one node: deploy (validate, store the code as a blob, sign the manifest),
+//! execute (sequence calls per program, run them in the VM, commit writes and a signed receipt
+//! atomically), and read state, proofs and receipts. On a single node the node is the program's
+//! committee of one; the consensus issue replaces the sequencing here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use onvm_rpc_api::program::{
+    ABI_VERSION, DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ExecutionReceipt,
+    Outcome, ProgramInfo, ProgramManifest, ProgramPage, ReceiptPage, SignedManifest, SignedReceipt,
+    StateProof, StateValue, call_seed, program_id, receipt_signing_message, write_digest,
+};
+use onvm_rpc_api::smt::EMPTY;
+use onvm_rpc_api::{BlobId, Hash32, HexBytes, ProgramId, ReceiptId};
+use tokio::sync::Semaphore;
+
+use crate::blobs::{BlobError, Blobs};
+use crate::identity::Identity;
+use crate::metrics::{self, Counters};
+use crate::store::{ProgramRecord, StateSnapshot, Store, StoreError};
+use crate::util::now_ms;
+use crate::vm::{
+    CallContext, CallRequest, CallResult, Compiled, ENGINE_FINGERPRINT, StateView, Vm, VmError,
+};
+
+const DEFAULT_ENTRYPOINT: &str = "onvm_main";
+const MAX_ENTRYPOINTS: usize = 16;
+const MAX_SALT_LEN: usize = 256;
+const MAX_BLOB_REFS: usize = 64;
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("program {0} not found")]
+    NotFound(ProgramId),
+    #[error("receipt {0} not found")]
+    ReceiptNotFound(ReceiptId),
+    #[error("invalid program: {0}")]
+    InvalidProgram(#[from] VmError),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("{what} of {size} bytes exceeds the limit of {max} ({key})")]
+    TooLarge {
+        what: &'static str,
+        size: u64,
+        max: u64,
+        key: &'static str,
+    },
+    /// The call ran and failed; its receipt (if any) is in the result.
+    #[error("execution failed: {}", describe_outcome(&.0.outcome))]
+    ExecutionFailed(Box<ExecuteResult>),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok => "ok".into(),
+        Outcome::Trap { kind, message } => format!("trap ({kind}): {message}"),
+        Outcome::OutOfFuel => "out of fuel".into(),
+        Outcome::MemoryLimit => "memory limit reached".into(),
+        Outcome::StackOverflow => "stack overflow".into(),
+        Outcome::Timeout => "wall-clock timeout".into(),
+        Outcome::BadOutput { message } => format!("bad output: {message}"),
+        Outcome::Rejected { message } => format!("rejected: {message}"),
+    }
+}
+
+/// Adapts a store snapshot to what the VM reads.
+struct SnapshotView(StateSnapshot);
+
+impl StateView for SnapshotView {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.0.get(key).map_err(|e| e.to_string())
+    }
+    fn next_key(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+        self.0.next_key(prefix, after).map_err(|e| e.to_string())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProgramError> + Send + 'static,
+) -> Result<T, ProgramError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProgramError::Internal(format!("blocking task failed: {e}")))?
+}
+
+#[derive(Clone)]
+pub struct Programs {
+    store: Store,
+    blobs: Blobs,
+    vm: Arc<Vm>,
+    identity: Arc<Identity>,
+    network_id: String,
+    /// One sequencer lock per program: calls to a program commit in order.
+    sequencers: Arc<Mutex<HashMap<ProgramId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Bounds running calls to the VM's instance pool.
+    slots: Arc<Semaphore>,
+    counters: Arc<Counters>,
+}
+
+impl Programs {
+    pub fn new(
+        store: Store,
+        blobs: Blobs,
+        vm: Arc<Vm>,
+        identity: Arc<Identity>,
+        network_id: String,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(vm.limits().max_concurrent_calls as usize));
+        Self {
+            store,
+            blobs,
+            vm,
+            identity,
+            network_id,
+            sequencers: Arc::default(),
+            slots,
+            counters,
+        }
+    }
+
+    pub async fn deploy(&self, req: DeployRequest) -> Result<DeployResult, ProgramError> {
+        let limits = self.vm.limits().clone();
+        if req.salt.len() > MAX_SALT_LEN {
+            return Err(ProgramError::BadRequest(format!(
+                "salt is longer than {MAX_SALT_LEN} bytes"
+            )));
+        }
+        let wasm = match (req.wasm_base64, req.code_blob) {
+            (Some(w), None) => w.0,
+            (None, Some(blob)) => {
+                let stat = self.blobs.stat(blob).await?;
+                if stat.size > limits.max_module_bytes {
+                    return Err(ProgramError::TooLarge {
+                        what: "module",
+                        size: stat.size,
+                        max: limits.max_module_bytes,
+                        key: "vm.max_module_bytes",
+                    });
+                }
+                self.blobs.read_all(blob).await?
+            }
+            _ => {
+                return Err(ProgramError::BadRequest(
+                    "give exactly one of wasm_base64 and code_blob".into(),
+                ));
+            }
+        };
+        let mut entrypoints = vec![
+            req.entrypoint
+                .unwrap_or_else(|| DEFAULT_ENTRYPOINT.to_string()),
+        ];
+        for e in req.extra_entrypoints {
+            if !entrypoints.contains(&e) {
+                entrypoints.push(e);
+            }
+        }
+        if entrypoints.len() > MAX_ENTRYPOINTS {
+            return Err(ProgramError::BadRequest(format!(
+                "at most {MAX_ENTRYPOINTS} entrypoints"
+            )));
+        }
+        if req.blob_refs.len() > MAX_BLOB_REFS {
+            return Err(ProgramError::BadRequest(format!(
+                "at most {MAX_BLOB_REFS} blob_refs"
+            )));
+        }
+        let mut refs_total = 0u64;
+        for r in &req.blob_refs {
+            refs_total += self.blobs.stat(*r).await?.size;
+        }
+        if refs_total > limits.max_blob_refs_bytes {
+            return Err(ProgramError::TooLarge {
+                what: "blob_refs",
+                size: refs_total,
+                max: limits.max_blob_refs_bytes,
+                key: "vm.max_blob_refs_bytes",
+            });
+        }
+        // Validate and compile before storing anything.
+        let vm = self.vm.clone();
+        let (wasm, eps, compiled) = blocking(move || {
+            let compiled = vm.compile(&wasm, &entrypoints)?;
+            Ok((wasm, entrypoints, compiled))
+        })
+        .await?;
+        let code_size = wasm.len() as u64;
+        let code = self
+            .blobs
+            .add(wasm, Some("application/wasm".into()))
+            .await?
+            .id;
+        let id = program_id(&code, &req.salt);
+        self.vm.insert_compiled(code, Arc::new(compiled));
+        if let Some(existing) = self.load(&id).await? {
+            return Ok(DeployResult {
+                program_id: id,
+                created: false,
+                manifest: existing.manifest,
+            });
+        }
+        let manifest = ProgramManifest {
+            version: 1,
+            network_id: self.network_id.clone(),
+            program_id: id,
+            code,
+            code_size,
+            salt: req.salt,
+            entrypoints: eps,
+            blob_refs: req.blob_refs,
+            abi_version: ABI_VERSION,
+            engine: ENGINE_FINGERPRINT.to_string(),
+            initial_state_root: EMPTY,
+            deployer: Hash32(*self.identity.endpoint_id().as_bytes()),
+            deployed_at_ms: now_ms(),
+        };
+        let signature = HexBytes(
+            self.identity
+                .ed25519_sign(&manifest.signing_message())
+                .to_vec(),
+        );
+        let signed = SignedManifest {
+            manifest,
+            signature,
+        };
+        let store = self.store.clone();
+        let (record, created) = blocking(move || Ok(store.insert_program(&signed)?)).await?;
+        if created {
+            metrics::add(&self.counters.programs_deployed, 1);
+        }
+        Ok(DeployResult {
+            program_id: id,
+            created,
+            manifest: record.manifest,
+        })
+    }
+
+    async fn load(&self, id: &ProgramId) -> Result<Option<ProgramRecord>, ProgramError> {
+        let store = self.store.clone();
+        let id = *id;
+        blocking(move || Ok(store.program(&id)?)).await
+    }
+
+    async fn require(&self, id: &ProgramId) -> Result<ProgramRecord, ProgramError> {
+        self.load(id).await?.ok_or(ProgramError::NotFound(*id))
+    }
+
+    pub async fn info(&self, id: ProgramId) -> Result<ProgramInfo, ProgramError> {
+        Ok(info_of(self.require(&id).await?))
+    }
+
+    pub async fn list(
+        &self,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<ProgramPage, ProgramError> {
+        let after = match cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.parse::<ProgramId>()
+                    .map_err(|_| ProgramError::BadRequest(format!("invalid cursor `{c}`")))?,
+            ),
+        };
+        let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
+        let store = self.store.clone();
+        let mut rows =
+            blocking(move || Ok(store.programs_after(after.as_ref(), limit + 1)?)).await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = if more {
+            rows.last()
+                .map(|r| r.manifest.manifest.program_id.to_string())
+        } else {
+            None
+        };
+        Ok(ProgramPage {
+            items: rows.into_iter().map(info_of).collect(),
+            next_cursor,
+        })
+    }
+
+    fn sequencer(&self, id: &ProgramId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.sequencers.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(*id).or_default().clone()
+    }
+
+    async fn compiled_for(
+        &self,
+        manifest: &ProgramManifest,
+    ) -> Result<Arc<Compiled>, ProgramError> {
+        if let Some(c) = self.vm.cached(&manifest.code) {
+            return Ok(c);
+        }
+        let wasm = self.blobs.read_all(manifest.code).await?;
+        let vm = self.vm.clone();
+        let code = manifest.code;
+        let eps = manifest.entrypoints.clone();
+        blocking(move || Ok(vm.compiled(code, &eps, || Ok(wasm))?)).await
+    }
+
+    async fn load_blob_refs(
+        &self,
+        refs: &[BlobId],
+    ) -> Result<Arc<HashMap<BlobId, Arc<Vec<u8>>>>, ProgramError> {
+        let mut out = HashMap::new();
+        for r in refs {
+            out.insert(*r, Arc::new(self.blobs.read_all(*r).await?));
+        }
+        Ok(Arc::new(out))
+    }
+
+    /// Runs a call. Writing calls are sequenced per program and committed with a signed
+    /// receipt, whatever their outcome; read-only calls see the latest committed state.
+    pub async fn execute(
+        &self,
+        id: ProgramId,
+        input: Vec<u8>,
+        options: ExecuteOptions,
+    ) -> Result<ExecuteResult, ProgramError> {
+        let limits = self.vm.limits().clone();
+        if input.len() as u64 > limits.max_input_bytes {
+            return Err(ProgramError::TooLarge {
+                what: "input",
+                size: input.len() as u64,
+                max: limits.max_input_bytes,
+                key: "vm.max_input_bytes",
+            });
+        }
+        let fuel = options.fuel.unwrap_or(limits.default_fuel);
+        if fuel == 0 || fuel > limits.max_fuel {
+            return Err(ProgramError::TooLarge {
+                what: "fuel",
+                size: fuel,
+                max: limits.max_fuel,
+                key: "vm.max_fuel",
+            });
+        }
+        let timeout = Duration::from_millis(
+            options
+                .timeout_ms
+                .unwrap_or(limits.max_call_ms)
+                .clamp(1, limits.max_call_ms),
+        );
+        let record = self.require(&id).await?;
+        let manifest = record.manifest.manifest.clone();
+        let entrypoint = options
+            .entrypoint
+            .clone()
+            .unwrap_or_else(|| manifest.entrypoints[0].clone());
+        if !manifest.entrypoints.contains(&entrypoint) {
+            return Err(ProgramError::BadRequest(format!(
+                "`{entrypoint}` is not an entrypoint of {id} (it has: {})",
+                manifest.entrypoints.join(", ")
+            )));
+        }
+        let compiled = self.compiled_for(&manifest).await?;
+        let blobs = self.load_blob_refs(&manifest.blob_refs).await?;
+        let input_hash = Hash32::of(&input);
+        let caller = Hash32(*self.identity.endpoint_id().as_bytes());
+
+        // Writers hold the program's sequencer lock from reading the root to committing.
+        let sequencer = self.sequencer(&id);
+        let _turn = if options.read_only {
+            None
+        } else {
+            Some(sequencer.lock().await)
+        };
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ProgramError::Internal("the VM is shutting down".into()))?;
+        let store = self.store.clone();
+        let (record, snapshot) = blocking(move || Ok(store.snapshot(&id)?)).await?;
+        let height = record.height;
+        let root_in = record.state_root;
+        let context = CallContext {
+            height,
+            timestamp_ms: now_ms(),
+            seed: call_seed(&id, height, &root_in, &input_hash),
+            caller,
+            state_root_in: root_in,
+        };
+        let request = CallRequest {
+            entrypoint: entrypoint.clone(),
+            input,
+            fuel,
+            timeout,
+            read_only: options.read_only,
+            context: context.clone(),
+            blobs,
+        };
+        let vm = self.vm.clone();
+        let result: CallResult = blocking(move || {
+            let view: Arc<dyn StateView> = Arc::new(SnapshotView(snapshot));
+            Ok(vm.call(&compiled, request, view))
+        })
+        .await?;
+        metrics::add(&self.counters.calls_executed, 1);
+        metrics::add(&self.counters.fuel_used, result.fuel_used);
+        if !result.outcome.is_ok() {
+            metrics::add(&self.counters.calls_failed, 1);
+        }
+
+        if options.read_only {
+            return finish(ExecuteResult {
+                program_id: id,
+                outcome: result.outcome,
+                output_base64: result.output.into(),
+                fuel_used: result.fuel_used,
+                state_root_in: root_in,
+                state_root_out: root_in,
+                logs: result.logs,
+                logs_truncated: result.logs_truncated,
+                receipt: None,
+            });
+        }
+
+        let digest = write_digest(
+            result
+                .writes
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref())),
+        );
+        let receipt_body = ExecutionReceipt {
+            version: 1,
+            network_id: self.network_id.clone(),
+            program_id: id,
+            code_hash: manifest.code,
+            engine: ENGINE_FINGERPRINT.to_string(),
+            entrypoint,
+            height,
+            input_hash,
+            caller,
+            timestamp_ms: context.timestamp_ms,
+            seed: context.seed,
+            state_root_in: root_in,
+            state_root_out: root_in,
+            write_digest: digest,
+            output_hash: Hash32::of(&result.output),
+            output_len: result.output.len() as u64,
+            fuel_limit: fuel,
+            fuel_used: result.fuel_used,
+            outcome: result.outcome.clone(),
+            executor: caller,
+        };
+        let identity = self.identity.clone();
+        let network = self.network_id.clone();
+        let store = self.store.clone();
+        let writes = result.writes;
+        let receipt = blocking(move || {
+            Ok(store.commit_call(&id, height, &writes, |root_out| {
+                let mut body = receipt_body;
+                body.state_root_out = root_out;
+                let rid = body.id();
+                let sig = identity.bls_sign(
+                    crate::identity::BLS_SIG_DST,
+                    &receipt_signing_message(&network, &rid),
+                );
+                SignedReceipt {
+                    id: rid,
+                    receipt: body,
+                    signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
+                    signature: HexBytes(sig.to_vec()),
+                }
+            })?)
+        })
+        .await?;
+        finish(ExecuteResult {
+            program_id: id,
+            outcome: result.outcome,
+            output_base64: result.output.into(),
+            fuel_used: result.fuel_used,
+            state_root_in: root_in,
+            state_root_out: receipt.receipt.state_root_out,
+            logs: result.logs,
+            logs_truncated: result.logs_truncated,
+            receipt: Some(receipt),
+        })
+    }
+
+    pub async fn state_get(&self, id: ProgramId, key: Vec<u8>) -> Result<StateValue, ProgramError> {
+        let (root, value, _) = self.proof_parts(id, key.clone()).await?;
+        Ok(StateValue {
+            program_id: id,
+            key_base64: key.into(),
+            value_base64: value.map(Into::into),
+            state_root: root,
+        })
+    }
+
+    pub async fn state_proof(
+        &self,
+        id: ProgramId,
+        key: Vec<u8>,
+    ) -> Result<StateProof, ProgramError> {
+        let (root, value, proof) = self.proof_parts(id, key.clone()).await?;
+        Ok(StateProof {
+            program_id: id,
+            key_base64: key.into(),
+            value_base64: value.map(Into::into),
+            state_root: root,
+            proof,
+        })
+    }
+
+    async fn proof_parts(
+        &self,
+        id: ProgramId,
+        key: Vec<u8>,
+    ) -> Result<(Hash32, Option<Vec<u8>>, onvm_rpc_api::smt::SmtProof), ProgramError> {
+        if key.is_empty() || key.len() as u64 > self.vm.limits().max_key_bytes {
+            return Err(ProgramError::BadRequest(format!(
+                "keys are 1..={} bytes",
+                self.vm.limits().max_key_bytes
+            )));
+        }
+        let store = self.store.clone();
+        blocking(move || match store.state_proof(&id, &key) {
+            Err(StoreError::UnknownProgram(p)) => Err(ProgramError::NotFound(p)),
+            other => Ok(other?),
+        })
+        .await
+    }
+
+    pub async fn receipt(&self, id: ReceiptId) -> Result<SignedReceipt, ProgramError> {
+        let store = self.store.clone();
+        blocking(move || store.receipt(&id)?.ok_or(ProgramError::ReceiptNotFound(id))).await
+    }
+
+    pub async fn receipts(
+        &self,
+        id: ProgramId,
+        before_height: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<ReceiptPage, ProgramError> {
+        self.require(&id).await?;
+        let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
+        let store = self.store.clone();
+        let items = blocking(move || Ok(store.receipts(&id, before_height, limit)?)).await?;
+        let next_before_height = if items.len() == limit {
+            items.last().map(|r| r.receipt.height).filter(|h| *h > 0)
+        } else {
+            None
+        };
+        Ok(ReceiptPage {
+            items,
+            next_before_height,
+        })
+    }
+}
+
+fn finish(result: ExecuteResult) -> Result<ExecuteResult, ProgramError> {
+    if result.outcome.is_ok() {
+        Ok(result)
+    } else {
+        Err(ProgramError::ExecutionFailed(Box::new(result)))
+    }
+}
+
+fn info_of(r: ProgramRecord) -> ProgramInfo {
+    ProgramInfo {
+        program_id: r.manifest.manifest.program_id,
+        manifest: r.manifest,
+        state_root: r.state_root,
+        height: r.height,
+        keys: r.keys,
+    }
+}
