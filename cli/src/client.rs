@@ -38,7 +38,7 @@ impl ClientError {
 }
 
 /// Turns a jsonrpsee error into a one-line, user-facing error.
-fn rpc_err(e: jsonrpsee::core::ClientError) -> anyhow::Error {
+pub(crate) fn rpc_err(e: jsonrpsee::core::ClientError) -> anyhow::Error {
     match e {
         jsonrpsee::core::ClientError::Call(obj) => ClientError::Rpc {
             code: obj.code(),
@@ -50,8 +50,8 @@ fn rpc_err(e: jsonrpsee::core::ClientError) -> anyhow::Error {
 }
 
 pub struct Session {
-    client: WsClient,
-    json: bool,
+    pub(crate) client: WsClient,
+    pub(crate) json: bool,
 }
 
 pub async fn connect(url: &str, json: bool) -> Result<Session> {
@@ -69,12 +69,12 @@ pub async fn connect(url: &str, json: bool) -> Result<Session> {
     Ok(Session { client, json })
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

@@ -2,6 +2,7 @@
 
 mod client;
 mod daemon;
+mod programs;
 mod target;
 
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use onvm_rpc_api::{BlobId, UploadId};
+use onvm_rpc_api::{BlobId, ProgramId, ReceiptId, UploadId};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,6 +98,104 @@ enum Command {
         #[arg(long)]
         id: BlobId,
     },
+    /// Deploy a wasm program; prints its program id. Same file and salt, same id.
+    Deploy {
+        #[arg(long)]
+        file: PathBuf,
+        /// Exported function called by default (default onvm_main).
+        #[arg(long)]
+        entrypoint: Option<String>,
+        /// More exported functions callable with `execute --entrypoint`.
+        #[arg(long = "extra-entrypoint")]
+        extra_entrypoints: Vec<String>,
+        #[arg(long, default_value = "")]
+        salt: String,
+        /// Blobs the program may read (repeatable or comma-separated).
+        #[arg(long = "blob-refs", value_delimiter = ',')]
+        blob_refs: Vec<BlobId>,
+    },
+    /// Call a program; prints its output (text when UTF-8, else base64).
+    Execute {
+        #[arg(long)]
+        program_id: ProgramId,
+        /// Input from a file.
+        #[arg(long, conflicts_with_all = ["input_json", "input_text"])]
+        input: Option<PathBuf>,
+        /// Input given as JSON text (checked to be valid JSON).
+        #[arg(long)]
+        input_json: Option<String>,
+        /// Input given as plain text.
+        #[arg(long, conflicts_with = "input_json")]
+        input_text: Option<String>,
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Run without writing and without a receipt.
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long)]
+        entrypoint: Option<String>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+    /// Show a program's manifest, state root and height.
+    ProgramInfo {
+        #[arg(long)]
+        program_id: ProgramId,
+    },
+    /// List deployed programs.
+    ProgramCatalog {
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// A program's receipts, newest first.
+    ProgramReceipts {
+        #[arg(long)]
+        program_id: ProgramId,
+        #[arg(long)]
+        before_height: Option<u64>,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Write the receipts as JSON files into this directory (for verify-receipt).
+        #[arg(long)]
+        save_dir: Option<PathBuf>,
+    },
+    /// Fetch one receipt as JSON.
+    GetReceipt {
+        #[arg(long)]
+        receipt_id: ReceiptId,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Read a key of a program's state.
+    StateGet {
+        #[arg(long)]
+        program_id: ProgramId,
+        /// The key as UTF-8 text (e.g. `d/greeting` for kvstore's key `greeting`).
+        #[arg(long)]
+        key: String,
+    },
+    /// Get a Merkle proof for a key; with --verify, check it locally.
+    StateProof {
+        #[arg(long)]
+        program_id: ProgramId,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Check a receipt file offline: its id and BLS signature (no node needed).
+    VerifyReceipt {
+        #[arg(long)]
+        file: PathBuf,
+        /// Require this network id.
+        #[arg(long)]
+        network_id: Option<String>,
+        /// Require this signer (BLS public key, hex).
+        #[arg(long)]
+        bls_key: Option<String>,
+    },
     /// List blobs stored on the node.
     ListBlobs {
         #[arg(long)]
@@ -150,6 +249,89 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::GetBlob { id, out } => session().await?.get_blob(*id, out).await,
         Command::BlobStat { id } => session().await?.blob_stat(*id).await,
+        Command::Deploy {
+            file,
+            entrypoint,
+            extra_entrypoints,
+            salt,
+            blob_refs,
+        } => {
+            session()
+                .await?
+                .deploy(
+                    file,
+                    entrypoint.clone(),
+                    extra_entrypoints.clone(),
+                    salt.clone(),
+                    blob_refs.clone(),
+                )
+                .await
+        }
+        Command::Execute {
+            program_id,
+            input,
+            input_json,
+            input_text,
+            fuel,
+            read_only,
+            entrypoint,
+            timeout_ms,
+        } => {
+            let bytes = programs::input_bytes(
+                input.as_deref(),
+                input_json.as_deref(),
+                input_text.as_deref(),
+            )?;
+            let options = onvm_rpc_api::program::ExecuteOptions {
+                fuel: *fuel,
+                read_only: *read_only,
+                entrypoint: entrypoint.clone(),
+                timeout_ms: *timeout_ms,
+            };
+            session().await?.execute(*program_id, bytes, options).await
+        }
+        Command::ProgramInfo { program_id } => session().await?.program_info(*program_id).await,
+        Command::ProgramCatalog { cursor, limit } => {
+            session()
+                .await?
+                .program_catalog(cursor.clone(), *limit)
+                .await
+        }
+        Command::ProgramReceipts {
+            program_id,
+            before_height,
+            limit,
+            save_dir,
+        } => {
+            session()
+                .await?
+                .program_receipts(*program_id, *before_height, *limit, save_dir.as_deref())
+                .await
+        }
+        Command::GetReceipt { receipt_id, out } => {
+            session()
+                .await?
+                .get_receipt(*receipt_id, out.as_deref())
+                .await
+        }
+        Command::StateGet { program_id, key } => session().await?.state_get(*program_id, key).await,
+        Command::StateProof {
+            program_id,
+            key,
+            verify,
+        } => {
+            session()
+                .await?
+                .state_proof(*program_id, key, *verify)
+                .await
+        }
+        Command::VerifyReceipt {
+            file,
+            network_id,
+            bls_key,
+        } => {
+            programs::verify_receipt_file(file, network_id.as_deref(), bls_key.as_deref(), cli.json)
+        }
         Command::ListBlobs { cursor, limit, all } => {
             session()
                 .await?

@@ -539,6 +539,43 @@ mod tests {
     }
 
     #[test]
+    fn blst_signatures_verify_with_the_pure_rust_verifier() {
+        // Receipts are signed here with blst and verified in rpc-api without it.
+        let id = Identity::generate();
+        let sig = id.bls_sign(BLS_SIG_DST, b"message");
+        assert!(onvm_rpc_api::bls::verify(
+            &id.bls_public_key(),
+            b"message",
+            &sig,
+            onvm_rpc_api::bls::SIG_DST
+        ));
+        assert!(!onvm_rpc_api::bls::verify(
+            &id.bls_public_key(),
+            b"other",
+            &sig,
+            onvm_rpc_api::bls::SIG_DST
+        ));
+        assert!(!onvm_rpc_api::bls::verify(
+            &Identity::generate().bls_public_key(),
+            b"message",
+            &sig,
+            onvm_rpc_api::bls::SIG_DST
+        ));
+        assert!(onvm_rpc_api::bls::verify_proof_of_possession(
+            &id.bls_public_key(),
+            &id.bls_proof_of_possession()
+        ));
+        // A signature under another domain tag does not verify as a receipt signature.
+        let pop_style = id.bls_sign(BLS_POP_DST, b"message");
+        assert!(!onvm_rpc_api::bls::verify(
+            &id.bls_public_key(),
+            b"message",
+            &pop_style,
+            onvm_rpc_api::bls::SIG_DST
+        ));
+    }
+
+    #[test]
     fn proof_of_possession_rejects_other_keys() {
         let a = Identity::generate();
         let b = Identity::generate();

@@ -149,9 +149,10 @@ pub fn verify_manifest(signed: &SignedManifest) -> Result<(), VerifyError> {
     .map_err(|_| VerifyError::BadSignature)
 }
 
-/// How a call ended.
+/// How a call ended. In JSON: `"ok"`, `"out_of_fuel"`, ... or `{"trap": {"kind": .., "message": ..}}`.
+/// (Externally tagged: the canonical postcard encoding cannot decode internally tagged enums.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
     /// The guest trapped; `kind` is e.g. `unreachable`, `memory_out_of_bounds`,
@@ -396,4 +397,85 @@ pub struct ReceiptPage {
     pub items: Vec<SignedReceipt>,
     /// Pass as `before_height` for the next (older) page.
     pub next_before_height: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_receipt(outcome: Outcome) -> ExecutionReceipt {
+        ExecutionReceipt {
+            version: 1,
+            network_id: "net".into(),
+            program_id: ProgramId::from_bytes([1; 32]),
+            code_hash: BlobId::from_bytes([2; 32]),
+            engine: "e".into(),
+            entrypoint: "onvm_main".into(),
+            height: 3,
+            input_hash: Hash32([4; 32]),
+            caller: Hash32([5; 32]),
+            timestamp_ms: 6,
+            seed: Hash32([7; 32]),
+            state_root_in: Hash32([8; 32]),
+            state_root_out: Hash32([9; 32]),
+            write_digest: Hash32([10; 32]),
+            output_hash: Hash32([11; 32]),
+            output_len: 12,
+            fuel_limit: 13,
+            fuel_used: 14,
+            outcome,
+            executor: Hash32([15; 32]),
+        }
+    }
+
+    #[test]
+    fn receipts_round_trip_through_both_encodings() {
+        for outcome in [
+            Outcome::Ok,
+            Outcome::OutOfFuel,
+            Outcome::Trap {
+                kind: "unreachable".into(),
+                message: "m".into(),
+            },
+            Outcome::BadOutput {
+                message: "x".into(),
+            },
+        ] {
+            let r = sample_receipt(outcome);
+            let bin = postcard::to_allocvec(&r).unwrap();
+            assert_eq!(postcard::from_bytes::<ExecutionReceipt>(&bin).unwrap(), r);
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<ExecutionReceipt>(&json).unwrap(), r);
+            assert_eq!(
+                r.id(),
+                serde_json::from_str::<ExecutionReceipt>(&json)
+                    .unwrap()
+                    .id()
+            );
+        }
+    }
+
+    #[test]
+    fn program_ids_bind_code_and_salt() {
+        let code = BlobId::from_bytes([1; 32]);
+        assert_eq!(program_id(&code, "a"), program_id(&code, "a"));
+        assert_ne!(program_id(&code, "a"), program_id(&code, "b"));
+        assert_ne!(
+            program_id(&code, ""),
+            program_id(&BlobId::from_bytes([2; 32]), "")
+        );
+    }
+
+    #[test]
+    fn write_digest_depends_on_every_write() {
+        let a = write_digest([(b"k".as_slice(), Some(b"v".as_slice()))]);
+        let b = write_digest([(b"k".as_slice(), None)]);
+        let c = write_digest([(b"k".as_slice(), Some(b"".as_slice()))]);
+        assert_ne!(a, b);
+        assert_ne!(b, c);
+        assert_eq!(
+            write_digest(std::iter::empty()),
+            write_digest(std::iter::empty())
+        );
+    }
 }

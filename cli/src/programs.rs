@@ -1,0 +1,315 @@
+//! Program commands: deploy, execute, inspect state, receipts and proofs, verify offline.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use onvm_rpc_api::api::{ProgramApiClient, ReceiptApiClient, StateApiClient};
+use onvm_rpc_api::program::{
+    DeployRequest, ExecuteOptions, ExecuteResult, SignedReceipt, verify_receipt,
+};
+use onvm_rpc_api::smt::verify_proof;
+use onvm_rpc_api::{BlobId, ProgramId, ReceiptId};
+
+use crate::client::{ClientError, Session, print_json, rpc_err};
+
+pub fn input_bytes(file: Option<&Path>, json: Option<&str>, text: Option<&str>) -> Result<Vec<u8>> {
+    match (file, json, text) {
+        (Some(f), _, _) => std::fs::read(f).with_context(|| format!("reading {}", f.display())),
+        (None, Some(j), _) => {
+            serde_json::from_str::<serde_json::Value>(j)
+                .context("--input-json is not valid JSON")?;
+            Ok(j.as_bytes().to_vec())
+        }
+        (None, None, Some(t)) => Ok(t.as_bytes().to_vec()),
+        (None, None, None) => Ok(Vec::new()),
+    }
+}
+
+/// Output as text when it is UTF-8, else base64 (marked).
+fn show_output(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ),
+    }
+}
+
+fn print_result_summary(r: &ExecuteResult) {
+    eprintln!(
+        "outcome {}  fuel {}  root {} -> {}",
+        r.outcome.kind(),
+        r.fuel_used,
+        r.state_root_in,
+        r.state_root_out
+    );
+    if let Some(rc) = &r.receipt {
+        eprintln!("receipt {} (height {})", rc.id, rc.receipt.height);
+    }
+    for line in &r.logs {
+        eprintln!("log: {line}");
+    }
+}
+
+impl Session {
+    pub async fn deploy(
+        &self,
+        file: &Path,
+        entrypoint: Option<String>,
+        extra_entrypoints: Vec<String>,
+        salt: String,
+        blob_refs: Vec<BlobId>,
+    ) -> Result<()> {
+        let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let request = DeployRequest {
+            wasm_base64: Some(wasm.into()),
+            code_blob: None,
+            entrypoint,
+            extra_entrypoints,
+            blob_refs,
+            salt,
+        };
+        let result = ProgramApiClient::deploy(&self.client, request)
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&result);
+        }
+        println!("{}", result.program_id);
+        let m = &result.manifest.manifest;
+        eprintln!(
+            "{} program (code {}, {} bytes, entrypoints {})",
+            if result.created {
+                "deployed"
+            } else {
+                "already deployed:"
+            },
+            m.code,
+            m.code_size,
+            m.entrypoints.join(", ")
+        );
+        Ok(())
+    }
+
+    pub async fn execute(
+        &self,
+        program: ProgramId,
+        input: Vec<u8>,
+        options: ExecuteOptions,
+    ) -> Result<()> {
+        let result =
+            ProgramApiClient::execute(&self.client, program, input.into(), Some(options)).await;
+        match result {
+            Ok(r) => {
+                if self.json {
+                    return print_json(&r);
+                }
+                println!("{}", show_output(&r.output_base64.0));
+                print_result_summary(&r);
+                Ok(())
+            }
+            Err(jsonrpsee::core::ClientError::Call(obj))
+                if obj.code() == onvm_rpc_api::error::EXECUTION_FAILED =>
+            {
+                // Show what the failed call left behind (its receipt) before failing.
+                let data = onvm_rpc_api::error::error_data(&obj);
+                if let Some(result) = data
+                    .as_ref()
+                    .and_then(|d| d.detail.get("result"))
+                    .and_then(|r| serde_json::from_value::<ExecuteResult>(r.clone()).ok())
+                {
+                    if self.json {
+                        print_json(&result)?;
+                    } else {
+                        print_result_summary(&result);
+                    }
+                }
+                Err(ClientError::Rpc {
+                    code: obj.code(),
+                    message: obj.message().to_string(),
+                }
+                .into())
+            }
+            Err(e) => Err(rpc_err(e)),
+        }
+    }
+
+    pub async fn program_info(&self, program: ProgramId) -> Result<()> {
+        let info = ProgramApiClient::info(&self.client, program)
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&info);
+        }
+        let m = &info.manifest.manifest;
+        println!("program      {}", info.program_id);
+        println!("code         {} ({} bytes)", m.code, m.code_size);
+        println!("entrypoints  {}", m.entrypoints.join(", "));
+        println!("salt         {:?}", m.salt);
+        println!("blob refs    {}", m.blob_refs.len());
+        println!("engine       {}", m.engine);
+        println!("deployer     {}", m.deployer);
+        println!("state root   {}", info.state_root);
+        println!("height       {}", info.height);
+        println!("keys         {}", info.keys);
+        Ok(())
+    }
+
+    pub async fn program_catalog(&self, cursor: Option<String>, limit: Option<u32>) -> Result<()> {
+        let page = ProgramApiClient::list(&self.client, cursor, limit)
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&page);
+        }
+        for p in &page.items {
+            println!(
+                "{}  height {:>6}  keys {:>6}  {}",
+                p.program_id,
+                p.height,
+                p.keys,
+                p.manifest.manifest.entrypoints.join(",")
+            );
+        }
+        if let Some(c) = page.next_cursor {
+            eprintln!("more with --cursor {c}");
+        }
+        Ok(())
+    }
+
+    pub async fn program_receipts(
+        &self,
+        program: ProgramId,
+        before_height: Option<u64>,
+        limit: Option<u32>,
+        save_dir: Option<&Path>,
+    ) -> Result<()> {
+        let page = ReceiptApiClient::list(&self.client, program, before_height, limit)
+            .await
+            .map_err(rpc_err)?;
+        if let Some(dir) = save_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for r in &page.items {
+                let path = dir.join(format!("{}.json", r.id));
+                std::fs::write(&path, serde_json::to_vec_pretty(r)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        if self.json {
+            return print_json(&page);
+        }
+        for r in &page.items {
+            println!(
+                "{:>6}  {}  {:<14} fuel {:>10}  root {}",
+                r.receipt.height,
+                r.id,
+                r.receipt.outcome.kind(),
+                r.receipt.fuel_used,
+                r.receipt.state_root_out
+            );
+        }
+        if let Some(h) = page.next_before_height {
+            eprintln!("older receipts with --before-height {h}");
+        }
+        Ok(())
+    }
+
+    pub async fn get_receipt(&self, id: ReceiptId, out: Option<&Path>) -> Result<()> {
+        let r = ReceiptApiClient::get(&self.client, id)
+            .await
+            .map_err(rpc_err)?;
+        let json = serde_json::to_string_pretty(&r)?;
+        match out {
+            Some(path) => {
+                std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+            }
+            None => {
+                println!("{json}");
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn state_get(&self, program: ProgramId, key: &str) -> Result<()> {
+        let v = StateApiClient::get(&self.client, program, key.as_bytes().to_vec().into())
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&v);
+        }
+        match v.value_base64 {
+            Some(value) => println!("{}", show_output(&value.0)),
+            None => bail!("key {key:?} is not set (state root {})", v.state_root),
+        }
+        Ok(())
+    }
+
+    pub async fn state_proof(&self, program: ProgramId, key: &str, verify: bool) -> Result<()> {
+        let p = StateApiClient::proof(&self.client, program, key.as_bytes().to_vec().into())
+            .await
+            .map_err(rpc_err)?;
+        if verify {
+            verify_proof(
+                &p.state_root,
+                key.as_bytes(),
+                p.value_base64.as_ref().map(|v| v.0.as_slice()),
+                &p.proof,
+            )
+            .map_err(|e| anyhow!("the node's proof does not verify: {e}"))?;
+        }
+        if self.json {
+            return print_json(&p);
+        }
+        let what = if p.value_base64.is_some() {
+            "inclusion"
+        } else {
+            "absence"
+        };
+        println!(
+            "{what} proof for {key:?} under root {} ({} siblings)",
+            p.state_root,
+            p.proof.siblings.len()
+        );
+        if verify {
+            println!("verified locally: ok");
+        }
+        Ok(())
+    }
+}
+
+/// `verify-receipt`: pure and offline.
+pub fn verify_receipt_file(
+    file: &Path,
+    network_id: Option<&str>,
+    bls_key: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let receipt: SignedReceipt = serde_json::from_str(&text)
+        .context("not a receipt (JSON from get-receipt or program-receipts --save-dir)")?;
+    let key = bls_key
+        .map(|k| hex::decode(k.trim()).context("--bls-key is not hex"))
+        .transpose()?;
+    verify_receipt(&receipt, network_id, key.as_deref())
+        .map_err(|e| anyhow!("receipt {} is INVALID: {e}", receipt.id))?;
+    if json {
+        return print_json(
+            &serde_json::json!({"valid": true, "receipt_id": receipt.id, "height": receipt.receipt.height}),
+        );
+    }
+    println!("receipt {} is valid", receipt.id);
+    println!(
+        "  program {} height {} outcome {}",
+        receipt.receipt.program_id,
+        receipt.receipt.height,
+        receipt.receipt.outcome.kind()
+    );
+    println!(
+        "  signed by BLS key {}",
+        hex::encode(&receipt.signer_bls_key.0)
+    );
+    Ok(())
+}
