@@ -287,6 +287,7 @@ async fn run(cli: Cli) -> Result<()> {
                 read_only: *read_only,
                 entrypoint: entrypoint.clone(),
                 timeout_ms: *timeout_ms,
+                timestamp_ms: None,
             };
             session().await?.execute(*program_id, bytes, options).await
         }

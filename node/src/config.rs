@@ -49,6 +49,7 @@ pub struct VmConfig {
     pub max_blob_refs_bytes: u64,
     pub max_concurrent_calls: u32,
     pub module_cache_entries: u32,
+    pub max_clock_skew_ms: u64,
 }
 
 impl Default for VmConfig {
@@ -69,6 +70,7 @@ impl Default for VmConfig {
             max_blob_refs_bytes: 64 * MIB,
             max_concurrent_calls: 32,
             module_cache_entries: 64,
+            max_clock_skew_ms: 30_000,
         }
     }
 }
@@ -345,6 +347,8 @@ max_blob_refs_bytes = {max_blob_refs_bytes}
 max_concurrent_calls = {max_concurrent_calls}
 # Compiled modules kept in memory.
 module_cache_entries = {module_cache_entries}
+# How far a client-proposed call timestamp may be from the node's clock, in milliseconds.
+max_clock_skew_ms = {max_clock_skew_ms}
 "#,
             network_id = node.network_id,
             rpc_listen = rpc.listen,
@@ -376,6 +380,7 @@ module_cache_entries = {module_cache_entries}
             max_blob_refs_bytes = vm.max_blob_refs_bytes,
             max_concurrent_calls = vm.max_concurrent_calls,
             module_cache_entries = vm.module_cache_entries,
+            max_clock_skew_ms = vm.max_clock_skew_ms,
         )
     }
 }

@@ -366,7 +366,9 @@ impl Programs {
         let compiled = self.compiled_for(&manifest).await?;
         let blobs = self.load_blob_refs(&manifest.blob_refs).await?;
         let input_hash = Hash32::of(&input);
-        let caller = Hash32(*self.identity.endpoint_id().as_bytes());
+        // Calls are anonymous until API tokens exist (docs/ABI.md): the caller is all zeros.
+        let caller = Hash32::ZERO;
+        let executor = Hash32(*self.identity.endpoint_id().as_bytes());
 
         // Writers hold the program's sequencer lock from reading the root to committing.
         let sequencer = self.sequencer(&id);
@@ -384,9 +386,22 @@ impl Programs {
         let (record, snapshot) = blocking(move || Ok(store.snapshot(&id)?)).await?;
         let height = record.height;
         let root_in = record.state_root;
+        let timestamp_ms = match options.timestamp_ms {
+            Some(t) => {
+                let now = now_ms();
+                if t.abs_diff(now) > limits.max_clock_skew_ms || t < record.last_timestamp_ms {
+                    return Err(ProgramError::BadRequest(format!(
+                        "timestamp_ms {t} must be within {} ms of the node clock ({now}) and not before the previous call ({})",
+                        limits.max_clock_skew_ms, record.last_timestamp_ms
+                    )));
+                }
+                t
+            }
+            None => now_ms().max(record.last_timestamp_ms),
+        };
         let context = CallContext {
             height,
-            timestamp_ms: now_ms(),
+            timestamp_ms,
             seed: call_seed(&id, height, &root_in, &input_hash),
             caller,
             state_root_in: root_in,
@@ -452,28 +467,30 @@ impl Programs {
             fuel_limit: fuel,
             fuel_used: result.fuel_used,
             outcome: result.outcome.clone(),
-            executor: caller,
+            executor,
         };
         let identity = self.identity.clone();
         let network = self.network_id.clone();
         let store = self.store.clone();
         let writes = result.writes;
         let receipt = blocking(move || {
-            Ok(store.commit_call(&id, height, &writes, |root_out| {
-                let mut body = receipt_body;
-                body.state_root_out = root_out;
-                let rid = body.id();
-                let sig = identity.bls_sign(
-                    crate::identity::BLS_SIG_DST,
-                    &receipt_signing_message(&network, &rid),
-                );
-                SignedReceipt {
-                    id: rid,
-                    receipt: body,
-                    signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
-                    signature: HexBytes(sig.to_vec()),
-                }
-            })?)
+            Ok(
+                store.commit_call(&id, height, timestamp_ms, &writes, |root_out| {
+                    let mut body = receipt_body;
+                    body.state_root_out = root_out;
+                    let rid = body.id();
+                    let sig = identity.bls_sign(
+                        crate::identity::BLS_SIG_DST,
+                        &receipt_signing_message(&network, &rid),
+                    );
+                    SignedReceipt {
+                        id: rid,
+                        receipt: body,
+                        signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
+                        signature: HexBytes(sig.to_vec()),
+                    }
+                })?,
+            )
         })
         .await?;
         finish(ExecuteResult {

@@ -264,6 +264,8 @@ pub struct ProgramRecord {
     /// Receipts so far; the next call's height.
     pub height: u64,
     pub keys: u64,
+    /// Timestamp of the last call: call timestamps never go backwards.
+    pub last_timestamp_ms: u64,
 }
 
 fn state_key(program: &ProgramId, key: &[u8]) -> Vec<u8> {
@@ -381,6 +383,7 @@ impl Store {
                         state_root: manifest.manifest.initial_state_root,
                         height: 0,
                         keys: 0,
+                        last_timestamp_ms: 0,
                     };
                     programs.insert(id.as_bytes(), encode(&record).as_slice())?;
                     (record, true)
@@ -450,6 +453,7 @@ impl Store {
         &self,
         program: &ProgramId,
         height: u64,
+        timestamp_ms: u64,
         writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         sign: impl FnOnce(Hash32) -> SignedReceipt,
     ) -> Result<SignedReceipt, StoreError> {
@@ -488,6 +492,7 @@ impl Store {
             let receipt = sign(root);
             record.state_root = root;
             record.height += 1;
+            record.last_timestamp_ms = record.last_timestamp_ms.max(timestamp_ms);
             programs.insert(program.as_bytes(), encode(&record).as_slice())?;
             let rk = receipt_key(program, height);
             tx.open_table(RECEIPTS)?

@@ -346,6 +346,11 @@ pub struct ExecuteOptions {
     /// Wall-clock limit in milliseconds; default and cap `vm.max_call_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The call's timestamp (unix ms) as proposed by the client, accepted within
+    /// `vm.max_clock_skew_ms` of the node's clock and never before the program's previous call.
+    /// Default: the node's clock (kept monotonic per program).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<u64>,
 }
 
 /// `program_execute` result (also the `data.result` of a failed call).

@@ -105,11 +105,10 @@ pub fn verify_proof(
                 return Err(ProofError::LeafOffPath);
             }
             match claimed {
-                Some(v) if *lk == kh => {
-                    if value_hash(v) != *lv {
-                        return Err(ProofError::ValueMismatch);
-                    }
+                Some(v) if *lk == kh && value_hash(v) != *lv => {
+                    return Err(ProofError::ValueMismatch);
                 }
+                Some(_) if *lk == kh => {}
                 Some(_) => return Err(ProofError::UnexpectedAbsence),
                 None if *lk == kh => return Err(ProofError::UnexpectedPresence),
                 None => {}

@@ -120,3 +120,40 @@ pub fn onvm_bin() -> PathBuf {
     );
     bin
 }
+
+/// The sample program `name` (echo, kvstore, analytics, job_test) built for wasm32. The first
+/// call in a test binary builds the `wasm_programs` workspace (its own target dir, so no lock
+/// is shared with the cargo running the tests).
+pub fn program_wasm(name: &str) -> Vec<u8> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm_programs");
+        let out = std::process::Command::new("bash")
+            .arg(root.join("build.sh"))
+            .arg("--quiet")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .output()
+            .map_err(|e| format!("running wasm_programs/build.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building wasm_programs failed (is the wasm32-unknown-unknown target installed? `rustup target add wasm32-unknown-unknown`):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(root.join("target/wasm32-unknown-unknown/release"))
+    });
+    let dir = dir.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::read(dir.join(format!("{name}.wasm")))
+        .unwrap_or_else(|e| panic!("reading {name}.wasm: {e}"))
+}
+
+/// An example input file of a sample program.
+pub fn example(program_dir: &str, file: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("wasm_programs")
+        .join(program_dir)
+        .join("examples")
+        .join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
