@@ -344,3 +344,167 @@ fn dev_creates_its_data_dir_and_serves() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn deploy_execute_receipts_and_offline_verification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("node");
+    run_ok(
+        onvm(&["init", "--data-dir", data_dir.to_str().unwrap()])
+            .env("ONVM_IDENTITY_PASSPHRASE", PASS),
+    );
+    let node = RunningNode::start(&data_dir, PASS);
+    let rpc = node.rpc.clone();
+    let wasm = tmp.path().join("kvstore.wasm");
+    std::fs::write(&wasm, common::program_wasm("kvstore")).unwrap();
+
+    let program = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "deploy",
+        "--file",
+        wasm.to_str().unwrap(),
+    ]));
+    let program = program.trim().to_string();
+    assert!(program.starts_with("prog"), "{program}");
+    let put = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "execute",
+        "--program-id",
+        &program,
+        "--input-json",
+        r#"{"op":"put","key":"greeting","data_base64":"aGVsbG8="}"#,
+    ]));
+    assert_eq!(
+        put.trim(),
+        r#"{"ok":true,"key":"greeting","size":5,"created":true}"#
+    );
+    let get = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "execute",
+        "--program-id",
+        &program,
+        "--input-json",
+        r#"{"op":"get","key":"greeting"}"#,
+    ]));
+    assert!(get.contains(r#""data_base64":"aGVsbG8=""#), "{get}");
+    assert_eq!(
+        run_ok(onvm(&[
+            "--rpc",
+            &rpc,
+            "state-get",
+            "--program-id",
+            &program,
+            "--key",
+            "d/greeting"
+        ]))
+        .trim(),
+        "hello"
+    );
+    let proof = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "state-proof",
+        "--program-id",
+        &program,
+        "--key",
+        "d/greeting",
+        "--verify",
+    ]));
+    assert!(
+        proof.contains("inclusion proof") && proof.contains("verified locally: ok"),
+        "{proof}"
+    );
+
+    let receipts = tmp.path().join("receipts");
+    let listing = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "program-receipts",
+        "--program-id",
+        &program,
+        "--save-dir",
+        receipts.to_str().unwrap(),
+    ]));
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    let files: Vec<_> = std::fs::read_dir(&receipts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        // verify-receipt needs no node: no --rpc is given and none is reachable.
+        let out = run_ok(onvm(&[
+            "verify-receipt",
+            "--file",
+            f.to_str().unwrap(),
+            "--network-id",
+            "onvm-devnet",
+        ]));
+        assert!(out.contains("is valid"), "{out}");
+    }
+    // A tampered receipt (different output hash) fails verification.
+    let mut receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    receipt["receipt"]["fuel_used"] = serde_json::json!(1);
+    let tampered = tmp.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_vec(&receipt).unwrap()).unwrap();
+    let out = run_err(onvm(&[
+        "verify-receipt",
+        "--file",
+        tampered.to_str().unwrap(),
+    ]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID"));
+    let out = run_err(onvm(&[
+        "verify-receipt",
+        "--file",
+        files[0].to_str().unwrap(),
+        "--network-id",
+        "other-net",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other-net"));
+
+    // A failing call: exit code 4, the reason on one line, the receipt summary on stderr.
+    let jt = tmp.path().join("job_test.wasm");
+    std::fs::write(&jt, common::program_wasm("job_test")).unwrap();
+    let jt_id = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "deploy",
+        "--file",
+        jt.to_str().unwrap(),
+    ]));
+    let out = run_err(onvm(&[
+        "--rpc",
+        &rpc,
+        "execute",
+        "--program-id",
+        jt_id.trim(),
+        "--input-json",
+        r#"{"task":"fail"}"#,
+    ]));
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("deliberate failure") && stderr.contains("-32020"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("receipt rcpt"), "{stderr}");
+    let out = run_err(onvm(&[
+        "--rpc",
+        &rpc,
+        "deploy",
+        "--file",
+        small_garbage(&tmp).to_str().unwrap(),
+    ]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly module"));
+    node.stop();
+}
+
+fn small_garbage(tmp: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = tmp.path().join("garbage.wasm");
+    std::fs::write(&p, b"this is not wasm").unwrap();
+    p
+}
