@@ -153,6 +153,15 @@ impl Blobs {
             .map_err(|e| BlobError::Backend(format!("shutting down the blob store: {e}")))
     }
 
+    /// iroh-blobs batches its metadata commits; a blob is acknowledged only after they are on
+    /// disk, so a kill -9 right after an acknowledgement cannot lose it (found by tests/crash.rs).
+    async fn sync(&self) -> Result<(), BlobError> {
+        self.fs
+            .sync_db()
+            .await
+            .map_err(|e| BlobError::Backend(format!("syncing the blob store: {e}")))
+    }
+
     /// Health: the store actor answers.
     pub async fn check(&self) -> Result<(), BlobError> {
         self.fs
@@ -186,6 +195,7 @@ impl Blobs {
             .with_named_tag(blob_tag(&expected))
             .await
             .map_err(|e| BlobError::Backend(format!("adding blob: {e}")))?;
+        self.sync().await?;
         self.record(hf.hash, size, mime).await
     }
 
@@ -513,6 +523,7 @@ impl Blobs {
             .await
             .map_err(|e| backend("tagging blob")(e.to_string()))?;
         drop(temp);
+        self.sync().await?;
         let stat = self.record(hash, record.size, record.mime.clone()).await?;
         self.remove_upload(&id).await?;
         metrics::add(&self.counters.uploads_finished, 1);
