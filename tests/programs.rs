@@ -628,3 +628,83 @@ async fn receipts_page_newest_first_and_survive_restart() {
     assert_eq!(r.receipt.unwrap().receipt.height, 7);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn programs_read_only_the_blobs_they_declare() {
+    use onvm::rpc_api::api::BlobApiClient;
+    let node = TestNode::start().await;
+    let client = node.client().await;
+    let blob = BlobApiClient::put(&client, b"hello world".to_vec().into(), None)
+        .await
+        .unwrap()
+        .id;
+    let wasm = program_wasm("job_test");
+    // Deployed by blob id, with the blob declared.
+    let code = BlobApiClient::put(&client, wasm.into(), Some("application/wasm".into()))
+        .await
+        .unwrap()
+        .id;
+    let with_ref = ProgramApiClient::deploy(
+        &client,
+        DeployRequest {
+            code_blob: Some(code),
+            blob_refs: vec![blob],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(with_ref.manifest.manifest.code, code);
+    let r = run(
+        &client,
+        with_ref.program_id,
+        &example("job-test", "blob.json"),
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.output_base64.0),
+        r#"{"task":"blob","size":11,"blake3":"d74981efa70a0c880b8d8c1985d075dbcbf679b99a5f9914e5aaf96b831a9e24"}"#
+    );
+    // The same code without the declaration cannot see the blob.
+    let without = ProgramApiClient::deploy(
+        &client,
+        DeployRequest {
+            code_blob: Some(code),
+            salt: "no-refs".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let out = ProgramApiClient::execute(
+        &client,
+        without.program_id,
+        example("job-test", "blob.json").into(),
+        None,
+    )
+    .await;
+    match out {
+        Ok(r) => assert!(
+            String::from_utf8_lossy(&r.output_base64.0).contains("not_found"),
+            "{:?}",
+            r.output_base64
+        ),
+        Err(e) => assert_eq!(call_error::<()>(Err(e)).code(), codes::EXECUTION_FAILED),
+    }
+    // Declaring a blob the node does not have is refused at deploy.
+    let missing = onvm::rpc_api::BlobId::of(b"absent");
+    let err = call_error(
+        ProgramApiClient::deploy(
+            &client,
+            DeployRequest {
+                code_blob: Some(code),
+                blob_refs: vec![missing],
+                salt: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    assert_eq!(err.code(), codes::NOT_FOUND);
+    node.stop().await;
+}
