@@ -55,11 +55,17 @@ fn start(data_dir: &Path) -> (Child, String) {
         }
     });
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("node printed its RPC URL");
-        if let Some(url) = line.strip_prefix("rpc:") {
-            return (child, url.trim().to_string());
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("rpc:") {
+                    return (child, url.trim().to_string());
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("run-node did not print its RPC URL: {e}");
+            }
         }
     }
 }
