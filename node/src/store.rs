@@ -282,19 +282,45 @@ fn receipt_key(program: &ProgramId, height: u64) -> [u8; 40] {
     k
 }
 
-/// SMT nodes inside a write transaction.
-struct WriteNodes<'t>(redb::Table<'t, &'static [u8; 32], &'static [u8]>);
+/// SMT nodes inside a write transaction. New nodes stay in memory until `flush`, which writes
+/// only those reachable from the final root: a batch of k updates creates k·log(n) nodes, most
+/// of them replaced by later updates in the same batch, and those never reach the disk.
+struct WriteNodes<'t> {
+    table: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+    pending: std::collections::HashMap<Hash32, SmtNode>,
+}
+
+impl WriteNodes<'_> {
+    fn flush(&mut self, root: Hash32) -> Result<(), StoreError> {
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            // Nodes not pending were stored by earlier commits, and so were their children.
+            if let Some(node) = self.pending.remove(&h) {
+                self.table.insert(&h.0, encode(&node).as_slice())?;
+                if let SmtNode::Internal { left, right } = node {
+                    stack.push(left);
+                    stack.push(right);
+                }
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
 
 impl NodeStore for WriteNodes<'_> {
     type Error = StoreError;
     fn get_node(&self, hash: &Hash32) -> Result<Option<SmtNode>, StoreError> {
-        self.0
+        if let Some(n) = self.pending.get(hash) {
+            return Ok(Some(n.clone()));
+        }
+        self.table
             .get(&hash.0)?
             .map(|v| decode("smt_nodes", v.value()))
             .transpose()
     }
     fn put_node(&mut self, hash: &Hash32, node: &SmtNode) -> Result<(), StoreError> {
-        self.0.insert(&hash.0, encode(node).as_slice())?;
+        self.pending.insert(*hash, node.clone());
         Ok(())
     }
 }
@@ -473,7 +499,10 @@ impl Store {
                 });
             }
             let mut state = tx.open_table(STATE)?;
-            let mut nodes = WriteNodes(tx.open_table(SMT_NODES)?);
+            let mut nodes = WriteNodes {
+                table: tx.open_table(SMT_NODES)?,
+                pending: std::collections::HashMap::new(),
+            };
             let mut root = record.state_root;
             for (key, value) in writes {
                 let k = state_key(program, key);
@@ -489,6 +518,8 @@ impl Store {
                 let vh = value.as_deref().map(smt::value_hash);
                 root = smt_state::update(&mut nodes, root, &smt::key_hash(key), vh.as_ref())?;
             }
+            nodes.flush(root)?;
+            drop(nodes);
             let receipt = sign(root);
             record.state_root = root;
             record.height += 1;
@@ -616,6 +647,96 @@ mod tests {
             vec![2, 3, 4]
         );
         assert_eq!(store.blob(&[9; 32]).unwrap(), None);
+    }
+
+    #[test]
+    fn batched_commits_keep_every_reachable_tree_node() {
+        use onvm_rpc_api::program::{ExecutionReceipt, Outcome, ProgramManifest};
+        use onvm_rpc_api::{BlobId, HexBytes};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let program = ProgramId::from_bytes([1; 32]);
+        let manifest = SignedManifest {
+            manifest: ProgramManifest {
+                version: 1,
+                network_id: "t".into(),
+                program_id: program,
+                code: BlobId::from_bytes([0; 32]),
+                code_size: 0,
+                salt: String::new(),
+                entrypoints: vec!["onvm_main".into()],
+                blob_refs: vec![],
+                abi_version: 1,
+                engine: "t".into(),
+                initial_state_root: Hash32::ZERO,
+                deployer: Hash32::ZERO,
+                deployed_at_ms: 0,
+            },
+            signature: HexBytes(vec![]),
+        };
+        let receipt = |root: Hash32, height: u64| {
+            let r = ExecutionReceipt {
+                version: 1,
+                network_id: "t".into(),
+                program_id: program,
+                code_hash: BlobId::from_bytes([0; 32]),
+                engine: "t".into(),
+                entrypoint: "onvm_main".into(),
+                height,
+                input_hash: Hash32::ZERO,
+                caller: Hash32::ZERO,
+                timestamp_ms: 0,
+                seed: Hash32::ZERO,
+                state_root_in: Hash32::ZERO,
+                state_root_out: root,
+                write_digest: Hash32::ZERO,
+                output_hash: Hash32::ZERO,
+                output_len: 0,
+                fuel_limit: 0,
+                fuel_used: 0,
+                outcome: Outcome::Ok,
+                executor: Hash32::ZERO,
+            };
+            SignedReceipt {
+                id: r.id(),
+                receipt: r,
+                signer_bls_key: HexBytes(vec![]),
+                signature: HexBytes(vec![]),
+            }
+        };
+        let first: BTreeMap<Vec<u8>, Option<Vec<u8>>> = (0..500u32)
+            .map(|i| (i.to_be_bytes().to_vec(), Some(vec![1])))
+            .collect();
+        let second: BTreeMap<Vec<u8>, Option<Vec<u8>>> = (0..500u32)
+            .step_by(3)
+            .map(|i| {
+                (
+                    i.to_be_bytes().to_vec(),
+                    if i % 2 == 0 { None } else { Some(vec![2]) },
+                )
+            })
+            .collect();
+        {
+            let store = Store::open(&path).unwrap();
+            store.insert_program(&manifest).unwrap();
+            store
+                .commit_call(&program, 0, 0, &first, |r| receipt(r, 0))
+                .unwrap();
+            store
+                .commit_call(&program, 1, 0, &second, |r| receipt(r, 1))
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        for i in 0..500u32 {
+            let key = i.to_be_bytes();
+            let (root, value, proof) = store.state_proof(&program, &key).unwrap();
+            onvm_rpc_api::smt::verify_proof(&root, &key, value.as_deref(), &proof).unwrap();
+            let expected = match second.get(key.as_slice()) {
+                Some(v) => v.clone(),
+                None => Some(vec![1]),
+            };
+            assert_eq!(value, expected, "key {i}");
+        }
     }
 
     #[test]

@@ -147,6 +147,12 @@ define_id!(
     "rcpt"
 );
 
+define_id!(
+    /// A job: BLAKE3 over a domain tag, the program id and the client's request id.
+    JobId,
+    "job"
+);
+
 impl BlobId {
     /// The id of `bytes`: what the node and iroh-blobs compute for the same content.
     pub fn of(bytes: &[u8]) -> Self {

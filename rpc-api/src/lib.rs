@@ -7,9 +7,10 @@ pub mod bls;
 pub mod error;
 pub mod hash32;
 pub mod ids;
+pub mod jobs;
 pub mod program;
 pub mod smt;
 pub mod types;
 
 pub use hash32::{Hash32, HexBytes};
-pub use ids::{BlobId, IdParseError, ProgramId, ReceiptId, UploadId};
+pub use ids::{BlobId, IdParseError, JobId, ProgramId, ReceiptId, UploadId};
