@@ -29,6 +29,35 @@ pub struct Config {
     pub net: NetConfig,
     pub blobs: BlobsConfig,
     pub vm: VmConfig,
+    pub jobs: JobsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    pub max_running: u32,
+    pub max_queue: u64,
+    pub default_max_retries: u32,
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub event_buffer: u32,
+    pub max_metadata_bytes: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            max_running: 4,
+            max_queue: 10_000,
+            default_max_retries: 3,
+            max_retries: 20,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            event_buffer: 1024,
+            max_metadata_bytes: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +283,18 @@ impl Config {
                 vm.max_input_bytes
             )));
         }
+        if self.jobs.max_running == 0 || self.jobs.event_buffer == 0 || self.jobs.retry_base_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "jobs.max_running, jobs.event_buffer and jobs.retry_base_ms must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.jobs.default_max_retries > self.jobs.max_retries {
+            return Err(ConfigError::Invalid(
+                "jobs.default_max_retries must not exceed jobs.max_retries".into(),
+            ));
+        }
         if self.node.network_id.is_empty() || self.node.network_id.len() > 64 {
             return Err(ConfigError::Invalid(
                 "node.network_id must be 1 to 64 characters".into(),
@@ -270,6 +311,7 @@ impl Config {
             net,
             blobs,
             vm,
+            jobs,
         } = self;
         format!(
             r#"# ONVM node configuration. Every key is optional; the values below are the defaults
@@ -349,6 +391,23 @@ max_concurrent_calls = {max_concurrent_calls}
 module_cache_entries = {module_cache_entries}
 # How far a client-proposed call timestamp may be from the node's clock, in milliseconds.
 max_clock_skew_ms = {max_clock_skew_ms}
+
+[jobs]
+# Jobs running at once; the rest wait in the queue.
+max_running = {max_running}
+# Most pending jobs; job_submit fails with code -32004 (busy) past it.
+max_queue = {max_queue}
+# Retries after the first attempt when job_submit gives none, and the most it may ask for.
+default_max_retries = {default_max_retries}
+max_retries = {jobs_max_retries}
+# Backoff before retry n: retry_base_ms * 2^(n-1), at most retry_max_ms, with +-25% jitter,
+# counted from the end of the failed attempt.
+retry_base_ms = {retry_base_ms}
+retry_max_ms = {retry_max_ms}
+# Live events buffered for subscribers (older ones are replayed from disk).
+event_buffer = {event_buffer}
+# Largest metadata JSON a job may carry.
+max_metadata_bytes = {max_metadata_bytes}
 "#,
             network_id = node.network_id,
             rpc_listen = rpc.listen,
@@ -381,6 +440,14 @@ max_clock_skew_ms = {max_clock_skew_ms}
             max_concurrent_calls = vm.max_concurrent_calls,
             module_cache_entries = vm.module_cache_entries,
             max_clock_skew_ms = vm.max_clock_skew_ms,
+            max_running = jobs.max_running,
+            max_queue = jobs.max_queue,
+            default_max_retries = jobs.default_max_retries,
+            jobs_max_retries = jobs.max_retries,
+            retry_base_ms = jobs.retry_base_ms,
+            retry_max_ms = jobs.retry_max_ms,
+            event_buffer = jobs.event_buffer,
+            max_metadata_bytes = jobs.max_metadata_bytes,
         )
     }
 }

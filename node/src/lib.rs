@@ -3,6 +3,7 @@
 pub mod blobs;
 pub mod config;
 pub mod identity;
+pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -34,6 +34,13 @@ counters!(
     calls_executed,
     calls_failed,
     fuel_used,
+    jobs_submitted,
+    jobs_completed,
+    jobs_failed,
+    jobs_retried,
+    jobs_cancelled,
+    jobs_timed_out,
+    job_fuel_used,
 );
 
 /// Adds `n` to a counter.

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::blobs::{BlobError, Blobs};
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError};
+use crate::jobs::Jobs;
 use crate::metrics::Counters;
 use crate::net::{Net, NetError};
 use crate::programs::Programs;
@@ -103,6 +104,7 @@ pub struct NodeContext {
     pub(crate) net: Net,
     pub(crate) blobs: Blobs,
     pub(crate) programs: Programs,
+    pub(crate) jobs: Jobs,
     pub(crate) store: Store,
     pub(crate) counters: Arc<Counters>,
     started: Instant,
@@ -152,7 +154,13 @@ impl NodeContext {
                 &format!("bound on {}", self.net.addresses().join(", ")),
             )
         };
-        let mut checks = vec![db_check, blob_check, net_check];
+        let jobs = self.jobs.stats().await;
+        let jobs_check = check(
+            "jobs",
+            true,
+            &format!("{} pending, {} running", jobs.pending, jobs.running),
+        );
+        let mut checks = vec![db_check, blob_check, net_check, jobs_check];
         if self.shutting_down.load(Ordering::Relaxed) {
             checks.push(check("lifecycle", false, "node is shutting down"));
         }
@@ -176,6 +184,12 @@ impl NodeContext {
         if let Ok(n) = self.blobs.open_upload_count().await {
             gauges.insert("uploads_open".to_string(), n);
         }
+        let jobs = self.jobs.stats().await;
+        gauges.insert("jobs_pending".to_string(), jobs.pending);
+        gauges.insert("jobs_running".to_string(), jobs.running);
+        gauges.insert("job_latency_p50_ms".to_string(), jobs.latency_p50_ms);
+        gauges.insert("job_latency_p90_ms".to_string(), jobs.latency_p90_ms);
+        gauges.insert("job_latency_p99_ms".to_string(), jobs.latency_p99_ms);
         Metrics {
             uptime_secs: self.started.elapsed().as_secs(),
             counters: self.counters.snapshot(),
@@ -243,6 +257,15 @@ impl Node {
             config.node.network_id.clone(),
             counters.clone(),
         );
+        let jobs = Jobs::new(
+            store.clone(),
+            programs.clone(),
+            blobs.clone(),
+            config.jobs.clone(),
+            config.vm.clone(),
+            config.blobs.max_inline_bytes,
+            counters.clone(),
+        );
         let net =
             match Net::start(identity.endpoint_key().clone(), &config.net, blobs.store()).await {
                 Ok(net) => net,
@@ -257,6 +280,7 @@ impl Node {
             net,
             blobs,
             programs,
+            jobs,
             store,
             counters,
             started: Instant::now(),
@@ -271,10 +295,13 @@ impl Node {
             }
         };
         let (stop_tasks, stop_rx) = tokio::sync::watch::channel(false);
-        let tasks = vec![tokio::spawn(reap_uploads_periodically(
-            ctx.blobs.clone(),
-            stop_rx,
-        ))];
+        let tasks = vec![
+            tokio::spawn(reap_uploads_periodically(
+                ctx.blobs.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(ctx.jobs.clone().run(stop_rx)),
+        ];
         tracing::info!(
             endpoint_id = %ctx.identity.endpoint_id(),
             rpc = %rpc_addr,

@@ -19,11 +19,13 @@ use tokio::sync::Semaphore;
 use crate::blobs::{BlobError, Blobs};
 use crate::identity::Identity;
 use crate::metrics::{self, Counters};
-use crate::store::{ProgramRecord, StateSnapshot, Store, StoreError};
+use crate::store::{JobCommit, ProgramRecord, StateSnapshot, Store, StoreError};
 use crate::util::now_ms;
 use crate::vm::{
     CallContext, CallRequest, CallResult, Compiled, ENGINE_FINGERPRINT, StateView, Vm, VmError,
 };
+use onvm_rpc_api::JobId;
+use onvm_rpc_api::jobs::{AttemptLogs, JobEvent, JobInfo};
 
 const DEFAULT_ENTRYPOINT: &str = "onvm_main";
 const MAX_ENTRYPOINTS: usize = 16;
@@ -50,7 +52,7 @@ pub enum ProgramError {
         key: &'static str,
     },
     /// The call ran and failed; its receipt (if any) is in the result.
-    #[error("execution failed: {}", describe_outcome(&.0.outcome))]
+    #[error("execution failed: {}", describe(&.0.outcome))]
     ExecutionFailed(Box<ExecuteResult>),
     #[error(transparent)]
     Blob(#[from] BlobError),
@@ -60,7 +62,8 @@ pub enum ProgramError {
     Internal(String),
 }
 
-fn describe_outcome(o: &Outcome) -> String {
+/// A one-line description of an outcome.
+pub fn describe(o: &Outcome) -> String {
     match o {
         Outcome::Ok => "ok".into(),
         Outcome::Trap { kind, message } => format!("trap ({kind}): {message}"),
@@ -70,6 +73,7 @@ fn describe_outcome(o: &Outcome) -> String {
         Outcome::Timeout => "wall-clock timeout".into(),
         Outcome::BadOutput { message } => format!("bad output: {message}"),
         Outcome::Rejected { message } => format!("rejected: {message}"),
+        Outcome::Cancelled => "cancelled".into(),
     }
 }
 
@@ -327,6 +331,30 @@ impl Programs {
         input: Vec<u8>,
         options: ExecuteOptions,
     ) -> Result<ExecuteResult, ProgramError> {
+        self.execute_inner(id, input, options, None)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// One attempt of a job: like `execute`, cancellable, and on success the output blob and
+    /// the job's completion are committed in the same transaction as the state writes.
+    pub async fn execute_job_attempt(
+        &self,
+        id: ProgramId,
+        input: Vec<u8>,
+        options: ExecuteOptions,
+        job: JobAttempt,
+    ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
+        self.execute_inner(id, input, options, Some(job)).await
+    }
+
+    async fn execute_inner(
+        &self,
+        id: ProgramId,
+        input: Vec<u8>,
+        options: ExecuteOptions,
+        job: Option<JobAttempt>,
+    ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
         let limits = self.vm.limits().clone();
         if input.len() as u64 > limits.max_input_bytes {
             return Err(ProgramError::TooLarge {
@@ -414,6 +442,7 @@ impl Programs {
             read_only: options.read_only,
             context: context.clone(),
             blobs,
+            cancel: job.as_ref().map(|j| j.cancel.clone()),
         };
         let vm = self.vm.clone();
         let result: CallResult = blocking(move || {
@@ -428,17 +457,20 @@ impl Programs {
         }
 
         if options.read_only {
-            return finish(ExecuteResult {
-                program_id: id,
-                outcome: result.outcome,
-                output_base64: result.output.into(),
-                fuel_used: result.fuel_used,
-                state_root_in: root_in,
-                state_root_out: root_in,
-                logs: result.logs,
-                logs_truncated: result.logs_truncated,
-                receipt: None,
-            });
+            return finish_with(
+                None,
+                ExecuteResult {
+                    program_id: id,
+                    outcome: result.outcome,
+                    output_base64: result.output.into(),
+                    fuel_used: result.fuel_used,
+                    state_root_in: root_in,
+                    state_root_out: root_in,
+                    logs: result.logs,
+                    logs_truncated: result.logs_truncated,
+                    receipt: None,
+                },
+            );
         }
 
         let digest = write_digest(
@@ -473,9 +505,31 @@ impl Programs {
         let network = self.network_id.clone();
         let store = self.store.clone();
         let writes = result.writes;
-        let receipt = blocking(move || {
-            Ok(
-                store.commit_call(&id, height, timestamp_ms, &writes, |root_out| {
+        // A successful job attempt stores its output first (content-addressed, harmless if the
+        // commit below never happens), then completes the job inside the commit.
+        let job_commit = match job {
+            Some(job) if result.outcome.is_ok() => {
+                let output_blob = self.blobs.add(result.output.clone(), None).await?.id;
+                let finished = job.finished;
+                Some(JobCommit {
+                    job_id: job.job_id,
+                    update: Box::new(move |info, receipt| finished(info, receipt, output_blob)),
+                    logs: Some(AttemptLogs {
+                        attempt: job.attempt,
+                        lines: result.logs.clone(),
+                        truncated: result.logs_truncated,
+                    }),
+                })
+            }
+            _ => None,
+        };
+        let (receipt, job_event) = blocking(move || {
+            Ok(store.commit_call_with_job(
+                &id,
+                height,
+                timestamp_ms,
+                &writes,
+                |root_out| {
                     let mut body = receipt_body;
                     body.state_root_out = root_out;
                     let rid = body.id();
@@ -489,21 +543,25 @@ impl Programs {
                         signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
                         signature: HexBytes(sig.to_vec()),
                     }
-                })?,
-            )
+                },
+                job_commit,
+            )?)
         })
         .await?;
-        finish(ExecuteResult {
-            program_id: id,
-            outcome: result.outcome,
-            output_base64: result.output.into(),
-            fuel_used: result.fuel_used,
-            state_root_in: root_in,
-            state_root_out: receipt.receipt.state_root_out,
-            logs: result.logs,
-            logs_truncated: result.logs_truncated,
-            receipt: Some(receipt),
-        })
+        finish_with(
+            job_event,
+            ExecuteResult {
+                program_id: id,
+                outcome: result.outcome,
+                output_base64: result.output.into(),
+                fuel_used: result.fuel_used,
+                state_root_in: root_in,
+                state_root_out: receipt.receipt.state_root_out,
+                logs: result.logs,
+                logs_truncated: result.logs_truncated,
+                receipt: Some(receipt),
+            },
+        )
     }
 
     pub async fn state_get(&self, id: ProgramId, key: Vec<u8>) -> Result<StateValue, ProgramError> {
@@ -577,12 +635,24 @@ impl Programs {
     }
 }
 
-fn finish(result: ExecuteResult) -> Result<ExecuteResult, ProgramError> {
+fn finish_with(
+    event: Option<JobEvent>,
+    result: ExecuteResult,
+) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
     if result.outcome.is_ok() {
-        Ok(result)
+        Ok((result, event))
     } else {
         Err(ProgramError::ExecutionFailed(Box::new(result)))
     }
+}
+
+/// What a job attempt adds to a call.
+pub struct JobAttempt {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Completes the job record (inside the commit) given its receipt and output blob.
+    pub finished: Box<dyn FnOnce(&mut JobInfo, &SignedReceipt, BlobId) + Send>,
 }
 
 fn info_of(r: ProgramRecord) -> ProgramInfo {

@@ -8,10 +8,15 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use onvm_rpc_api::api::{
-    BlobApiServer, NodeApiServer, ProgramApiServer, ReceiptApiServer, StateApiServer,
+    BlobApiServer, JobApiServer, NodeApiServer, ProgramApiServer, ReceiptApiServer, StateApiServer,
 };
 use onvm_rpc_api::error::{self as codes, rpc_error};
+use onvm_rpc_api::jobs::{
+    JobEvent, JobFilter, JobInfo, JobLogs, JobOutput, JobPage, JobStreamItem, SubmitJob,
+    SubmitResult,
+};
 use onvm_rpc_api::program::{
     DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ProgramInfo, ProgramPage,
     ReceiptPage, SignedReceipt, StateProof, StateRoot, StateValue,
@@ -20,11 +25,12 @@ use onvm_rpc_api::types::{
     Base64Bytes, BlobChunk, BlobPage, BlobStat, Health, Metrics, NodeInfo, UploadStatus,
 };
 use onvm_rpc_api::{BlobId, UploadId};
-use onvm_rpc_api::{ProgramId, ReceiptId};
+use onvm_rpc_api::{JobId, ProgramId, ReceiptId};
 use serde_json::json;
 
 use crate::blobs::BlobError;
 use crate::config::RpcConfig;
+use crate::jobs::{JobError, Jobs};
 use crate::node::NodeContext;
 use crate::programs::ProgramError;
 
@@ -173,6 +179,125 @@ fn program_error(e: ProgramError) -> ErrorObjectOwned {
         ProgramError::Store(_) | ProgramError::Internal(_) => {
             tracing::error!("program request failed: {msg}");
             rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
+        }
+    }
+}
+
+fn job_error(e: JobError) -> ErrorObjectOwned {
+    let msg = e.to_string();
+    match e {
+        JobError::NotFound(id) => rpc_error(
+            codes::NOT_FOUND,
+            "job_not_found",
+            msg,
+            json!({"job_id": id}),
+        ),
+        JobError::BadRequest(_) => {
+            rpc_error(codes::INVALID_PARAMS, "bad_request", msg, json!(null))
+        }
+        JobError::NoOutput { id, status } => rpc_error(
+            codes::JOB_NOT_READY,
+            "no_output",
+            msg,
+            json!({"job_id": id, "status": status}),
+        ),
+        JobError::Program(p) => program_error(p),
+        JobError::Blob(b) => blob_error(b),
+        JobError::Store(crate::store::StoreError::RequestConflict {
+            request_id,
+            existing,
+            what,
+        }) => rpc_error(
+            codes::CONFLICT,
+            "request_id_conflict",
+            msg,
+            json!({"request_id": request_id, "existing_job_id": existing, "differs_in": what}),
+        ),
+        JobError::Store(crate::store::StoreError::QueueFull { max }) => {
+            rpc_error(codes::BUSY, "queue_full", msg, json!({"max": max}))
+        }
+        JobError::Store(_) => {
+            tracing::error!("job request failed: {msg}");
+            rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
+        }
+    }
+}
+
+/// Sends one stream item unless the client's buffer is (almost) full; then sends the typed
+/// close with the cursor to resume from and reports false. A client that does not read can
+/// never block the node: nothing here waits for it.
+fn deliver(sink: &mut SubscriptionSink, item: &JobStreamItem, resume_from_seq: u64) -> bool {
+    if sink.capacity() <= 1 {
+        let close = JobStreamItem::Closed {
+            reason: "lagged".into(),
+            resume_from_seq,
+        };
+        if let Ok(msg) = jsonrpsee::core::to_json_raw_value(&close) {
+            let _ = sink.try_send(msg);
+        }
+        return false;
+    }
+    match jsonrpsee::core::to_json_raw_value(item) {
+        Ok(msg) => sink.try_send(msg).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn matches(filter: &JobFilter, e: &JobEvent) -> bool {
+    filter.status.is_none_or(|s| s == e.status)
+        && filter.program_id.is_none_or(|p| p == e.program_id)
+}
+
+/// Streams persisted events from `from_seq`, then follows live ones. The live channel is only a
+/// wake-up: every delivery reads the store from the cursor, so there are no gaps and no
+/// duplicates, even if the live channel overflowed.
+async fn stream_events(
+    jobs: Jobs,
+    mut sink: SubscriptionSink,
+    job: Option<JobId>,
+    filter: JobFilter,
+    from_seq: u64,
+) {
+    let mut live = jobs.subscribe_live();
+    let mut next = from_seq;
+    loop {
+        loop {
+            let batch = match jobs.events_from(job, next, 256).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("job subscription: {e}");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for event in batch {
+                let seq = event.seq;
+                let terminal = job.is_some() && event.status.is_terminal();
+                if matches(&filter, &event)
+                    && !deliver(&mut sink, &JobStreamItem::Event(event), seq)
+                {
+                    return;
+                }
+                next = seq + 1;
+                if terminal {
+                    let close = JobStreamItem::Closed {
+                        reason: "finished".into(),
+                        resume_from_seq: next,
+                    };
+                    deliver(&mut sink, &close, next);
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = sink.closed() => return,
+            r = live.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                    return;
+                }
+            }
         }
     }
 }
@@ -377,6 +502,92 @@ impl ReceiptApiServer for Handlers {
     }
 }
 
+#[async_trait]
+impl JobApiServer for Handlers {
+    async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult> {
+        self.ctx.jobs.submit(request).await.map_err(job_error)
+    }
+
+    async fn status(&self, job_id: JobId) -> RpcResult<JobInfo> {
+        self.ctx.jobs.status(job_id).await.map_err(job_error)
+    }
+
+    async fn output(&self, job_id: JobId) -> RpcResult<JobOutput> {
+        self.ctx.jobs.output(job_id).await.map_err(job_error)
+    }
+
+    async fn cancel(&self, job_id: JobId) -> RpcResult<JobInfo> {
+        self.ctx.jobs.cancel(job_id).await.map_err(job_error)
+    }
+
+    async fn list(
+        &self,
+        filter: Option<JobFilter>,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    ) -> RpcResult<JobPage> {
+        self.ctx
+            .jobs
+            .list(filter.unwrap_or_default(), cursor, limit)
+            .await
+            .map_err(job_error)
+    }
+
+    async fn logs(&self, job_id: JobId) -> RpcResult<JobLogs> {
+        self.ctx.jobs.logs(job_id).await.map_err(job_error)
+    }
+
+    async fn subscribe_job(
+        &self,
+        pending: PendingSubscriptionSink,
+        job_id: JobId,
+        from_seq: Option<u64>,
+    ) -> jsonrpsee::core::SubscriptionResult {
+        if let Err(e) = self.ctx.jobs.status(job_id).await {
+            pending.reject(job_error(e)).await;
+            return Ok(());
+        }
+        let sink = pending.accept().await?;
+        stream_events(
+            self.ctx.jobs.clone(),
+            sink,
+            Some(job_id),
+            JobFilter::default(),
+            from_seq.unwrap_or(0),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn subscribe_feed(
+        &self,
+        pending: PendingSubscriptionSink,
+        filter: Option<JobFilter>,
+        from_seq: Option<u64>,
+    ) -> jsonrpsee::core::SubscriptionResult {
+        let from = match from_seq {
+            Some(s) => s,
+            None => match self.ctx.jobs.last_seq().await {
+                Ok(last) => last + 1,
+                Err(e) => {
+                    pending.reject(job_error(e)).await;
+                    return Ok(());
+                }
+            },
+        };
+        let sink = pending.accept().await?;
+        stream_events(
+            self.ctx.jobs.clone(),
+            sink,
+            None,
+            filter.unwrap_or_default(),
+            from,
+        )
+        .await;
+        Ok(())
+    }
+}
+
 /// Binds the server with the configured limits and starts serving; returns the bound address.
 pub async fn start(
     config: &RpcConfig,
@@ -414,7 +625,10 @@ pub async fn start(
         .merge(StateApiServer::into_rpc(handlers.clone()))
         .map_err(|e| RpcError::Register(e.to_string()))?;
     module
-        .merge(ReceiptApiServer::into_rpc(handlers))
+        .merge(ReceiptApiServer::into_rpc(handlers.clone()))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    module
+        .merge(JobApiServer::into_rpc(handlers))
         .map_err(|e| RpcError::Register(e.to_string()))?;
     Ok((local, server.start(module)))
 }

@@ -112,6 +112,8 @@ pub struct CallRequest {
     pub context: CallContext,
     /// Blobs the program may read (its manifest's blob_refs), already loaded.
     pub blobs: Arc<HashMap<BlobId, Arc<Vec<u8>>>>,
+    /// Set from another thread to stop the call (checked every epoch tick, ~10 ms).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// What a call produced. `writes` is empty unless the outcome is ok and the call may write.
@@ -811,9 +813,19 @@ impl Vm {
         let mut store = Store::new(&self.engine, host);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         let fuel = req.fuel;
-        let ticks = req.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Each epoch tick checks the wall-clock deadline and the cancel flag.
+        let deadline = std::time::Instant::now() + req.timeout;
+        let cancel = req.cancel.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(host_trap("cancelled", "the call was cancelled"));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(wasmtime::Error::new(Trap::Interrupt));
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         let result = match store.set_fuel(fuel) {
             Ok(()) => run(
                 &mut store,
@@ -963,6 +975,7 @@ fn classify(err: &wasmtime::Error) -> Outcome {
     if let Some(h) = err.downcast_ref::<HostTrap>() {
         return match h.kind {
             "memory_limit" => Outcome::MemoryLimit,
+            "cancelled" => Outcome::Cancelled,
             "rejected" => Outcome::Rejected {
                 message: h.message.clone(),
             },
@@ -1055,6 +1068,7 @@ mod tests {
                 state_root_in: Hash32([2; 32]),
             },
             blobs: Arc::new(HashMap::new()),
+            cancel: None,
         }
     }
 
@@ -1333,6 +1347,29 @@ mod tests {
             after = Some(k);
         }
         assert_eq!(keys, ["p/a", "p/b", "p/e"]);
+    }
+
+    #[test]
+    fn cancellation_stops_a_running_call_promptly() {
+        let vm = vm();
+        let wat = r#"(module (memory (export "memory") 1)
+            (func (export "onvm_main") (param i32 i32) (result i32 i32) (loop $l br $l) i32.const 0 i32.const 0))"#;
+        let compiled = vm
+            .compile(&wat::parse_str(wat).unwrap(), &["onvm_main".to_string()])
+            .unwrap();
+        let mut req = request(b"");
+        req.fuel = u64::MAX / 2;
+        let flag = Arc::new(AtomicBool::new(false));
+        req.cancel = Some(flag.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let started = std::time::Instant::now();
+        let r = vm.call(&compiled, req, Arc::new(MapState::default()));
+        setter.join().unwrap();
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The JSON-RPC traits. The node implements the generated `*Server` traits; with the `client`
 //! feature, jsonrpsee also generates typed `*Client` extension traits for any jsonrpsee client.
 
-use jsonrpsee::core::RpcResult;
+use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 
-use crate::ids::{BlobId, ProgramId, ReceiptId, UploadId};
+use crate::ids::{BlobId, JobId, ProgramId, ReceiptId, UploadId};
+use crate::jobs::{
+    JobFilter, JobInfo, JobLogs, JobOutput, JobPage, JobStreamItem, SubmitJob, SubmitResult,
+};
 use crate::program::{
     DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ProgramInfo, ProgramPage,
     ReceiptPage, SignedReceipt, StateProof, StateRoot, StateValue,
@@ -143,4 +146,50 @@ pub trait ReceiptApi {
         before_height: Option<u64>,
         limit: Option<u32>,
     ) -> RpcResult<ReceiptPage>;
+}
+
+/// `job_*`: durable jobs with retries, timeouts, cancellation and live events.
+#[cfg_attr(not(feature = "client"), rpc(server, namespace = "job"))]
+#[cfg_attr(feature = "client", rpc(server, client, namespace = "job"))]
+pub trait JobApi {
+    /// Queues a job; acknowledged only once durable. Idempotent by `request_id`.
+    #[method(name = "submit")]
+    async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult>;
+
+    #[method(name = "status")]
+    async fn status(&self, job_id: JobId) -> RpcResult<JobInfo>;
+
+    /// A completed job's output (inline when small, always by blob id).
+    #[method(name = "output")]
+    async fn output(&self, job_id: JobId) -> RpcResult<JobOutput>;
+
+    /// Cancels a pending or running job; idempotent.
+    #[method(name = "cancel")]
+    async fn cancel(&self, job_id: JobId) -> RpcResult<JobInfo>;
+
+    /// Jobs ordered by id, optionally filtered by status and program.
+    #[method(name = "list")]
+    async fn list(
+        &self,
+        filter: Option<JobFilter>,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    ) -> RpcResult<JobPage>;
+
+    /// What the program logged, per attempt.
+    #[method(name = "logs")]
+    async fn logs(&self, job_id: JobId) -> RpcResult<JobLogs>;
+
+    /// One job's events from `from_seq` (default: its whole history), then live; closes with
+    /// `finished` after a terminal status, or `lagged` with a resume cursor.
+    #[subscription(name = "subscribe" => "event", unsubscribe = "unsubscribe", item = JobStreamItem)]
+    async fn subscribe_job(&self, job_id: JobId, from_seq: Option<u64>) -> SubscriptionResult;
+
+    /// All job events matching `filter` from `from_seq` (default: only new ones).
+    #[subscription(name = "subscribe_all" => "feed", unsubscribe = "unsubscribe_all", item = JobStreamItem)]
+    async fn subscribe_feed(
+        &self,
+        filter: Option<JobFilter>,
+        from_seq: Option<u64>,
+    ) -> SubscriptionResult;
 }

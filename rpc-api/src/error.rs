@@ -29,6 +29,8 @@ pub const LIMIT_EXCEEDED: i32 = -32002;
 pub const CONFLICT: i32 = -32003;
 /// The node is at capacity for this kind of work; retry later.
 pub const BUSY: i32 = -32004;
+/// The job is not in a state that has what was asked (e.g. output of a job still running).
+pub const JOB_NOT_READY: i32 = -32030;
 /// The node is not ready to serve this request (starting up, shutting down).
 pub const UNAVAILABLE: i32 = -32005;
 

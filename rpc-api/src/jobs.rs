@@ -115,6 +115,8 @@ pub struct JobInfo {
     pub request_id: String,
     pub input_hash: Hash32,
     pub input_size: u64,
+    /// The input, stored as a blob.
+    pub input_blob: BlobId,
     pub entrypoint: Option<String>,
     pub status: JobStatus,
     pub max_retries: u32,

@@ -171,6 +171,8 @@ pub enum Outcome {
     Rejected {
         message: String,
     },
+    /// Stopped on request (a cancelled job). Appended last: variant indexes are encoded.
+    Cancelled,
 }
 
 impl Outcome {
@@ -189,6 +191,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::BadOutput { .. } => "bad_output",
             Outcome::Rejected { .. } => "rejected",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }

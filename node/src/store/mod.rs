@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 
+mod jobs;
+pub use jobs::{JobCommit, JobUpdate};
+
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
 const SCHEMA_VERSION: u32 = 1;
 
@@ -53,6 +56,20 @@ pub enum StoreError {
     State(#[from] StateError),
     #[error("internal error: a read-only snapshot was asked to write")]
     ReadOnlySnapshot,
+    #[error("job record is corrupt: {0}")]
+    JobDecode(String),
+    #[error("job {0} not found")]
+    UnknownJob(onvm_rpc_api::JobId),
+    #[error(
+        "request id `{request_id}` was already used for job {existing} with a different {what}"
+    )]
+    RequestConflict {
+        request_id: String,
+        existing: onvm_rpc_api::JobId,
+        what: &'static str,
+    },
+    #[error("the job queue is full ({max} jobs waiting); retry later")]
+    QueueFull { max: u64 },
     #[error("program {0} is not in the catalog")]
     UnknownProgram(ProgramId),
     #[error("program {program} moved to height {found} while a call for height {expected} ran")]
@@ -138,6 +155,7 @@ impl Store {
             tx.open_table(SMT_NODES)?;
             tx.open_table(RECEIPTS)?;
             tx.open_table(RECEIPT_INDEX)?;
+            jobs::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(())
@@ -483,6 +501,21 @@ impl Store {
         writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         sign: impl FnOnce(Hash32) -> SignedReceipt,
     ) -> Result<SignedReceipt, StoreError> {
+        self.commit_call_with_job(program, height, timestamp_ms, writes, sign, None)
+            .map(|(r, _)| r)
+    }
+
+    /// Like [`Store::commit_call`], and in the same transaction applies `job`'s update to its
+    /// job record, so a job's state writes and its completion are one atomic step.
+    pub fn commit_call_with_job(
+        &self,
+        program: &ProgramId,
+        height: u64,
+        timestamp_ms: u64,
+        writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        sign: impl FnOnce(Hash32) -> SignedReceipt,
+        job: Option<JobCommit>,
+    ) -> Result<(SignedReceipt, Option<onvm_rpc_api::jobs::JobEvent>), StoreError> {
         let tx = self.db.begin_write()?;
         let receipt = {
             let mut programs = tx.open_table(PROGRAMS)?;
@@ -530,7 +563,11 @@ impl Store {
                 .insert(&rk, encode(&receipt).as_slice())?;
             tx.open_table(RECEIPT_INDEX)?
                 .insert(receipt.id.as_bytes(), &rk)?;
-            receipt
+            let event = match job {
+                Some(job) => Some(jobs::apply_commit(&tx, job, &receipt)?),
+                None => None,
+            };
+            (receipt, event)
         };
         tx.commit()?;
         Ok(receipt)

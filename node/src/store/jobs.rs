@@ -1,0 +1,358 @@
+//! Job tables: the durable queue, the request-id index, the persisted event log and logs.
+//! Records are JSON (they are never hashed or signed, and carry free-form metadata).
+
+use onvm_rpc_api::JobId;
+use onvm_rpc_api::jobs::{AttemptLogs, JobEvent, JobFilter, JobInfo, JobLogs, JobStatus};
+use onvm_rpc_api::program::SignedReceipt;
+use redb::{
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+use super::{Store, StoreError};
+
+/// Job id -> JobInfo (JSON).
+const JOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jobs");
+/// next_run_at_ms (big endian) ++ job id -> (): pending jobs in the order they are due.
+const JOB_QUEUE: TableDefinition<&[u8; 40], ()> = TableDefinition::new("job_queue");
+/// Request id -> job id: idempotency across the node.
+const JOB_REQUESTS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("job_requests");
+/// Sequence number -> JobEvent (JSON). Sequence numbers start at 1, without gaps.
+const JOB_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("job_events");
+/// Job id ++ sequence number (big endian) -> (): one job's events.
+const JOB_EVENTS_BY_JOB: TableDefinition<&[u8; 40], ()> = TableDefinition::new("job_events_by_job");
+/// Job id -> JobLogs (JSON).
+const JOB_LOGS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("job_logs");
+
+/// Applied to a job record inside a call's commit transaction.
+pub type JobUpdate = Box<dyn FnOnce(&mut JobInfo, &SignedReceipt) + Send>;
+
+/// A job completion committed atomically with the call's state writes.
+pub struct JobCommit {
+    pub job_id: JobId,
+    pub update: JobUpdate,
+    pub logs: Option<AttemptLogs>,
+}
+
+pub(super) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(JOBS)?;
+    tx.open_table(JOB_QUEUE)?;
+    tx.open_table(JOB_REQUESTS)?;
+    tx.open_table(JOB_EVENTS)?;
+    tx.open_table(JOB_EVENTS_BY_JOB)?;
+    tx.open_table(JOB_LOGS)?;
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::JobDecode(e.to_string()))
+}
+
+fn queue_key(at_ms: u64, id: &JobId) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&at_ms.to_be_bytes());
+    k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn event_key(id: &JobId, seq: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(id.as_bytes());
+    k[32..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn load(tx: &WriteTransaction, id: &JobId) -> Result<Option<JobInfo>, StoreError> {
+    let jobs = tx.open_table(JOBS)?;
+    let v = jobs.get(id.as_bytes())?;
+    v.map(|v| from_json(v.value())).transpose()
+}
+
+/// Writes `after`, keeps the queue in step, and records an event if the status or attempt moved.
+fn save(
+    tx: &WriteTransaction,
+    before: Option<&JobInfo>,
+    after: &JobInfo,
+) -> Result<Option<JobEvent>, StoreError> {
+    tx.open_table(JOBS)?
+        .insert(after.job_id.as_bytes(), to_json(after).as_slice())?;
+    let mut queue = tx.open_table(JOB_QUEUE)?;
+    if let Some(b) = before
+        && b.status == JobStatus::Pending
+    {
+        queue.remove(&queue_key(b.next_run_at_ms.unwrap_or(0), &b.job_id))?;
+    }
+    if after.status == JobStatus::Pending {
+        queue.insert(
+            &queue_key(after.next_run_at_ms.unwrap_or(0), &after.job_id),
+            (),
+        )?;
+    }
+    let moved = match before {
+        None => true,
+        Some(b) => b.status != after.status || b.attempts.len() != after.attempts.len(),
+    };
+    if !moved {
+        return Ok(None);
+    }
+    let mut events = tx.open_table(JOB_EVENTS)?;
+    let seq = events.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+    let last = after.attempts.last();
+    let event = JobEvent {
+        seq,
+        job_id: after.job_id,
+        program_id: after.program_id,
+        status: after.status,
+        attempt: after.attempts.len() as u32,
+        fuel_used: last.map(|a| a.fuel_used).unwrap_or(0),
+        error: after.error.clone(),
+        at_ms: after.updated_at_ms,
+    };
+    events.insert(seq, to_json(&event).as_slice())?;
+    tx.open_table(JOB_EVENTS_BY_JOB)?
+        .insert(&event_key(&after.job_id, seq), ())?;
+    Ok(Some(event))
+}
+
+fn append_logs(tx: &WriteTransaction, id: &JobId, attempt: AttemptLogs) -> Result<(), StoreError> {
+    let mut table = tx.open_table(JOB_LOGS)?;
+    let mut logs: JobLogs = match table.get(id.as_bytes())? {
+        Some(v) => from_json(v.value())?,
+        None => JobLogs {
+            job_id: *id,
+            attempts: Vec::new(),
+        },
+    };
+    logs.attempts.retain(|a| a.attempt != attempt.attempt);
+    logs.attempts.push(attempt);
+    table.insert(id.as_bytes(), to_json(&logs).as_slice())?;
+    Ok(())
+}
+
+pub(super) fn apply_commit(
+    tx: &WriteTransaction,
+    job: JobCommit,
+    receipt: &SignedReceipt,
+) -> Result<JobEvent, StoreError> {
+    let before = load(tx, &job.job_id)?.ok_or(StoreError::UnknownJob(job.job_id))?;
+    let mut after = before.clone();
+    (job.update)(&mut after, receipt);
+    if let Some(logs) = job.logs {
+        append_logs(tx, &job.job_id, logs)?;
+    }
+    // A commit always finishes an attempt, so the status moved and there is an event.
+    save(tx, Some(&before), &after)?.ok_or(StoreError::JobDecode(
+        "job commit did not change the job".into(),
+    ))
+}
+
+impl Store {
+    /// Records a new job, or returns the existing one for a repeated request id (idempotent).
+    /// A request id reused with another program, input or options is a conflict.
+    pub fn submit_job(
+        &self,
+        job: JobInfo,
+        max_queue: u64,
+    ) -> Result<(JobInfo, bool, Option<JobEvent>), StoreError> {
+        let tx = self.db.begin_write()?;
+        let existing = tx
+            .open_table(JOB_REQUESTS)?
+            .get(job.request_id.as_str())?
+            .map(|v| JobId::from_bytes(*v.value()));
+        if let Some(existing) = existing {
+            let found = load(&tx, &existing)?.ok_or(StoreError::UnknownJob(existing))?;
+            let what = if found.program_id != job.program_id {
+                Some("program")
+            } else if found.input_hash != job.input_hash {
+                Some("input")
+            } else if found.entrypoint != job.entrypoint {
+                Some("entrypoint")
+            } else {
+                None
+            };
+            tx.abort()?;
+            return match what {
+                Some(what) => Err(StoreError::RequestConflict {
+                    request_id: job.request_id,
+                    existing,
+                    what,
+                }),
+                None => Ok((found, false, None)),
+            };
+        }
+        if tx.open_table(JOB_QUEUE)?.len()? >= max_queue {
+            tx.abort()?;
+            return Err(StoreError::QueueFull { max: max_queue });
+        }
+        tx.open_table(JOB_REQUESTS)?
+            .insert(job.request_id.as_str(), job.job_id.as_bytes())?;
+        let event = save(&tx, None, &job)?;
+        tx.commit()?;
+        Ok((job, true, event))
+    }
+
+    pub fn job(&self, id: &JobId) -> Result<Option<JobInfo>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let jobs = tx.open_table(JOBS)?;
+        let v = jobs.get(id.as_bytes())?;
+        v.map(|v| from_json(v.value())).transpose()
+    }
+
+    /// Applies `f` to a job in one transaction (with its queue entry and event). `f` returns
+    /// false to leave the job untouched.
+    pub fn update_job(
+        &self,
+        id: &JobId,
+        logs: Option<AttemptLogs>,
+        f: impl FnOnce(&mut JobInfo) -> bool,
+    ) -> Result<(JobInfo, Option<JobEvent>), StoreError> {
+        let tx = self.db.begin_write()?;
+        let before = load(&tx, id)?.ok_or(StoreError::UnknownJob(*id))?;
+        let mut after = before.clone();
+        if !f(&mut after) {
+            tx.abort()?;
+            return Ok((before, None));
+        }
+        if let Some(l) = logs {
+            append_logs(&tx, id, l)?;
+        }
+        let event = save(&tx, Some(&before), &after)?;
+        tx.commit()?;
+        Ok((after, event))
+    }
+
+    /// Pending jobs due at or before `now_ms`, oldest first.
+    pub fn due_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<JobInfo>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let queue = tx.open_table(JOB_QUEUE)?;
+        let jobs = tx.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for entry in queue.range::<&[u8; 40]>(..)? {
+            let (k, _) = entry?;
+            let k = k.value();
+            let at = u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8]));
+            if at > now_ms || out.len() >= limit {
+                break;
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[8..]);
+            if let Some(v) = jobs.get(&id)? {
+                out.push(from_json(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest pending job is due.
+    pub fn next_due_at(&self) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let queue = tx.open_table(JOB_QUEUE)?;
+        let first = queue.first()?;
+        Ok(first.map(|(k, _)| u64::from_be_bytes(k.value()[..8].try_into().unwrap_or([0; 8]))))
+    }
+
+    pub fn pending_job_count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(JOB_QUEUE)?.len()?)
+    }
+
+    /// Jobs ordered by id after `after`, filtered; scans (fine for a node's own job table).
+    pub fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let jobs = tx.open_table(JOBS)?;
+        let range = match after {
+            Some(a) => jobs.range::<&[u8; 32]>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            ))?,
+            None => jobs.range::<&[u8; 32]>(..)?,
+        };
+        let mut out = Vec::new();
+        for entry in range {
+            let (_, v) = entry?;
+            let job: JobInfo = from_json(v.value())?;
+            if filter.status.is_some_and(|s| s != job.status)
+                || filter.program_id.is_some_and(|p| p != job.program_id)
+            {
+                continue;
+            }
+            out.push(job);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every job in `status` (used at startup to recover interrupted attempts).
+    pub fn jobs_with_status(&self, status: JobStatus) -> Result<Vec<JobInfo>, StoreError> {
+        let filter = JobFilter {
+            status: Some(status),
+            program_id: None,
+        };
+        self.list_jobs(&filter, None, usize::MAX)
+    }
+
+    /// Events with `seq >= from_seq`, in order.
+    pub fn job_events(&self, from_seq: u64, limit: usize) -> Result<Vec<JobEvent>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let events = tx.open_table(JOB_EVENTS)?;
+        let mut out = Vec::new();
+        for entry in events.range(from_seq..)?.take(limit) {
+            let (_, v) = entry?;
+            out.push(from_json(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One job's events with `seq >= from_seq`, in order.
+    pub fn job_events_for(
+        &self,
+        id: &JobId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JobEvent>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let index = tx.open_table(JOB_EVENTS_BY_JOB)?;
+        let events = tx.open_table(JOB_EVENTS)?;
+        let (lo, hi) = (event_key(id, from_seq), event_key(id, u64::MAX));
+        let mut out = Vec::new();
+        for entry in index.range::<&[u8; 40]>(&lo..=&hi)?.take(limit) {
+            let (k, _) = entry?;
+            let seq = u64::from_be_bytes(k.value()[32..].try_into().unwrap_or([0; 8]));
+            if let Some(v) = events.get(seq)? {
+                out.push(from_json(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest event's sequence number (0 before the first event).
+    pub fn last_job_event_seq(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let events = tx.open_table(JOB_EVENTS)?;
+        let last = events.last()?;
+        Ok(last.map(|(k, _)| k.value()).unwrap_or(0))
+    }
+
+    pub fn job_logs(&self, id: &JobId) -> Result<JobLogs, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(JOB_LOGS)?;
+        let v = table.get(id.as_bytes())?;
+        match v {
+            Some(v) => from_json(v.value()),
+            None => Ok(JobLogs {
+                job_id: *id,
+                attempts: Vec::new(),
+            }),
+        }
+    }
+}
