@@ -583,8 +583,8 @@ impl Jobs {
             .unwrap_or_default();
         let number = job.attempts.len() as u32;
         let outcome = self.run_attempt(&job, number, flag.clone()).await;
-        let (event, finished) = match outcome {
-            Ok(event) => (event, true),
+        let event = match outcome {
+            Ok(event) => event,
             Err((outcome, error, fuel, receipt_id)) => {
                 let cancelled = flag.load(Ordering::Relaxed) || outcome == Some(Outcome::Cancelled);
                 self.fail_attempt(id, number, outcome, error, fuel, receipt_id, cancelled)
@@ -597,14 +597,13 @@ impl Jobs {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         if let Some(e) = &event {
-            if e.status.is_terminal() {
-                if let Ok(job) = self.status(id).await {
-                    self.record_latency(&job);
-                }
+            if e.status.is_terminal()
+                && let Ok(job) = self.status(id).await
+            {
+                self.record_latency(&job);
             }
             metrics::add(&self.inner.counters.job_fuel_used, e.fuel_used);
         }
-        let _ = finished;
         self.publish(event);
         self.inner.wake.notify_one();
     }
@@ -700,7 +699,7 @@ impl Jobs {
         fuel: u64,
         receipt_id: Option<onvm_rpc_api::ReceiptId>,
         cancelled: bool,
-    ) -> (Option<JobEvent>, bool) {
+    ) -> Option<JobEvent> {
         let config = self.inner.config.clone();
         let store = self.inner.store.clone();
         let now = now_ms();
@@ -746,11 +745,11 @@ impl Jobs {
                     JobStatus::Failed => metrics::add(&c.jobs_failed, 1),
                     _ => {}
                 }
-                (event, job.status.is_terminal())
+                event
             }
             Err(e) => {
                 tracing::error!("recording the failure of job {id}: {e}");
-                (None, false)
+                None
             }
         }
     }

@@ -646,13 +646,16 @@ fn finish_with(
     }
 }
 
+/// Completes a job record inside the commit, given the receipt and the output blob.
+pub type JobFinished = Box<dyn FnOnce(&mut JobInfo, &SignedReceipt, BlobId) + Send>;
+
 /// What a job attempt adds to a call.
 pub struct JobAttempt {
     pub job_id: JobId,
     pub attempt: u32,
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
     /// Completes the job record (inside the commit) given its receipt and output blob.
-    pub finished: Box<dyn FnOnce(&mut JobInfo, &SignedReceipt, BlobId) + Send>,
+    pub finished: JobFinished,
 }
 
 fn info_of(r: ProgramRecord) -> ProgramInfo {
