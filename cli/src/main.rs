@@ -2,6 +2,7 @@
 
 mod client;
 mod daemon;
+mod jobs;
 mod programs;
 mod target;
 
@@ -10,7 +11,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use onvm_rpc_api::{BlobId, ProgramId, ReceiptId, UploadId};
+use onvm_rpc_api::jobs::{JobFilter, JobStatus};
+use onvm_rpc_api::{BlobId, JobId, ProgramId, ReceiptId, UploadId};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -196,6 +198,67 @@ enum Command {
         #[arg(long)]
         bls_key: Option<String>,
     },
+    /// Submit a durable job; prints its id, or with --wait follows it live and prints the output.
+    SubmitJob {
+        #[arg(long)]
+        program_id: ProgramId,
+        #[arg(long, conflicts_with_all = ["input_json", "input_text"])]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        input_json: Option<String>,
+        #[arg(long, conflicts_with = "input_json")]
+        input_text: Option<String>,
+        /// Idempotency key: resubmitting it returns the same job.
+        #[arg(long)]
+        request_id: String,
+        #[arg(long)]
+        max_retries: Option<u32>,
+        /// Per-attempt wall-clock limit in seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        #[arg(long)]
+        fuel: Option<u64>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a job's status and attempts.
+    JobStatus {
+        #[arg(long)]
+        job_id: JobId,
+    },
+    /// Print or save a completed job's output.
+    JobOutput {
+        #[arg(long)]
+        job_id: JobId,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Cancel a pending or running job.
+    CancelJob {
+        #[arg(long)]
+        job_id: JobId,
+    },
+    /// List jobs, optionally by status and program.
+    ListJobs {
+        #[arg(long)]
+        status: Option<JobStatus>,
+        #[arg(long)]
+        program_id: Option<ProgramId>,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Follow job events live (resumes by itself if the node closes the feed for lag).
+    WatchJobs {
+        #[arg(long)]
+        status: Option<JobStatus>,
+        #[arg(long)]
+        program_id: Option<ProgramId>,
+        /// Start from this event sequence number (default: new events only).
+        #[arg(long)]
+        from_seq: Option<u64>,
+    },
     /// List blobs stored on the node.
     ListBlobs {
         #[arg(long)]
@@ -332,6 +395,64 @@ async fn run(cli: Cli) -> Result<()> {
             bls_key,
         } => {
             programs::verify_receipt_file(file, network_id.as_deref(), bls_key.as_deref(), cli.json)
+        }
+        Command::SubmitJob {
+            program_id,
+            input,
+            input_json,
+            input_text,
+            request_id,
+            max_retries,
+            timeout,
+            fuel,
+            wait,
+        } => {
+            let input = programs::input_bytes(
+                input.as_deref(),
+                input_json.as_deref(),
+                input_text.as_deref(),
+            )?;
+            let args = jobs::SubmitArgs {
+                program_id: *program_id,
+                input,
+                request_id: request_id.clone(),
+                max_retries: *max_retries,
+                timeout_secs: *timeout,
+                fuel: *fuel,
+                wait: *wait,
+            };
+            session().await?.submit_job(args).await
+        }
+        Command::JobStatus { job_id } => session().await?.job_status(*job_id).await,
+        Command::JobOutput { job_id, out } => {
+            session().await?.job_output(*job_id, out.as_deref()).await
+        }
+        Command::CancelJob { job_id } => session().await?.cancel_job(*job_id).await,
+        Command::ListJobs {
+            status,
+            program_id,
+            cursor,
+            limit,
+        } => {
+            let filter = JobFilter {
+                status: *status,
+                program_id: *program_id,
+            };
+            session()
+                .await?
+                .list_jobs(filter, cursor.clone(), *limit)
+                .await
+        }
+        Command::WatchJobs {
+            status,
+            program_id,
+            from_seq,
+        } => {
+            let filter = JobFilter {
+                status: *status,
+                program_id: *program_id,
+            };
+            session().await?.watch_jobs(filter, *from_seq).await
         }
         Command::ListBlobs { cursor, limit, all } => {
             session()
