@@ -265,3 +265,144 @@ async fn committed_calls_survive_kill_9_atomically() {
     );
     kill9(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_kill_9_and_none_runs_twice() {
+    use onvm::rpc_api::api::JobApiClient;
+    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    let seed = seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    init(&dir);
+    let (mut child, mut url) = start(&dir);
+    let client = ws_client(&url).await;
+    let req = DeployRequest {
+        wasm_base64: Some(program_wasm("job_test").into()),
+        ..Default::default()
+    };
+    let program = ProgramApiClient::deploy(&client, req)
+        .await
+        .unwrap()
+        .program_id;
+    drop(client);
+    let mut acked = Vec::new();
+    let mut next = 0usize;
+    let mut rng = seed | 1;
+    let mut step = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Submit 200 `count` jobs in bursts, killing the node at random points in between.
+    for round in 0..4 {
+        let client = ws_client(&url).await;
+        // The last round resubmits all 200 request ids: those that got through before a kill
+        // come back as the same job (idempotency across crashes), the rest are new.
+        let (start_at, burst) = if round == 3 {
+            (0, 200)
+        } else {
+            (next, 30 + (step() % 40) as usize)
+        };
+        let submitter = {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = ws_client(&url).await;
+                let mut ok = Vec::new();
+                for i in start_at..start_at + burst {
+                    let req = SubmitJob {
+                        program_id: program,
+                        request_id: format!("crash-{i}"),
+                        input_base64: Some(br#"{"task":"count"}"#.to_vec().into()),
+                        input_blob: None,
+                        entrypoint: None,
+                        max_retries: Some(3),
+                        timeout_ms: None,
+                        fuel: None,
+                        metadata: None,
+                    };
+                    match JobApiClient::submit(&c, req).await {
+                        Ok(r) => ok.push(r.job.job_id),
+                        Err(_) => break,
+                    }
+                }
+                ok
+            })
+        };
+        next += burst;
+        if round < 3 {
+            tokio::time::sleep(Duration::from_millis(50 + step() % 300)).await;
+            kill9(child);
+            acked.extend(submitter.await.unwrap());
+            drop(client);
+            (child, url) = start(&dir);
+        } else {
+            acked.extend(submitter.await.unwrap());
+        }
+    }
+    acked.sort();
+    acked.dedup();
+    assert_eq!(
+        acked.len(),
+        200,
+        "every request id ends up as exactly one job"
+    );
+    let client = ws_client(&url).await;
+    // Every acknowledged job exists and reaches a terminal state.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut completed = 0u64;
+    for id in &acked {
+        loop {
+            let info = JobApiClient::status(&client, *id)
+                .await
+                .expect("acknowledged job exists");
+            if info.status.is_terminal() {
+                assert_eq!(info.status, JobStatus::Completed, "{id}: {:?}", info.error);
+                completed += 1;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} stuck in {:?}",
+                info.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Jobs that were submitted but not acknowledged may exist too; count every completed one.
+    let mut all_completed = 0u64;
+    let mut cursor = None;
+    loop {
+        let page = JobApiClient::list(&client, None, cursor, Some(1000))
+            .await
+            .unwrap();
+        for j in &page.items {
+            let mut j = j.clone();
+            while !j.status.is_terminal() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                j = JobApiClient::status(&client, j.job_id).await.unwrap();
+            }
+            if j.status == JobStatus::Completed {
+                all_completed += 1;
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(all_completed >= completed);
+    // The counter was incremented exactly once per completed job: no job's writes ran twice.
+    let state = onvm::rpc_api::api::StateApiClient::get(&client, program, b"runs".to_vec().into())
+        .await
+        .unwrap();
+    let runs = state
+        .value_base64
+        .map(|v| u64::from_le_bytes(v.0.try_into().unwrap()))
+        .unwrap_or(0);
+    assert_eq!(
+        runs, all_completed,
+        "state writes applied {runs} times for {all_completed} completed jobs"
+    );
+    kill9(child);
+}
