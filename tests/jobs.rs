@@ -447,3 +447,212 @@ async fn restart_keeps_jobs_and_their_outputs() {
     assert_eq!(events.len(), 3);
     node.stop().await;
 }
+
+/// A raw WebSocket client that subscribes to the job feed and then does not read at all, with
+/// a tiny receive buffer: the node must close its subscription with `lagged` and a cursor, and
+/// keep serving everyone else.
+mod stalled {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
+
+    pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let handshake = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(handshake.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            String::from_utf8_lossy(&head).contains(" 101 "),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        stream
+    }
+
+    pub async fn send_text(stream: &mut TcpStream, text: &str) {
+        let payload = text.as_bytes();
+        let mask = [0x11u8, 0x22, 0x33, 0x44];
+        let mut frame = vec![0x81];
+        if payload.len() < 126 {
+            frame.push(0x80 | payload.len() as u8);
+        } else {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        stream.write_all(&frame).await.unwrap();
+    }
+
+    /// The next text frame's payload (skipping control frames).
+    pub async fn read_text(stream: &mut TcpStream) -> String {
+        loop {
+            let mut h = [0u8; 2];
+            stream.read_exact(&mut h).await.unwrap();
+            let mut len = (h[1] & 0x7f) as u64;
+            if len == 126 {
+                let mut l = [0u8; 2];
+                stream.read_exact(&mut l).await.unwrap();
+                len = u16::from_be_bytes(l) as u64;
+            } else if len == 127 {
+                let mut l = [0u8; 8];
+                stream.read_exact(&mut l).await.unwrap();
+                len = u64::from_be_bytes(l);
+            }
+            let mut payload = vec![0u8; len as usize];
+            stream.read_exact(&mut payload).await.unwrap();
+            if h[0] & 0x0f == 1 {
+                return String::from_utf8(payload).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_closed_with_a_cursor_and_others_are_unaffected() {
+    let node = TestNode::start_with(&[
+        "rpc.message_buffer=32",
+        "rpc.subscriber_lag_ms=1000",
+        "jobs.max_running=4",
+    ])
+    .await;
+    let client = node.client().await;
+    let p = job_test(&client).await;
+    // A well-behaved subscriber follows the whole flood without a gap.
+    let mut good: Subscription<JobStreamItem> =
+        JobApiClient::subscribe_feed(&client, None, Some(1))
+            .await
+            .unwrap();
+    const JOBS: usize = 300;
+    const EVENTS: u64 = (JOBS * 3) as u64;
+    let submitter = {
+        let url = node.url();
+        tokio::spawn(async move {
+            let c = common::ws_client(&url).await;
+            for i in 0..JOBS {
+                JobApiClient::submit(
+                    &c,
+                    submit(
+                        p,
+                        &format!("flood-{i}"),
+                        br#"{"task":"compute","iterations":10}"#,
+                    ),
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    let mut seen = 0u64;
+    while seen < EVENTS {
+        let item = tokio::time::timeout(Duration::from_secs(60), good.next())
+            .await
+            .expect("the good subscriber keeps getting events")
+            .unwrap()
+            .unwrap();
+        match item {
+            JobStreamItem::Event(e) => {
+                seen += 1;
+                assert_eq!(e.seq, seen, "gap-free for the reader that keeps up");
+            }
+            other => panic!("the good subscriber was closed: {other:?}"),
+        }
+    }
+    submitter.await.unwrap();
+
+    // A client with a tiny receive buffer asks for the whole history 16 times over (megabytes)
+    // and never reads. Kernel buffers fill, then the node's per-connection buffer.
+    let mut stalled = stalled::connect(node.node().rpc_addr()).await;
+    for id in 0..16 {
+        let req = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"job_subscribe_all","params":[null,1]}}"#
+        );
+        stalled::send_text(&mut stalled, &req).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Everyone else is unaffected.
+    assert!(NodeApiClient::health(&client).await.unwrap().ready);
+    let mut fresh: Subscription<JobStreamItem> =
+        JobApiClient::subscribe_feed(&client, None, Some(EVENTS - 5))
+            .await
+            .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), fresh.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        JobStreamItem::Event(e) => assert_eq!(e.seq, EVENTS - 5),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Now drain what the stalled client was sent: per subscription, events from 1 in order,
+    // and for those that fell behind, a typed close with the cursor to resume from.
+    let mut subs: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut lagged: Vec<(u64, u64)> = Vec::new();
+    let mut finished_or_closed = 0;
+    while finished_or_closed < 16 {
+        let text = tokio::time::timeout(Duration::from_secs(30), stalled::read_text(&mut stalled))
+            .await
+            .expect("frames keep coming");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if v.get("id").is_some() {
+            continue; // a subscription acknowledgement
+        }
+        let sub = v["params"]["subscription"].to_string();
+        let item = &v["params"]["result"];
+        let last = subs.entry(sub).or_insert(0);
+        match item["type"].as_str() {
+            Some("event") => {
+                let seq = item["seq"].as_u64().unwrap();
+                assert_eq!(seq, *last + 1, "in order, no gaps");
+                *last = seq;
+                if seq == EVENTS {
+                    finished_or_closed += 1;
+                }
+            }
+            Some("closed") => {
+                assert_eq!(item["reason"], "lagged");
+                lagged.push((*last, item["resume_from_seq"].as_u64().unwrap()));
+                finished_or_closed += 1;
+            }
+            other => panic!("unexpected frame {other:?}: {text}"),
+        }
+    }
+    println!(
+        "{} of 16 stalled subscriptions were closed as lagged: {lagged:?}",
+        lagged.len()
+    );
+    assert!(
+        !lagged.is_empty(),
+        "a subscriber that never reads must be closed"
+    );
+    for (last, resume) in &lagged {
+        assert_eq!(
+            *resume,
+            last + 1,
+            "the cursor points just after the last delivered event"
+        );
+    }
+    // Resuming from a cursor yields exactly the rest.
+    let resume = lagged[0].1;
+    let mut resumed: Subscription<JobStreamItem> =
+        JobApiClient::subscribe_feed(&client, None, Some(resume))
+            .await
+            .unwrap();
+    for expected in resume..=EVENTS {
+        match resumed.next().await.unwrap().unwrap() {
+            JobStreamItem::Event(e) => assert_eq!(e.seq, expected),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    node.stop().await;
+}

@@ -121,6 +121,7 @@ pub struct RpcConfig {
     pub max_connections: u32,
     pub max_subscriptions_per_connection: u32,
     pub message_buffer: u32,
+    pub subscriber_lag_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,6 +161,7 @@ impl Default for RpcConfig {
             max_connections: 100,
             max_subscriptions_per_connection: 64,
             message_buffer: 1024,
+            subscriber_lag_ms: 5000,
         }
     }
 }
@@ -339,6 +341,9 @@ max_connections = {max_connections}
 max_subscriptions_per_connection = {max_subscriptions_per_connection}
 # Messages buffered per connection before the server stops reading from it.
 message_buffer = {message_buffer}
+# A subscriber whose connection buffer stays full this long (ms) is closed with reason `lagged`
+# and a cursor to resume from; it never slows the node or other clients.
+subscriber_lag_ms = {subscriber_lag_ms}
 
 [net]
 # UDP address of the iroh endpoint (QUIC). Port 0 picks a free port. CLI flag: --listen.
@@ -417,6 +422,7 @@ max_metadata_bytes = {max_metadata_bytes}
             max_connections = rpc.max_connections,
             max_subscriptions_per_connection = rpc.max_subscriptions_per_connection,
             message_buffer = rpc.message_buffer,
+            subscriber_lag_ms = rpc.subscriber_lag_ms,
             net_listen = net.listen,
             offline = net.offline,
             max_blob_bytes = blobs.max_blob_bytes,

@@ -223,23 +223,46 @@ fn job_error(e: JobError) -> ErrorObjectOwned {
     }
 }
 
-/// Sends one stream item unless the client's buffer is (almost) full; then sends the typed
-/// close with the cursor to resume from and reports false. A client that does not read can
-/// never block the node: nothing here waits for it.
-fn deliver(sink: &mut SubscriptionSink, item: &JobStreamItem, resume_from_seq: u64) -> bool {
-    if sink.capacity() <= 1 {
-        let close = JobStreamItem::Closed {
-            reason: "lagged".into(),
-            resume_from_seq,
-        };
-        if let Ok(msg) = jsonrpsee::core::to_json_raw_value(&close) {
-            let _ = sink.try_send(msg);
-        }
+/// How long a lagging subscriber's typed close may wait for room in its connection buffer.
+/// Only that subscription's task waits; nothing else in the node does.
+const CLOSE_NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends one stream item, waiting for room in the client's connection buffer at most `lag`.
+/// A client that makes no progress for that long has fallen behind: its subscription ends with
+/// a typed close carrying the cursor to resume from (delivered when it reads again), and this
+/// reports false. Only this subscription's task ever waits; the node and other clients do not.
+async fn deliver(
+    sink: &mut SubscriptionSink,
+    item: &JobStreamItem,
+    resume_from_seq: u64,
+    lag: std::time::Duration,
+) -> bool {
+    let Ok(msg) = jsonrpsee::core::to_json_raw_value(item) else {
+        return false;
+    };
+    if sink.send_timeout(msg, lag).await.is_ok() {
+        return true;
+    }
+    if sink.is_closed() {
         return false;
     }
-    match jsonrpsee::core::to_json_raw_value(item) {
-        Ok(msg) => sink.try_send(msg).is_ok(),
-        Err(_) => false,
+    let close = JobStreamItem::Closed {
+        reason: "lagged".into(),
+        resume_from_seq,
+    };
+    if let Ok(msg) = jsonrpsee::core::to_json_raw_value(&close) {
+        let _ = sink.send_timeout(msg, CLOSE_NOTICE_TIMEOUT).await;
+    }
+    false
+}
+
+async fn close_finished(sink: &mut SubscriptionSink, resume_from_seq: u64) {
+    let close = JobStreamItem::Closed {
+        reason: "finished".into(),
+        resume_from_seq,
+    };
+    if let Ok(msg) = jsonrpsee::core::to_json_raw_value(&close) {
+        let _ = sink.send_timeout(msg, CLOSE_NOTICE_TIMEOUT).await;
     }
 }
 
@@ -252,6 +275,7 @@ fn matches(filter: &JobFilter, e: &JobEvent) -> bool {
 /// wake-up: every delivery reads the store from the cursor, so there are no gaps and no
 /// duplicates, even if the live channel overflowed.
 async fn stream_events(
+    lag: std::time::Duration,
     jobs: Jobs,
     mut sink: SubscriptionSink,
     job: Option<JobId>,
@@ -276,17 +300,13 @@ async fn stream_events(
                 let seq = event.seq;
                 let terminal = job.is_some() && event.status.is_terminal();
                 if matches(&filter, &event)
-                    && !deliver(&mut sink, &JobStreamItem::Event(event), seq)
+                    && !deliver(&mut sink, &JobStreamItem::Event(event), seq, lag).await
                 {
                     return;
                 }
                 next = seq + 1;
                 if terminal {
-                    let close = JobStreamItem::Closed {
-                        reason: "finished".into(),
-                        resume_from_seq: next,
-                    };
-                    deliver(&mut sink, &close, next);
+                    close_finished(&mut sink, next).await;
                     return;
                 }
             }
@@ -502,6 +522,12 @@ impl ReceiptApiServer for Handlers {
     }
 }
 
+impl Handlers {
+    fn lag(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ctx.config.rpc.subscriber_lag_ms)
+    }
+}
+
 #[async_trait]
 impl JobApiServer for Handlers {
     async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult> {
@@ -549,6 +575,7 @@ impl JobApiServer for Handlers {
         }
         let sink = pending.accept().await?;
         stream_events(
+            self.lag(),
             self.ctx.jobs.clone(),
             sink,
             Some(job_id),
@@ -577,6 +604,7 @@ impl JobApiServer for Handlers {
         };
         let sink = pending.accept().await?;
         stream_events(
+            self.lag(),
             self.ctx.jobs.clone(),
             sink,
             None,

@@ -5,9 +5,7 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 
 use crate::ids::{BlobId, JobId, ProgramId, ReceiptId, UploadId};
-use crate::jobs::{
-    JobFilter, JobInfo, JobLogs, JobOutput, JobPage, JobStreamItem, SubmitJob, SubmitResult,
-};
+use crate::jobs::{JobFilter, JobInfo, JobLogs, JobOutput, JobPage, SubmitJob, SubmitResult};
 use crate::program::{
     DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ProgramInfo, ProgramPage,
     ReceiptPage, SignedReceipt, StateProof, StateRoot, StateValue,
@@ -182,11 +180,11 @@ pub trait JobApi {
 
     /// One job's events from `from_seq` (default: its whole history), then live; closes with
     /// `finished` after a terminal status, or `lagged` with a resume cursor.
-    #[subscription(name = "subscribe" => "event", unsubscribe = "unsubscribe", item = JobStreamItem)]
+    #[subscription(name = "subscribe" => "event", unsubscribe = "unsubscribe", item = crate::jobs::JobStreamItem)]
     async fn subscribe_job(&self, job_id: JobId, from_seq: Option<u64>) -> SubscriptionResult;
 
     /// All job events matching `filter` from `from_seq` (default: only new ones).
-    #[subscription(name = "subscribe_all" => "feed", unsubscribe = "unsubscribe_all", item = JobStreamItem)]
+    #[subscription(name = "subscribe_all" => "feed", unsubscribe = "unsubscribe_all", item = crate::jobs::JobStreamItem)]
     async fn subscribe_feed(
         &self,
         filter: Option<JobFilter>,
