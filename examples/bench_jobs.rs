@@ -21,7 +21,10 @@ fn echo_wasm() -> Result<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm_programs");
     let path = root.join("target/wasm32-unknown-unknown/release/echo.wasm");
     if !path.exists() {
-        let status = std::process::Command::new("bash").arg(root.join("build.sh")).arg("--quiet").status()?;
+        let status = std::process::Command::new("bash")
+            .arg(root.join("build.sh"))
+            .arg("--quiet")
+            .status()?;
         if !status.success() {
             bail!("building wasm_programs failed");
         }
@@ -36,20 +39,32 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(500);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(500);
     let dir = tempfile::tempdir()?;
     let config = Config::from_toml(
         "",
         "bench",
-        &["rpc.listen=127.0.0.1:0".into(), "net.listen=127.0.0.1:0".into(), "net.offline=true".into()],
+        &[
+            "rpc.listen=127.0.0.1:0".into(),
+            "net.listen=127.0.0.1:0".into(),
+            "net.offline=true".into(),
+        ],
     )?;
     let node = Node::start(dir.path(), config, Identity::generate()).await?;
     let submitter = WsClientBuilder::default().build(node.rpc_url()).await?;
     let watcher = WsClientBuilder::default().build(node.rpc_url()).await?;
-    let req = DeployRequest { wasm_base64: Some(echo_wasm()?.into()), ..Default::default() };
+    let req = DeployRequest {
+        wasm_base64: Some(echo_wasm()?.into()),
+        ..Default::default()
+    };
     let program = ProgramApiClient::deploy(&submitter, req).await?.program_id;
 
-    let mut feed: Subscription<JobStreamItem> = JobApiClient::subscribe_feed(&watcher, None, None).await?;
+    let mut feed: Subscription<JobStreamItem> =
+        JobApiClient::subscribe_feed(&watcher, None, None).await?;
     let started = Instant::now();
     let mut submitted_at = HashMap::new();
     let collector = tokio::spawn(async move {
@@ -60,9 +75,16 @@ async fn main() -> Result<()> {
                     done.insert(e.job_id, Instant::now());
                 }
                 Some(Ok(JobStreamItem::Event(e))) if e.status.is_terminal() => {
-                    return Err(anyhow::anyhow!("job {} ended {:?}: {:?}", e.job_id, e.status, e.error));
+                    return Err(anyhow::anyhow!(
+                        "job {} ended {:?}: {:?}",
+                        e.job_id,
+                        e.status,
+                        e.error
+                    ));
                 }
-                Some(Ok(JobStreamItem::Closed { reason, .. })) => return Err(anyhow::anyhow!("feed closed: {reason}")),
+                Some(Ok(JobStreamItem::Closed { reason, .. })) => {
+                    return Err(anyhow::anyhow!("feed closed: {reason}"));
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(anyhow::anyhow!("feed ended")),
                 _ => {}
@@ -89,19 +111,33 @@ async fn main() -> Result<()> {
     let elapsed = started.elapsed();
     let mut latencies: Vec<Duration> = done
         .iter()
-        .filter_map(|(id, at)| submitted_at.get(id).map(|s| at.saturating_duration_since(*s)))
+        .filter_map(|(id, at)| {
+            submitted_at
+                .get(id)
+                .map(|s| at.saturating_duration_since(*s))
+        })
         .collect();
     latencies.sort();
 
     let start = Instant::now();
     for i in 0..n {
-        ProgramApiClient::execute(&submitter, program, format!("call {i}").into_bytes().into(), None).await?;
+        ProgramApiClient::execute(
+            &submitter,
+            program,
+            format!("call {i}").into_bytes().into(),
+            None,
+        )
+        .await?;
     }
     let exec = start.elapsed();
     drop((submitter, watcher));
     node.shutdown().await;
 
-    println!("jobs: {n} echo jobs completed in {:.2} s = {:.0} jobs/s", elapsed.as_secs_f64(), n as f64 / elapsed.as_secs_f64());
+    println!(
+        "jobs: {n} echo jobs completed in {:.2} s = {:.0} jobs/s",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "submit -> completed event: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         pct(&latencies, 0.5),
@@ -109,7 +145,13 @@ async fn main() -> Result<()> {
         pct(&latencies, 1.0)
     );
     let per_exec = exec.as_secs_f64() * 1e3 / n as f64;
-    println!("bare program_execute (committed, sequential): {per_exec:.2} ms/call = {:.0} calls/s", 1e3 / per_exec);
-    println!("ratio job latency p50 / execute = {:.1}x", pct(&latencies, 0.5) / per_exec);
+    println!(
+        "bare program_execute (committed, sequential): {per_exec:.2} ms/call = {:.0} calls/s",
+        1e3 / per_exec
+    );
+    println!(
+        "ratio job latency p50 / execute = {:.1}x",
+        pct(&latencies, 0.5) / per_exec
+    );
     Ok(())
 }

@@ -508,3 +508,124 @@ fn small_garbage(tmp: &tempfile::TempDir) -> std::path::PathBuf {
     std::fs::write(&p, b"this is not wasm").unwrap();
     p
 }
+
+#[test]
+fn jobs_from_the_cli_wait_cancel_and_survive_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("node");
+    run_ok(
+        onvm(&[
+            "init",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--set",
+            "vm.max_fuel=1000000000000",
+        ])
+        .env("ONVM_IDENTITY_PASSPHRASE", PASS),
+    );
+    let node = RunningNode::start(&data_dir, PASS);
+    let rpc = node.rpc.clone();
+    let wasm = tmp.path().join("job_test.wasm");
+    std::fs::write(&wasm, common::program_wasm("job_test")).unwrap();
+    let program = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "deploy",
+        "--file",
+        wasm.to_str().unwrap(),
+    ]));
+    let program = program.trim().to_string();
+
+    // --wait follows the job live (progress on stderr) and prints the output.
+    let out = onvm(&[
+        "--rpc",
+        &rpc,
+        "submit-job",
+        "--program-id",
+        &program,
+        "--input-json",
+        r#"{"task":"hash","iterations":3,"data":"hello"}"#,
+        "--request-id",
+        "cli-1",
+        "--wait",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for status in ["pending", "running", "completed"] {
+        assert!(stderr.contains(status), "progress shows {status}: {stderr}");
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""task":"hash""#));
+
+    // A long job is cancelled while running.
+    let long = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "submit-job",
+        "--program-id",
+        &program,
+        "--input-json",
+        r#"{"task":"stress","iterations":18446744073709551615}"#,
+        "--request-id",
+        "cli-long",
+        "--fuel",
+        "1000000000000",
+        "--timeout",
+        "10",
+    ]));
+    let long = long.trim().to_string();
+    for _ in 0..200 {
+        if run_ok(onvm(&["--rpc", &rpc, "job-status", "--job-id", &long])).contains("running") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_ok(onvm(&["--rpc", &rpc, "cancel-job", "--job-id", &long]));
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = run_ok(onvm(&["--rpc", &rpc, "job-status", "--job-id", &long]));
+        if status.contains("cancelled") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(status.contains("status       cancelled"), "{status}");
+    node.stop();
+
+    // Restarting the node loses nothing.
+    let node = RunningNode::start(&data_dir, PASS);
+    let list = run_ok(onvm(&["--rpc", &node.rpc, "list-jobs"]));
+    assert!(
+        list.contains("completed") && list.contains("cancelled"),
+        "{list}"
+    );
+    let out_file = tmp.path().join("out.json");
+    let first = list
+        .lines()
+        .find(|l| l.contains("cli-1"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    run_ok(onvm(&[
+        "--rpc",
+        &node.rpc,
+        "job-output",
+        "--job-id",
+        &first,
+        "--out",
+        out_file.to_str().unwrap(),
+    ]));
+    assert!(
+        std::fs::read_to_string(&out_file)
+            .unwrap()
+            .contains(r#""task":"hash""#)
+    );
+    node.stop();
+}
