@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
-use onvm_rpc_api::api::{BlobApiClient, NodeApiClient};
+use onvm_rpc_api::api::{BlobApiClient, NodeApiClient, PeerApiClient};
 use onvm_rpc_api::types::{BlobStat, UploadStatus};
 use onvm_rpc_api::{BlobId, UploadId};
 use serde::Serialize;
@@ -121,6 +121,54 @@ impl Session {
         println!("bls public key {}", info.bls_public_key);
         println!("uptime         {}s", info.uptime_secs);
         println!("ticket         {}", info.ticket);
+        Ok(())
+    }
+
+    pub async fn ticket(&self) -> Result<()> {
+        let info = NodeApiClient::info(&self.client).await.map_err(rpc_err)?;
+        println!("{}", info.ticket);
+        Ok(())
+    }
+
+    pub async fn peers(&self) -> Result<()> {
+        let peers = PeerApiClient::list(&self.client).await.map_err(rpc_err)?;
+        if self.json {
+            return print_json(&peers);
+        }
+        for p in &peers {
+            println!(
+                "{}  {:<8} {:>9}  last seen {} ms{}",
+                p.endpoint_id,
+                p.connection,
+                p.latency_ms
+                    .map(|l| format!("{l:.2} ms"))
+                    .unwrap_or_else(|| "-".into()),
+                p.last_seen_ms,
+                p.last_error
+                    .as_deref()
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        eprintln!("{} peers", peers.len());
+        Ok(())
+    }
+
+    pub async fn connect_peer(&self, ticket: &str) -> Result<()> {
+        let p = PeerApiClient::connect(&self.client, ticket.to_string())
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&p);
+        }
+        println!(
+            "connected to {} ({}, {})",
+            p.endpoint_id,
+            p.connection,
+            p.latency_ms
+                .map(|l| format!("{l:.2} ms"))
+                .unwrap_or_default()
+        );
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub offline: bool,
     pub set: Vec<String>,
+    pub bootnodes: Vec<String>,
 }
 
 impl Overrides {
@@ -34,6 +35,13 @@ impl Overrides {
         }
         items
     }
+
+    /// Config after applying these overrides; `--bootnode` adds to the configured list.
+    fn config(&self, path: &Path) -> Result<Config> {
+        let mut config = Config::load(path, &self.as_set_items())?;
+        config.net.bootnodes.extend(self.bootnodes.iter().cloned());
+        Ok(config)
+    }
 }
 
 fn passphrase_from_env() -> Option<String> {
@@ -41,7 +49,11 @@ fn passphrase_from_env() -> Option<String> {
 }
 
 pub fn init(data_dir: &Path, allow_plaintext: bool, overrides: &Overrides) -> Result<()> {
-    let config = Config::from_toml("", "defaults", &overrides.as_set_items())?;
+    let mut config = Config::from_toml("", "defaults", &overrides.as_set_items())?;
+    config
+        .net
+        .bootnodes
+        .extend(overrides.bootnodes.iter().cloned());
     let identity_exists = data_dir.join(IDENTITY_FILE).exists();
     let passphrase = if identity_exists {
         None
@@ -96,7 +108,7 @@ fn load_identity(data_dir: &Path) -> Result<Identity> {
 }
 
 pub async fn run_node(data_dir: &Path, overrides: &Overrides) -> Result<()> {
-    let config = Config::load(&data_dir.join(CONFIG_FILE), &overrides.as_set_items())?;
+    let config = overrides.config(&data_dir.join(CONFIG_FILE))?;
     let identity = load_identity(data_dir)?;
     let node = Node::start(data_dir, config, identity)
         .await

@@ -43,6 +43,9 @@ struct NodeFlags {
     /// Override any config key, e.g. --set rpc.max_batch=64 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Join the network through this node's ticket (repeatable). Adds to net.bootnodes.
+    #[arg(long = "bootnode", value_name = "TICKET")]
+    bootnodes: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +77,12 @@ enum Command {
     },
     /// Show the node's identity, addresses and ticket.
     NodeInfo,
+    /// Print the node's ticket (give it to `onvm connect` or `--bootnode` on another node).
+    Ticket,
+    /// List known peers: connection type, latency, last seen.
+    Peers,
+    /// Join another node by its ticket.
+    Connect { ticket: String },
     /// Check liveness and readiness (exit code 1 when not ready).
     Health,
     /// Show the node's counters.
@@ -278,6 +287,7 @@ fn overrides(rpc: Option<&str>, flags: &NodeFlags) -> Result<daemon::Overrides> 
         listen: flags.listen.as_deref().map(parse).transpose()?,
         offline: flags.offline,
         set: flags.set.clone(),
+        bootnodes: flags.bootnodes.clone(),
     })
 }
 
@@ -302,6 +312,9 @@ async fn run(cli: Cli) -> Result<()> {
             daemon::dev(data_dir.clone(), &overrides(rpc, flags)?).await
         }
         Command::NodeInfo => session().await?.node_info().await,
+        Command::Ticket => session().await?.ticket().await,
+        Command::Peers => session().await?.peers().await,
+        Command::Connect { ticket } => session().await?.connect_peer(ticket).await,
         Command::Health => session().await?.health().await,
         Command::Metrics => session().await?.metrics().await,
         Command::UploadBlob { file, mime, resume } => {

@@ -331,6 +331,35 @@ impl Blobs {
             .map_err(|e| BlobError::Backend(format!("reading {id}: {e}")))
     }
 
+    /// Fetches a blob from a peer over iroh-blobs (BAO-verified while streaming). The size is
+    /// verified against the hash before any data is downloaded and checked against the cap.
+    pub async fn fetch(
+        &self,
+        conn: iroh::endpoint::Connection,
+        id: BlobId,
+        mime: Option<String>,
+    ) -> Result<BlobStat, BlobError> {
+        check_mime(&mime)?;
+        let hash = Hash::from_bytes(*id.as_bytes());
+        let (size, _) = iroh_blobs::get::request::get_verified_size(&conn, &hash)
+            .await
+            .map_err(|e| BlobError::Backend(format!("asking a peer for the size of {id}: {e}")))?;
+        self.check_size(size)?;
+        self.fs
+            .remote()
+            .fetch(conn, hash)
+            .await
+            .map_err(|e| BlobError::Backend(format!("fetching {id} from a peer: {e}")))?;
+        self.fs
+            .tags()
+            .set(blob_tag(&hash), HashAndFormat::raw(hash))
+            .await
+            .map_err(|e| backend("tagging blob")(e.to_string()))?;
+        self.sync().await?;
+        metrics::add(&self.counters.blobs_fetched, 1);
+        self.record(hash, size, mime).await
+    }
+
     pub async fn blob_count(&self) -> Result<u64, BlobError> {
         let db = self.db.clone();
         blocking(move || Ok(db.blob_count()?)).await

@@ -129,11 +129,13 @@ pub struct RpcConfig {
 pub struct NetConfig {
     pub listen: SocketAddr,
     pub offline: bool,
+    pub bootnodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlobsConfig {
+    pub fetch_from_peers: bool,
     pub max_blob_bytes: u64,
     pub max_inline_bytes: u64,
     pub max_chunk_bytes: u64,
@@ -171,6 +173,7 @@ impl Default for NetConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 7600)),
             offline: false,
+            bootnodes: Vec::new(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl Default for NetConfig {
 impl Default for BlobsConfig {
     fn default() -> Self {
         Self {
+            fetch_from_peers: true,
             max_blob_bytes: 4096 * MIB,
             max_inline_bytes: 4 * MIB,
             max_chunk_bytes: 4 * MIB,
@@ -351,8 +355,12 @@ listen = "{net_listen}"
 # true: no relays and no external address lookup; peers must be dialed by ticket with direct
 # addresses (loopback or LAN). CLI flag: --offline.
 offline = {offline}
+# Tickets of nodes to join at start (`onvm ticket` on them). CLI flag: --bootnode (repeatable).
+bootnodes = {bootnodes:?}
 
 [blobs]
+# Fetch a blob this node lacks from its peers on first read (BAO-verified, size-capped).
+fetch_from_peers = {fetch_from_peers}
 # Largest blob this node stores, in bytes.
 max_blob_bytes = {max_blob_bytes}
 # Largest blob sent inline with blob_put, and largest range returned by one blob_get.
@@ -425,6 +433,8 @@ max_metadata_bytes = {max_metadata_bytes}
             subscriber_lag_ms = rpc.subscriber_lag_ms,
             net_listen = net.listen,
             offline = net.offline,
+            bootnodes = net.bootnodes,
+            fetch_from_peers = blobs.fetch_from_peers,
             max_blob_bytes = blobs.max_blob_bytes,
             max_inline_bytes = blobs.max_inline_bytes,
             max_chunk_bytes = blobs.max_chunk_bytes,

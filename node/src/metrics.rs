@@ -30,6 +30,7 @@ counters!(
     uploads_finished,
     uploads_aborted,
     uploads_expired,
+    blobs_fetched,
     programs_deployed,
     calls_executed,
     calls_failed,

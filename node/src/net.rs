@@ -24,6 +24,7 @@ pub enum NetError {
 pub struct Net {
     router: Router,
     offline: bool,
+    peers: std::sync::Arc<Peers>,
 }
 
 impl Net {
@@ -31,8 +32,10 @@ impl Net {
     pub async fn start(
         secret_key: iroh::SecretKey,
         config: &NetConfig,
-        blob_store: &iroh_blobs::api::Store,
+        network_id: &str,
+        blobs: &crate::blobs::Blobs,
     ) -> Result<Self, NetError> {
+        let blob_store = blobs.store();
         let addr = config.listen;
         let bad = |e: iroh::endpoint::InvalidSocketAddr| NetError::BadListen {
             addr,
@@ -60,18 +63,25 @@ impl Net {
                 addr,
                 reason: e.to_string(),
             })?;
-        let blobs = BlobsProtocol::new(blob_store, None);
+        let blobs_protocol = BlobsProtocol::new(blob_store, None);
+        let peers = Peers::new(endpoint.clone(), network_id.to_string(), blobs.clone());
         let router = Router::builder(endpoint)
-            .accept(iroh_blobs::ALPN, blobs)
+            .accept(iroh_blobs::ALPN, blobs_protocol)
+            .accept(PEER_ALPN, PeerProtocol(peers.clone()))
             .spawn();
         Ok(Self {
             router,
             offline: config.offline,
+            peers,
         })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         self.router.endpoint()
+    }
+
+    pub fn peers(&self) -> &std::sync::Arc<Peers> {
+        &self.peers
     }
 
     pub fn offline(&self) -> bool {
@@ -115,5 +125,500 @@ impl Net {
         if let Err(e) = self.router.shutdown().await {
             tracing::warn!("router shutdown: {e}");
         }
+    }
+}
+
+// ---- the ONVM peer protocol ----
+
+/// Versioned ALPN of the ONVM peer protocol (hello, ping, blob lookup).
+pub const PEER_ALPN: &[u8] = b"/onvm/peer/1";
+/// Largest peer message accepted; longer streams are reset with [`TOO_LONG`].
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024;
+/// Stream reset code for a message over [`MAX_PEER_MESSAGE`].
+const TOO_LONG: u32 = 1;
+/// Stream reset code for a message that does not decode.
+const MALFORMED: u32 = 2;
+/// At most this many peers are learned from others' hellos.
+const MAX_PEERS: usize = 64;
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Requests on [`PEER_ALPN`], postcard-encoded, one per bi-directional stream.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum PeerRequest {
+    Hello(Hello),
+    Ping {
+        nonce: u64,
+    },
+    /// Does the peer hold this blob? (BLAKE3 hash)
+    HasBlob {
+        hash: [u8; 32],
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum PeerResponse {
+    Hello(Hello),
+    Pong {
+        nonce: u64,
+    },
+    HasBlob {
+        size: Option<u64>,
+        mime: Option<String>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Hello {
+    pub network_id: String,
+    pub version: String,
+    /// The sender's own ticket, so the receiver can dial back.
+    pub ticket: String,
+    /// Tickets of other peers the sender knows (a bounded sample).
+    pub peers: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("invalid ticket: {0}")]
+    BadTicket(String),
+    #[error("that ticket is this node's own")]
+    SelfDial,
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable { peer: String, reason: String },
+    #[error("peer {peer} is on network `{theirs}`, this node on `{ours}`")]
+    WrongNetwork {
+        peer: String,
+        theirs: String,
+        ours: String,
+    },
+    #[error("peer {peer} answered unexpectedly: {reason}")]
+    Protocol { peer: String, reason: String },
+}
+
+/// What the node knows about one peer.
+#[derive(Debug, Clone)]
+struct PeerEntry {
+    addr: iroh::EndpointAddr,
+    network_id: String,
+    version: String,
+    last_seen_ms: u64,
+    latency_ms: Option<f64>,
+    last_error: Option<String>,
+}
+
+/// The peer registry and the protocol, shared by the accept side and the dial side.
+pub struct Peers {
+    endpoint: Endpoint,
+    network_id: String,
+    blobs: crate::blobs::Blobs,
+    known: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, PeerEntry>>,
+}
+
+fn now_ms() -> u64 {
+    crate::util::now_ms()
+}
+
+async fn request(
+    conn: &iroh::endpoint::Connection,
+    req: &PeerRequest,
+) -> Result<PeerResponse, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let bytes = postcard::to_allocvec(req).map_err(|e| e.to_string())?;
+    send.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let reply = recv
+        .read_to_end(MAX_PEER_MESSAGE)
+        .await
+        .map_err(|e| e.to_string())?;
+    postcard::from_bytes(&reply).map_err(|e| format!("malformed reply: {e}"))
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("network_id", &self.network_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peers {
+    pub fn new(
+        endpoint: Endpoint,
+        network_id: String,
+        blobs: crate::blobs::Blobs,
+    ) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            endpoint,
+            network_id,
+            blobs,
+            known: Default::default(),
+        })
+    }
+
+    fn hello(&self) -> Hello {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        Hello {
+            network_id: self.network_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ticket: EndpointTicket::new(self.endpoint.addr()).to_string(),
+            peers: known
+                .values()
+                .take(16)
+                .map(|p| EndpointTicket::new(p.addr.clone()).to_string())
+                .collect(),
+        }
+    }
+
+    /// Records a peer from its hello; false if it is on another network.
+    fn remember(&self, id: iroh::EndpointId, hello: &Hello, latency_ms: Option<f64>) -> bool {
+        if hello.network_id != self.network_id {
+            return false;
+        }
+        let addr = match hello.ticket.parse::<EndpointTicket>() {
+            Ok(t) if t.endpoint_addr().id == id => t.endpoint_addr().clone(),
+            // A hello whose ticket names someone else is ignored for addressing.
+            _ => iroh::EndpointAddr::new(id),
+        };
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.contains_key(&id) && known.len() >= MAX_PEERS {
+            return true;
+        }
+        let entry = known.entry(id).or_insert_with(|| PeerEntry {
+            addr: addr.clone(),
+            network_id: hello.network_id.clone(),
+            version: hello.version.clone(),
+            last_seen_ms: 0,
+            latency_ms: None,
+            last_error: None,
+        });
+        if !addr.addrs.is_empty() {
+            entry.addr = addr;
+        }
+        entry.version = hello.version.clone();
+        entry.last_seen_ms = now_ms();
+        entry.latency_ms = latency_ms.or(entry.latency_ms);
+        entry.last_error = None;
+        true
+    }
+
+    /// Dials `ticket`, exchanges hellos, and then dials (in the background) the peers it knows,
+    /// so a node that joins through one peer meets the network.
+    pub async fn connect(
+        self: &std::sync::Arc<Self>,
+        ticket: &str,
+    ) -> Result<onvm_rpc_api::types::PeerInfo, PeerError> {
+        let (info, learned) = self.dial(ticket).await?;
+        for other in learned {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.dial(&other).await {
+                    tracing::debug!("dialing a peer learned by hello: {e}");
+                }
+            });
+        }
+        Ok(info)
+    }
+
+    /// One hello exchange; returns the peer and the tickets it knows that this node does not.
+    async fn dial(
+        &self,
+        ticket: &str,
+    ) -> Result<(onvm_rpc_api::types::PeerInfo, Vec<String>), PeerError> {
+        let ticket: EndpointTicket = ticket
+            .trim()
+            .parse()
+            .map_err(|e: iroh_tickets::ParseError| PeerError::BadTicket(e.to_string()))?;
+        let addr = ticket.endpoint_addr().clone();
+        let id = addr.id;
+        if id == self.endpoint.id() {
+            return Err(PeerError::SelfDial);
+        }
+        let unreachable = |reason: String| PeerError::Unreachable {
+            peer: id.to_string(),
+            reason,
+        };
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(addr, PEER_ALPN))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let reply = request(&conn, &PeerRequest::Hello(self.hello()))
+            .await
+            .map_err(unreachable)?;
+        let latency = started.elapsed().as_secs_f64() * 1e3;
+        let hello = match reply {
+            PeerResponse::Hello(h) => h,
+            PeerResponse::Refused { reason } => {
+                return Err(PeerError::Protocol {
+                    peer: id.to_string(),
+                    reason,
+                });
+            }
+            other => {
+                return Err(PeerError::Protocol {
+                    peer: id.to_string(),
+                    reason: format!("{other:?}"),
+                });
+            }
+        };
+        if !self.remember(id, &hello, Some(latency)) {
+            return Err(PeerError::WrongNetwork {
+                peer: id.to_string(),
+                theirs: hello.network_id,
+                ours: self.network_id.clone(),
+            });
+        }
+        let learned = hello
+            .peers
+            .into_iter()
+            .filter(|other| match other.parse::<EndpointTicket>() {
+                Ok(t) => {
+                    let other_id = t.endpoint_addr().id;
+                    other_id != self.endpoint.id()
+                        && !self
+                            .known
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains_key(&other_id)
+                }
+                Err(_) => false,
+            })
+            .collect();
+        let info = self.info(&id).await.unwrap_or_else(|| unreachable_info(id));
+        Ok((info, learned))
+    }
+
+    async fn info(&self, id: &iroh::EndpointId) -> Option<onvm_rpc_api::types::PeerInfo> {
+        let entry = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        let connection = match self.endpoint.remote_info(*id).await {
+            Some(info) => {
+                use iroh::endpoint::TransportAddrUsage;
+                let active: Vec<_> = info
+                    .addrs()
+                    .filter(|a| matches!(a.usage(), TransportAddrUsage::Active))
+                    .collect();
+                if active
+                    .iter()
+                    .any(|a| matches!(a.addr(), iroh::TransportAddr::Ip(_)))
+                {
+                    "direct"
+                } else if active
+                    .iter()
+                    .any(|a| matches!(a.addr(), iroh::TransportAddr::Relay(_)))
+                {
+                    "relayed"
+                } else {
+                    "unknown"
+                }
+            }
+            None => "unknown",
+        };
+        Some(onvm_rpc_api::types::PeerInfo {
+            endpoint_id: id.to_string(),
+            ticket: EndpointTicket::new(entry.addr.clone()).to_string(),
+            network_id: entry.network_id,
+            version: entry.version,
+            connection: connection.to_string(),
+            latency_ms: entry.latency_ms,
+            last_seen_ms: entry.last_seen_ms,
+            last_error: entry.last_error,
+        })
+    }
+
+    pub async fn list(&self) -> Vec<onvm_rpc_api::types::PeerInfo> {
+        let ids: Vec<_> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(i) = self.info(&id).await {
+                out.push(i);
+            }
+        }
+        out.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+        out
+    }
+
+    fn addrs(&self) -> Vec<iroh::EndpointAddr> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|p| p.addr.clone())
+            .collect()
+    }
+
+    fn mark(&self, id: &iroh::EndpointId, result: Result<f64, String>) {
+        if let Some(e) = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+        {
+            match result {
+                Ok(latency) => {
+                    e.latency_ms = Some(latency);
+                    e.last_seen_ms = now_ms();
+                    e.last_error = None;
+                }
+                Err(err) => e.last_error = Some(err),
+            }
+        }
+    }
+
+    /// Pings every peer once (latency and liveness for `peer_list`).
+    pub async fn ping_all(&self) {
+        for addr in self.addrs() {
+            let id = addr.id;
+            let result = async {
+                let conn =
+                    tokio::time::timeout(DIAL_TIMEOUT, self.endpoint.connect(addr, PEER_ALPN))
+                        .await
+                        .map_err(|_| "timed out".to_string())?
+                        .map_err(|e| e.to_string())?;
+                let nonce: u64 = rand::random();
+                let started = std::time::Instant::now();
+                match request(&conn, &PeerRequest::Ping { nonce }).await? {
+                    PeerResponse::Pong { nonce: n } if n == nonce => {
+                        Ok(started.elapsed().as_secs_f64() * 1e3)
+                    }
+                    other => Err(format!("bad pong: {other:?}")),
+                }
+            }
+            .await;
+            self.mark(&id, result);
+        }
+    }
+
+    /// Finds a peer holding `hash` and opens an iroh-blobs connection to it, with the size it
+    /// claims (verify it before trusting it) and its mime type.
+    pub async fn find_blob(
+        &self,
+        hash: [u8; 32],
+    ) -> Option<(iroh::endpoint::Connection, Option<String>)> {
+        for addr in self.addrs() {
+            let id = addr.id;
+            let found = async {
+                let conn = tokio::time::timeout(
+                    DIAL_TIMEOUT,
+                    self.endpoint.connect(addr.clone(), PEER_ALPN),
+                )
+                .await
+                .ok()?
+                .ok()?;
+                match request(&conn, &PeerRequest::HasBlob { hash }).await.ok()? {
+                    PeerResponse::HasBlob {
+                        size: Some(_),
+                        mime,
+                    } => Some(mime),
+                    _ => None,
+                }
+            }
+            .await;
+            if let Some(mime) = found {
+                match tokio::time::timeout(
+                    DIAL_TIMEOUT,
+                    self.endpoint.connect(addr, iroh_blobs::ALPN),
+                )
+                .await
+                {
+                    Ok(Ok(conn)) => return Some((conn, mime)),
+                    Ok(Err(e)) => self.mark(&id, Err(e.to_string())),
+                    Err(_) => self.mark(&id, Err("timed out".into())),
+                }
+            }
+        }
+        None
+    }
+
+    async fn answer(&self, remote: iroh::EndpointId, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::Hello(h) => {
+                if self.remember(remote, &h, None) {
+                    PeerResponse::Hello(self.hello())
+                } else {
+                    PeerResponse::Refused {
+                        reason: format!("this node is on network `{}`", self.network_id),
+                    }
+                }
+            }
+            PeerRequest::Ping { nonce } => PeerResponse::Pong { nonce },
+            PeerRequest::HasBlob { hash } => {
+                let found = self
+                    .blobs
+                    .stat(onvm_rpc_api::BlobId::from_bytes(hash))
+                    .await
+                    .ok();
+                PeerResponse::HasBlob {
+                    size: found.as_ref().map(|f| f.size),
+                    mime: found.and_then(|f| f.mime),
+                }
+            }
+        }
+    }
+}
+
+fn unreachable_info(id: iroh::EndpointId) -> onvm_rpc_api::types::PeerInfo {
+    onvm_rpc_api::types::PeerInfo {
+        endpoint_id: id.to_string(),
+        ticket: String::new(),
+        network_id: String::new(),
+        version: String::new(),
+        connection: "unknown".into(),
+        latency_ms: None,
+        last_seen_ms: 0,
+        last_error: Some("not in the peer table".into()),
+    }
+}
+
+/// The accept side of [`PEER_ALPN`].
+#[derive(Debug, Clone)]
+pub struct PeerProtocol(pub std::sync::Arc<Peers>);
+
+impl iroh::protocol::ProtocolHandler for PeerProtocol {
+    async fn accept(
+        &self,
+        conn: iroh::endpoint::Connection,
+    ) -> Result<(), iroh::protocol::AcceptError> {
+        let remote = conn.remote_id();
+        // One request per stream; the connection lives until the peer closes it.
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let peers = self.0.clone();
+            tokio::spawn(async move {
+                let bytes = match recv.read_to_end(MAX_PEER_MESSAGE).await {
+                    Ok(b) => b,
+                    Err(iroh::endpoint::ReadToEndError::TooLong) => {
+                        tracing::debug!(%remote, "peer message over {MAX_PEER_MESSAGE} bytes: stream reset");
+                        let _ = recv.stop(iroh::endpoint::VarInt::from_u32(TOO_LONG));
+                        let _ = send.reset(iroh::endpoint::VarInt::from_u32(TOO_LONG));
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let Ok(req) = postcard::from_bytes::<PeerRequest>(&bytes) else {
+                    tracing::debug!(%remote, "malformed peer message: stream reset");
+                    let _ = send.reset(iroh::endpoint::VarInt::from_u32(MALFORMED));
+                    return;
+                };
+                let reply = peers.answer(remote, req).await;
+                if let Ok(out) = postcard::to_allocvec(&reply) {
+                    let _ = send.write_all(&out).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+        Ok(())
     }
 }

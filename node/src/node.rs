@@ -29,6 +29,8 @@ const BLOBS_DIR: &str = "blobs";
 const UPLOADS_DIR: &str = "uploads";
 /// How often abandoned uploads are looked for.
 const REAP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often peers are pinged for liveness and latency.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A health probe that takes longer than this counts as failed.
 const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -176,6 +178,18 @@ impl NodeContext {
         }
     }
 
+    /// A blob this node lacks is fetched from a peer that has it (first-read replication).
+    pub async fn ensure_blob(&self, id: onvm_rpc_api::BlobId) {
+        if !self.config.blobs.fetch_from_peers || self.blobs.stat(id).await.is_ok() {
+            return;
+        }
+        if let Some((conn, mime)) = self.net.peers().find_blob(*id.as_bytes()).await
+            && let Err(e) = self.blobs.fetch(conn, id, mime).await
+        {
+            tracing::warn!("fetching {id} from a peer: {e}");
+        }
+    }
+
     pub async fn metrics(&self) -> Metrics {
         let mut gauges = std::collections::BTreeMap::new();
         if let Ok(n) = self.blobs.blob_count().await {
@@ -266,14 +280,20 @@ impl Node {
             config.blobs.max_inline_bytes,
             counters.clone(),
         );
-        let net =
-            match Net::start(identity.endpoint_key().clone(), &config.net, blobs.store()).await {
-                Ok(net) => net,
-                Err(e) => {
-                    let _ = blobs.shutdown().await;
-                    return Err(e.into());
-                }
-            };
+        let net = match Net::start(
+            identity.endpoint_key().clone(),
+            &config.net,
+            &config.node.network_id,
+            &blobs,
+        )
+        .await
+        {
+            Ok(net) => net,
+            Err(e) => {
+                let _ = blobs.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let ctx = Arc::new(NodeContext {
             identity,
             config: config.clone(),
@@ -300,7 +320,12 @@ impl Node {
                 ctx.blobs.clone(),
                 stop_rx.clone(),
             )),
-            tokio::spawn(ctx.jobs.clone().run(stop_rx)),
+            tokio::spawn(ctx.jobs.clone().run(stop_rx.clone())),
+            tokio::spawn(keep_peers(
+                ctx.net.peers().clone(),
+                config.net.bootnodes.clone(),
+                stop_rx,
+            )),
         ];
         tracing::info!(
             endpoint_id = %ctx.identity.endpoint_id(),
@@ -374,6 +399,38 @@ async fn reap_uploads_periodically(blobs: Blobs, mut stop: tokio::sync::watch::R
                     Err(e) => tracing::warn!("reaping uploads: {e}"),
                 }
             }
+        }
+    }
+}
+
+/// Joins the bootnodes (retrying a few times) and pings known peers periodically.
+async fn keep_peers(
+    peers: Arc<crate::net::Peers>,
+    bootnodes: Vec<String>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    for ticket in &bootnodes {
+        for attempt in 1..=5u32 {
+            match peers.connect(ticket).await {
+                Ok(p) => {
+                    tracing::info!(peer = %p.endpoint_id, "joined bootnode");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("bootnode attempt {attempt}: {e}");
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(u64::from(attempt))) => {}
+                    }
+                }
+            }
+        }
+    }
+    let mut interval = tokio::time::interval(PING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = interval.tick() => peers.ping_all().await,
         }
     }
 }

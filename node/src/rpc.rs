@@ -10,7 +10,8 @@ use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use onvm_rpc_api::api::{
-    BlobApiServer, JobApiServer, NodeApiServer, ProgramApiServer, ReceiptApiServer, StateApiServer,
+    BlobApiServer, JobApiServer, NodeApiServer, PeerApiServer, ProgramApiServer, ReceiptApiServer,
+    StateApiServer,
 };
 use onvm_rpc_api::error::{self as codes, rpc_error};
 use onvm_rpc_api::jobs::{
@@ -21,6 +22,7 @@ use onvm_rpc_api::program::{
     DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ProgramInfo, ProgramPage,
     ReceiptPage, SignedReceipt, StateProof, StateRoot, StateValue,
 };
+use onvm_rpc_api::types::PeerInfo;
 use onvm_rpc_api::types::{
     Base64Bytes, BlobChunk, BlobPage, BlobStat, Health, Metrics, NodeInfo, UploadStatus,
 };
@@ -408,6 +410,7 @@ impl BlobApiServer for Handlers {
         offset: Option<u64>,
         length: Option<u64>,
     ) -> RpcResult<BlobChunk> {
+        self.ctx.ensure_blob(id).await;
         self.ctx
             .blobs
             .get(id, offset, length)
@@ -416,6 +419,7 @@ impl BlobApiServer for Handlers {
     }
 
     async fn stat(&self, id: BlobId) -> RpcResult<BlobStat> {
+        self.ctx.ensure_blob(id).await;
         self.ctx.blobs.stat(id).await.map_err(blob_error)
     }
 
@@ -519,6 +523,37 @@ impl ReceiptApiServer for Handlers {
             .receipts(program_id, before_height, limit)
             .await
             .map_err(program_error)
+    }
+}
+
+#[async_trait]
+impl PeerApiServer for Handlers {
+    async fn connect(&self, ticket: String) -> RpcResult<PeerInfo> {
+        use crate::net::PeerError;
+        self.ctx.net.peers().connect(&ticket).await.map_err(|e| {
+            let msg = e.to_string();
+            match e {
+                PeerError::BadTicket(_) => {
+                    rpc_error(codes::INVALID_PARAMS, "bad_ticket", msg, json!(null))
+                }
+                PeerError::SelfDial => {
+                    rpc_error(codes::INVALID_PARAMS, "self_dial", msg, json!(null))
+                }
+                PeerError::WrongNetwork { theirs, .. } => rpc_error(
+                    codes::CONFLICT,
+                    "wrong_network",
+                    msg,
+                    json!({"their_network": theirs}),
+                ),
+                PeerError::Unreachable { .. } | PeerError::Protocol { .. } => {
+                    rpc_error(codes::UNAVAILABLE, "peer_unreachable", msg, json!(null))
+                }
+            }
+        })
+    }
+
+    async fn list(&self) -> RpcResult<Vec<PeerInfo>> {
+        Ok(self.ctx.net.peers().list().await)
     }
 }
 
@@ -654,6 +689,9 @@ pub async fn start(
         .map_err(|e| RpcError::Register(e.to_string()))?;
     module
         .merge(ReceiptApiServer::into_rpc(handlers.clone()))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    module
+        .merge(PeerApiServer::into_rpc(handlers.clone()))
         .map_err(|e| RpcError::Register(e.to_string()))?;
     module
         .merge(JobApiServer::into_rpc(handlers))

@@ -11,7 +11,7 @@ use crate::program::{
     ReceiptPage, SignedReceipt, StateProof, StateRoot, StateValue,
 };
 use crate::types::{
-    Base64Bytes, BlobChunk, BlobPage, BlobStat, Health, Metrics, NodeInfo, UploadStatus,
+    Base64Bytes, BlobChunk, BlobPage, BlobStat, Health, Metrics, NodeInfo, PeerInfo, UploadStatus,
 };
 
 /// `node_*`: identity, health and metrics of the node answering.
@@ -190,4 +190,17 @@ pub trait JobApi {
         filter: Option<JobFilter>,
         from_seq: Option<u64>,
     ) -> SubscriptionResult;
+}
+
+/// `peer_*`: the node's view of the network.
+#[cfg_attr(not(feature = "client"), rpc(server, namespace = "peer"))]
+#[cfg_attr(feature = "client", rpc(server, client, namespace = "peer"))]
+pub trait PeerApi {
+    /// Dials a node by its ticket (iroh endpoint ticket) and exchanges a hello.
+    #[method(name = "connect")]
+    async fn connect(&self, ticket: String) -> RpcResult<PeerInfo>;
+
+    /// Known peers with connection type, latency and last contact.
+    #[method(name = "list")]
+    async fn list(&self) -> RpcResult<Vec<PeerInfo>>;
 }

@@ -133,3 +133,21 @@ pub struct UploadStatus {
     /// The session is dropped if untouched until then (unix milliseconds).
     pub expires_at_ms: u64,
 }
+
+/// A peer this node knows (`peer_list`, `peer_connect`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub endpoint_id: String,
+    /// A ticket to dial the peer (its id and last known addresses).
+    pub ticket: String,
+    pub network_id: String,
+    pub version: String,
+    /// `direct` (UDP path in use), `relayed`, or `unknown` (no active path right now).
+    pub connection: String,
+    /// Round trip of the last ONVM ping, in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// When the peer last answered (unix ms).
+    pub last_seen_ms: u64,
+    /// Why the last contact failed, if it did.
+    pub last_error: Option<String>,
+}
