@@ -629,3 +629,48 @@ fn jobs_from_the_cli_wait_cancel_and_survive_restart() {
     );
     node.stop();
 }
+
+#[test]
+fn two_nodes_ticket_connect_and_blob_across() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    for d in [&d1, &d2] {
+        run_ok(
+            onvm(&["init", "--data-dir", d.to_str().unwrap()])
+                .env("ONVM_IDENTITY_PASSPHRASE", PASS),
+        );
+    }
+    let n1 = RunningNode::start(&d1, PASS);
+    let n2 = RunningNode::start(&d2, PASS);
+    let ticket = run_ok(onvm(&["--rpc", &n1.rpc, "ticket"]));
+    let ticket = ticket.trim().to_string();
+    assert!(ticket.starts_with("endpoint"));
+    let out = run_ok(onvm(&["--rpc", &n2.rpc, "connect", &ticket]));
+    assert!(out.starts_with("connected to "), "{out}");
+    let peers = run_ok(onvm(&["--rpc", &n2.rpc, "peers"]));
+    assert!(peers.contains("direct"), "{peers}");
+    // Upload on node 1, download on node 2.
+    let file = tmp.path().join("data.bin");
+    let bytes = pseudo_random_bytes(2 * 1024 * 1024 + 3, 77);
+    std::fs::write(&file, &bytes).unwrap();
+    let id = run_ok(onvm(&[
+        "--rpc",
+        &n1.rpc,
+        "upload-blob",
+        "--file",
+        file.to_str().unwrap(),
+    ]));
+    let out_file = tmp.path().join("copy.bin");
+    run_ok(onvm(&[
+        "--rpc",
+        &n2.rpc,
+        "get-blob",
+        "--id",
+        id.trim(),
+        "--out",
+        out_file.to_str().unwrap(),
+    ]));
+    assert!(std::fs::read(&out_file).unwrap() == bytes);
+    n1.stop();
+    n2.stop();
+}
