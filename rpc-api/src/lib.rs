@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bls;
+pub mod dag;
 pub mod error;
 pub mod hash32;
 pub mod ids;
