@@ -32,12 +32,13 @@ pub enum DagPayload {
         size: u64,
         mime: Option<String>,
     },
+    // Boxed: manifests and receipts are much larger than the other payloads.
     ProgramDeployed {
-        manifest: SignedManifest,
+        manifest: Box<SignedManifest>,
     },
     /// A committed call; `writes` is a blob holding the call's writes (for replicas to apply).
     ExecutionCommitted {
-        receipt: SignedReceipt,
+        receipt: Box<SignedReceipt>,
         writes: Option<BlobId>,
     },
     JobSubmitted {
