@@ -286,6 +286,18 @@ pub struct ProgramRecord {
     pub last_timestamp_ms: u64,
 }
 
+/// The record of `program` from either kind of transaction, or `UnknownProgram`.
+fn require_program(
+    programs: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    program: &ProgramId,
+) -> Result<ProgramRecord, StoreError> {
+    programs
+        .get(program.as_bytes())?
+        .map(|v| decode("programs", v.value()))
+        .transpose()?
+        .ok_or(StoreError::UnknownProgram(*program))
+}
+
 fn state_key(program: &ProgramId, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(32 + key.len());
     k.extend_from_slice(program.as_bytes());
@@ -475,12 +487,7 @@ impl Store {
         program: &ProgramId,
     ) -> Result<(ProgramRecord, StateSnapshot), StoreError> {
         let tx = self.db.begin_read()?;
-        let record: ProgramRecord = tx
-            .open_table(PROGRAMS)?
-            .get(program.as_bytes())?
-            .map(|v| decode("programs", v.value()))
-            .transpose()?
-            .ok_or(StoreError::UnknownProgram(*program))?;
+        let record = require_program(&tx.open_table(PROGRAMS)?, program)?;
         let table = tx.open_table(STATE)?;
         Ok((
             record,
@@ -519,11 +526,7 @@ impl Store {
         let tx = self.db.begin_write()?;
         let receipt = {
             let mut programs = tx.open_table(PROGRAMS)?;
-            let mut record: ProgramRecord = programs
-                .get(program.as_bytes())?
-                .map(|v| decode("programs", v.value()))
-                .transpose()?
-                .ok_or(StoreError::UnknownProgram(*program))?;
+            let mut record = require_program(&programs, program)?;
             if record.height != height {
                 return Err(StoreError::HeightRace {
                     program: *program,
@@ -626,12 +629,7 @@ impl Store {
         key: &[u8],
     ) -> Result<(Hash32, Option<Vec<u8>>, SmtProof), StoreError> {
         let tx = self.db.begin_read()?;
-        let record: ProgramRecord = tx
-            .open_table(PROGRAMS)?
-            .get(program.as_bytes())?
-            .map(|v| decode("programs", v.value()))
-            .transpose()?
-            .ok_or(StoreError::UnknownProgram(*program))?;
+        let record = require_program(&tx.open_table(PROGRAMS)?, program)?;
         let value = tx
             .open_table(STATE)?
             .get(state_key(program, key).as_slice())?
