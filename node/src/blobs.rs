@@ -196,7 +196,7 @@ impl Blobs {
             .await
             .map_err(|e| BlobError::Backend(format!("adding blob: {e}")))?;
         self.sync().await?;
-        self.record(hf.hash, size, mime).await
+        self.record(hf.hash, size, mime, true).await
     }
 
     fn check_size(&self, size: u64) -> Result<(), BlobError> {
@@ -214,6 +214,7 @@ impl Blobs {
         hash: Hash,
         size: u64,
         mime: Option<String>,
+        publish: bool,
     ) -> Result<BlobStat, BlobError> {
         let db = self.db.clone();
         let key = *hash.as_bytes();
@@ -222,7 +223,7 @@ impl Blobs {
             mime,
             created_at_ms: now_ms(),
         };
-        let (stored, new) = blocking(move || Ok(db.upsert_blob(&key, &record)?)).await?;
+        let (stored, new) = blocking(move || Ok(db.upsert_blob(&key, &record, publish)?)).await?;
         if new {
             metrics::add(&self.counters.blobs_added, 1);
             metrics::add(&self.counters.blob_bytes_added, size);
@@ -357,7 +358,7 @@ impl Blobs {
             .map_err(|e| backend("tagging blob")(e.to_string()))?;
         self.sync().await?;
         metrics::add(&self.counters.blobs_fetched, 1);
-        self.record(hash, size, mime).await
+        self.record(hash, size, mime, false).await
     }
 
     pub async fn blob_count(&self) -> Result<u64, BlobError> {
@@ -553,7 +554,9 @@ impl Blobs {
             .map_err(|e| backend("tagging blob")(e.to_string()))?;
         drop(temp);
         self.sync().await?;
-        let stat = self.record(hash, record.size, record.mime.clone()).await?;
+        let stat = self
+            .record(hash, record.size, record.mime.clone(), true)
+            .await?;
         self.remove_upload(&id).await?;
         metrics::add(&self.counters.uploads_finished, 1);
         Ok(stat)

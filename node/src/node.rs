@@ -263,6 +263,12 @@ impl Node {
             }
         };
         let identity = Arc::new(identity);
+        let signer = identity.clone();
+        store.set_dag_author(crate::store::DagAuthor {
+            author: onvm_rpc_api::Hash32(*identity.endpoint_id().as_bytes()),
+            network_id: config.node.network_id.clone(),
+            sign: Arc::new(move |m: &[u8]| signer.ed25519_sign(m)),
+        });
         let programs = Programs::new(
             store.clone(),
             blobs.clone(),
@@ -294,6 +300,16 @@ impl Node {
                 return Err(e.into());
             }
         };
+        // A new node's first DAG node announces its BLS key (with proof of possession).
+        if store.dag_len()? == 0 {
+            store.record_dag(onvm_rpc_api::dag::DagPayload::NodeAnnounce {
+                bls_public_key: onvm_rpc_api::HexBytes(identity.bls_public_key().to_vec()),
+                proof_of_possession: onvm_rpc_api::HexBytes(
+                    identity.bls_proof_of_possession().to_vec(),
+                ),
+                ticket: net.ticket(),
+            })?;
+        }
         let ctx = Arc::new(NodeContext {
             identity,
             config: config.clone(),

@@ -10,8 +10,8 @@ use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use onvm_rpc_api::api::{
-    BlobApiServer, JobApiServer, NodeApiServer, PeerApiServer, ProgramApiServer, ReceiptApiServer,
-    StateApiServer,
+    BlobApiServer, DagApiServer, JobApiServer, NodeApiServer, PeerApiServer, ProgramApiServer,
+    ReceiptApiServer, StateApiServer,
 };
 use onvm_rpc_api::error::{self as codes, rpc_error};
 use onvm_rpc_api::jobs::{
@@ -557,6 +557,64 @@ impl PeerApiServer for Handlers {
     }
 }
 
+#[async_trait]
+impl DagApiServer for Handlers {
+    async fn heads(&self) -> RpcResult<onvm_rpc_api::dag::DagHeads> {
+        let store = self.ctx.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>((store.dag_heads()?, store.dag_len()?))
+        })
+        .await
+        .map_err(|e| {
+            rpc_error(
+                codes::INTERNAL_ERROR,
+                "internal",
+                e.to_string(),
+                json!(null),
+            )
+        })?;
+        let (heads, count) = result.map_err(|e| {
+            rpc_error(
+                codes::INTERNAL_ERROR,
+                "internal",
+                e.to_string(),
+                json!(null),
+            )
+        })?;
+        Ok(onvm_rpc_api::dag::DagHeads { heads, count })
+    }
+
+    async fn get(&self, id: onvm_rpc_api::Hash32) -> RpcResult<onvm_rpc_api::dag::DagNode> {
+        let store = self.ctx.store.clone();
+        let found = tokio::task::spawn_blocking(move || store.dag_node(&id))
+            .await
+            .map_err(|e| {
+                rpc_error(
+                    codes::INTERNAL_ERROR,
+                    "internal",
+                    e.to_string(),
+                    json!(null),
+                )
+            })?
+            .map_err(|e| {
+                rpc_error(
+                    codes::INTERNAL_ERROR,
+                    "internal",
+                    e.to_string(),
+                    json!(null),
+                )
+            })?;
+        found.ok_or_else(|| {
+            rpc_error(
+                codes::NOT_FOUND,
+                "dag_node_not_found",
+                format!("DAG node {id} not found"),
+                json!({"id": id}),
+            )
+        })
+    }
+}
+
 impl Handlers {
     fn lag(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.ctx.config.rpc.subscriber_lag_ms)
@@ -689,6 +747,9 @@ pub async fn start(
         .map_err(|e| RpcError::Register(e.to_string()))?;
     module
         .merge(ReceiptApiServer::into_rpc(handlers.clone()))
+        .map_err(|e| RpcError::Register(e.to_string()))?;
+    module
+        .merge(DagApiServer::into_rpc(handlers.clone()))
         .map_err(|e| RpcError::Register(e.to_string()))?;
     module
         .merge(PeerApiServer::into_rpc(handlers.clone()))

@@ -204,3 +204,16 @@ pub trait PeerApi {
     #[method(name = "list")]
     async fn list(&self) -> RpcResult<Vec<PeerInfo>>;
 }
+
+/// `dag_*`: the signed operation log.
+#[cfg_attr(not(feature = "client"), rpc(server, namespace = "dag"))]
+#[cfg_attr(feature = "client", rpc(server, client, namespace = "dag"))]
+pub trait DagApi {
+    /// The current heads and the number of nodes held.
+    #[method(name = "heads")]
+    async fn heads(&self) -> RpcResult<crate::dag::DagHeads>;
+
+    /// One DAG node by id (64 hex).
+    #[method(name = "get")]
+    async fn get(&self, id: crate::Hash32) -> RpcResult<crate::dag::DagNode>;
+}

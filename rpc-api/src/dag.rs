@@ -216,6 +216,14 @@ impl DagNode {
     }
 }
 
+/// `dag_heads` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DagHeads {
+    pub heads: Vec<Hash32>,
+    /// Nodes this node holds.
+    pub count: u64,
+}
+
 /// Builds and signs a node. `sign` is the author's ed25519 signature function.
 pub fn build_node(
     network_id: &str,

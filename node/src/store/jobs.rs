@@ -8,6 +8,7 @@ use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
+use super::dag::{self, DagAuthor};
 use super::{Store, StoreError};
 
 /// Job id -> JobInfo (JSON).
@@ -74,6 +75,7 @@ fn load(tx: &WriteTransaction, id: &JobId) -> Result<Option<JobInfo>, StoreError
 /// Writes `after`, keeps the queue in step, and records an event if the status or attempt moved.
 fn save(
     tx: &WriteTransaction,
+    author: Option<&DagAuthor>,
     before: Option<&JobInfo>,
     after: &JobInfo,
 ) -> Result<Option<JobEvent>, StoreError> {
@@ -97,6 +99,32 @@ fn save(
     };
     if !moved {
         return Ok(None);
+    }
+    let became_terminal =
+        after.status.is_terminal() && before.is_none_or(|b| b.status != after.status);
+    if before.is_none() {
+        dag::append(
+            tx,
+            author,
+            onvm_rpc_api::dag::DagPayload::JobSubmitted {
+                job_id: after.job_id,
+                program_id: after.program_id,
+                request_id: after.request_id.clone(),
+                input_blob: after.input_blob,
+            },
+        )?;
+    } else if became_terminal {
+        dag::append(
+            tx,
+            author,
+            onvm_rpc_api::dag::DagPayload::JobStateChanged {
+                job_id: after.job_id,
+                status: after.status,
+                attempt: after.attempts.len() as u32,
+                output_blob: after.output_blob,
+                receipt_id: after.receipt_id,
+            },
+        )?;
     }
     let mut events = tx.open_table(JOB_EVENTS)?;
     let seq = events.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
@@ -134,6 +162,7 @@ fn append_logs(tx: &WriteTransaction, id: &JobId, attempt: AttemptLogs) -> Resul
 
 pub(super) fn apply_commit(
     tx: &WriteTransaction,
+    author: Option<&DagAuthor>,
     job: JobCommit,
     receipt: &SignedReceipt,
 ) -> Result<JobEvent, StoreError> {
@@ -144,7 +173,7 @@ pub(super) fn apply_commit(
         append_logs(tx, &job.job_id, logs)?;
     }
     // A commit always finishes an attempt, so the status moved and there is an event.
-    save(tx, Some(&before), &after)?.ok_or(StoreError::JobDecode(
+    save(tx, author, Some(&before), &after)?.ok_or(StoreError::JobDecode(
         "job commit did not change the job".into(),
     ))
 }
@@ -189,7 +218,7 @@ impl Store {
         }
         tx.open_table(JOB_REQUESTS)?
             .insert(job.request_id.as_str(), job.job_id.as_bytes())?;
-        let event = save(&tx, None, &job)?;
+        let event = save(&tx, self.author(), None, &job)?;
         tx.commit()?;
         Ok((job, true, event))
     }
@@ -219,7 +248,7 @@ impl Store {
         if let Some(l) = logs {
             append_logs(&tx, id, l)?;
         }
-        let event = save(&tx, Some(&before), &after)?;
+        let event = save(&tx, self.author(), Some(&before), &after)?;
         tx.commit()?;
         Ok((after, event))
     }

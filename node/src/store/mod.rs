@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 
+mod dag;
 mod jobs;
+pub use dag::DagAuthor;
 pub use jobs::{JobCommit, JobUpdate};
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
@@ -126,12 +128,16 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Arc<Database>,
+    dag_author: Arc<std::sync::OnceLock<DagAuthor>>,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path)?;
-        let store = Self { db: Arc::new(db) };
+        let store = Self {
+            db: Arc::new(db),
+            dag_author: Arc::default(),
+        };
         store.init_schema()?;
         Ok(store)
     }
@@ -156,6 +162,7 @@ impl Store {
             tx.open_table(RECEIPTS)?;
             tx.open_table(RECEIPT_INDEX)?;
             jobs::create_tables(&tx)?;
+            dag::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(())
@@ -170,10 +177,12 @@ impl Store {
 
     /// Records a blob unless already known; returns the record that is stored afterwards.
     /// A later put may fill in a mime type the first one lacked, but never changes one.
+    /// `publish`: a blob first stored here (not fetched from a peer) gets a DAG node.
     pub fn upsert_blob(
         &self,
         hash: &[u8; 32],
         record: &BlobRecord,
+        publish: bool,
     ) -> Result<(BlobRecord, bool), StoreError> {
         let tx = self.db.begin_write()?;
         let result = {
@@ -192,6 +201,17 @@ impl Store {
                 }
                 None => {
                     blobs.insert(hash, encode(record).as_slice())?;
+                    if publish {
+                        dag::append(
+                            &tx,
+                            self.author(),
+                            onvm_rpc_api::dag::DagPayload::BlobPublished {
+                                blob: onvm_rpc_api::BlobId::from_bytes(*hash),
+                                size: record.size,
+                                mime: record.mime.clone(),
+                            },
+                        )?;
+                    }
                     (record.clone(), true)
                 }
             }
@@ -434,6 +454,13 @@ impl Store {
             match existing {
                 Some(r) => (r, false),
                 None => {
+                    dag::append(
+                        &tx,
+                        self.author(),
+                        onvm_rpc_api::dag::DagPayload::ProgramDeployed {
+                            manifest: Box::new(manifest.clone()),
+                        },
+                    )?;
                     let record = ProgramRecord {
                         manifest: manifest.clone(),
                         state_root: manifest.manifest.initial_state_root,
@@ -566,8 +593,16 @@ impl Store {
                 .insert(&rk, encode(&receipt).as_slice())?;
             tx.open_table(RECEIPT_INDEX)?
                 .insert(receipt.id.as_bytes(), &rk)?;
+            dag::append(
+                &tx,
+                self.author(),
+                onvm_rpc_api::dag::DagPayload::ExecutionCommitted {
+                    receipt: Box::new(receipt.clone()),
+                    writes: None,
+                },
+            )?;
             let event = match job {
-                Some(job) => Some(jobs::apply_commit(&tx, job, &receipt)?),
+                Some(job) => Some(jobs::apply_commit(&tx, self.author(), job, &receipt)?),
                 None => None,
             };
             (receipt, event)
@@ -656,7 +691,7 @@ mod tests {
                     mime: None,
                     created_at_ms: 1,
                 };
-                assert!(store.upsert_blob(&[i; 32], &rec).unwrap().1);
+                assert!(store.upsert_blob(&[i; 32], &rec, true).unwrap().1);
             }
             // Re-adding keeps the first record but fills in a missing mime type.
             let again = BlobRecord {
@@ -664,7 +699,7 @@ mod tests {
                 mime: Some("text/plain".into()),
                 created_at_ms: 99,
             };
-            let (kept, new) = store.upsert_blob(&[0; 32], &again).unwrap();
+            let (kept, new) = store.upsert_blob(&[0; 32], &again, true).unwrap();
             assert!(!new);
             assert_eq!(kept.created_at_ms, 1);
             assert_eq!(kept.mime.as_deref(), Some("text/plain"));
