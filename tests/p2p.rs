@@ -186,3 +186,129 @@ async fn oversized_and_malformed_peer_messages_are_dropped_without_harm() {
     ep.close().await;
     a.stop().await;
 }
+
+async fn dag_state(node: &TestNode) -> (Vec<onvm::rpc_api::Hash32>, u64) {
+    use onvm::rpc_api::api::DagApiClient;
+    let mut h = DagApiClient::heads(&node.client().await).await.unwrap();
+    h.heads.sort();
+    (h.heads, h.count)
+}
+
+/// Waits until every node reports the same DAG heads; returns how long that took.
+async fn converge(nodes: &[&TestNode], limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut states = Vec::new();
+        for n in nodes {
+            states.push(dag_state(n).await);
+        }
+        if states.windows(2).all(|w| w[0] == w[1]) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no convergence within {limit:?}: {:?}",
+            states.iter().map(|s| s.1).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dag_nodes_reach_every_node_late_joiners_and_restarted_nodes_catch_up() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let mut c = TestNode::start().await;
+    PeerApiClient::connect(&b.client().await, ticket(&a).await)
+        .await
+        .unwrap();
+    PeerApiClient::connect(&c.client().await, ticket(&a).await)
+        .await
+        .unwrap();
+    for (i, n) in [&a, &b, &c].iter().enumerate() {
+        BlobApiClient::put(
+            &n.client().await,
+            format!("op on node {i}").into_bytes().into(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    converge(&[&a, &b, &c], Duration::from_secs(30)).await;
+    let (_, count) = dag_state(&a).await;
+    assert_eq!(count, 6, "3 announcements + 3 blobs");
+
+    // C goes down, the others keep working, C comes back and catches up.
+    c.restart().await;
+    PeerApiClient::connect(&c.client().await, ticket(&a).await)
+        .await
+        .unwrap();
+    BlobApiClient::put(
+        &a.client().await,
+        b"while C restarted".to_vec().into(),
+        None,
+    )
+    .await
+    .unwrap();
+    converge(&[&a, &b, &c], Duration::from_secs(30)).await;
+
+    // A fourth node that joins late gets the whole history.
+    let d = TestNode::start().await;
+    PeerApiClient::connect(&d.client().await, ticket(&b).await)
+        .await
+        .unwrap();
+    converge(&[&a, &b, &c, &d], Duration::from_secs(30)).await;
+    assert_eq!(dag_state(&d).await.1, 8);
+    for n in [a, b, c, d] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_converge_after_a_thousand_operations() {
+    let seed: u64 = std::env::var("ONVM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xc0ffee);
+    println!("seed {seed} (re-run with ONVM_TEST_SEED={seed})");
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        nodes.push(TestNode::start().await);
+    }
+    let first = ticket(&nodes[0]).await;
+    for n in &nodes[1..] {
+        PeerApiClient::connect(&n.client().await, first.clone())
+            .await
+            .unwrap();
+    }
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(n.client().await);
+    }
+    let mut rng = seed | 1;
+    let started = Instant::now();
+    for i in 0..1000u32 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let target = &clients[(rng % 5) as usize];
+        BlobApiClient::put(
+            target,
+            format!("operation {i} seed {seed}").into_bytes().into(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let issued = started.elapsed();
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    let took = converge(&refs, Duration::from_secs(120)).await;
+    let (_, count) = dag_state(&nodes[0]).await;
+    assert_eq!(count, 1005, "5 announcements + 1000 operations");
+    println!(
+        "1000 operations issued in {issued:?}; all 5 nodes had the same heads {took:?} after the last one"
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -34,6 +34,7 @@ impl Net {
         config: &NetConfig,
         network_id: &str,
         blobs: &crate::blobs::Blobs,
+        store: &crate::store::Store,
     ) -> Result<Self, NetError> {
         let blob_store = blobs.store();
         let addr = config.listen;
@@ -64,7 +65,12 @@ impl Net {
                 reason: e.to_string(),
             })?;
         let blobs_protocol = BlobsProtocol::new(blob_store, None);
-        let peers = Peers::new(endpoint.clone(), network_id.to_string(), blobs.clone());
+        let peers = Peers::new(
+            endpoint.clone(),
+            network_id.to_string(),
+            blobs.clone(),
+            store.clone(),
+        );
         let router = Router::builder(endpoint)
             .accept(iroh_blobs::ALPN, blobs_protocol)
             .accept(PEER_ALPN, PeerProtocol(peers.clone()))
@@ -141,8 +147,13 @@ const MALFORMED: u32 = 2;
 /// At most this many peers are learned from others' hellos.
 const MAX_PEERS: usize = 64;
 const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Dial timeout of a sync round (rounds repeat, so a slow peer is simply tried again).
+const SYNC_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most DAG nodes pulled from one peer in one sync round (the rest come next round).
+const MAX_SYNC_NODES: usize = 10_000;
 
-/// Requests on [`PEER_ALPN`], postcard-encoded, one per bi-directional stream.
+/// Requests on [`PEER_ALPN`], postcard-encoded, one per bi-directional stream. The variant
+/// order is the wire encoding: append new variants, never reorder.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum PeerRequest {
     Hello(Hello),
@@ -152,6 +163,12 @@ pub enum PeerRequest {
     /// Does the peer hold this blob? (BLAKE3 hash)
     HasBlob {
         hash: [u8; 32],
+    },
+    /// The peer's current DAG heads.
+    DagHeads,
+    /// One DAG node by id.
+    DagGet {
+        id: [u8; 32],
     },
 }
 
@@ -167,6 +184,13 @@ pub enum PeerResponse {
     },
     Refused {
         reason: String,
+    },
+    DagHeads {
+        heads: Vec<[u8; 32]>,
+    },
+    /// The postcard-encoded node, or None if the peer does not have it.
+    DagNode {
+        node: Option<Vec<u8>>,
     },
 }
 
@@ -214,6 +238,7 @@ pub struct Peers {
     endpoint: Endpoint,
     network_id: String,
     blobs: crate::blobs::Blobs,
+    store: crate::store::Store,
     known: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, PeerEntry>>,
 }
 
@@ -249,11 +274,13 @@ impl Peers {
         endpoint: Endpoint,
         network_id: String,
         blobs: crate::blobs::Blobs,
+        store: crate::store::Store,
     ) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             endpoint,
             network_id,
             blobs,
+            store,
             known: Default::default(),
         })
     }
@@ -502,6 +529,119 @@ impl Peers {
         }
     }
 
+    /// Pulls every DAG node a peer has and this node lacks: asks for its heads, then walks
+    /// back through unknown parents, validating each node before anything is stored, and
+    /// stores them parents first. An invalid node ends the round and is recorded against the
+    /// peer. Returns how many nodes were added.
+    pub async fn sync_dag(&self, addr: iroh::EndpointAddr) -> Result<usize, String> {
+        let id = addr.id;
+        let conn = tokio::time::timeout(SYNC_DIAL_TIMEOUT, self.endpoint.connect(addr, PEER_ALPN))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let heads = match request(&conn, &PeerRequest::DagHeads).await? {
+            PeerResponse::DagHeads { heads } => heads,
+            other => return Err(format!("unexpected reply {other:?}")),
+        };
+        let store = self.store.clone();
+        let has = |h: onvm_rpc_api::Hash32| {
+            let store = store.clone();
+            async move {
+                tokio::task::spawn_blocking(move || store.has_dag_node(&h))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(false)
+            }
+        };
+        let mut wanted: Vec<onvm_rpc_api::Hash32> = Vec::new();
+        for h in heads {
+            let h = onvm_rpc_api::Hash32(h);
+            if !has(h).await {
+                wanted.push(h);
+            }
+        }
+        let mut fetched: std::collections::HashMap<
+            onvm_rpc_api::Hash32,
+            onvm_rpc_api::dag::DagNode,
+        > = std::collections::HashMap::new();
+        while let Some(want) = wanted.pop() {
+            if fetched.contains_key(&want) {
+                continue;
+            }
+            if fetched.len() >= MAX_SYNC_NODES {
+                break;
+            }
+            let bytes = match request(&conn, &PeerRequest::DagGet { id: want.0 }).await? {
+                PeerResponse::DagNode { node: Some(bytes) } => bytes,
+                PeerResponse::DagNode { node: None } => {
+                    return Err(format!("peer does not have {want} it announced"));
+                }
+                other => return Err(format!("unexpected reply {other:?}")),
+            };
+            let node: onvm_rpc_api::dag::DagNode =
+                postcard::from_bytes(&bytes).map_err(|e| format!("malformed DAG node: {e}"))?;
+            let got = node.validate_alone(&self.network_id).map_err(|e| {
+                let msg = format!("invalid DAG node {want}: {e}");
+                self.mark(&id, Err(msg.clone()));
+                msg
+            })?;
+            if got != want {
+                let msg = format!("asked for {want}, got {got}");
+                self.mark(&id, Err(msg.clone()));
+                return Err(msg);
+            }
+            for p in &node.body.parents {
+                if !fetched.contains_key(p) && !has(*p).await {
+                    wanted.push(*p);
+                }
+            }
+            fetched.insert(want, node);
+        }
+        // Store parents first: the deterministic order of what was fetched.
+        let graph: std::collections::BTreeMap<_, _> = fetched
+            .iter()
+            .map(|(k, n)| (*k, n.body.parents.clone()))
+            .collect();
+        let mut added = 0;
+        for nid in onvm_rpc_api::dag::order(&graph) {
+            let Some(node) = fetched.remove(&nid) else {
+                continue;
+            };
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.insert_foreign_dag(&node)).await {
+                Ok(Ok(true)) => added += 1,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(added)
+    }
+
+    /// One anti-entropy round with every known peer, all at once: an unreachable peer costs
+    /// its own timeout, not everyone's.
+    pub async fn sync_all(self: &std::sync::Arc<Self>) -> usize {
+        let mut rounds = tokio::task::JoinSet::new();
+        for addr in self.addrs() {
+            let this = self.clone();
+            rounds.spawn(async move {
+                match this.sync_dag(addr.clone()).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::debug!(peer = %addr.id, "DAG sync: {e}");
+                        0
+                    }
+                }
+            });
+        }
+        let mut added = 0;
+        while let Some(r) = rounds.join_next().await {
+            added += r.unwrap_or(0);
+        }
+        added
+    }
+
     /// Finds a peer holding `hash` and opens an iroh-blobs connection to it, with the size it
     /// claims (verify it before trusting it) and its mime type.
     pub async fn find_blob(
@@ -555,6 +695,28 @@ impl Peers {
                 }
             }
             PeerRequest::Ping { nonce } => PeerResponse::Pong { nonce },
+            PeerRequest::DagHeads => {
+                let store = self.store.clone();
+                let heads = tokio::task::spawn_blocking(move || store.dag_heads())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                PeerResponse::DagHeads {
+                    heads: heads.into_iter().map(|h| h.0).collect(),
+                }
+            }
+            PeerRequest::DagGet { id } => {
+                let store = self.store.clone();
+                let node =
+                    tokio::task::spawn_blocking(move || store.dag_node(&onvm_rpc_api::Hash32(id)))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten()
+                        .and_then(|n| postcard::to_allocvec(&n).ok());
+                PeerResponse::DagNode { node }
+            }
             PeerRequest::HasBlob { hash } => {
                 let found = self
                     .blobs

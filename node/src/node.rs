@@ -29,6 +29,8 @@ const BLOBS_DIR: &str = "blobs";
 const UPLOADS_DIR: &str = "uploads";
 /// How often abandoned uploads are looked for.
 const REAP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the DAG is reconciled with every peer (pull anti-entropy).
+const DAG_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// How often peers are pinged for liveness and latency.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A health probe that takes longer than this counts as failed.
@@ -291,6 +293,7 @@ impl Node {
             &config.net,
             &config.node.network_id,
             &blobs,
+            &store,
         )
         .await
         {
@@ -442,11 +445,18 @@ async fn keep_peers(
             }
         }
     }
-    let mut interval = tokio::time::interval(PING_INTERVAL);
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut sync = tokio::time::interval(DAG_SYNC_INTERVAL);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = interval.tick() => peers.ping_all().await,
+            _ = ping.tick() => peers.ping_all().await,
+            _ = sync.tick() => {
+                let added = peers.sync_all().await;
+                if added > 0 {
+                    tracing::debug!("pulled {added} DAG nodes from peers");
+                }
+            }
         }
     }
 }

@@ -99,6 +99,42 @@ impl Store {
         Ok(id)
     }
 
+    /// Stores a node received from a peer (already validated by the caller) whose parents are
+    /// all stored. Returns false if it was already known.
+    pub fn insert_foreign_dag(&self, node: &DagNode) -> Result<bool, StoreError> {
+        let id = node.id();
+        let tx = self.db.begin_write()?;
+        {
+            let mut nodes = tx.open_table(DAG_NODES)?;
+            if nodes.get(&id.0)?.is_some() {
+                drop(nodes);
+                tx.abort()?;
+                return Ok(false);
+            }
+            for p in &node.body.parents {
+                if nodes.get(&p.0)?.is_none() {
+                    return Err(StoreError::DagMissingParent(*p));
+                }
+            }
+            nodes.insert(&id.0, encode(node).as_slice())?;
+            let mut heads = tx.open_table(DAG_HEADS)?;
+            for p in &node.body.parents {
+                heads.remove(&p.0)?;
+            }
+            heads.insert(&id.0, ())?;
+            let mut log = tx.open_table(DAG_LOG)?;
+            let seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+            log.insert(seq, &id.0)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    pub fn has_dag_node(&self, id: &Hash32) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(DAG_NODES)?.get(&id.0)?.is_some())
+    }
+
     pub fn dag_heads(&self) -> Result<Vec<Hash32>, StoreError> {
         let tx = self.db.begin_read()?;
         let heads = tx.open_table(DAG_HEADS)?;

@@ -70,6 +70,8 @@ pub enum StoreError {
         existing: onvm_rpc_api::JobId,
         what: &'static str,
     },
+    #[error("DAG node parent {0} is not stored")]
+    DagMissingParent(Hash32),
     #[error("the job queue is full ({max} jobs waiting); retry later")]
     QueueFull { max: u64 },
     #[error("program {0} is not in the catalog")]
