@@ -664,6 +664,18 @@ fn two_nodes_ticket_connect_and_blob_across() {
         out_file.to_str().unwrap(),
     ]));
     assert!(std::fs::read(&out_file).unwrap() == bytes);
+    // Both nodes end with the same DAG heads (2 announcements + 1 published blob).
+    let mut same = false;
+    for _ in 0..200 {
+        let h1 = run_ok(onvm(&["--rpc", &n1.rpc, "--json", "dag-heads"]));
+        let h2 = run_ok(onvm(&["--rpc", &n2.rpc, "--json", "dag-heads"]));
+        if h1 == h2 && h1.contains(r#""count": 3"#) {
+            same = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(same, "DAG heads never converged");
     n1.stop();
     n2.stop();
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
-use onvm_rpc_api::api::{BlobApiClient, NodeApiClient, PeerApiClient};
+use onvm_rpc_api::api::{BlobApiClient, DagApiClient, NodeApiClient, PeerApiClient};
 use onvm_rpc_api::types::{BlobStat, UploadStatus};
 use onvm_rpc_api::{BlobId, UploadId};
 use serde::Serialize;
@@ -151,6 +151,18 @@ impl Session {
             );
         }
         eprintln!("{} peers", peers.len());
+        Ok(())
+    }
+
+    pub async fn dag_heads(&self) -> Result<()> {
+        let h = DagApiClient::heads(&self.client).await.map_err(rpc_err)?;
+        if self.json {
+            return print_json(&h);
+        }
+        for id in &h.heads {
+            println!("{id}");
+        }
+        eprintln!("{} heads, {} nodes", h.heads.len(), h.count);
         Ok(())
     }
 

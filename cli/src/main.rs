@@ -83,6 +83,8 @@ enum Command {
     Peers,
     /// Join another node by its ticket.
     Connect { ticket: String },
+    /// Show the DAG heads and how many nodes this node holds.
+    DagHeads,
     /// Check liveness and readiness (exit code 1 when not ready).
     Health,
     /// Show the node's counters.
@@ -315,6 +317,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ticket => session().await?.ticket().await,
         Command::Peers => session().await?.peers().await,
         Command::Connect { ticket } => session().await?.connect_peer(ticket).await,
+        Command::DagHeads => session().await?.dag_heads().await,
         Command::Health => session().await?.health().await,
         Command::Metrics => session().await?.metrics().await,
         Command::UploadBlob { file, mime, resume } => {
