@@ -5,12 +5,14 @@
 //! downloads them with blob_get ranges, then adds and reads the same bytes with a bare
 //! iroh-blobs FsStore (the anchor), and prints MB/s and the ratio.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use iroh_blobs::store::fs::FsStore;
 use jsonrpsee::ws_client::WsClientBuilder;
-use onvm::node::{Config, Identity, Node};
 use onvm::rpc_api::BlobId;
 use onvm::rpc_api::api::BlobApiClient;
 
@@ -43,17 +45,7 @@ async fn main() -> Result<()> {
     println!("payload: {mib} MiB, id {expected}");
 
     // ---- ONVM over WebSocket ----
-    let dir = tempfile::tempdir()?;
-    let config = Config::from_toml(
-        "",
-        "bench",
-        &[
-            "rpc.listen=127.0.0.1:0".into(),
-            "net.listen=127.0.0.1:0".into(),
-            "net.offline=true".into(),
-        ],
-    )?;
-    let node = Node::start(dir.path(), config, Identity::generate()).await?;
+    let (_dir, node) = support::bench_node().await?;
     let client = WsClientBuilder::default()
         .max_request_size(64 * 1024 * 1024)
         .max_response_size(64 * 1024 * 1024)

@@ -5,32 +5,18 @@
 //! second and submit-to-completed-event latency (p50, p99), then the same number of committed
 //! `program_execute` calls on the same node (the bare path a job wraps).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use jsonrpsee::core::client::Subscription;
 use jsonrpsee::ws_client::WsClientBuilder;
-use onvm::node::{Config, Identity, Node};
 use onvm::rpc_api::api::{JobApiClient, ProgramApiClient};
 use onvm::rpc_api::jobs::{JobStatus, JobStreamItem, SubmitJob};
 use onvm::rpc_api::program::DeployRequest;
-
-fn echo_wasm() -> Result<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm_programs");
-    let path = root.join("target/wasm32-unknown-unknown/release/echo.wasm");
-    if !path.exists() {
-        let status = std::process::Command::new("bash")
-            .arg(root.join("build.sh"))
-            .arg("--quiet")
-            .status()?;
-        if !status.success() {
-            bail!("building wasm_programs failed");
-        }
-    }
-    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-}
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -44,21 +30,11 @@ async fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(500);
-    let dir = tempfile::tempdir()?;
-    let config = Config::from_toml(
-        "",
-        "bench",
-        &[
-            "rpc.listen=127.0.0.1:0".into(),
-            "net.listen=127.0.0.1:0".into(),
-            "net.offline=true".into(),
-        ],
-    )?;
-    let node = Node::start(dir.path(), config, Identity::generate()).await?;
+    let (_dir, node) = support::bench_node().await?;
     let submitter = WsClientBuilder::default().build(node.rpc_url()).await?;
     let watcher = WsClientBuilder::default().build(node.rpc_url()).await?;
     let req = DeployRequest {
-        wasm_base64: Some(echo_wasm()?.into()),
+        wasm_base64: Some(support::program_wasm("echo")?.into()),
         ..Default::default()
     };
     let program = ProgramApiClient::deploy(&submitter, req).await?.program_id;

@@ -5,36 +5,23 @@
 //!
 //! `cargo run --release --example bench_programs` (builds wasm_programs first if needed).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use jsonrpsee::ws_client::WsClientBuilder;
+use onvm::node::Identity;
 use onvm::node::identity::BLS_SIG_DST;
 use onvm::node::store::Store;
-use onvm::node::{Config, Identity, Node};
 use onvm::rpc_api::api::ProgramApiClient;
 use onvm::rpc_api::program::{
     DeployRequest, ExecuteOptions, ExecutionReceipt, Outcome, ProgramManifest, SignedManifest,
     SignedReceipt, receipt_signing_message, verify_receipt,
 };
 use onvm::rpc_api::{BlobId, Hash32, HexBytes, ProgramId};
-
-fn echo_wasm() -> Result<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm_programs");
-    let path = root.join("target/wasm32-unknown-unknown/release/echo.wasm");
-    if !path.exists() {
-        let status = std::process::Command::new("bash")
-            .arg(root.join("build.sh"))
-            .arg("--quiet")
-            .status()?;
-        if !status.success() {
-            bail!("building wasm_programs failed");
-        }
-    }
-    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-}
 
 fn per_op_us(total: std::time::Duration, n: usize) -> f64 {
     total.as_secs_f64() * 1e6 / n as f64
@@ -75,17 +62,7 @@ fn raw_wasmtime_echo(wasm: &[u8], n: usize, input: &[u8]) -> wasmtime::Result<f6
 async fn bench_execute(wasm: &[u8]) -> Result<()> {
     const N: usize = 500;
     let input = b"hello, benchmark! the quick brown fox";
-    let dir = tempfile::tempdir()?;
-    let config = Config::from_toml(
-        "",
-        "bench",
-        &[
-            "rpc.listen=127.0.0.1:0".into(),
-            "net.listen=127.0.0.1:0".into(),
-            "net.offline=true".into(),
-        ],
-    )?;
-    let node = Node::start(dir.path(), config, Identity::generate()).await?;
+    let (_dir, node) = support::bench_node().await?;
     let client = WsClientBuilder::default().build(node.rpc_url()).await?;
     let req = DeployRequest {
         wasm_base64: Some(wasm.to_vec().into()),
@@ -291,7 +268,7 @@ fn bench_receipts() -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let wasm = echo_wasm()?;
+    let wasm = support::program_wasm("echo")?;
     println!("== execute echo ==");
     bench_execute(&wasm).await?;
     println!("\n== state commit ==");
