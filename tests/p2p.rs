@@ -312,3 +312,79 @@ async fn five_nodes_converge_after_a_thousand_operations() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_and_receipts_replicate_and_calls_stay_on_the_home_node() {
+    use onvm::rpc_api::api::{JobApiClient, ProgramApiClient, ReceiptApiClient, StateApiClient};
+    use onvm::rpc_api::error::error_data;
+    use onvm::rpc_api::jobs::SubmitJob;
+    use onvm::rpc_api::program::{DeployRequest, verify_receipt};
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    PeerApiClient::connect(&cb, ticket(&a).await).await.unwrap();
+    let p = ProgramApiClient::deploy(
+        &ca,
+        DeployRequest {
+            wasm_base64: Some(common::program_wasm("kvstore").into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    let put = ProgramApiClient::execute(
+        &ca,
+        p,
+        br#"{"op":"put","key":"k","data_base64":"dg=="}"#.to_vec().into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let receipt = put.receipt.unwrap();
+    converge(&[&a, &b], Duration::from_secs(30)).await;
+    // B's catalog has the program, at A's latest root and height, and A's receipt verifies on B.
+    let on_b = ProgramApiClient::info(&cb, p).await.unwrap();
+    assert_eq!(
+        on_b.manifest,
+        ProgramApiClient::info(&ca, p).await.unwrap().manifest
+    );
+    assert_eq!(
+        (on_b.height, on_b.state_root),
+        (1, receipt.receipt.state_root_out)
+    );
+    let got = ReceiptApiClient::get(&cb, receipt.id).await.unwrap();
+    verify_receipt(&got, Some("onvm-devnet"), None).unwrap();
+    assert_eq!(
+        ReceiptApiClient::list(&cb, p, None, None)
+            .await
+            .unwrap()
+            .items,
+        vec![got]
+    );
+    // Calls, jobs and state reads for A's program are refused on B with where to go instead.
+    let err = call_error(
+        ProgramApiClient::execute(&cb, p, br#"{"op":"stats"}"#.to_vec().into(), None).await,
+    );
+    assert_eq!(err.code(), codes::UNAVAILABLE);
+    let data = error_data(&err).unwrap();
+    assert_eq!(data.kind, "not_home");
+    assert_eq!(data.detail["home"], a.node().endpoint_id());
+    let err = call_error(StateApiClient::get(&cb, p, b"d/k".to_vec().into()).await);
+    assert_eq!(error_data(&err).unwrap().kind, "not_home");
+    let job = SubmitJob {
+        program_id: p,
+        request_id: "elsewhere".into(),
+        input_base64: Some(br#"{"op":"stats"}"#.to_vec().into()),
+        input_blob: None,
+        entrypoint: None,
+        max_retries: None,
+        timeout_ms: None,
+        fuel: None,
+        metadata: None,
+    };
+    let err = call_error(JobApiClient::submit(&cb, job).await);
+    assert_eq!(error_data(&err).unwrap().kind, "not_home");
+    a.stop().await;
+    b.stop().await;
+}

@@ -183,8 +183,8 @@ impl Jobs {
                 cfg.max_metadata_bytes
             )));
         }
-        // The program must exist now; its entrypoint is checked when the job runs.
-        self.inner.programs.info(req.program_id).await?;
+        // The program must exist and live here; its entrypoint is checked when the job runs.
+        self.inner.programs.check_home(req.program_id).await?;
         let (input_blob, input_hash, input_size) = match (req.input_base64, req.input_blob) {
             (Some(data), None) => {
                 let data = data.0;

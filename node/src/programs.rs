@@ -40,6 +40,10 @@ pub enum ProgramError {
     NotFound(ProgramId),
     #[error("receipt {0} not found")]
     ReceiptNotFound(ReceiptId),
+    #[error(
+        "program {program} lives on node {home}: send calls there (forwarding between nodes is not implemented yet)"
+    )]
+    NotHome { program: ProgramId, home: Hash32 },
     #[error("invalid program: {0}")]
     InvalidProgram(#[from] VmError),
     #[error("invalid request: {0}")]
@@ -255,8 +259,26 @@ impl Programs {
         blocking(move || Ok(store.program(&id)?)).await
     }
 
+    /// One write path per program: its home (the deployer). Replicas hold the catalog and
+    /// receipts but not the state, so they neither run calls nor answer state reads for it.
+    fn require_home(&self, record: &ProgramRecord) -> Result<(), ProgramError> {
+        let m = &record.manifest.manifest;
+        if m.deployer != Hash32(*self.identity.endpoint_id().as_bytes()) {
+            return Err(ProgramError::NotHome {
+                program: m.program_id,
+                home: m.deployer,
+            });
+        }
+        Ok(())
+    }
+
     async fn require(&self, id: &ProgramId) -> Result<ProgramRecord, ProgramError> {
         self.load(id).await?.ok_or(ProgramError::NotFound(*id))
+    }
+
+    /// Fails with `NotHome` unless this node is `id`'s home (jobs check this at submit).
+    pub async fn check_home(&self, id: ProgramId) -> Result<(), ProgramError> {
+        self.require_home(&self.require(&id).await?)
     }
 
     pub async fn info(&self, id: ProgramId) -> Result<ProgramInfo, ProgramError> {
@@ -381,6 +403,7 @@ impl Programs {
         );
         let record = self.require(&id).await?;
         let manifest = record.manifest.manifest.clone();
+        self.require_home(&record)?;
         let entrypoint = options
             .entrypoint
             .clone()
@@ -594,6 +617,7 @@ impl Programs {
         id: ProgramId,
         key: Vec<u8>,
     ) -> Result<(Hash32, Option<Vec<u8>>, onvm_rpc_api::smt::SmtProof), ProgramError> {
+        self.require_home(&self.require(&id).await?)?;
         if key.is_empty() || key.len() as u64 > self.vm.limits().max_key_bytes {
             return Err(ProgramError::BadRequest(format!(
                 "keys are 1..={} bytes",

@@ -149,6 +149,12 @@ fn program_error(e: ProgramError) -> ErrorObjectOwned {
             msg,
             json!({"reason": v.to_string()}),
         ),
+        ProgramError::NotHome { program, home } => rpc_error(
+            codes::UNAVAILABLE,
+            "not_home",
+            msg,
+            json!({"program_id": program, "home": home}),
+        ),
         ProgramError::BadRequest(_) => {
             rpc_error(codes::INVALID_PARAMS, "bad_request", msg, json!(null))
         }

@@ -81,6 +81,58 @@ pub(super) fn append(
     Ok(Some(id))
 }
 
+/// Applies what a peer's operation means for this node's tables, in the transaction that
+/// stores the DAG node: programs join the catalog, receipts become queryable and move the
+/// catalog's root and height. Program state and jobs are not replicated yet (the DAG does not
+/// carry writes): calls and state reads go to the program's home.
+fn apply_replicated(tx: &WriteTransaction, payload: &DagPayload) -> Result<(), StoreError> {
+    match payload {
+        DagPayload::ProgramDeployed { manifest } => {
+            let id = manifest.manifest.program_id;
+            let mut programs = tx.open_table(super::PROGRAMS)?;
+            if programs.get(id.as_bytes())?.is_none() {
+                let record = super::ProgramRecord {
+                    manifest: (**manifest).clone(),
+                    state_root: manifest.manifest.initial_state_root,
+                    height: 0,
+                    keys: 0,
+                    last_timestamp_ms: 0,
+                };
+                programs.insert(id.as_bytes(), encode(&record).as_slice())?;
+            }
+        }
+        DagPayload::ExecutionCommitted { receipt, .. } => {
+            let key = super::receipt_key(&receipt.receipt.program_id, receipt.receipt.height);
+            let mut receipts = tx.open_table(super::RECEIPTS)?;
+            if receipts.get(&key)?.is_none() {
+                receipts.insert(&key, encode(&**receipt).as_slice())?;
+                tx.open_table(super::RECEIPT_INDEX)?
+                    .insert(receipt.id.as_bytes(), &key)?;
+            }
+            // The catalog shows the home's latest committed root and height (from receipts
+            // that verified); the state itself stays on the home node for now.
+            let mut programs = tx.open_table(super::PROGRAMS)?;
+            let current = programs
+                .get(receipt.receipt.program_id.as_bytes())?
+                .map(|v| decode::<super::ProgramRecord>("programs", v.value()))
+                .transpose()?;
+            if let Some(mut record) = current
+                && receipt.receipt.height + 1 > record.height
+            {
+                record.height = receipt.receipt.height + 1;
+                record.state_root = receipt.receipt.state_root_out;
+                record.last_timestamp_ms = receipt.receipt.timestamp_ms;
+                programs.insert(
+                    receipt.receipt.program_id.as_bytes(),
+                    encode(&record).as_slice(),
+                )?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl Store {
     /// From now on, operations are recorded as DAG nodes signed by `author`.
     pub fn set_dag_author(&self, author: DagAuthor) {
@@ -117,6 +169,8 @@ impl Store {
                 }
             }
             nodes.insert(&id.0, encode(node).as_slice())?;
+            drop(nodes);
+            apply_replicated(&tx, &node.body.payload)?;
             let mut heads = tx.open_table(DAG_HEADS)?;
             for p in &node.body.parents {
                 heads.remove(&p.0)?;
