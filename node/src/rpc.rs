@@ -738,30 +738,22 @@ pub async fn start(
         .local_addr()
         .map_err(|source| RpcError::Bind { addr, source })?;
     let handlers = Handlers { ctx };
+    let h = handlers;
     let mut module = RpcModule::new(());
-    module
-        .merge(NodeApiServer::into_rpc(handlers.clone()))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
-    module
-        .merge(BlobApiServer::into_rpc(handlers.clone()))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
-    module
-        .merge(ProgramApiServer::into_rpc(handlers.clone()))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
-    module
-        .merge(StateApiServer::into_rpc(handlers.clone()))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
-    module
-        .merge(ReceiptApiServer::into_rpc(handlers.clone()))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
-    module
-        .merge(DagApiServer::into_rpc(handlers.clone()))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
-    module
-        .merge(PeerApiServer::into_rpc(handlers.clone()))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
-    module
-        .merge(JobApiServer::into_rpc(handlers))
-        .map_err(|e| RpcError::Register(e.to_string()))?;
+    let namespaces: [jsonrpsee::Methods; 8] = [
+        NodeApiServer::into_rpc(h.clone()).into(),
+        BlobApiServer::into_rpc(h.clone()).into(),
+        ProgramApiServer::into_rpc(h.clone()).into(),
+        StateApiServer::into_rpc(h.clone()).into(),
+        ReceiptApiServer::into_rpc(h.clone()).into(),
+        DagApiServer::into_rpc(h.clone()).into(),
+        PeerApiServer::into_rpc(h.clone()).into(),
+        JobApiServer::into_rpc(h).into(),
+    ];
+    for methods in namespaces {
+        module
+            .merge(methods)
+            .map_err(|e| RpcError::Register(e.to_string()))?;
+    }
     Ok((local, server.start(module)))
 }
