@@ -180,15 +180,27 @@ impl NodeContext {
         }
     }
 
-    /// A blob this node lacks is fetched from a peer that has it (first-read replication).
-    pub async fn ensure_blob(&self, id: onvm_rpc_api::BlobId) {
-        if !self.config.blobs.fetch_from_peers || self.blobs.stat(id).await.is_ok() {
-            return;
-        }
-        if let Some((conn, mime)) = self.net.peers().find_blob(*id.as_bytes()).await
-            && let Err(e) = self.blobs.fetch(conn, id, mime).await
-        {
-            tracing::warn!("fetching {id} from a peer: {e}");
+    /// Runs a blob read; if this node lacks the blob, fetches it from a peer that has it
+    /// (first-read replication) and runs the read again. Blobs already here cost one read.
+    pub async fn with_blob<T, F, Fut>(
+        &self,
+        id: onvm_rpc_api::BlobId,
+        read: F,
+    ) -> Result<T, BlobError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, BlobError>>,
+    {
+        match read().await {
+            Err(BlobError::NotFound(_)) if self.config.blobs.fetch_from_peers => {
+                if let Some((conn, mime)) = self.net.peers().find_blob(*id.as_bytes()).await
+                    && let Err(e) = self.blobs.fetch(conn, id, mime).await
+                {
+                    tracing::warn!("fetching {id} from a peer: {e}");
+                }
+                read().await
+            }
+            other => other,
         }
     }
 

@@ -416,17 +416,19 @@ impl BlobApiServer for Handlers {
         offset: Option<u64>,
         length: Option<u64>,
     ) -> RpcResult<BlobChunk> {
-        self.ctx.ensure_blob(id).await;
+        let blobs = &self.ctx.blobs;
         self.ctx
-            .blobs
-            .get(id, offset, length)
+            .with_blob(id, || blobs.get(id, offset, length))
             .await
             .map_err(blob_error)
     }
 
     async fn stat(&self, id: BlobId) -> RpcResult<BlobStat> {
-        self.ctx.ensure_blob(id).await;
-        self.ctx.blobs.stat(id).await.map_err(blob_error)
+        let blobs = &self.ctx.blobs;
+        self.ctx
+            .with_blob(id, || blobs.stat(id))
+            .await
+            .map_err(blob_error)
     }
 
     async fn list(&self, cursor: Option<String>, limit: Option<u32>) -> RpcResult<BlobPage> {
