@@ -81,6 +81,9 @@ pub fn describe(o: &Outcome) -> String {
     }
 }
 
+/// The blobs a program may read, by id.
+type BlobRefs = Arc<HashMap<BlobId, Arc<Vec<u8>>>>;
+
 /// Adapts a store snapshot to what the VM reads.
 struct SnapshotView(StateSnapshot);
 
@@ -112,6 +115,8 @@ pub struct Programs {
     sequencers: Arc<Mutex<HashMap<ProgramId, Arc<tokio::sync::Mutex<()>>>>>,
     /// Bounds running calls to the VM's instance pool.
     slots: Arc<Semaphore>,
+    /// Declared blobs of recently called programs.
+    refs_cache: Arc<Mutex<HashMap<ProgramId, BlobRefs>>>,
     counters: Arc<Counters>,
 }
 
@@ -133,6 +138,7 @@ impl Programs {
             network_id,
             sequencers: Arc::default(),
             slots,
+            refs_cache: Arc::default(),
             counters,
         }
     }
@@ -334,15 +340,32 @@ impl Programs {
         blocking(move || Ok(vm.compiled(code, &eps, || Ok(wasm))?)).await
     }
 
-    async fn load_blob_refs(
-        &self,
-        refs: &[BlobId],
-    ) -> Result<Arc<HashMap<BlobId, Arc<Vec<u8>>>>, ProgramError> {
+    /// The blobs a program declared, read once per program and kept: they are content-addressed
+    /// and fixed by the manifest, so every call of the program sees the same bytes.
+    async fn load_blob_refs(&self, manifest: &ProgramManifest) -> Result<BlobRefs, ProgramError> {
+        if manifest.blob_refs.is_empty() {
+            return Ok(BlobRefs::default());
+        }
+        let cached = self
+            .refs_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&manifest.program_id)
+            .cloned();
+        if let Some(refs) = cached {
+            return Ok(refs);
+        }
         let mut out = HashMap::new();
-        for r in refs {
+        for r in &manifest.blob_refs {
             out.insert(*r, Arc::new(self.blobs.read_all(*r).await?));
         }
-        Ok(Arc::new(out))
+        let refs = Arc::new(out);
+        let mut cache = self.refs_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= self.vm.limits().module_cache_entries as usize {
+            cache.clear();
+        }
+        cache.insert(manifest.program_id, refs.clone());
+        Ok(refs)
     }
 
     /// Runs a call. Writing calls are sequenced per program and committed with a signed
@@ -415,7 +438,7 @@ impl Programs {
             )));
         }
         let compiled = self.compiled_for(&manifest).await?;
-        let blobs = self.load_blob_refs(&manifest.blob_refs).await?;
+        let blobs = self.load_blob_refs(&manifest).await?;
         let input_hash = Hash32::of(&input);
         // Calls are anonymous until API tokens exist (docs/ABI.md): the caller is all zeros.
         let caller = Hash32::ZERO;
