@@ -242,10 +242,6 @@ pub struct Peers {
     known: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, PeerEntry>>,
 }
 
-fn now_ms() -> u64 {
-    crate::util::now_ms()
-}
-
 async fn request(
     conn: &iroh::endpoint::Connection,
     req: &PeerRequest,
@@ -325,7 +321,7 @@ impl Peers {
             entry.addr = addr;
         }
         entry.version = hello.version.clone();
-        entry.last_seen_ms = now_ms();
+        entry.last_seen_ms = crate::util::now_ms();
         entry.latency_ms = latency_ms.or(entry.latency_ms);
         entry.last_error = None;
         true
@@ -497,7 +493,7 @@ impl Peers {
             match result {
                 Ok(latency) => {
                     e.latency_ms = Some(latency);
-                    e.last_seen_ms = now_ms();
+                    e.last_seen_ms = crate::util::now_ms();
                     e.last_error = None;
                 }
                 Err(err) => e.last_error = Some(err),

@@ -565,61 +565,40 @@ impl PeerApiServer for Handlers {
     }
 }
 
+/// Runs a blocking store read; any failure is an internal error.
+async fn store_read<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> RpcResult<T> {
+    let internal = |msg: String| {
+        tracing::error!("store read failed: {msg}");
+        rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
+    };
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))
+}
+
 #[async_trait]
 impl DagApiServer for Handlers {
     async fn heads(&self) -> RpcResult<onvm_rpc_api::dag::DagHeads> {
         let store = self.ctx.store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::store::StoreError>((store.dag_heads()?, store.dag_len()?))
-        })
-        .await
-        .map_err(|e| {
-            rpc_error(
-                codes::INTERNAL_ERROR,
-                "internal",
-                e.to_string(),
-                json!(null),
-            )
-        })?;
-        let (heads, count) = result.map_err(|e| {
-            rpc_error(
-                codes::INTERNAL_ERROR,
-                "internal",
-                e.to_string(),
-                json!(null),
-            )
-        })?;
+        let (heads, count) = store_read(move || Ok((store.dag_heads()?, store.dag_len()?))).await?;
         Ok(onvm_rpc_api::dag::DagHeads { heads, count })
     }
 
     async fn get(&self, id: onvm_rpc_api::Hash32) -> RpcResult<onvm_rpc_api::dag::DagNode> {
         let store = self.ctx.store.clone();
-        let found = tokio::task::spawn_blocking(move || store.dag_node(&id))
-            .await
-            .map_err(|e| {
+        store_read(move || store.dag_node(&id))
+            .await?
+            .ok_or_else(|| {
                 rpc_error(
-                    codes::INTERNAL_ERROR,
-                    "internal",
-                    e.to_string(),
-                    json!(null),
+                    codes::NOT_FOUND,
+                    "dag_node_not_found",
+                    format!("DAG node {id} not found"),
+                    json!({"id": id}),
                 )
-            })?
-            .map_err(|e| {
-                rpc_error(
-                    codes::INTERNAL_ERROR,
-                    "internal",
-                    e.to_string(),
-                    json!(null),
-                )
-            })?;
-        found.ok_or_else(|| {
-            rpc_error(
-                codes::NOT_FOUND,
-                "dag_node_not_found",
-                format!("DAG node {id} not found"),
-                json!({"id": id}),
-            )
-        })
+            })
     }
 }
 

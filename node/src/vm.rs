@@ -80,12 +80,6 @@ impl std::fmt::Debug for Compiled {
     }
 }
 
-impl Compiled {
-    pub fn entrypoints(&self) -> impl Iterator<Item = &str> {
-        self.entrypoints.keys().map(String::as_str)
-    }
-}
-
 /// Committed state as the call sees it (a consistent snapshot).
 pub trait StateView: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;

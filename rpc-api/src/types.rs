@@ -43,7 +43,7 @@ impl From<Vec<u8>> for Base64Bytes {
 /// `node_info`: who this node is and how to reach it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
-    /// The iroh endpoint id (the node's ed25519 public key), z-base-32 as iroh prints it.
+    /// The iroh endpoint id (the node's ed25519 public key), 64 hex digits as iroh prints it.
     pub endpoint_id: String,
     /// An iroh endpoint ticket other nodes can dial (holds the id and current addresses).
     pub ticket: String,
