@@ -71,12 +71,15 @@ async fn operations_become_signed_dag_nodes_that_validate_and_order() {
     .unwrap()
     .job
     .job_id;
-    for _ in 0..500 {
-        if JobApiClient::status(&client, job).await.unwrap().status == JobStatus::Completed {
+    let mut status = JobStatus::Pending;
+    for _ in 0..1000 {
+        status = JobApiClient::status(&client, job).await.unwrap().status;
+        if status.is_terminal() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(status, JobStatus::Completed);
 
     let nodes = all_nodes(&client).await;
     let me = Hash32(

@@ -472,6 +472,13 @@ async fn hostile_programs_fail_cleanly_and_the_node_stays_healthy() {
         );
         assert_eq!(error_data(&err).unwrap().kind, kind, "{what}: {err:?}");
         let f = failed(&err);
+        if what == "bad pointer" {
+            assert_eq!(
+                error_data(&err).unwrap().detail["trap_kind"],
+                "host_bad_pointer",
+                "{err:?}"
+            );
+        }
         assert_eq!(f.state_root_out, EMPTY, "{what}: nothing written");
         let info = ProgramApiClient::info(&client, p).await.unwrap();
         assert_eq!(
