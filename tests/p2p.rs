@@ -313,16 +313,25 @@ async fn five_nodes_converge_after_a_thousand_operations() {
     }
 }
 
+fn kv(op: serde_json::Value) -> onvm::rpc_api::types::Base64Bytes {
+    serde_json::to_vec(&op).unwrap().into()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_catalog_and_receipts_replicate_and_calls_stay_on_the_home_node() {
+async fn calls_anywhere_commit_once_on_the_home_and_every_node_reaches_the_same_state() {
+    use base64::Engine;
     use onvm::rpc_api::api::{JobApiClient, ProgramApiClient, ReceiptApiClient, StateApiClient};
-    use onvm::rpc_api::error::error_data;
-    use onvm::rpc_api::jobs::SubmitJob;
-    use onvm::rpc_api::program::{DeployRequest, verify_receipt};
+    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    use onvm::rpc_api::program::{DeployRequest, ExecuteOptions, verify_receipt};
+    use onvm::rpc_api::smt::verify_proof;
+    use serde_json::json;
+    let b64 = base64::engine::general_purpose::STANDARD;
     let a = TestNode::start().await;
     let b = TestNode::start().await;
-    let (ca, cb) = (a.client().await, b.client().await);
+    let mut c = TestNode::start().await;
+    let (ca, cb, cc) = (a.client().await, b.client().await, c.client().await);
     PeerApiClient::connect(&cb, ticket(&a).await).await.unwrap();
+    PeerApiClient::connect(&cc, ticket(&a).await).await.unwrap();
     let p = ProgramApiClient::deploy(
         &ca,
         DeployRequest {
@@ -333,58 +342,182 @@ async fn the_catalog_and_receipts_replicate_and_calls_stay_on_the_home_node() {
     .await
     .unwrap()
     .program_id;
-    let put = ProgramApiClient::execute(
-        &ca,
+    converge(&[&a, &b, &c], Duration::from_secs(30)).await;
+    assert_eq!(
+        ProgramApiClient::info(&cb, p).await.unwrap().manifest,
+        ProgramApiClient::info(&ca, p).await.unwrap().manifest
+    );
+
+    // Writes submitted on B and C are forwarded to A, committed once each, and come back with
+    // receipts signed by A. One value is big enough that its writes travel as a blob.
+    let big = pseudo_random_bytes(40_000, 7);
+    let on_b = ProgramApiClient::execute(
+        &cb,
         p,
-        br#"{"op":"put","key":"k","data_base64":"dg=="}"#.to_vec().into(),
+        kv(json!({"op": "put", "key": "from-b", "data_base64": "Yg=="})),
         None,
     )
     .await
     .unwrap();
-    let receipt = put.receipt.unwrap();
-    converge(&[&a, &b], Duration::from_secs(30)).await;
-    // B's catalog has the program, at A's latest root and height, and A's receipt verifies on B.
-    let on_b = ProgramApiClient::info(&cb, p).await.unwrap();
+    let on_c = ProgramApiClient::execute(
+        &cc,
+        p,
+        kv(json!({"op": "put", "key": "big", "data_base64": b64.encode(&big)})),
+        None,
+    )
+    .await
+    .unwrap();
+    let (rb, rc) = (on_b.receipt.unwrap(), on_c.receipt.unwrap());
+    assert_eq!((rb.receipt.height, rc.receipt.height), (0, 1));
+    assert_eq!(rb.receipt.executor.to_string(), a.node().endpoint_id());
+    // The caller's node already applied its call when the answer came back.
     assert_eq!(
-        on_b.manifest,
-        ProgramApiClient::info(&ca, p).await.unwrap().manifest
-    );
-    assert_eq!(
-        (on_b.height, on_b.state_root),
-        (1, receipt.receipt.state_root_out)
-    );
-    let got = ReceiptApiClient::get(&cb, receipt.id).await.unwrap();
-    verify_receipt(&got, Some("onvm-devnet"), None).unwrap();
-    assert_eq!(
-        ReceiptApiClient::list(&cb, p, None, None)
+        StateApiClient::get(&cc, p, b"d/big".to_vec().into())
             .await
             .unwrap()
-            .items,
-        vec![got]
+            .value_base64
+            .unwrap()
+            .0,
+        big
     );
-    // Calls, jobs and state reads for A's program are refused on B with where to go instead.
-    let err = call_error(
-        ProgramApiClient::execute(&cb, p, br#"{"op":"stats"}"#.to_vec().into(), None).await,
-    );
-    assert_eq!(err.code(), codes::UNAVAILABLE);
-    let data = error_data(&err).unwrap();
-    assert_eq!(data.kind, "not_home");
-    assert_eq!(data.detail["home"], a.node().endpoint_id());
-    let err = call_error(StateApiClient::get(&cb, p, b"d/k".to_vec().into()).await);
-    assert_eq!(error_data(&err).unwrap().kind, "not_home");
+
+    // A job submitted on C runs on A; its status and output answer on every node.
     let job = SubmitJob {
         program_id: p,
-        request_id: "elsewhere".into(),
-        input_base64: Some(br#"{"op":"stats"}"#.to_vec().into()),
+        request_id: "job-on-c".into(),
+        input_base64: Some(kv(
+            json!({"op": "put", "key": "job", "data_base64": "ag=="}),
+        )),
         input_blob: None,
         entrypoint: None,
         max_retries: None,
         timeout_ms: None,
         fuel: None,
-        metadata: None,
+        metadata: Some(json!({"submitted_on": "c"})),
     };
-    let err = call_error(JobApiClient::submit(&cb, job).await);
-    assert_eq!(error_data(&err).unwrap().kind, "not_home");
+    let submitted = JobApiClient::submit(&cc, job.clone()).await.unwrap();
+    assert!(submitted.created);
+    let job_id = submitted.job.job_id;
+    // The same request id again, on another node, is the same job.
+    let again = JobApiClient::submit(&cb, job).await.unwrap();
+    assert_eq!((again.job.job_id, again.created), (job_id, false));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while JobApiClient::status(&ca, job_id).await.unwrap().status != JobStatus::Completed {
+        assert!(Instant::now() < deadline, "the job never completed on A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    converge(&[&a, &b, &c], Duration::from_secs(30)).await;
+    for client in [&ca, &cb, &cc] {
+        let status = JobApiClient::status(client, job_id).await.unwrap();
+        assert_eq!(status.status, JobStatus::Completed);
+        assert_eq!(status.metadata, Some(json!({"submitted_on": "c"})));
+        let out = JobApiClient::output(client, job_id).await.unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&out.output_base64.unwrap().0).unwrap();
+        assert_eq!(out["ok"], true);
+    }
+
+    // Every node holds the same catalog entry, root, receipts and state, and proofs verify.
+    let home = ProgramApiClient::info(&ca, p).await.unwrap();
+    assert_eq!(home.height, 3, "two calls and one job, each committed once");
+    for client in [&cb, &cc] {
+        let info = ProgramApiClient::info(client, p).await.unwrap();
+        assert_eq!(
+            (info.height, info.state_root),
+            (home.height, home.state_root)
+        );
+        let receipts = ReceiptApiClient::list(client, p, None, None).await.unwrap();
+        assert_eq!(receipts.items.len(), 3);
+        for r in &receipts.items {
+            verify_receipt(r, Some("onvm-devnet"), None).unwrap();
+        }
+        let proof = StateApiClient::proof(client, p, b"d/from-b".to_vec().into())
+            .await
+            .unwrap();
+        assert_eq!(proof.state_root, home.state_root);
+        verify_proof(
+            &proof.state_root,
+            b"d/from-b",
+            proof.value_base64.as_ref().map(|v| v.0.as_slice()),
+            &proof.proof,
+        )
+        .unwrap();
+        // Read-only calls run on the replica itself.
+        let read = ProgramApiClient::execute(
+            client,
+            p,
+            kv(json!({"op": "stats"})),
+            Some(ExecuteOptions {
+                read_only: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+        let stats: serde_json::Value = serde_json::from_slice(&read.output_base64.0).unwrap();
+        assert_eq!(stats["count"], 3);
+        assert_eq!(read.state_root_in, home.state_root);
+    }
+    assert_eq!(
+        ReceiptApiClient::get(&cb, rc.id).await.unwrap(),
+        ReceiptApiClient::get(&ca, rc.id).await.unwrap()
+    );
+
+    // C restarts while A keeps committing; it comes back and applies what it missed.
+    c.restart().await;
+    ProgramApiClient::execute(&ca, p, kv(json!({"op": "delete", "key": "from-b"})), None)
+        .await
+        .unwrap();
+    let cc = c.client().await;
+    PeerApiClient::connect(&cc, ticket(&a).await).await.unwrap();
+    converge(&[&a, &b, &c], Duration::from_secs(30)).await;
+    let home = ProgramApiClient::info(&ca, p).await.unwrap();
+    let on_c = ProgramApiClient::info(&cc, p).await.unwrap();
+    assert_eq!((on_c.height, on_c.state_root), (4, home.state_root));
+    assert!(
+        StateApiClient::get(&cc, p, b"d/from-b".to_vec().into())
+            .await
+            .unwrap()
+            .value_base64
+            .is_none()
+    );
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_for_an_unreachable_home_fails_clearly() {
+    use onvm::rpc_api::api::ProgramApiClient;
+    use onvm::rpc_api::error::error_data;
+    use onvm::rpc_api::program::DeployRequest;
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let cb = b.client().await;
+    PeerApiClient::connect(&cb, ticket(&a).await).await.unwrap();
+    let p = ProgramApiClient::deploy(
+        &a.client().await,
+        DeployRequest {
+            wasm_base64: Some(common::program_wasm("kvstore").into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    converge(&[&a, &b], Duration::from_secs(30)).await;
+    let home = a.node().endpoint_id();
     a.stop().await;
+    let started = Instant::now();
+    let err = call_error(
+        ProgramApiClient::execute(&cb, p, kv(serde_json::json!({"op": "stats"})), None).await,
+    );
+    assert_eq!(err.code(), codes::UNAVAILABLE);
+    let data = error_data(&err).unwrap();
+    assert_eq!(data.kind, "home_unreachable");
+    assert_eq!(data.detail["home"], home);
+    println!(
+        "an unreachable home was reported after {:?}",
+        started.elapsed()
+    );
     b.stop().await;
 }

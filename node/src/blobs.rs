@@ -183,8 +183,24 @@ impl Blobs {
         self.add(data, mime).await
     }
 
-    /// Stores bytes the node already holds in memory (e.g. deployed wasm), up to the blob cap.
+    /// Stores bytes the node already holds in memory (e.g. deployed wasm), up to the blob cap,
+    /// and announces the blob in the DAG.
     pub async fn add(&self, data: Vec<u8>, mime: Option<String>) -> Result<BlobStat, BlobError> {
+        self.add_with(data, mime, true).await
+    }
+
+    /// Like `add`, without a DAG announcement: for blobs another DAG node already names (the
+    /// writes of a large call).
+    pub async fn add_unannounced(&self, data: Vec<u8>) -> Result<BlobStat, BlobError> {
+        self.add_with(data, None, false).await
+    }
+
+    async fn add_with(
+        &self,
+        data: Vec<u8>,
+        mime: Option<String>,
+        publish: bool,
+    ) -> Result<BlobStat, BlobError> {
         check_mime(&mime)?;
         let size = data.len() as u64;
         self.check_size(size)?;
@@ -196,7 +212,7 @@ impl Blobs {
             .await
             .map_err(|e| BlobError::Backend(format!("adding blob: {e}")))?;
         self.sync().await?;
-        self.record(hf.hash, size, mime, true).await
+        self.record(hf.hash, size, mime, publish).await
     }
 
     fn check_size(&self, size: u64) -> Result<(), BlobError> {

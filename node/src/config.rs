@@ -130,6 +130,11 @@ pub struct NetConfig {
     pub listen: SocketAddr,
     pub offline: bool,
     pub bootnodes: Vec<String>,
+    pub mdns: bool,
+    pub forward_timeout_ms: u64,
+    pub max_forward_bytes: u64,
+    pub max_gossip_bytes: u64,
+    pub sync_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +179,11 @@ impl Default for NetConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7600)),
             offline: false,
             bootnodes: Vec::new(),
+            mdns: false,
+            forward_timeout_ms: 60_000,
+            max_forward_bytes: 16 * MIB,
+            max_gossip_bytes: 64 * 1024,
+            sync_interval_ms: 2_000,
         }
     }
 }
@@ -255,6 +265,26 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "rpc.max_batch and rpc.max_connections must be at least 1".into(),
             ));
+        }
+        let net = &self.net;
+        if net.max_gossip_bytes < 4096 || net.max_gossip_bytes > 1024 * 1024 {
+            return Err(ConfigError::Invalid(
+                "net.max_gossip_bytes must be between 4 KiB and 1 MiB".into(),
+            ));
+        }
+        if net.forward_timeout_ms == 0 || net.sync_interval_ms < 50 {
+            return Err(ConfigError::Invalid(
+                "net.forward_timeout_ms must be at least 1 and net.sync_interval_ms at least 50"
+                    .into(),
+            ));
+        }
+        if base64_len(self.vm.max_input_bytes.max(self.vm.max_output_bytes)) + ENVELOPE_BYTES
+            > net.max_forward_bytes
+        {
+            return Err(ConfigError::Invalid(format!(
+                "net.max_forward_bytes = {} cannot carry a call of vm.max_input_bytes / vm.max_output_bytes once base64-encoded",
+                net.max_forward_bytes
+            )));
         }
         if self.blobs.max_chunk_bytes == 0 {
             return Err(ConfigError::Invalid(
@@ -357,6 +387,18 @@ listen = "{net_listen}"
 offline = {offline}
 # Tickets of nodes to join at start (`onvm ticket` on them). CLI flag: --bootnode (repeatable).
 bootnodes = {bootnodes:?}
+# Find peers on the local network with mDNS (works with offline = true too).
+mdns = {mdns}
+# A call or job submitted here for a program homed elsewhere is forwarded to its home over
+# /onvm/call/1; give up (code -32005, kind home_unreachable) after this many ms.
+forward_timeout_ms = {forward_timeout_ms}
+# Largest forwarded call or reply, in bytes (JSON, inputs and outputs base64-encoded).
+max_forward_bytes = {max_forward_bytes}
+# Largest gossip message; the same on every node of a network. DAG nodes over it are not
+# gossiped (peers pull them by sync instead); received messages over it are dropped.
+max_gossip_bytes = {max_gossip_bytes}
+# Every this many ms the node also pulls DAG heads from its peers (repairs missed gossip).
+sync_interval_ms = {sync_interval_ms}
 
 [blobs]
 # Fetch a blob this node lacks from its peers on first read (BAO-verified, size-capped).
@@ -434,6 +476,11 @@ max_metadata_bytes = {max_metadata_bytes}
             net_listen = net.listen,
             offline = net.offline,
             bootnodes = net.bootnodes,
+            mdns = net.mdns,
+            forward_timeout_ms = net.forward_timeout_ms,
+            max_forward_bytes = net.max_forward_bytes,
+            max_gossip_bytes = net.max_gossip_bytes,
+            sync_interval_ms = net.sync_interval_ms,
             fetch_from_peers = blobs.fetch_from_peers,
             max_blob_bytes = blobs.max_blob_bytes,
             max_inline_bytes = blobs.max_inline_bytes,

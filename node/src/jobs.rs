@@ -365,6 +365,11 @@ impl Jobs {
         self.inner.events.subscribe()
     }
 
+    /// Where events of jobs replicated from other nodes are announced to live subscribers.
+    pub fn event_sender(&self) -> broadcast::Sender<JobEvent> {
+        self.inner.events.clone()
+    }
+
     pub async fn events_from(
         &self,
         job: Option<JobId>,

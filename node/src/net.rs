@@ -35,6 +35,7 @@ impl Net {
         network_id: &str,
         blobs: &crate::blobs::Blobs,
         store: &crate::store::Store,
+        job_events: tokio::sync::broadcast::Sender<onvm_rpc_api::jobs::JobEvent>,
     ) -> Result<Self, NetError> {
         let blob_store = blobs.store();
         let addr = config.listen;
@@ -70,10 +71,16 @@ impl Net {
             network_id.to_string(),
             blobs.clone(),
             store.clone(),
+            job_events,
+            ForwardLimits {
+                max_bytes: usize::try_from(config.max_forward_bytes).unwrap_or(usize::MAX),
+                timeout: std::time::Duration::from_millis(config.forward_timeout_ms),
+            },
         );
         let router = Router::builder(endpoint)
             .accept(iroh_blobs::ALPN, blobs_protocol)
             .accept(PEER_ALPN, PeerProtocol(peers.clone()))
+            .accept(CALL_ALPN, CallProtocol(peers.clone()))
             .spawn();
         Ok(Self {
             router,
@@ -239,6 +246,10 @@ pub struct Peers {
     network_id: String,
     blobs: crate::blobs::Blobs,
     store: crate::store::Store,
+    /// Wakes job subscribers when a replicated job changes.
+    job_events: tokio::sync::broadcast::Sender<onvm_rpc_api::jobs::JobEvent>,
+    call_handler: std::sync::OnceLock<std::sync::Arc<dyn CallHandler>>,
+    forward_limits: ForwardLimits,
     known: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, PeerEntry>>,
 }
 
@@ -271,12 +282,17 @@ impl Peers {
         network_id: String,
         blobs: crate::blobs::Blobs,
         store: crate::store::Store,
+        job_events: tokio::sync::broadcast::Sender<onvm_rpc_api::jobs::JobEvent>,
+        forward_limits: ForwardLimits,
     ) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             endpoint,
             network_id,
             blobs,
             store,
+            job_events,
+            call_handler: std::sync::OnceLock::new(),
+            forward_limits,
             known: Default::default(),
         })
     }
@@ -531,10 +547,13 @@ impl Peers {
     /// peer. Returns how many nodes were added.
     pub async fn sync_dag(&self, addr: iroh::EndpointAddr) -> Result<usize, String> {
         let id = addr.id;
-        let conn = tokio::time::timeout(SYNC_DIAL_TIMEOUT, self.endpoint.connect(addr, PEER_ALPN))
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(
+            SYNC_DIAL_TIMEOUT,
+            self.endpoint.connect(addr.clone(), PEER_ALPN),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
         let heads = match request(&conn, &PeerRequest::DagHeads).await? {
             PeerResponse::DagHeads { heads } => heads,
             other => return Err(format!("unexpected reply {other:?}")),
@@ -594,25 +613,117 @@ impl Peers {
             }
             fetched.insert(want, node);
         }
-        // Store parents first: the deterministic order of what was fetched.
-        let graph: std::collections::BTreeMap<_, _> = fetched
+        self.ingest(&addr, fetched).await
+    }
+
+    /// Stores validated nodes from peer `from`, parents first (their deterministic order), with
+    /// the writes of committed calls fetched from that peer when they travel as blobs. Stops at
+    /// the first node that cannot be stored; what came before it stays.
+    async fn ingest(
+        &self,
+        from: &iroh::EndpointAddr,
+        mut nodes: std::collections::HashMap<onvm_rpc_api::Hash32, onvm_rpc_api::dag::DagNode>,
+    ) -> Result<usize, String> {
+        let graph: std::collections::BTreeMap<_, _> = nodes
             .iter()
             .map(|(k, n)| (*k, n.body.parents.clone()))
             .collect();
         let mut added = 0;
         for nid in onvm_rpc_api::dag::order(&graph) {
-            let Some(node) = fetched.remove(&nid) else {
+            let Some(node) = nodes.remove(&nid) else {
                 continue;
             };
+            let writes = self.resolve_writes(&node, from).await?;
             let store = self.store.clone();
-            match tokio::task::spawn_blocking(move || store.insert_foreign_dag(&node)).await {
-                Ok(Ok(true)) => added += 1,
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => return Err(e.to_string()),
+            match tokio::task::spawn_blocking(move || {
+                store.insert_foreign_dag(&node, writes.as_ref())
+            })
+            .await
+            {
+                Ok(Ok(inserted)) => {
+                    if inserted.new {
+                        added += 1;
+                    }
+                    if let Some(event) = inserted.job_event {
+                        // No subscriber is not an error.
+                        let _ = self.job_events.send(event);
+                    }
+                }
+                Ok(Err(e)) => {
+                    let msg = format!("DAG node {nid} from {}: {e}", from.id);
+                    if matches!(e, crate::store::StoreError::ReplicaRejected(_)) {
+                        self.mark(&from.id, Err(msg.clone()));
+                    }
+                    return Err(msg);
+                }
                 Err(e) => return Err(e.to_string()),
             }
         }
         Ok(added)
+    }
+
+    /// Blobs a node must hold before it stores `node`: a program's code and declared blobs (so
+    /// it can run read-only calls), and a committed call's writes when they travel as a blob.
+    fn required_blobs(node: &onvm_rpc_api::dag::DagNode) -> Vec<onvm_rpc_api::BlobId> {
+        use onvm_rpc_api::dag::{DagPayload, WritesRef};
+        match &node.body.payload {
+            DagPayload::ProgramDeployed { manifest } => {
+                let mut ids = vec![manifest.manifest.code];
+                ids.extend(manifest.manifest.blob_refs.iter().copied());
+                ids
+            }
+            DagPayload::ExecutionCommitted {
+                writes: WritesRef::Blob { blob, .. },
+                ..
+            } => vec![*blob],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Fetches the blobs `node` needs that this node lacks from `from` (which holds them, by
+    /// the same rule), BAO-verified and with the blob size cap checked before download; then
+    /// returns the writes of a committed call, checked against the receipt's write digest.
+    async fn resolve_writes(
+        &self,
+        node: &onvm_rpc_api::dag::DagNode,
+        from: &iroh::EndpointAddr,
+    ) -> Result<Option<onvm_rpc_api::program::Writes>, String> {
+        use onvm_rpc_api::dag::{DagPayload, WritesRef};
+        let mut conn = None;
+        for blob in Self::required_blobs(node) {
+            if self.blobs.stat(blob).await.is_ok() {
+                continue;
+            }
+            if conn.is_none() {
+                conn = Some(
+                    tokio::time::timeout(
+                        DIAL_TIMEOUT,
+                        self.endpoint.connect(from.clone(), iroh_blobs::ALPN),
+                    )
+                    .await
+                    .map_err(|_| "timed out dialing for blobs".to_string())?
+                    .map_err(|e| e.to_string())?,
+                );
+            }
+            if let Some(c) = &conn {
+                self.blobs
+                    .fetch(c.clone(), blob, None)
+                    .await
+                    .map_err(|e| format!("fetching {blob} for DAG node {}: {e}", node.id()))?;
+            }
+        }
+        let DagPayload::ExecutionCommitted { receipt, writes } = &node.body.payload else {
+            return Ok(None);
+        };
+        let bytes = match writes {
+            WritesRef::Inline(bytes) => bytes.0.clone(),
+            WritesRef::Blob { blob, .. } => self
+                .blobs
+                .read_all(*blob)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        onvm_rpc_api::program::decode_writes(&bytes, &receipt.receipt.write_digest).map(Some)
     }
 
     /// One anti-entropy round with every known peer, all at once: an unreachable peer costs
@@ -772,6 +883,206 @@ impl iroh::protocol::ProtocolHandler for PeerProtocol {
                 };
                 let reply = peers.answer(remote, req).await;
                 if let Ok(out) = postcard::to_allocvec(&reply) {
+                    let _ = send.write_all(&out).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+// ---- forwarded calls ----
+
+/// Versioned ALPN on which a program's home accepts calls and jobs accepted by other nodes.
+pub const CALL_ALPN: &[u8] = b"/onvm/call/1";
+
+/// A call forwarded to a program's home. JSON-encoded (the RPC types, errors with their
+/// structured `data`), one per bi-directional stream.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ForwardedCall {
+    Execute {
+        program_id: onvm_rpc_api::ProgramId,
+        input_base64: onvm_rpc_api::types::Base64Bytes,
+        options: onvm_rpc_api::program::ExecuteOptions,
+    },
+    SubmitJob {
+        request: onvm_rpc_api::jobs::SubmitJob,
+    },
+    CancelJob {
+        job_id: onvm_rpc_api::JobId,
+    },
+}
+
+/// The home's answer: the RPC result, or the RPC error it would have returned to a client.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ForwardedReply {
+    Executed {
+        result: Box<onvm_rpc_api::program::ExecuteResult>,
+    },
+    Submitted {
+        result: Box<onvm_rpc_api::jobs::SubmitResult>,
+    },
+    Cancelled {
+        job: Box<onvm_rpc_api::jobs::JobInfo>,
+    },
+    Error {
+        code: i32,
+        message: String,
+        data: Option<serde_json::Value>,
+    },
+}
+
+/// Runs forwarded calls on the home (the RPC layer, which owns the error contract).
+pub trait CallHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        from: iroh::EndpointId,
+        call: ForwardedCall,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ForwardedReply> + Send>>;
+}
+
+/// Limits of the call protocol (config `net.max_forward_bytes`, `net.forward_timeout_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardLimits {
+    pub max_bytes: usize,
+    pub timeout: std::time::Duration,
+}
+
+impl Peers {
+    /// Installs the handler for calls other nodes forward here.
+    pub fn set_call_handler(&self, handler: std::sync::Arc<dyn CallHandler>) {
+        let _ = self.call_handler.set(handler);
+    }
+
+    /// Sends `call` to `home` and waits for its reply (bounded by `net.forward_timeout_ms`).
+    pub async fn forward(
+        &self,
+        home: onvm_rpc_api::Hash32,
+        call: &ForwardedCall,
+    ) -> Result<ForwardedReply, PeerError> {
+        let id = iroh::EndpointId::from_bytes(&home.0).map_err(|e| PeerError::Unreachable {
+            peer: home.to_string(),
+            reason: format!("not an endpoint id: {e}"),
+        })?;
+        let unreachable = |reason: String| PeerError::Unreachable {
+            peer: id.to_string(),
+            reason,
+        };
+        let addr = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|p| p.addr.clone())
+            .ok_or_else(|| unreachable("not a known peer of this node".into()))?;
+        let limits = self.forward_limits;
+        let exchange = async {
+            let conn = self
+                .endpoint
+                .connect(addr, CALL_ALPN)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let bytes = serde_json::to_vec(call).map_err(|e| unreachable(e.to_string()))?;
+            if bytes.len() > limits.max_bytes {
+                return Err(PeerError::Protocol {
+                    peer: id.to_string(),
+                    reason: format!(
+                        "the call is {} bytes, over net.max_forward_bytes = {}",
+                        bytes.len(),
+                        limits.max_bytes
+                    ),
+                });
+            }
+            send.write_all(&bytes)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            send.finish().map_err(|e| unreachable(e.to_string()))?;
+            let reply = recv
+                .read_to_end(limits.max_bytes)
+                .await
+                .map_err(|e| unreachable(format!("reading the reply: {e}")))?;
+            serde_json::from_slice(&reply).map_err(|e| PeerError::Protocol {
+                peer: id.to_string(),
+                reason: format!("malformed reply: {e}"),
+            })
+        };
+        tokio::time::timeout(limits.timeout, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no reply within {:?}", limits.timeout)))?
+    }
+
+    /// Pulls the DAG from one known peer now (after a forwarded call, so the call's effects
+    /// are visible here when the caller gets its answer).
+    pub async fn sync_from(&self, peer: onvm_rpc_api::Hash32) -> Result<usize, String> {
+        let id = iroh::EndpointId::from_bytes(&peer.0).map_err(|e| e.to_string())?;
+        let addr = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|p| p.addr.clone())
+            .ok_or_else(|| format!("{id} is not a known peer"))?;
+        self.sync_dag(addr).await
+    }
+}
+
+/// The accept side of [`CALL_ALPN`].
+#[derive(Debug, Clone)]
+pub struct CallProtocol(pub std::sync::Arc<Peers>);
+
+impl iroh::protocol::ProtocolHandler for CallProtocol {
+    async fn accept(
+        &self,
+        conn: iroh::endpoint::Connection,
+    ) -> Result<(), iroh::protocol::AcceptError> {
+        let remote = conn.remote_id();
+        let max = self.0.forward_limits.max_bytes;
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let peers = self.0.clone();
+            tokio::spawn(async move {
+                let reply = match recv.read_to_end(max).await {
+                    Ok(bytes) => match serde_json::from_slice::<ForwardedCall>(&bytes) {
+                        Ok(call) => match peers.call_handler.get() {
+                            Some(handler) => handler.handle(remote, call).await,
+                            None => ForwardedReply::Error {
+                                code: onvm_rpc_api::error::UNAVAILABLE,
+                                message: "this node is still starting".into(),
+                                data: None,
+                            },
+                        },
+                        Err(e) => ForwardedReply::Error {
+                            code: onvm_rpc_api::error::INVALID_PARAMS,
+                            message: format!("malformed forwarded call: {e}"),
+                            data: None,
+                        },
+                    },
+                    Err(iroh::endpoint::ReadToEndError::TooLong) => {
+                        tracing::debug!(%remote, "forwarded call over {max} bytes: stream reset");
+                        let _ = recv.stop(iroh::endpoint::VarInt::from_u32(TOO_LONG));
+                        let _ = send.reset(iroh::endpoint::VarInt::from_u32(TOO_LONG));
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                if let Ok(mut out) = serde_json::to_vec(&reply) {
+                    if out.len() > max {
+                        out = serde_json::to_vec(&ForwardedReply::Error {
+                            code: onvm_rpc_api::error::LIMIT_EXCEEDED,
+                            message: format!(
+                                "the reply is {} bytes, over net.max_forward_bytes = {max}",
+                                out.len()
+                            ),
+                            data: None,
+                        })
+                        .unwrap_or_default();
+                    }
                     let _ = send.write_all(&out).await;
                     let _ = send.finish();
                 }

@@ -306,6 +306,7 @@ impl Node {
             &config.node.network_id,
             &blobs,
             &store,
+            jobs.event_sender(),
         )
         .await
         {

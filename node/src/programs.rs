@@ -265,8 +265,8 @@ impl Programs {
         blocking(move || Ok(store.program(&id)?)).await
     }
 
-    /// One write path per program: its home (the deployer). Replicas hold the catalog and
-    /// receipts but not the state, so they neither run calls nor answer state reads for it.
+    /// One write path per program: its home (the deployer). Replicas apply the home's committed
+    /// writes, so they answer state reads and read-only calls, but never commit a call.
     fn require_home(&self, record: &ProgramRecord) -> Result<(), ProgramError> {
         let m = &record.manifest.manifest;
         if m.deployer != Hash32(*self.identity.endpoint_id().as_bytes()) {
@@ -426,7 +426,9 @@ impl Programs {
         );
         let record = self.require(&id).await?;
         let manifest = record.manifest.manifest.clone();
-        self.require_home(&record)?;
+        if !options.read_only {
+            self.require_home(&record)?;
+        }
         let entrypoint = options
             .entrypoint
             .clone()
@@ -551,6 +553,12 @@ impl Programs {
         let network = self.network_id.clone();
         let store = self.store.clone();
         let writes = result.writes;
+        // Replicas need the writes: small sets ride inside the DAG node, large ones as a blob
+        // stored before the commit that names it.
+        let encoded = onvm_rpc_api::program::encode_writes(&writes);
+        if encoded.len() > onvm_rpc_api::dag::MAX_INLINE_WRITES {
+            self.blobs.add_unannounced(encoded).await?;
+        }
         // A successful job attempt stores its output first (content-addressed, harmless if the
         // commit below never happens), then completes the job inside the commit.
         let job_commit = match job {
@@ -640,7 +648,6 @@ impl Programs {
         id: ProgramId,
         key: Vec<u8>,
     ) -> Result<(Hash32, Option<Vec<u8>>, onvm_rpc_api::smt::SmtProof), ProgramError> {
-        self.require_home(&self.require(&id).await?)?;
         if key.is_empty() || key.len() as u64 > self.vm.limits().max_key_bytes {
             return Err(ProgramError::BadRequest(format!(
                 "keys are 1..={} bytes",

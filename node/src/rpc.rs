@@ -8,6 +8,8 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::{RpcResult, async_trait};
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
+
+use crate::net::{CallHandler, ForwardedCall, ForwardedReply};
 use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use onvm_rpc_api::api::{
     BlobApiServer, DagApiServer, JobApiServer, NodeApiServer, PeerApiServer, ProgramApiServer,
@@ -468,9 +470,23 @@ impl ProgramApiServer for Handlers {
         input_base64: Base64Bytes,
         options: Option<ExecuteOptions>,
     ) -> RpcResult<ExecuteResult> {
+        let options = options.unwrap_or_default();
+        if !options.read_only
+            && let Some(home) = self.elsewhere(program_id).await?
+        {
+            let call = ForwardedCall::Execute {
+                program_id,
+                input_base64,
+                options,
+            };
+            return match self.forward(home, &call).await? {
+                ForwardedReply::Executed { result } => Ok(*result),
+                other => Err(unexpected(other)),
+            };
+        }
         self.ctx
             .programs
-            .execute(program_id, input_base64.0, options.unwrap_or_default())
+            .execute(program_id, input_base64.0, options)
             .await
             .map_err(program_error)
     }
@@ -603,6 +619,45 @@ impl DagApiServer for Handlers {
 }
 
 impl Handlers {
+    /// The home of `program` when it is another node (calls for it are forwarded there).
+    async fn elsewhere(&self, program: ProgramId) -> RpcResult<Option<onvm_rpc_api::Hash32>> {
+        match self.ctx.programs.check_home(program).await {
+            Ok(()) => Ok(None),
+            Err(ProgramError::NotHome { home, .. }) => Ok(Some(home)),
+            Err(e) => Err(program_error(e)),
+        }
+    }
+
+    /// Forwards a call to the program's home and, once it answers, pulls the home's new DAG
+    /// nodes, so the call's receipt, state and job are visible on this node when it returns.
+    async fn forward(
+        &self,
+        home: onvm_rpc_api::Hash32,
+        call: &ForwardedCall,
+    ) -> RpcResult<ForwardedReply> {
+        let peers = self.ctx.net.peers();
+        let reply = peers.forward(home, call).await.map_err(|e| {
+            rpc_error(
+                codes::UNAVAILABLE,
+                "home_unreachable",
+                format!("the program's home could not be reached: {e}"),
+                json!({"home": home}),
+            )
+        })?;
+        if let ForwardedReply::Error {
+            code,
+            message,
+            data,
+        } = reply
+        {
+            return Err(ErrorObjectOwned::owned(code, message, data));
+        }
+        if let Err(e) = peers.sync_from(home).await {
+            tracing::debug!(%home, "pulling the DAG after a forwarded call: {e}");
+        }
+        Ok(reply)
+    }
+
     fn lag(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.ctx.config.rpc.subscriber_lag_ms)
     }
@@ -611,6 +666,15 @@ impl Handlers {
 #[async_trait]
 impl JobApiServer for Handlers {
     async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult> {
+        if let Some(home) = self.elsewhere(request.program_id).await? {
+            return match self
+                .forward(home, &ForwardedCall::SubmitJob { request })
+                .await?
+            {
+                ForwardedReply::Submitted { result } => Ok(*result),
+                other => Err(unexpected(other)),
+            };
+        }
         self.ctx.jobs.submit(request).await.map_err(job_error)
     }
 
@@ -619,10 +683,32 @@ impl JobApiServer for Handlers {
     }
 
     async fn output(&self, job_id: JobId) -> RpcResult<JobOutput> {
-        self.ctx.jobs.output(job_id).await.map_err(job_error)
+        match self.ctx.jobs.output(job_id).await {
+            // A replicated job's output lives on its home (or any node that read it): fetch it.
+            Err(JobError::Blob(BlobError::NotFound(blob))) => {
+                let blobs = self.ctx.blobs.clone();
+                self.ctx
+                    .with_blob(blob, || blobs.stat(blob))
+                    .await
+                    .map_err(blob_error)?;
+                self.ctx.jobs.output(job_id).await.map_err(job_error)
+            }
+            other => other.map_err(job_error),
+        }
     }
 
     async fn cancel(&self, job_id: JobId) -> RpcResult<JobInfo> {
+        if let Ok(job) = self.ctx.jobs.status(job_id).await
+            && let Some(home) = self.elsewhere(job.program_id).await?
+        {
+            return match self
+                .forward(home, &ForwardedCall::CancelJob { job_id })
+                .await?
+            {
+                ForwardedReply::Cancelled { job } => Ok(*job),
+                other => Err(unexpected(other)),
+            };
+        }
         self.ctx.jobs.cancel(job_id).await.map_err(job_error)
     }
 
@@ -697,10 +783,81 @@ impl JobApiServer for Handlers {
 }
 
 /// Binds the server with the configured limits and starts serving; returns the bound address.
+fn unexpected(reply: ForwardedReply) -> ErrorObjectOwned {
+    rpc_error(
+        codes::INTERNAL_ERROR,
+        "internal",
+        format!("the program's home answered with an unexpected reply: {reply:?}"),
+        json!(null),
+    )
+}
+
+fn forwarded_error(e: ErrorObjectOwned) -> ForwardedReply {
+    ForwardedReply::Error {
+        code: e.code(),
+        message: e.message().to_string(),
+        data: e.data().and_then(|d| serde_json::from_str(d.get()).ok()),
+    }
+}
+
+/// Runs calls other nodes forward to this node (the home of their program). Only local
+/// execution: a forwarded call is never forwarded again. Weak: the network layer that holds
+/// this handler is itself owned by the node context.
+struct ForwardedCalls(std::sync::Weak<NodeContext>);
+
+impl CallHandler for ForwardedCalls {
+    fn handle(
+        &self,
+        from: iroh::EndpointId,
+        call: ForwardedCall,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ForwardedReply> + Send>> {
+        let ctx = self.0.upgrade();
+        Box::pin(async move {
+            let Some(ctx) = ctx else {
+                return ForwardedReply::Error {
+                    code: codes::UNAVAILABLE,
+                    message: "this node is shutting down".into(),
+                    data: None,
+                };
+            };
+            tracing::debug!(%from, "forwarded call");
+            match call {
+                ForwardedCall::Execute {
+                    program_id,
+                    input_base64,
+                    options,
+                } => match ctx
+                    .programs
+                    .execute(program_id, input_base64.0, options)
+                    .await
+                {
+                    Ok(result) => ForwardedReply::Executed {
+                        result: Box::new(result),
+                    },
+                    Err(e) => forwarded_error(program_error(e)),
+                },
+                ForwardedCall::SubmitJob { request } => match ctx.jobs.submit(request).await {
+                    Ok(result) => ForwardedReply::Submitted {
+                        result: Box::new(result),
+                    },
+                    Err(e) => forwarded_error(job_error(e)),
+                },
+                ForwardedCall::CancelJob { job_id } => match ctx.jobs.cancel(job_id).await {
+                    Ok(job) => ForwardedReply::Cancelled { job: Box::new(job) },
+                    Err(e) => forwarded_error(job_error(e)),
+                },
+            }
+        })
+    }
+}
+
 pub async fn start(
     config: &RpcConfig,
     ctx: Arc<NodeContext>,
 ) -> Result<(SocketAddr, ServerHandle), RpcError> {
+    ctx.net
+        .peers()
+        .set_call_handler(Arc::new(ForwardedCalls(Arc::downgrade(&ctx))));
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_bytes)
         .max_response_body_size(config.max_response_bytes)

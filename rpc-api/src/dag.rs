@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash32::{Hash32, HexBytes};
 use crate::ids::{BlobId, JobId, ProgramId, ReceiptId};
-use crate::jobs::JobStatus;
-use crate::program::{SignedManifest, SignedReceipt, verify_manifest, verify_receipt};
+use crate::jobs::{JobAttempt, JobStatus};
+use crate::program::{
+    SignedManifest, SignedReceipt, decode_writes, verify_manifest, verify_receipt,
+};
 
 pub const DAG_ID_TAG: &[u8] = b"onvm/dag-node-id/v1";
 pub const DAG_SIG_TAG: &[u8] = b"onvm/dag-node-sig/v1";
@@ -36,24 +38,68 @@ pub enum DagPayload {
     ProgramDeployed {
         manifest: Box<SignedManifest>,
     },
-    /// A committed call; `writes` is a blob holding the call's writes (for replicas to apply).
+    /// A committed call and its writes, for replicas to apply in height order.
     ExecutionCommitted {
         receipt: Box<SignedReceipt>,
-        writes: Option<BlobId>,
+        writes: WritesRef,
     },
+    /// A job accepted by its program's home.
     JobSubmitted {
-        job_id: JobId,
-        program_id: ProgramId,
-        request_id: String,
-        input_blob: BlobId,
+        job: Box<SubmittedJob>,
     },
+    /// A job reached a terminal status (completed, failed, timed out, cancelled).
     JobStateChanged {
         job_id: JobId,
         status: JobStatus,
-        attempt: u32,
+        attempts: Vec<JobAttempt>,
+        error: Option<String>,
         output_blob: Option<BlobId>,
+        output_size: Option<u64>,
         receipt_id: Option<ReceiptId>,
     },
+}
+
+/// What every node learns about a job when its home accepts it (the input is a blob).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmittedJob {
+    pub job_id: JobId,
+    pub program_id: ProgramId,
+    pub request_id: String,
+    pub input_blob: BlobId,
+    pub input_hash: Hash32,
+    pub input_size: u64,
+    pub entrypoint: Option<String>,
+    pub max_retries: u32,
+    pub timeout_ms: u64,
+    pub fuel: u64,
+    /// The job's metadata as JSON text (postcard cannot carry free-form JSON values).
+    pub metadata_json: Option<String>,
+    pub created_at_ms: u64,
+}
+
+/// Where a committed call's writes are: inside the node when small, else in a blob (both hold
+/// `program::encode_writes` bytes, checked against the receipt's `write_digest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WritesRef {
+    Inline(HexBytes),
+    Blob { blob: BlobId, size: u64 },
+}
+
+/// Encoded writes up to this size travel inside the DAG node; larger ones as a blob.
+pub const MAX_INLINE_WRITES: usize = 16 * 1024;
+
+impl WritesRef {
+    /// Inline bytes, or the blob to fetch (with its claimed size, checked before download).
+    pub fn for_encoded(encoded: &[u8], blob: impl FnOnce() -> BlobId) -> Self {
+        if encoded.len() <= MAX_INLINE_WRITES {
+            WritesRef::Inline(HexBytes(encoded.to_vec()))
+        } else {
+            WritesRef::Blob {
+                blob: blob(),
+                size: encoded.len() as u64,
+            }
+        }
+    }
 }
 
 /// The signed part of a node.
@@ -186,18 +232,27 @@ impl DagNode {
                     ));
                 }
             }
-            DagPayload::ExecutionCommitted { receipt, .. } => {
+            DagPayload::ExecutionCommitted { receipt, writes } => {
                 verify_receipt(receipt, Some(network_id), None)
                     .map_err(|e| DagError::BadPayload(format!("receipt: {e}")))?;
+                if let WritesRef::Inline(bytes) = writes {
+                    decode_writes(&bytes.0, &receipt.receipt.write_digest)
+                        .map_err(DagError::BadPayload)?;
+                }
                 if receipt.receipt.executor != b.author {
                     return Err(DagError::BadPayload(
                         "receipt was executed by another node".into(),
                     ));
                 }
             }
-            DagPayload::BlobPublished { .. }
-            | DagPayload::JobSubmitted { .. }
-            | DagPayload::JobStateChanged { .. } => {}
+            DagPayload::JobSubmitted { job } => {
+                if crate::jobs::job_id(&job.program_id, &job.request_id) != job.job_id {
+                    return Err(DagError::BadPayload(
+                        "job id does not match its program and request id".into(),
+                    ));
+                }
+            }
+            DagPayload::BlobPublished { .. } | DagPayload::JobStateChanged { .. } => {}
         }
         Ok(id)
     }
@@ -367,11 +422,10 @@ mod tests {
             Hash32(k.verifying_key().to_bytes()),
             vec![],
             0,
-            DagPayload::JobSubmitted {
-                job_id: JobId::from_bytes([0; 32]),
-                program_id: ProgramId::from_bytes([0; 32]),
-                request_id: "x".repeat(MAX_NODE_BYTES),
-                input_blob: BlobId::from_bytes([0; 32]),
+            DagPayload::BlobPublished {
+                blob: BlobId::from_bytes([0; 32]),
+                size: 1,
+                mime: Some("x".repeat(MAX_NODE_BYTES)),
             },
             |m| k.sign(m).to_bytes(),
         );

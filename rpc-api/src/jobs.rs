@@ -95,7 +95,7 @@ pub struct SubmitJob {
 }
 
 /// One execution attempt of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobAttempt {
     pub number: u32,
     pub started_at_ms: u64,

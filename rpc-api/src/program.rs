@@ -61,6 +61,29 @@ pub fn write_digest<'a>(writes: impl IntoIterator<Item = (&'a [u8], Option<&'a [
     Hash32(*h.finalize().as_bytes())
 }
 
+/// A call's writes: key -> new value, or `None` for a delete. Sorted by key.
+pub type Writes = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The encoding of a call's writes that replicas receive (inline in a DAG node or as a blob):
+/// postcard of the sorted `(key, value)` pairs.
+pub fn encode_writes(writes: &Writes) -> Vec<u8> {
+    postcard::to_allocvec(writes).unwrap_or_default()
+}
+
+/// Decodes writes received from a peer and checks them against the receipt's `write_digest`,
+/// so a replica applies exactly what the executor committed.
+pub fn decode_writes(bytes: &[u8], expected: &Hash32) -> Result<Writes, String> {
+    let writes: Writes =
+        postcard::from_bytes(bytes).map_err(|e| format!("malformed writes: {e}"))?;
+    let digest = write_digest(writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+    if &digest != expected {
+        return Err(format!(
+            "writes digest {digest} does not match the receipt's {expected}"
+        ));
+    }
+    Ok(writes)
+}
+
 fn tagged_message(tag: &[u8], network_id: &str, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(tag.len() + network_id.len() + body.len() + 16);
     m.extend_from_slice(tag);

@@ -9,6 +9,9 @@ use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
+use onvm_rpc_api::jobs::JobEvent;
+use onvm_rpc_api::program::Writes;
+
 use super::{Store, StoreError, decode, encode};
 
 /// Node id -> postcard DagNode.
@@ -17,6 +20,9 @@ const DAG_NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("dag_n
 const DAG_HEADS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("dag_heads");
 /// Arrival order on this node -> node id (a cursor for subscribers and sync).
 const DAG_LOG: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("dag_log");
+/// `own_last` -> the id of the last node this node authored.
+const DAG_META: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("dag_meta");
+const OWN_LAST: &str = "own_last";
 
 /// An ed25519 signature function (the node's endpoint key).
 pub type Signer = Arc<dyn Fn(&[u8]) -> [u8; 64] + Send + Sync>;
@@ -41,11 +47,15 @@ pub(super) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(DAG_NODES)?;
     tx.open_table(DAG_HEADS)?;
     tx.open_table(DAG_LOG)?;
+    tx.open_table(DAG_META)?;
     Ok(())
 }
 
 /// Appends a node for `payload` on top of the current heads (at most `MAX_PARENTS` of them;
-/// any others stay heads and are picked up by the next node). No author set: nothing recorded.
+/// any others stay heads and are picked up by the next node). The author's own previous node
+/// is always a parent, so each author's nodes form a chain: replicas see a program's calls in
+/// height order and a job's changes in the order they happened. No author set: nothing
+/// recorded.
 pub(super) fn append(
     tx: &WriteTransaction,
     author: Option<&DagAuthor>,
@@ -55,10 +65,19 @@ pub(super) fn append(
         return Ok(None);
     };
     let mut heads = tx.open_table(DAG_HEADS)?;
+    let mut meta = tx.open_table(DAG_META)?;
     let mut parents = Vec::new();
-    for entry in heads.iter()?.take(MAX_PARENTS) {
-        let (k, _) = entry?;
-        parents.push(Hash32(*k.value()));
+    if let Some(own) = meta.get(OWN_LAST)? {
+        parents.push(Hash32(*own.value()));
+    }
+    for entry in heads.iter()? {
+        if parents.len() >= MAX_PARENTS {
+            break;
+        }
+        let head = Hash32(*entry?.0.value());
+        if !parents.contains(&head) {
+            parents.push(head);
+        }
     }
     let node = build_node(
         &author.network_id,
@@ -75,6 +94,7 @@ pub(super) fn append(
         heads.remove(&p.0)?;
     }
     heads.insert(&id.0, ())?;
+    meta.insert(OWN_LAST, &id.0)?;
     let mut log = tx.open_table(DAG_LOG)?;
     let seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
     log.insert(seq, &id.0)?;
@@ -82,10 +102,16 @@ pub(super) fn append(
 }
 
 /// Applies what a peer's operation means for this node's tables, in the transaction that
-/// stores the DAG node: programs join the catalog, receipts become queryable and move the
-/// catalog's root and height. Program state and jobs are not replicated yet (the DAG does not
-/// carry writes): calls and state reads go to the program's home.
-fn apply_replicated(tx: &WriteTransaction, payload: &DagPayload) -> Result<(), StoreError> {
+/// stores the DAG node: programs join the catalog; a committed call's receipt is stored and
+/// its `writes` (already fetched and checked against the receipt's digest) are applied, in
+/// height order, after checking the call continues from this replica's root and ends at the
+/// root the receipt claims.
+fn apply_replicated(
+    tx: &WriteTransaction,
+    author: &Hash32,
+    payload: &DagPayload,
+    writes: Option<&Writes>,
+) -> Result<Option<JobEvent>, StoreError> {
     match payload {
         DagPayload::ProgramDeployed { manifest } => {
             let id = manifest.manifest.program_id;
@@ -102,35 +128,68 @@ fn apply_replicated(tx: &WriteTransaction, payload: &DagPayload) -> Result<(), S
             }
         }
         DagPayload::ExecutionCommitted { receipt, .. } => {
-            let key = super::receipt_key(&receipt.receipt.program_id, receipt.receipt.height);
-            let mut receipts = tx.open_table(super::RECEIPTS)?;
-            if receipts.get(&key)?.is_none() {
-                receipts.insert(&key, encode(&**receipt).as_slice())?;
-                tx.open_table(super::RECEIPT_INDEX)?
-                    .insert(receipt.id.as_bytes(), &key)?;
+            let r = &receipt.receipt;
+            let refuse =
+                |why: String| StoreError::ReplicaRejected(format!("{}: {why}", receipt.id));
+            let mut record = {
+                let programs = tx.open_table(super::PROGRAMS)?;
+                super::require_program(&programs, &r.program_id)?
+            };
+            if r.executor != record.manifest.manifest.deployer {
+                return Err(refuse(format!(
+                    "executed by {}, but the program's home is {}",
+                    r.executor, record.manifest.manifest.deployer
+                )));
             }
-            // The catalog shows the home's latest committed root and height (from receipts
-            // that verified); the state itself stays on the home node for now.
-            let mut programs = tx.open_table(super::PROGRAMS)?;
-            let current = programs
-                .get(receipt.receipt.program_id.as_bytes())?
-                .map(|v| decode::<super::ProgramRecord>("programs", v.value()))
-                .transpose()?;
-            if let Some(mut record) = current
-                && receipt.receipt.height + 1 > record.height
-            {
-                record.height = receipt.receipt.height + 1;
-                record.state_root = receipt.receipt.state_root_out;
-                record.last_timestamp_ms = receipt.receipt.timestamp_ms;
-                programs.insert(
-                    receipt.receipt.program_id.as_bytes(),
-                    encode(&record).as_slice(),
-                )?;
+            if r.height < record.height {
+                // Already applied (a node reached through two peers at once).
+                return Ok(None);
             }
+            if r.height > record.height {
+                return Err(refuse(format!(
+                    "height {} skips ahead of this replica's {}",
+                    r.height, record.height
+                )));
+            }
+            if r.state_root_in != record.state_root {
+                return Err(refuse(format!(
+                    "starts from root {}, this replica is at {}",
+                    r.state_root_in, record.state_root
+                )));
+            }
+            let writes = writes.ok_or_else(|| refuse("its writes were not supplied".into()))?;
+            let root = super::apply_writes(tx, &r.program_id, &mut record, writes)?;
+            if root != r.state_root_out {
+                return Err(refuse(format!(
+                    "its writes lead to root {root}, the receipt claims {}",
+                    r.state_root_out
+                )));
+            }
+            record.height = r.height + 1;
+            record.last_timestamp_ms = record.last_timestamp_ms.max(r.timestamp_ms);
+            tx.open_table(super::PROGRAMS)?
+                .insert(r.program_id.as_bytes(), encode(&record).as_slice())?;
+            let key = super::receipt_key(&r.program_id, r.height);
+            tx.open_table(super::RECEIPTS)?
+                .insert(&key, encode(&**receipt).as_slice())?;
+            tx.open_table(super::RECEIPT_INDEX)?
+                .insert(receipt.id.as_bytes(), &key)?;
         }
-        _ => {}
+        DagPayload::JobSubmitted { .. } | DagPayload::JobStateChanged { .. } => {
+            return super::jobs::apply_replicated(tx, author, payload);
+        }
+        DagPayload::NodeAnnounce { .. } | DagPayload::BlobPublished { .. } => {}
     }
-    Ok(())
+    Ok(None)
+}
+
+/// What storing a peer's node did.
+#[derive(Debug, Default)]
+pub struct ForeignInsert {
+    /// False if the node was already stored.
+    pub new: bool,
+    /// The job event it caused, for live subscribers.
+    pub job_event: Option<JobEvent>,
 }
 
 impl Store {
@@ -152,16 +211,22 @@ impl Store {
     }
 
     /// Stores a node received from a peer (already validated by the caller) whose parents are
-    /// all stored. Returns false if it was already known.
-    pub fn insert_foreign_dag(&self, node: &DagNode) -> Result<bool, StoreError> {
+    /// all stored, with the decoded writes of an `ExecutionCommitted`. Returns false if it was
+    /// already known.
+    pub fn insert_foreign_dag(
+        &self,
+        node: &DagNode,
+        writes: Option<&Writes>,
+    ) -> Result<ForeignInsert, StoreError> {
         let id = node.id();
         let tx = self.db.begin_write()?;
+        let job_event;
         {
             let mut nodes = tx.open_table(DAG_NODES)?;
             if nodes.get(&id.0)?.is_some() {
                 drop(nodes);
                 tx.abort()?;
-                return Ok(false);
+                return Ok(ForeignInsert::default());
             }
             for p in &node.body.parents {
                 if nodes.get(&p.0)?.is_none() {
@@ -170,7 +235,7 @@ impl Store {
             }
             nodes.insert(&id.0, encode(node).as_slice())?;
             drop(nodes);
-            apply_replicated(&tx, &node.body.payload)?;
+            job_event = apply_replicated(&tx, &node.body.author, &node.body.payload, writes)?;
             let mut heads = tx.open_table(DAG_HEADS)?;
             for p in &node.body.parents {
                 heads.remove(&p.0)?;
@@ -181,7 +246,10 @@ impl Store {
             log.insert(seq, &id.0)?;
         }
         tx.commit()?;
-        Ok(true)
+        Ok(ForeignInsert {
+            new: true,
+            job_event,
+        })
     }
 
     pub fn has_dag_node(&self, id: &Hash32) -> Result<bool, StoreError> {

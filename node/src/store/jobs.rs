@@ -1,9 +1,12 @@
 //! Job tables: the durable queue, the request-id index, the persisted event log and logs.
 //! Records are JSON (they are never hashed or signed, and carry free-form metadata).
 
-use onvm_rpc_api::JobId;
-use onvm_rpc_api::jobs::{AttemptLogs, JobEvent, JobFilter, JobInfo, JobLogs, JobStatus};
+use onvm_rpc_api::dag::{DagPayload, SubmittedJob};
+use onvm_rpc_api::jobs::{
+    AttemptLogs, JobAttempt, JobEvent, JobFilter, JobInfo, JobLogs, JobStatus,
+};
 use onvm_rpc_api::program::SignedReceipt;
+use onvm_rpc_api::{Hash32, JobId, ProgramId};
 use redb::{
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
@@ -103,29 +106,66 @@ fn save(
     let became_terminal =
         after.status.is_terminal() && before.is_none_or(|b| b.status != after.status);
     if before.is_none() {
-        dag::append(
-            tx,
-            author,
-            onvm_rpc_api::dag::DagPayload::JobSubmitted {
-                job_id: after.job_id,
-                program_id: after.program_id,
-                request_id: after.request_id.clone(),
-                input_blob: after.input_blob,
-            },
-        )?;
+        dag::append(tx, author, submitted_payload(after))?;
     } else if became_terminal {
-        dag::append(
-            tx,
-            author,
-            onvm_rpc_api::dag::DagPayload::JobStateChanged {
-                job_id: after.job_id,
-                status: after.status,
-                attempt: after.attempts.len() as u32,
-                output_blob: after.output_blob,
-                receipt_id: after.receipt_id,
-            },
-        )?;
+        dag::append(tx, author, changed_payload(after))?;
     }
+    record_event(tx, after).map(Some)
+}
+
+/// Longest error text a DAG node carries (the full text stays in the home's job record).
+const MAX_DAG_ERROR: usize = 512;
+
+fn clip(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|s| {
+        let mut end = s.len().min(MAX_DAG_ERROR);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    })
+}
+
+fn submitted_payload(job: &JobInfo) -> DagPayload {
+    DagPayload::JobSubmitted {
+        job: Box::new(SubmittedJob {
+            job_id: job.job_id,
+            program_id: job.program_id,
+            request_id: job.request_id.clone(),
+            input_blob: job.input_blob,
+            input_hash: job.input_hash,
+            input_size: job.input_size,
+            entrypoint: job.entrypoint.clone(),
+            max_retries: job.max_retries,
+            timeout_ms: job.timeout_ms,
+            fuel: job.fuel,
+            metadata_json: job.metadata.as_ref().map(|m| m.to_string()),
+            created_at_ms: job.created_at_ms,
+        }),
+    }
+}
+
+fn changed_payload(job: &JobInfo) -> DagPayload {
+    DagPayload::JobStateChanged {
+        job_id: job.job_id,
+        status: job.status,
+        attempts: job
+            .attempts
+            .iter()
+            .map(|a| JobAttempt {
+                error: clip(&a.error),
+                ..a.clone()
+            })
+            .collect(),
+        error: clip(&job.error),
+        output_blob: job.output_blob,
+        output_size: job.output_size,
+        receipt_id: job.receipt_id,
+    }
+}
+
+/// Appends the job's current status to the event log (what `job_subscribe` streams).
+fn record_event(tx: &WriteTransaction, after: &JobInfo) -> Result<JobEvent, StoreError> {
     let mut events = tx.open_table(JOB_EVENTS)?;
     let seq = events.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
     let last = after.attempts.last();
@@ -142,7 +182,101 @@ fn save(
     events.insert(seq, to_json(&event).as_slice())?;
     tx.open_table(JOB_EVENTS_BY_JOB)?
         .insert(&event_key(&after.job_id, seq), ())?;
-    Ok(Some(event))
+    Ok(event)
+}
+
+/// Applies a job operation authored by `author` on another node: the job's record appears (and
+/// later reaches its final status) here too, so `job_status`, `job_output` and job events work
+/// on every node. Replicated jobs never enter this node's queue: only the home runs them.
+pub(super) fn apply_replicated(
+    tx: &WriteTransaction,
+    author: &Hash32,
+    payload: &DagPayload,
+) -> Result<Option<JobEvent>, StoreError> {
+    let home_of = |program: &ProgramId| -> Result<Hash32, StoreError> {
+        let programs = tx.open_table(super::PROGRAMS)?;
+        Ok(super::require_program(&programs, program)?
+            .manifest
+            .manifest
+            .deployer)
+    };
+    let refuse = |what: String| StoreError::ReplicaRejected(what);
+    match payload {
+        DagPayload::JobSubmitted { job } => {
+            if home_of(&job.program_id)? != *author {
+                return Err(refuse(format!(
+                    "job {} was accepted by {author}, not its program's home",
+                    job.job_id
+                )));
+            }
+            if load(tx, &job.job_id)?.is_some() {
+                return Ok(None);
+            }
+            let info = JobInfo {
+                job_id: job.job_id,
+                program_id: job.program_id,
+                request_id: job.request_id.clone(),
+                input_hash: job.input_hash,
+                input_size: job.input_size,
+                input_blob: job.input_blob,
+                entrypoint: job.entrypoint.clone(),
+                status: JobStatus::Pending,
+                max_retries: job.max_retries,
+                timeout_ms: job.timeout_ms,
+                fuel: job.fuel,
+                metadata: job
+                    .metadata_json
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str(m).ok()),
+                attempts: Vec::new(),
+                created_at_ms: job.created_at_ms,
+                updated_at_ms: job.created_at_ms,
+                next_run_at_ms: None,
+                error: None,
+                output_blob: None,
+                output_size: None,
+                receipt_id: None,
+                cancel_requested: false,
+            };
+            tx.open_table(JOBS)?
+                .insert(info.job_id.as_bytes(), to_json(&info).as_slice())?;
+            record_event(tx, &info).map(Some)
+        }
+        DagPayload::JobStateChanged {
+            job_id,
+            status,
+            attempts,
+            error,
+            output_blob,
+            output_size,
+            receipt_id,
+        } => {
+            let mut info =
+                load(tx, job_id)?.ok_or_else(|| refuse(format!("job {job_id} is unknown here")))?;
+            if home_of(&info.program_id)? != *author {
+                return Err(refuse(format!(
+                    "job {job_id} was changed by {author}, not its program's home"
+                )));
+            }
+            if info.status.is_terminal() {
+                return Ok(None);
+            }
+            info.status = *status;
+            info.attempts = attempts.clone();
+            info.error = error.clone();
+            info.output_blob = *output_blob;
+            info.output_size = *output_size;
+            info.receipt_id = *receipt_id;
+            info.updated_at_ms = attempts
+                .last()
+                .and_then(|a| a.finished_at_ms)
+                .unwrap_or(info.updated_at_ms);
+            tx.open_table(JOBS)?
+                .insert(job_id.as_bytes(), to_json(&info).as_slice())?;
+            record_event(tx, &info).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 fn append_logs(tx: &WriteTransaction, id: &JobId, attempt: AttemptLogs) -> Result<(), StoreError> {

@@ -4,11 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-
-use onvm_rpc_api::program::{SignedManifest, SignedReceipt};
+use onvm_rpc_api::dag::WritesRef;
+use onvm_rpc_api::program::{SignedManifest, SignedReceipt, Writes};
 use onvm_rpc_api::smt::{self, SmtProof};
-use onvm_rpc_api::{Hash32, ProgramId, ReceiptId};
+use onvm_rpc_api::{BlobId, Hash32, ProgramId, ReceiptId};
 use redb::{
     Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -19,11 +18,11 @@ use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 
 mod dag;
 mod jobs;
-pub use dag::DagAuthor;
+pub use dag::{DagAuthor, ForeignInsert};
 pub use jobs::{JobCommit, JobUpdate};
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// BLAKE3 hash -> BlobRecord.
@@ -70,6 +69,8 @@ pub enum StoreError {
         existing: onvm_rpc_api::JobId,
         what: &'static str,
     },
+    #[error("replicated execution refused: {0}")]
+    ReplicaRejected(String),
     #[error("DAG node parent {0} is not stored")]
     DagMissingParent(Hash32),
     #[error("the job queue is full ({max} jobs waiting); retry later")]
@@ -334,6 +335,48 @@ fn receipt_key(program: &ProgramId, height: u64) -> [u8; 40] {
     k
 }
 
+/// How a call's writes travel in its DAG node: inline when small, else by the id of the blob
+/// of their encoding (which the executor stores before committing, see `Programs`).
+pub fn writes_ref(writes: &Writes) -> WritesRef {
+    let encoded = onvm_rpc_api::program::encode_writes(writes);
+    WritesRef::for_encoded(&encoded, || {
+        BlobId::from_bytes(*blake3::hash(&encoded).as_bytes())
+    })
+}
+
+/// Applies `writes` to `program`'s state and tree inside `tx`, updating the record's root and
+/// key count; returns the new root. Shared by the executor's commit and replicas.
+fn apply_writes(
+    tx: &redb::WriteTransaction,
+    program: &ProgramId,
+    record: &mut ProgramRecord,
+    writes: &Writes,
+) -> Result<Hash32, StoreError> {
+    let mut state = tx.open_table(STATE)?;
+    let mut nodes = WriteNodes {
+        table: tx.open_table(SMT_NODES)?,
+        pending: std::collections::HashMap::new(),
+    };
+    let mut root = record.state_root;
+    for (key, value) in writes {
+        let k = state_key(program, key);
+        let existed = match value {
+            Some(v) => state.insert(k.as_slice(), v.as_slice())?.is_some(),
+            None => state.remove(k.as_slice())?.is_some(),
+        };
+        match (existed, value.is_some()) {
+            (false, true) => record.keys += 1,
+            (true, false) => record.keys = record.keys.saturating_sub(1),
+            _ => {}
+        }
+        let vh = value.as_deref().map(smt::value_hash);
+        root = smt_state::update(&mut nodes, root, &smt::key_hash(key), vh.as_ref())?;
+    }
+    nodes.flush(root)?;
+    record.state_root = root;
+    Ok(root)
+}
+
 /// SMT nodes inside a write transaction. New nodes stay in memory until `flush`, which writes
 /// only those reachable from the final root: a batch of k updates creates k·log(n) nodes, most
 /// of them replaced by later updates in the same batch, and those never reach the disk.
@@ -534,7 +577,7 @@ impl Store {
         program: &ProgramId,
         height: u64,
         timestamp_ms: u64,
-        writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        writes: &Writes,
         sign: impl FnOnce(Hash32) -> SignedReceipt,
     ) -> Result<SignedReceipt, StoreError> {
         self.commit_call_with_job(program, height, timestamp_ms, writes, sign, None)
@@ -548,7 +591,7 @@ impl Store {
         program: &ProgramId,
         height: u64,
         timestamp_ms: u64,
-        writes: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        writes: &Writes,
         sign: impl FnOnce(Hash32) -> SignedReceipt,
         job: Option<JobCommit>,
     ) -> Result<(SignedReceipt, Option<onvm_rpc_api::jobs::JobEvent>), StoreError> {
@@ -563,30 +606,8 @@ impl Store {
                     found: record.height,
                 });
             }
-            let mut state = tx.open_table(STATE)?;
-            let mut nodes = WriteNodes {
-                table: tx.open_table(SMT_NODES)?,
-                pending: std::collections::HashMap::new(),
-            };
-            let mut root = record.state_root;
-            for (key, value) in writes {
-                let k = state_key(program, key);
-                let existed = match value {
-                    Some(v) => state.insert(k.as_slice(), v.as_slice())?.is_some(),
-                    None => state.remove(k.as_slice())?.is_some(),
-                };
-                match (existed, value.is_some()) {
-                    (false, true) => record.keys += 1,
-                    (true, false) => record.keys = record.keys.saturating_sub(1),
-                    _ => {}
-                }
-                let vh = value.as_deref().map(smt::value_hash);
-                root = smt_state::update(&mut nodes, root, &smt::key_hash(key), vh.as_ref())?;
-            }
-            nodes.flush(root)?;
-            drop(nodes);
+            let root = apply_writes(&tx, program, &mut record, writes)?;
             let receipt = sign(root);
-            record.state_root = root;
             record.height += 1;
             record.last_timestamp_ms = record.last_timestamp_ms.max(timestamp_ms);
             programs.insert(program.as_bytes(), encode(&record).as_slice())?;
@@ -600,7 +621,7 @@ impl Store {
                 self.author(),
                 onvm_rpc_api::dag::DagPayload::ExecutionCommitted {
                     receipt: Box::new(receipt.clone()),
-                    writes: None,
+                    writes: writes_ref(writes),
                 },
             )?;
             let event = match job {
@@ -776,10 +797,10 @@ mod tests {
                 signature: HexBytes(vec![]),
             }
         };
-        let first: BTreeMap<Vec<u8>, Option<Vec<u8>>> = (0..500u32)
+        let first: Writes = (0..500u32)
             .map(|i| (i.to_be_bytes().to_vec(), Some(vec![1])))
             .collect();
-        let second: BTreeMap<Vec<u8>, Option<Vec<u8>>> = (0..500u32)
+        let second: Writes = (0..500u32)
             .step_by(3)
             .map(|i| {
                 (
