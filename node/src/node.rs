@@ -29,8 +29,6 @@ const BLOBS_DIR: &str = "blobs";
 const UPLOADS_DIR: &str = "uploads";
 /// How often abandoned uploads are looked for.
 const REAP_INTERVAL: Duration = Duration::from_secs(60);
-/// How often the DAG is reconciled with every peer (pull anti-entropy).
-const DAG_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// How often peers are pinged for liveness and latency.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A health probe that takes longer than this counts as failed.
@@ -356,6 +354,7 @@ impl Node {
             tokio::spawn(keep_peers(
                 ctx.net.peers().clone(),
                 config.net.bootnodes.clone(),
+                Duration::from_millis(config.net.sync_interval_ms),
                 stop_rx,
             )),
         ];
@@ -439,6 +438,7 @@ async fn reap_uploads_periodically(blobs: Blobs, mut stop: tokio::sync::watch::R
 async fn keep_peers(
     peers: Arc<crate::net::Peers>,
     bootnodes: Vec<String>,
+    sync_interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     for ticket in &bootnodes {
@@ -459,7 +459,8 @@ async fn keep_peers(
         }
     }
     let mut ping = tokio::time::interval(PING_INTERVAL);
-    let mut sync = tokio::time::interval(DAG_SYNC_INTERVAL);
+    // Pull anti-entropy repairs what gossip missed (a peer away, a lagging receiver).
+    let mut sync = tokio::time::interval(sync_interval);
     loop {
         tokio::select! {
             _ = stop.changed() => return,

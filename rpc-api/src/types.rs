@@ -150,4 +150,8 @@ pub struct PeerInfo {
     pub last_seen_ms: u64,
     /// Why the last contact failed, if it did.
     pub last_error: Option<String>,
+    /// Invalid messages (forged, malformed or refused DAG nodes) this peer sent; at 16 it is
+    /// ignored until this node restarts.
+    #[serde(default)]
+    pub rejected: u32,
 }

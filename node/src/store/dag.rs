@@ -206,7 +206,7 @@ impl Store {
     pub fn record_dag(&self, payload: DagPayload) -> Result<Option<Hash32>, StoreError> {
         let tx = self.db.begin_write()?;
         let id = append(&tx, self.author(), payload)?;
-        tx.commit()?;
+        self.commit_dag(tx)?;
         Ok(id)
     }
 
@@ -245,7 +245,7 @@ impl Store {
             let seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
             log.insert(seq, &id.0)?;
         }
-        tx.commit()?;
+        self.commit_dag(tx)?;
         Ok(ForeignInsert {
             new: true,
             job_event,
@@ -273,6 +273,31 @@ impl Store {
         let nodes = tx.open_table(DAG_NODES)?;
         let v = nodes.get(&id.0)?;
         v.map(|v| decode("dag_nodes", v.value())).transpose()
+    }
+
+    /// Nodes in this node's arrival order after `seq` (at most `limit`), with their sequence.
+    pub fn dag_log_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, DagNode)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let log = tx.open_table(DAG_LOG)?;
+        let nodes = tx.open_table(DAG_NODES)?;
+        let mut out = Vec::new();
+        for entry in log.range(seq.saturating_add(1)..)?.take(limit) {
+            let (k, id) = entry?;
+            if let Some(v) = nodes.get(id.value())? {
+                out.push((k.value(), decode("dag_nodes", v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of the newest node in the arrival log (0 when empty).
+    pub fn dag_last_seq(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx
+            .open_table(DAG_LOG)?
+            .last()?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0))
     }
 
     pub fn dag_len(&self) -> Result<u64, StoreError> {

@@ -353,7 +353,7 @@ impl Store {
         tx.open_table(JOB_REQUESTS)?
             .insert(job.request_id.as_str(), job.job_id.as_bytes())?;
         let event = save(&tx, self.author(), None, &job)?;
-        tx.commit()?;
+        self.commit_dag(tx)?;
         Ok((job, true, event))
     }
 
@@ -383,7 +383,7 @@ impl Store {
             append_logs(&tx, id, l)?;
         }
         let event = save(&tx, self.author(), Some(&before), &after)?;
-        tx.commit()?;
+        self.commit_dag(tx)?;
         Ok((after, event))
     }
 

@@ -132,6 +132,9 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub struct Store {
     db: Arc<Database>,
     dag_author: Arc<std::sync::OnceLock<DagAuthor>>,
+    /// Bumped after every commit that may have added DAG nodes (gossip and `dag_subscribe`
+    /// then read the log from their cursor).
+    dag_changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -140,9 +143,22 @@ impl Store {
         let store = Self {
             db: Arc::new(db),
             dag_author: Arc::default(),
+            dag_changed: Arc::new(tokio::sync::watch::channel(0).0),
         };
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// Commits a transaction that may have appended DAG nodes and wakes their readers.
+    fn commit_dag(&self, tx: redb::WriteTransaction) -> Result<(), StoreError> {
+        tx.commit()?;
+        self.dag_changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Changes whenever DAG nodes may have been added.
+    pub fn dag_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.dag_changed.subscribe()
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
@@ -219,7 +235,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit_dag(tx)?;
         Ok(result)
     }
 
@@ -518,7 +534,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit_dag(tx)?;
         Ok(result)
     }
 
@@ -630,7 +646,7 @@ impl Store {
             };
             (receipt, event)
         };
-        tx.commit()?;
+        self.commit_dag(tx)?;
         Ok(receipt)
     }
 

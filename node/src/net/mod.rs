@@ -12,6 +12,9 @@ use iroh_tickets::endpoint::EndpointTicket;
 
 use crate::config::NetConfig;
 
+mod gossip;
+pub use gossip::{GossipMessage, TOPIC_TAG, max_payload, topic_id};
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("invalid iroh listen address {addr}: {reason}")]
@@ -25,6 +28,8 @@ pub struct Net {
     router: Router,
     offline: bool,
     peers: std::sync::Arc<Peers>,
+    /// Gossip publisher and receiver, stopped at shutdown.
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Net {
@@ -65,27 +70,49 @@ impl Net {
                 addr,
                 reason: e.to_string(),
             })?;
+        // Addresses learned from tickets and hellos, for what dials by id only (gossip).
+        let memory = iroh::address_lookup::memory::MemoryLookup::new();
+        if let Ok(lookup) = endpoint.address_lookup() {
+            lookup.add(memory.clone());
+        }
+        let max_gossip_bytes = usize::try_from(config.max_gossip_bytes).unwrap_or(usize::MAX);
+        let gossip = iroh_gossip::net::Gossip::builder()
+            .max_message_size(max_gossip_bytes)
+            .spawn(endpoint.clone());
         let blobs_protocol = BlobsProtocol::new(blob_store, None);
-        let peers = Peers::new(
-            endpoint.clone(),
-            network_id.to_string(),
-            blobs.clone(),
-            store.clone(),
+        let peers = std::sync::Arc::new(Peers {
+            endpoint: endpoint.clone(),
+            network_id: network_id.to_string(),
+            blobs: blobs.clone(),
+            store: store.clone(),
             job_events,
-            ForwardLimits {
+            call_handler: std::sync::OnceLock::new(),
+            forward_limits: ForwardLimits {
                 max_bytes: usize::try_from(config.max_forward_bytes).unwrap_or(usize::MAX),
                 timeout: std::time::Duration::from_millis(config.forward_timeout_ms),
             },
-        );
+            memory,
+            max_gossip_bytes,
+            gossip: Default::default(),
+            syncing: Default::default(),
+            rejected: Default::default(),
+            known: Default::default(),
+        });
         let router = Router::builder(endpoint)
             .accept(iroh_blobs::ALPN, blobs_protocol)
             .accept(PEER_ALPN, PeerProtocol(peers.clone()))
             .accept(CALL_ALPN, CallProtocol(peers.clone()))
+            .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
+        let tasks = vec![
+            tokio::spawn(gossip::receive(peers.clone(), gossip)).abort_handle(),
+            tokio::spawn(gossip::publish(peers.clone())).abort_handle(),
+        ];
         Ok(Self {
             router,
             offline: config.offline,
             peers,
+            tasks,
         })
     }
 
@@ -135,6 +162,9 @@ impl Net {
 
     /// Stops accepting connections, ends the protocol handlers and closes the endpoint.
     pub async fn shutdown(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
         if let Err(e) = self.router.shutdown().await {
             tracing::warn!("router shutdown: {e}");
         }
@@ -151,6 +181,8 @@ pub const MAX_PEER_MESSAGE: usize = 64 * 1024;
 const TOO_LONG: u32 = 1;
 /// Stream reset code for a message that does not decode.
 const MALFORMED: u32 = 2;
+/// Invalid messages (forged, malformed or refused DAG nodes) after which a peer is ignored.
+pub const BAN_AFTER: u32 = 16;
 /// At most this many peers are learned from others' hellos.
 const MAX_PEERS: usize = 64;
 const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -250,6 +282,14 @@ pub struct Peers {
     job_events: tokio::sync::broadcast::Sender<onvm_rpc_api::jobs::JobEvent>,
     call_handler: std::sync::OnceLock<std::sync::Arc<dyn CallHandler>>,
     forward_limits: ForwardLimits,
+    memory: iroh::address_lookup::memory::MemoryLookup,
+    max_gossip_bytes: usize,
+    /// The current gossip subscription's sender (replaced when the receiver rejoins).
+    gossip: std::sync::Mutex<Option<iroh_gossip::api::GossipSender>>,
+    /// Peers a pull is running from (at most one at a time each).
+    syncing: std::sync::Mutex<std::collections::HashSet<iroh::EndpointId>>,
+    /// Invalid messages each peer sent; at [`BAN_AFTER`] the peer is ignored.
+    rejected: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, u32>>,
     known: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, PeerEntry>>,
 }
 
@@ -277,26 +317,6 @@ impl std::fmt::Debug for Peers {
 }
 
 impl Peers {
-    pub fn new(
-        endpoint: Endpoint,
-        network_id: String,
-        blobs: crate::blobs::Blobs,
-        store: crate::store::Store,
-        job_events: tokio::sync::broadcast::Sender<onvm_rpc_api::jobs::JobEvent>,
-        forward_limits: ForwardLimits,
-    ) -> std::sync::Arc<Self> {
-        std::sync::Arc::new(Self {
-            endpoint,
-            network_id,
-            blobs,
-            store,
-            job_events,
-            call_handler: std::sync::OnceLock::new(),
-            forward_limits,
-            known: Default::default(),
-        })
-    }
-
     fn hello(&self) -> Hello {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         Hello {
@@ -321,9 +341,24 @@ impl Peers {
             // A hello whose ticket names someone else is ignored for addressing.
             _ => iroh::EndpointAddr::new(id),
         };
+        if self.is_banned(&id) {
+            return false;
+        }
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if !known.contains_key(&id) && known.len() >= MAX_PEERS {
             return true;
+        }
+        if !addr.addrs.is_empty() {
+            self.memory.add_endpoint_info(addr.clone());
+        }
+        if !known.contains_key(&id)
+            && let Some(sender) = self.gossip_sender()
+        {
+            tokio::spawn(async move {
+                if let Err(e) = sender.join_peers(vec![id]).await {
+                    tracing::debug!("joining {id} on the DAG topic: {e}");
+                }
+            });
         }
         let entry = known.entry(id).or_insert_with(|| PeerEntry {
             addr: addr.clone(),
@@ -469,6 +504,7 @@ impl Peers {
             latency_ms: entry.latency_ms,
             last_seen_ms: entry.last_seen_ms,
             last_error: entry.last_error,
+            rejected: self.rejected_count(id),
         })
     }
 
@@ -497,6 +533,62 @@ impl Peers {
             .values()
             .map(|p| p.addr.clone())
             .collect()
+    }
+
+    /// Known peer ids (gossip bootstrap).
+    fn ids(&self) -> Vec<iroh::EndpointId> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    fn is_known(&self, id: &iroh::EndpointId) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// The peer's known address, or just its id (resolved by address lookup).
+    fn addr_of(&self, id: &iroh::EndpointId) -> iroh::EndpointAddr {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|p| p.addr.clone())
+            .unwrap_or_else(|| iroh::EndpointAddr::new(*id))
+    }
+
+    /// Counts an invalid message against `id` (shown in `peer_list`); at [`BAN_AFTER`] the
+    /// peer's gossip, hellos and sync are ignored until this node restarts.
+    fn penalise(&self, id: &iroh::EndpointId, reason: String) {
+        tracing::debug!(peer = %id, "penalised: {reason}");
+        let count = {
+            let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+            let n = rejected.entry(*id).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if count == BAN_AFTER {
+            tracing::warn!(peer = %id, "banned after {BAN_AFTER} invalid messages: {reason}");
+        }
+        self.mark(id, Err(reason));
+    }
+
+    fn is_banned(&self, id: &iroh::EndpointId) -> bool {
+        self.rejected_count(id) >= BAN_AFTER
+    }
+
+    fn rejected_count(&self, id: &iroh::EndpointId) -> u32 {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn mark(&self, id: &iroh::EndpointId, result: Result<f64, String>) {
@@ -598,12 +690,12 @@ impl Peers {
                 postcard::from_bytes(&bytes).map_err(|e| format!("malformed DAG node: {e}"))?;
             let got = node.validate_alone(&self.network_id).map_err(|e| {
                 let msg = format!("invalid DAG node {want}: {e}");
-                self.mark(&id, Err(msg.clone()));
+                self.penalise(&id, msg.clone());
                 msg
             })?;
             if got != want {
                 let msg = format!("asked for {want}, got {got}");
-                self.mark(&id, Err(msg.clone()));
+                self.penalise(&id, msg.clone());
                 return Err(msg);
             }
             for p in &node.body.parents {
@@ -652,7 +744,7 @@ impl Peers {
                 Ok(Err(e)) => {
                     let msg = format!("DAG node {nid} from {}: {e}", from.id);
                     if matches!(e, crate::store::StoreError::ReplicaRejected(_)) {
-                        self.mark(&from.id, Err(msg.clone()));
+                        self.penalise(&from.id, msg.clone());
                     }
                     return Err(msg);
                 }
@@ -731,6 +823,9 @@ impl Peers {
     pub async fn sync_all(self: &std::sync::Arc<Self>) -> usize {
         let mut rounds = tokio::task::JoinSet::new();
         for addr in self.addrs() {
+            if self.is_banned(&addr.id) {
+                continue;
+            }
             let this = self.clone();
             rounds.spawn(async move {
                 match this.sync_dag(addr.clone()).await {
@@ -849,6 +944,7 @@ fn unreachable_info(id: iroh::EndpointId) -> onvm_rpc_api::types::PeerInfo {
         latency_ms: None,
         last_seen_ms: 0,
         last_error: Some("not in the peer table".into()),
+        rejected: 0,
     }
 }
 

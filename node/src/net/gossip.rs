@@ -1,0 +1,241 @@
+//! DAG push over iroh-gossip: every DAG node this node authors goes out on the network's topic
+//! as soon as its transaction commits; nodes received there are validated and stored like
+//! pulled ones. Gossip is best effort (messages can be missed while a peer is away or lagging);
+//! the periodic pull sync in `mod.rs` repairs whatever it misses.
+
+use std::sync::Arc;
+
+use iroh_gossip::api::{Event, GossipReceiver, GossipSender};
+use iroh_gossip::proto::TopicId;
+use n0_future::StreamExt;
+use onvm_rpc_api::Hash32;
+use onvm_rpc_api::dag::DagNode;
+
+use super::Peers;
+
+/// Domain tag of the DAG topic id.
+pub const TOPIC_TAG: &[u8] = b"onvm/dag-topic/v1";
+/// Room the gossip framing needs beside a payload (a payload must stay this far under the
+/// configured maximum, or iroh-gossip drops it silently).
+const GOSSIP_OVERHEAD: usize = 128;
+/// Local nodes read from the log per batch.
+const PUBLISH_BATCH: usize = 256;
+
+/// One gossip message, postcard-encoded. Variant order is the encoding: append, never reorder.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum GossipMessage {
+    /// A postcard-encoded `DagNode`.
+    DagNode(Vec<u8>),
+}
+
+/// The network's DAG topic: BLAKE3 of the tag and the network id.
+pub fn topic_id(network_id: &str) -> TopicId {
+    let mut h = blake3::Hasher::new();
+    h.update(TOPIC_TAG).update(network_id.as_bytes());
+    TopicId::from_bytes(*h.finalize().as_bytes())
+}
+
+/// The largest payload this node broadcasts for a gossip maximum of `max_message`.
+pub fn max_payload(max_message: usize) -> usize {
+    max_message.saturating_sub(GOSSIP_OVERHEAD)
+}
+
+/// Broadcasts the nodes this node authors, in log order, from the moment it starts (older ones
+/// reach peers by sync).
+pub(super) async fn publish(peers: Arc<Peers>) {
+    let store = peers.store.clone();
+    let mut changes = store.dag_changes();
+    let me = Hash32(*peers.endpoint.id().as_bytes());
+    let start = store.clone();
+    let mut cursor = tokio::task::spawn_blocking(move || start.dag_last_seq())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    while changes.changed().await.is_ok() {
+        loop {
+            let s = store.clone();
+            let batch =
+                match tokio::task::spawn_blocking(move || s.dag_log_after(cursor, PUBLISH_BATCH))
+                    .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        tracing::warn!("reading the DAG log for gossip: {e}");
+                        break;
+                    }
+                    Err(_) => return,
+                };
+            if batch.is_empty() {
+                break;
+            }
+            for (seq, node) in batch {
+                cursor = seq;
+                if node.body.author == me {
+                    broadcast(&peers, &node).await;
+                }
+            }
+        }
+    }
+}
+
+async fn broadcast(peers: &Peers, node: &DagNode) {
+    let Some(sender) = peers.gossip_sender() else {
+        return;
+    };
+    let Ok(bytes) =
+        postcard::to_allocvec(node).and_then(|n| postcard::to_allocvec(&GossipMessage::DagNode(n)))
+    else {
+        return;
+    };
+    if bytes.len() > max_payload(peers.max_gossip_bytes) {
+        tracing::debug!(
+            id = %node.id(),
+            size = bytes.len(),
+            "DAG node over the gossip limit: peers will pull it by sync"
+        );
+        return;
+    }
+    if let Err(e) = sender.broadcast(bytes.into()).await {
+        tracing::debug!("gossip broadcast: {e}");
+    }
+}
+
+/// Joins the topic and handles what arrives; rejoins when the subscription ends (a lagging
+/// subscriber is closed by iroh-gossip) until the endpoint closes.
+pub(super) async fn receive(peers: Arc<Peers>, gossip: iroh_gossip::net::Gossip) {
+    let topic = topic_id(&peers.network_id);
+    while !peers.endpoint.is_closed() {
+        let bootstrap = peers.ids();
+        match gossip.subscribe(topic, bootstrap).await {
+            Ok(sub) => {
+                let (sender, receiver) = sub.split();
+                peers.set_gossip_sender(sender);
+                handle_events(&peers, receiver).await;
+            }
+            Err(e) => tracing::debug!("joining the DAG topic: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn handle_events(peers: &Arc<Peers>, mut receiver: GossipReceiver) {
+    while let Some(event) = receiver.next().await {
+        match event {
+            Ok(Event::Received(msg)) => {
+                peers.on_gossip(msg.delivered_from, &msg.content).await;
+            }
+            Ok(Event::Lagged) => {
+                tracing::debug!("gossip receiver lagged; sync repairs the gap");
+                return;
+            }
+            Ok(Event::NeighborUp(_) | Event::NeighborDown(_)) => {}
+            Err(e) => {
+                tracing::debug!("gossip subscription ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+impl Peers {
+    pub(super) fn gossip_sender(&self) -> Option<GossipSender> {
+        self.gossip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_gossip_sender(&self, sender: GossipSender) {
+        *self.gossip.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+    }
+
+    /// One gossip message from neighbour `from` (which relayed it; the author may be anyone).
+    /// Malformed or invalid nodes are dropped and counted against `from`; a valid node whose
+    /// parents are missing makes this node pull from `from`; others are stored at once.
+    async fn on_gossip(self: &Arc<Self>, from: iroh::EndpointId, content: &[u8]) {
+        if self.is_banned(&from) {
+            return;
+        }
+        if content.len() > max_payload(self.max_gossip_bytes) {
+            self.penalise(&from, format!("gossip message of {} bytes", content.len()));
+            return;
+        }
+        let node = match postcard::from_bytes::<GossipMessage>(content) {
+            Ok(GossipMessage::DagNode(bytes)) => match postcard::from_bytes::<DagNode>(&bytes) {
+                Ok(node) => node,
+                Err(e) => {
+                    self.penalise(&from, format!("malformed DAG node in gossip: {e}"));
+                    return;
+                }
+            },
+            Err(e) => {
+                self.penalise(&from, format!("malformed gossip message: {e}"));
+                return;
+            }
+        };
+        let id = match node.validate_alone(&self.network_id) {
+            Ok(id) => id,
+            Err(e) => {
+                self.penalise(&from, format!("invalid DAG node in gossip: {e}"));
+                return;
+            }
+        };
+        let store = self.store.clone();
+        let parents = node.body.parents.clone();
+        let known = tokio::task::spawn_blocking(move || -> Result<(bool, bool), String> {
+            let have = store.has_dag_node(&id).map_err(|e| e.to_string())?;
+            let mut all = true;
+            for p in &parents {
+                all &= store.has_dag_node(p).map_err(|e| e.to_string())?;
+            }
+            Ok((have, all))
+        })
+        .await;
+        let Ok(Ok((have, parents_known))) = known else {
+            return;
+        };
+        if have {
+            return;
+        }
+        if !parents_known {
+            // Pull what is missing from whoever relayed it; if it cannot serve the parents
+            // either, the node is dropped here and arrives later by sync from anyone.
+            self.request_sync(from);
+            return;
+        }
+        // The author holds the blobs the node needs (code, writes); the relayer may not yet.
+        let author = iroh::EndpointId::from_bytes(&node.body.author.0).ok();
+        let source = author
+            .filter(|a| self.is_known(a))
+            .map(|a| self.addr_of(&a))
+            .unwrap_or_else(|| self.addr_of(&from));
+        let mut one = std::collections::HashMap::new();
+        one.insert(id, node);
+        if let Err(e) = self.ingest(&source, one).await {
+            tracing::debug!(%from, "storing a gossiped DAG node: {e}");
+            self.request_sync(from);
+        }
+    }
+
+    /// Starts one pull from `peer` unless one is already running.
+    fn request_sync(self: &Arc<Self>, peer: iroh::EndpointId) {
+        {
+            let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+            if !syncing.insert(peer) {
+                return;
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let addr = this.addr_of(&peer);
+            if let Err(e) = this.sync_dag(addr).await {
+                tracing::debug!(%peer, "DAG sync after gossip: {e}");
+            }
+            this.syncing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&peer);
+        });
+    }
+}
