@@ -676,6 +676,57 @@ fn two_nodes_ticket_connect_and_blob_across() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(same, "DAG heads never converged");
+
+    // Deploy on node 1, execute on node 2 (forwarded to node 1), read the state on node 2.
+    let wasm = tmp.path().join("kvstore.wasm");
+    std::fs::write(&wasm, common::program_wasm("kvstore")).unwrap();
+    let program = run_ok(onvm(&[
+        "--rpc",
+        &n1.rpc,
+        "deploy",
+        "--file",
+        wasm.to_str().unwrap(),
+    ]));
+    let program = program.trim().to_string();
+    let mut put = None;
+    for _ in 0..200 {
+        // The program reaches node 2's catalog within a moment of the deploy.
+        let out = onvm(&[
+            "--rpc",
+            &n2.rpc,
+            "execute",
+            "--program-id",
+            &program,
+            "--input-json",
+            r#"{"op":"put","key":"greeting","data_base64":"aGVsbG8="}"#,
+        ])
+        .output()
+        .unwrap();
+        if out.status.success() {
+            put = Some(String::from_utf8(out.stdout).unwrap());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        put.expect("execute on node 2 succeeded").trim(),
+        r#"{"ok":true,"key":"greeting","size":5,"created":true}"#
+    );
+    for rpc in [&n2.rpc, &n1.rpc] {
+        assert_eq!(
+            run_ok(onvm(&[
+                "--rpc",
+                rpc,
+                "state-get",
+                "--program-id",
+                &program,
+                "--key",
+                "d/greeting"
+            ]))
+            .trim(),
+            "hello"
+        );
+    }
     n1.stop();
     n2.stop();
 }
