@@ -150,3 +150,62 @@ async fn operations_become_signed_dag_nodes_that_validate_and_order() {
     assert_eq!(newest.body.parents, before.heads);
     node.stop().await;
 }
+
+async fn next(
+    s: &mut jsonrpsee::core::client::Subscription<onvm::rpc_api::dag::DagStreamItem>,
+) -> (u64, Hash32, DagNode) {
+    use onvm::rpc_api::dag::DagStreamItem;
+    match tokio::time::timeout(Duration::from_secs(20), s.next()).await {
+        Ok(Some(Ok(DagStreamItem::Node { seq, id, node }))) => {
+            assert_eq!(node.id(), id);
+            (seq, id, *node)
+        }
+        other => panic!("expected a DAG node, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dag_subscribe_streams_history_then_local_and_replicated_nodes_in_arrival_order() {
+    use onvm::rpc_api::api::{NodeApiClient, PeerApiClient};
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let client = a.client().await;
+    BlobApiClient::put(&client, b"before subscribing".to_vec().into(), None)
+        .await
+        .unwrap();
+    // From the start: the announcement and the blob, then whatever comes next.
+    let mut from_start = DagApiClient::subscribe_nodes(&client, Some(1))
+        .await
+        .unwrap();
+    // Only new nodes.
+    let mut only_new = DagApiClient::subscribe_nodes(&client, None).await.unwrap();
+    BlobApiClient::put(&client, b"after subscribing".to_vec().into(), None)
+        .await
+        .unwrap();
+    let ticket = NodeApiClient::info(&a.client().await).await.unwrap().ticket;
+    PeerApiClient::connect(&b.client().await, ticket)
+        .await
+        .unwrap();
+    let b_announce = {
+        let heads = DagApiClient::heads(&b.client().await).await.unwrap();
+        heads.heads[0]
+    };
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next(&mut from_start).await);
+    }
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert!(matches!(
+        seen[0].2.body.payload,
+        DagPayload::NodeAnnounce { .. }
+    ));
+    // The fourth is B's announcement, replicated to A.
+    assert_eq!(seen[3].1, b_announce);
+    let (seq, id, _) = next(&mut only_new).await;
+    assert_eq!((seq, id), (3, seen[2].1));
+    a.stop().await;
+    b.stop().await;
+}

@@ -241,11 +241,11 @@ const CLOSE_NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// A client that makes no progress for that long has fallen behind: its subscription ends with
 /// a typed close carrying the cursor to resume from (delivered when it reads again), and this
 /// reports false. Only this subscription's task ever waits; the node and other clients do not.
-async fn deliver(
+async fn deliver<T: serde::Serialize>(
     sink: &mut SubscriptionSink,
-    item: &JobStreamItem,
-    resume_from_seq: u64,
+    item: &T,
     lag: std::time::Duration,
+    lagged: impl FnOnce() -> T,
 ) -> bool {
     let Ok(msg) = jsonrpsee::core::to_json_raw_value(item) else {
         return false;
@@ -256,10 +256,7 @@ async fn deliver(
     if sink.is_closed() {
         return false;
     }
-    let close = JobStreamItem::Closed {
-        reason: "lagged".into(),
-        resume_from_seq,
-    };
+    let close = lagged();
     if let Ok(msg) = jsonrpsee::core::to_json_raw_value(&close) {
         let _ = sink.send_timeout(msg, CLOSE_NOTICE_TIMEOUT).await;
     }
@@ -310,7 +307,13 @@ async fn stream_events(
                 let seq = event.seq;
                 let terminal = job.is_some() && event.status.is_terminal();
                 if matches(&filter, &event)
-                    && !deliver(&mut sink, &JobStreamItem::Event(event), seq, lag).await
+                    && !deliver(&mut sink, &JobStreamItem::Event(event), lag, || {
+                        JobStreamItem::Closed {
+                            reason: "lagged".into(),
+                            resume_from_seq: seq,
+                        }
+                    })
+                    .await
                 {
                     return;
                 }
@@ -615,6 +618,75 @@ impl DagApiServer for Handlers {
                     json!({"id": id}),
                 )
             })
+    }
+
+    async fn subscribe_nodes(
+        &self,
+        pending: PendingSubscriptionSink,
+        from_seq: Option<u64>,
+    ) -> jsonrpsee::core::SubscriptionResult {
+        let store = self.ctx.store.clone();
+        let from = match from_seq {
+            Some(s) => s.max(1),
+            None => match store_read(move || store.dag_last_seq()).await {
+                Ok(last) => last + 1,
+                Err(e) => {
+                    pending.reject(e).await;
+                    return Ok(());
+                }
+            },
+        };
+        let sink = pending.accept().await?;
+        stream_dag(self.lag(), self.ctx.store.clone(), sink, from).await;
+        Ok(())
+    }
+}
+
+/// Streams stored DAG nodes from arrival sequence `from`, then follows new ones (the store's
+/// change signal is only a wake-up; every delivery reads the log from the cursor).
+async fn stream_dag(
+    lag: std::time::Duration,
+    store: crate::store::Store,
+    mut sink: SubscriptionSink,
+    from: u64,
+) {
+    use onvm_rpc_api::dag::DagStreamItem;
+    let mut changes = store.dag_changes();
+    let mut next = from;
+    loop {
+        loop {
+            let s = store.clone();
+            let after = next - 1;
+            let batch = match store_read(move || s.dag_log_after(after, 256)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("DAG subscription: {}", e.message());
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for (seq, node) in batch {
+                let item = DagStreamItem::Node {
+                    seq,
+                    id: node.id(),
+                    node: Box::new(node),
+                };
+                let lagged = || DagStreamItem::Closed {
+                    reason: "lagged".into(),
+                    resume_from_seq: seq,
+                };
+                if !deliver(&mut sink, &item, lag, lagged).await {
+                    return;
+                }
+                next = seq + 1;
+            }
+        }
+        tokio::select! {
+            _ = sink.closed() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
     }
 }
 

@@ -216,4 +216,9 @@ pub trait DagApi {
     /// One DAG node by id (64 hex).
     #[method(name = "get")]
     async fn get(&self, id: crate::Hash32) -> RpcResult<crate::dag::DagNode>;
+
+    /// Nodes as this node stores them, from arrival sequence `from_seq` (1 = the whole
+    /// history; default: only new ones); closes with `lagged` and a resume cursor.
+    #[subscription(name = "subscribe" => "node", unsubscribe = "unsubscribe", item = crate::dag::DagStreamItem)]
+    async fn subscribe_nodes(&self, from_seq: Option<u64>) -> SubscriptionResult;
 }

@@ -271,6 +271,24 @@ impl DagNode {
     }
 }
 
+/// What `dag_subscribe` delivers: nodes in this node's arrival order, then possibly a close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DagStreamItem {
+    /// A node this node stored (authored here or received), with its arrival sequence number.
+    Node {
+        seq: u64,
+        id: Hash32,
+        node: Box<DagNode>,
+    },
+    /// The subscription ends (`lagged`: the client did not keep up). Resubscribe with
+    /// `from_seq = resume_from_seq` to continue without a gap.
+    Closed {
+        reason: String,
+        resume_from_seq: u64,
+    },
+}
+
 /// `dag_heads` result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DagHeads {
