@@ -521,3 +521,63 @@ async fn a_call_for_an_unreachable_home_fails_clearly() {
     );
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_mode_full_copies_every_announced_blob_and_metadata_mode_waits_for_a_read() {
+    let a = TestNode::start().await;
+    let full = TestNode::start_with(&["blobs.replicate=full"]).await;
+    let lazy = TestNode::start().await;
+    let ca = a.client().await;
+    // One blob before the full node joins (history), two after.
+    let early = BlobApiClient::put(&ca, pseudo_random_bytes(300_000, 1).into(), None)
+        .await
+        .unwrap()
+        .id;
+    for n in [&full, &lazy] {
+        PeerApiClient::connect(&n.client().await, ticket(&a).await)
+            .await
+            .unwrap();
+    }
+    let mut ids = vec![early];
+    for seed in 2..4 {
+        ids.push(
+            BlobApiClient::put(&ca, pseudo_random_bytes(200_000, seed).into(), None)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    converge(&[&a, &full, &lazy], Duration::from_secs(30)).await;
+    let listed = |node: &TestNode| {
+        let url = node.url();
+        async move {
+            let c = common::ws_client(&url).await;
+            let page = BlobApiClient::list(&c, None, None).await.unwrap();
+            page.items
+                .into_iter()
+                .map(|b| b.id)
+                .collect::<Vec<BlobId>>()
+        }
+    };
+    let started = Instant::now();
+    loop {
+        let have = listed(&full).await;
+        if ids.iter().all(|id| have.contains(id)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the full node never copied every blob: has {have:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The metadata node holds none of them until one is read.
+    let lazy_has = listed(&lazy).await;
+    assert!(ids.iter().all(|id| !lazy_has.contains(id)), "{lazy_has:?}");
+    let cl = lazy.client().await;
+    BlobApiClient::stat(&cl, ids[1]).await.unwrap();
+    assert!(listed(&lazy).await.contains(&ids[1]));
+    for n in [a, full, lazy] {
+        n.stop().await;
+    }
+}

@@ -140,12 +140,32 @@ pub struct NetConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlobsConfig {
+    pub replicate: BlobReplication,
     pub fetch_from_peers: bool,
     pub max_blob_bytes: u64,
     pub max_inline_bytes: u64,
     pub max_chunk_bytes: u64,
     pub max_open_uploads: u32,
     pub upload_ttl_secs: u64,
+}
+
+/// Which published blobs a node copies from its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobReplication {
+    /// Only what is read here (with `fetch_from_peers`), on first read.
+    Metadata,
+    /// Every blob announced in the DAG, as soon as it is announced (up to `max_blob_bytes`).
+    Full,
+}
+
+impl std::fmt::Display for BlobReplication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Metadata => "metadata",
+            Self::Full => "full",
+        })
+    }
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -191,6 +211,7 @@ impl Default for NetConfig {
 impl Default for BlobsConfig {
     fn default() -> Self {
         Self {
+            replicate: BlobReplication::Metadata,
             fetch_from_peers: true,
             max_blob_bytes: 4096 * MIB,
             max_inline_bytes: 4 * MIB,
@@ -401,6 +422,9 @@ max_gossip_bytes = {max_gossip_bytes}
 sync_interval_ms = {sync_interval_ms}
 
 [blobs]
+# "metadata": copy a peer's blob only when it is read here. "full": copy every blob announced in
+# the DAG as soon as it is announced (BAO-verified, up to max_blob_bytes each).
+replicate = "{replicate}"
 # Fetch a blob this node lacks from its peers on first read (BAO-verified, size-capped).
 fetch_from_peers = {fetch_from_peers}
 # Largest blob this node stores, in bytes.
@@ -481,6 +505,7 @@ max_metadata_bytes = {max_metadata_bytes}
             max_forward_bytes = net.max_forward_bytes,
             max_gossip_bytes = net.max_gossip_bytes,
             sync_interval_ms = net.sync_interval_ms,
+            replicate = blobs.replicate,
             fetch_from_peers = blobs.fetch_from_peers,
             max_blob_bytes = blobs.max_blob_bytes,
             max_inline_bytes = blobs.max_inline_bytes,

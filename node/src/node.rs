@@ -305,6 +305,7 @@ impl Node {
             &blobs,
             &store,
             jobs.event_sender(),
+            config.blobs.replicate == crate::config::BlobReplication::Full,
         )
         .await
         {

@@ -13,6 +13,7 @@ use iroh_tickets::endpoint::EndpointTicket;
 use crate::config::NetConfig;
 
 mod gossip;
+mod replicate;
 pub use gossip::{GossipMessage, TOPIC_TAG, max_payload, topic_id};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,7 @@ impl Net {
         blobs: &crate::blobs::Blobs,
         store: &crate::store::Store,
         job_events: tokio::sync::broadcast::Sender<onvm_rpc_api::jobs::JobEvent>,
+        replicate_all_blobs: bool,
     ) -> Result<Self, NetError> {
         let blob_store = blobs.store();
         let addr = config.listen;
@@ -104,10 +106,13 @@ impl Net {
             .accept(CALL_ALPN, CallProtocol(peers.clone()))
             .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(gossip::receive(peers.clone(), gossip)).abort_handle(),
             tokio::spawn(gossip::publish(peers.clone())).abort_handle(),
         ];
+        if replicate_all_blobs {
+            tasks.push(tokio::spawn(replicate::replicate_all_blobs(peers.clone())).abort_handle());
+        }
         Ok(Self {
             router,
             offline: config.offline,
