@@ -581,3 +581,34 @@ async fn blob_mode_full_copies_every_announced_blob_and_metadata_mode_waits_for_
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mdns_nodes_on_one_lan_find_each_other_without_tickets() {
+    let a = TestNode::start_with(&["net.mdns=true"]).await;
+    let b = TestNode::start_with(&["net.mdns=true"]).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    let started = Instant::now();
+    loop {
+        let on_a = PeerApiClient::list(&ca).await.unwrap();
+        let on_b = PeerApiClient::list(&cb).await.unwrap();
+        if on_a.iter().any(|p| p.endpoint_id == b.node().endpoint_id())
+            && on_b.iter().any(|p| p.endpoint_id == a.node().endpoint_id())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "mDNS did not join the nodes: {on_a:?} {on_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("mDNS joined two nodes in {:?}", started.elapsed());
+    let id = BlobApiClient::put(&ca, b"found on the LAN".to_vec().into(), None)
+        .await
+        .unwrap()
+        .id;
+    let got = BlobApiClient::get(&cb, id, None, None).await.unwrap();
+    assert_eq!(got.data_base64.0, b"found on the LAN");
+    a.stop().await;
+    b.stop().await;
+}

@@ -13,6 +13,7 @@ use iroh_tickets::endpoint::EndpointTicket;
 use crate::config::NetConfig;
 
 mod gossip;
+mod mdns;
 mod replicate;
 pub use gossip::{GossipMessage, TOPIC_TAG, max_payload, topic_id};
 
@@ -110,6 +111,13 @@ impl Net {
             tokio::spawn(gossip::receive(peers.clone(), gossip)).abort_handle(),
             tokio::spawn(gossip::publish(peers.clone())).abort_handle(),
         ];
+        if config.mdns {
+            match mdns::start(&peers.endpoint, peers.clone()) {
+                Ok(task) => tasks.push(task.abort_handle()),
+                // A LAN without multicast must not keep the node from starting.
+                Err(e) => tracing::warn!("mDNS is off: {e}"),
+            }
+        }
         if replicate_all_blobs {
             tasks.push(tokio::spawn(replicate::replicate_all_blobs(peers.clone())).abort_handle());
         }
