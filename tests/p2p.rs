@@ -612,3 +612,63 @@ async fn with_mdns_nodes_on_one_lan_find_each_other_without_tickets() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_input_blob_is_on_the_submitting_node_runs_on_the_home() {
+    use onvm::rpc_api::api::{JobApiClient, ProgramApiClient};
+    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    use onvm::rpc_api::program::DeployRequest;
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let cb = b.client().await;
+    PeerApiClient::connect(&cb, ticket(&a).await).await.unwrap();
+    let p = ProgramApiClient::deploy(
+        &a.client().await,
+        DeployRequest {
+            wasm_base64: Some(common::program_wasm("kvstore").into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    converge(&[&a, &b], Duration::from_secs(30)).await;
+    // The input exists only on B when the job is submitted there.
+    let input = BlobApiClient::put(
+        &cb,
+        kv(serde_json::json!({"op": "put", "key": "from-blob", "data_base64": "eA=="})),
+        None,
+    )
+    .await
+    .unwrap()
+    .id;
+    let job = SubmitJob {
+        program_id: p,
+        request_id: "input-on-b".into(),
+        input_base64: None,
+        input_blob: Some(input),
+        entrypoint: None,
+        max_retries: None,
+        timeout_ms: None,
+        fuel: None,
+        metadata: None,
+    };
+    let job_id = JobApiClient::submit(&cb, job).await.unwrap().job.job_id;
+    let started = Instant::now();
+    loop {
+        let status = JobApiClient::status(&cb, job_id).await.map(|j| j.status);
+        if status.as_ref().is_ok_and(|s| *s == JobStatus::Completed) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "job did not complete: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = JobApiClient::output(&cb, job_id).await.unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out.output_base64.unwrap().0).unwrap();
+    assert_eq!(out["created"], true);
+    a.stop().await;
+    b.stop().await;
+}

@@ -908,12 +908,21 @@ impl CallHandler for ForwardedCalls {
                     },
                     Err(e) => forwarded_error(program_error(e)),
                 },
-                ForwardedCall::SubmitJob { request } => match ctx.jobs.submit(request).await {
-                    Ok(result) => ForwardedReply::Submitted {
-                        result: Box::new(result),
-                    },
-                    Err(e) => forwarded_error(job_error(e)),
-                },
+                ForwardedCall::SubmitJob { request } => {
+                    // An input blob may live only on the node that accepted the job.
+                    if let Some(blob) = request.input_blob {
+                        let blobs = ctx.blobs.clone();
+                        if let Err(e) = ctx.with_blob(blob, || blobs.stat(blob)).await {
+                            return forwarded_error(blob_error(e));
+                        }
+                    }
+                    match ctx.jobs.submit(request).await {
+                        Ok(result) => ForwardedReply::Submitted {
+                            result: Box::new(result),
+                        },
+                        Err(e) => forwarded_error(job_error(e)),
+                    }
+                }
                 ForwardedCall::CancelJob { job_id } => match ctx.jobs.cancel(job_id).await {
                     Ok(job) => ForwardedReply::Cancelled { job: Box::new(job) },
                     Err(e) => forwarded_error(job_error(e)),
