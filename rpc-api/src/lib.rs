@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bls;
+pub mod committee;
 pub mod dag;
 pub mod error;
 pub mod hash32;

@@ -1,0 +1,232 @@
+//! Committees and aggregated receipts (DESIGN.md §7): who attests a program's calls, and the
+//! pure check that an `AggregatedReceipt` carries a threshold of valid committee signatures.
+//! No re-execution and no node needed: browsers, the CLI and auditors use this directly.
+
+use bls12_381::hash_to_curve::{ExpandMsgXmd, HashToCurve};
+use bls12_381::{
+    G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Gt, multi_miller_loop,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::bls::{SIG_DST, public_key, verify_proof_of_possession};
+use crate::hash32::{Hash32, HexBytes};
+use crate::ids::{ProgramId, ReceiptId};
+use crate::program::{ExecutionReceipt, receipt_signing_message};
+
+pub const COMMITTEE_RANK_TAG: &[u8] = b"onvm/committee-rank/v1";
+/// Most members a committee may have (the signer bitmap is at most 32 bytes).
+pub const MAX_COMMITTEE: usize = 256;
+
+/// A node eligible for committees: announced in the DAG with a BLS key and its proof of
+/// possession.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// ed25519 public key (iroh endpoint id).
+    pub endpoint_id: Hash32,
+    /// Compressed BLS12-381 G2 public key (96 bytes).
+    pub bls_public_key: HexBytes,
+    /// The key's signature over itself (48 bytes), proving its owner holds the secret.
+    pub proof_of_possession: HexBytes,
+}
+
+/// A program's committee: ranked members (the first live one sequences) and the number of
+/// signatures a receipt needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committee {
+    pub program_id: ProgramId,
+    /// Bumped when the membership changes; a receipt names the epoch it was signed in.
+    pub epoch: u64,
+    pub members: Vec<Member>,
+    pub threshold: u32,
+}
+
+/// The default threshold for `k` members: more than two thirds.
+pub fn default_threshold(k: usize) -> u32 {
+    (2 * k / 3 + 1) as u32
+}
+
+/// A member's rank for a program: smaller ranks first.
+pub fn rank(program: &ProgramId, endpoint_id: &Hash32) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(COMMITTEE_RANK_TAG)
+        .update(program.as_bytes())
+        .update(&endpoint_id.0);
+    Hash32(*h.finalize().as_bytes())
+}
+
+/// The public rule: the program's home (its deployer) first, then the other candidates by
+/// `rank`, `k` in all (fewer if fewer candidates exist). Candidates without a valid proof of
+/// possession are never chosen. Anyone holding the same candidate set gets the same committee.
+pub fn select(program: &ProgramId, home: &Member, candidates: &[Member], k: usize) -> Vec<Member> {
+    let mut others: Vec<&Member> = candidates
+        .iter()
+        .filter(|m| m.endpoint_id != home.endpoint_id)
+        .filter(|m| verify_proof_of_possession(&m.bls_public_key.0, &m.proof_of_possession.0))
+        .collect();
+    others.sort_by_key(|m| (rank(program, &m.endpoint_id), m.endpoint_id));
+    others.dedup_by_key(|m| m.endpoint_id);
+    let mut out = vec![home.clone()];
+    out.extend(
+        others
+            .into_iter()
+            .take(k.clamp(1, MAX_COMMITTEE) - 1)
+            .cloned(),
+    );
+    out
+}
+
+/// A receipt attested by a committee: the receipt, the epoch, which members signed (bit i of
+/// the bitmap, little-endian within each byte, is member i) and their aggregate signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregatedReceipt {
+    pub id: ReceiptId,
+    pub receipt: ExecutionReceipt,
+    pub epoch: u64,
+    pub signers: HexBytes,
+    /// Compressed G1 aggregate (48 bytes) of the signers' signatures over
+    /// `receipt_signing_message(network_id, id)`.
+    pub signature: HexBytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitteeError {
+    #[error("receipt id does not match its contents")]
+    WrongId,
+    #[error("receipt is for program {found}, the committee is {expected}'s")]
+    WrongProgram {
+        expected: ProgramId,
+        found: ProgramId,
+    },
+    #[error("receipt was signed in epoch {found}, the committee is at epoch {expected}")]
+    WrongEpoch { expected: u64, found: u64 },
+    #[error("receipt is for network `{found}`, expected `{expected}`")]
+    WrongNetwork { expected: String, found: String },
+    #[error("signer bitmap is malformed (length or bits beyond the {0} members)")]
+    BadBitmap(usize),
+    #[error("{signers} signers, the threshold is {threshold}")]
+    BelowThreshold { signers: u32, threshold: u32 },
+    #[error("member {0}'s BLS key is invalid or lacks a valid proof of possession")]
+    BadKey(usize),
+    #[error("the aggregate signature does not verify")]
+    BadSignature,
+    #[error("the committee has no members, or more than {MAX_COMMITTEE}")]
+    BadCommittee,
+}
+
+/// A committee whose keys were decoded, subgroup-checked and proof-of-possession-checked once;
+/// keep it and verify many receipts against it (each verification is then one aggregation of
+/// points and one two-pairing check).
+#[derive(Debug, Clone)]
+pub struct VerifiedCommittee {
+    pub committee: Committee,
+    keys: Vec<G2Affine>,
+}
+
+impl VerifiedCommittee {
+    pub fn new(committee: Committee) -> Result<Self, CommitteeError> {
+        if committee.members.is_empty() || committee.members.len() > MAX_COMMITTEE {
+            return Err(CommitteeError::BadCommittee);
+        }
+        let mut keys = Vec::with_capacity(committee.members.len());
+        for (i, m) in committee.members.iter().enumerate() {
+            let key = public_key(&m.bls_public_key.0).ok_or(CommitteeError::BadKey(i))?;
+            if !verify_proof_of_possession(&m.bls_public_key.0, &m.proof_of_possession.0) {
+                return Err(CommitteeError::BadKey(i));
+            }
+            keys.push(key);
+        }
+        Ok(Self { committee, keys })
+    }
+
+    /// Indexes of the members set in `bitmap`.
+    pub fn signers(&self, bitmap: &[u8]) -> Result<Vec<usize>, CommitteeError> {
+        let n = self.keys.len();
+        if bitmap.len() != n.div_ceil(8) {
+            return Err(CommitteeError::BadBitmap(n));
+        }
+        let mut out = Vec::new();
+        for (byte_index, byte) in bitmap.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (1 << bit) != 0 {
+                    let i = byte_index * 8 + bit;
+                    if i >= n {
+                        return Err(CommitteeError::BadBitmap(n));
+                    }
+                    out.push(i);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks an aggregated receipt: its id, program, epoch, network, bitmap, threshold and
+    /// the aggregate signature (fast aggregate verify: all signers signed the same message).
+    pub fn verify(&self, r: &AggregatedReceipt, network_id: &str) -> Result<(), CommitteeError> {
+        if r.receipt.id() != r.id {
+            return Err(CommitteeError::WrongId);
+        }
+        if r.receipt.program_id != self.committee.program_id {
+            return Err(CommitteeError::WrongProgram {
+                expected: self.committee.program_id,
+                found: r.receipt.program_id,
+            });
+        }
+        if r.epoch != self.committee.epoch {
+            return Err(CommitteeError::WrongEpoch {
+                expected: self.committee.epoch,
+                found: r.epoch,
+            });
+        }
+        if r.receipt.network_id != network_id {
+            return Err(CommitteeError::WrongNetwork {
+                expected: network_id.into(),
+                found: r.receipt.network_id.clone(),
+            });
+        }
+        let signers = self.signers(&r.signers.0)?;
+        if (signers.len() as u32) < self.committee.threshold {
+            return Err(CommitteeError::BelowThreshold {
+                signers: signers.len() as u32,
+                threshold: self.committee.threshold,
+            });
+        }
+        let mut aggregate = G2Projective::identity();
+        for i in signers {
+            aggregate += self.keys[i];
+        }
+        let message = receipt_signing_message(network_id, &r.id);
+        if verify_aggregate(&G2Affine::from(aggregate), &message, &r.signature.0) {
+            Ok(())
+        } else {
+            Err(CommitteeError::BadSignature)
+        }
+    }
+}
+
+fn verify_aggregate(key: &G2Affine, message: &[u8], sig: &[u8]) -> bool {
+    let Ok(arr) = <&[u8; 48]>::try_from(sig) else {
+        return false;
+    };
+    let Some(sig) = Option::<G1Affine>::from(G1Affine::from_compressed(arr)) else {
+        return false;
+    };
+    if bool::from(sig.is_identity()) || bool::from(key.is_identity()) {
+        return false;
+    }
+    let h = <G1Projective as HashToCurve<ExpandMsgXmd<sha2::Sha256>>>::hash_to_curve(
+        [message],
+        SIG_DST,
+    );
+    let h = G1Affine::from(h);
+    let neg_g2 = G2Prepared::from(-G2Affine::generator());
+    let key = G2Prepared::from(*key);
+    multi_miller_loop(&[(&sig, &neg_g2), (&h, &key)]).final_exponentiation() == Gt::identity()
+}
+
+/// Sets member `index` in a bitmap for `members` members.
+pub fn set_signer(bitmap: &mut Vec<u8>, members: usize, index: usize) {
+    bitmap.resize(members.div_ceil(8), 0);
+    if index < members {
+        bitmap[index / 8] |= 1 << (index % 8);
+    }
+}
