@@ -123,6 +123,8 @@ fn dummy_manifest(id: ProgramId) -> SignedManifest {
             initial_state_root: Hash32::ZERO,
             deployer: Hash32::ZERO,
             deployed_at_ms: 0,
+            committee: vec![],
+            threshold: 1,
         },
         signature: HexBytes(vec![]),
     }
@@ -176,6 +178,7 @@ fn bench_state_commit() -> Result<()> {
             receipt: r,
             signer_bls_key: HexBytes(vec![]),
             signature: HexBytes(vec![]),
+            attestation: None,
         }
     })?;
     let onvm = start.elapsed();
@@ -237,6 +240,7 @@ fn bench_receipts() -> Result<()> {
             receipt: r,
             signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
             signature: HexBytes(sig.to_vec()),
+            attestation: None,
         });
     }
     let onvm_sign = per_op_us(start.elapsed(), N);

@@ -126,6 +126,12 @@ enum Command {
         /// Blobs the program may read (repeatable or comma-separated).
         #[arg(long = "blob-refs", value_delimiter = ',')]
         blob_refs: Vec<BlobId>,
+        /// Committee members attesting each call (default: the node's committee.default_size).
+        #[arg(long)]
+        committee_size: Option<u32>,
+        /// Signatures a call needs (default: more than two thirds of the committee).
+        #[arg(long)]
+        threshold: Option<u32>,
     },
     /// Call a program; prints its output (text when UTF-8, else base64).
     Execute {
@@ -334,6 +340,8 @@ async fn run(cli: Cli) -> Result<()> {
             extra_entrypoints,
             salt,
             blob_refs,
+            committee_size,
+            threshold,
         } => {
             session()
                 .await?
@@ -343,6 +351,7 @@ async fn run(cli: Cli) -> Result<()> {
                     extra_entrypoints.clone(),
                     salt.clone(),
                     blob_refs.clone(),
+                    (*committee_size, *threshold),
                 )
                 .await
         }

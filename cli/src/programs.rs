@@ -61,6 +61,7 @@ impl Session {
         extra_entrypoints: Vec<String>,
         salt: String,
         blob_refs: Vec<BlobId>,
+        (committee_size, threshold): (Option<u32>, Option<u32>),
     ) -> Result<()> {
         let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let request = DeployRequest {
@@ -70,6 +71,8 @@ impl Session {
             extra_entrypoints,
             blob_refs,
             salt,
+            committee_size,
+            threshold,
         };
         let result = ProgramApiClient::deploy(&self.client, request)
             .await

@@ -30,6 +30,27 @@ pub struct Config {
     pub blobs: BlobsConfig,
     pub vm: VmConfig,
     pub jobs: JobsConfig,
+    pub committee: CommitteeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitteeConfig {
+    pub default_size: u32,
+    pub max_size: u32,
+    pub attest_timeout_ms: u64,
+    pub debug_corrupt_results: bool,
+}
+
+impl Default for CommitteeConfig {
+    fn default() -> Self {
+        Self {
+            default_size: 3,
+            max_size: 16,
+            attest_timeout_ms: 10_000,
+            debug_corrupt_results: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +308,13 @@ impl Config {
                 "rpc.max_batch and rpc.max_connections must be at least 1".into(),
             ));
         }
+        let c = &self.committee;
+        if c.default_size == 0 || c.default_size > c.max_size || c.max_size > 256 {
+            return Err(ConfigError::Invalid(
+                "committee.default_size must be between 1 and committee.max_size (at most 256)"
+                    .into(),
+            ));
+        }
         let net = &self.net;
         if net.max_gossip_bytes < 4096 || net.max_gossip_bytes > 1024 * 1024 {
             return Err(ConfigError::Invalid(
@@ -369,6 +397,7 @@ impl Config {
             blobs,
             vm,
             jobs,
+            committee,
         } = self;
         format!(
             r#"# ONVM node configuration. Every key is optional; the values below are the defaults
@@ -487,6 +516,17 @@ retry_max_ms = {retry_max_ms}
 event_buffer = {event_buffer}
 # Largest metadata JSON a job may carry.
 max_metadata_bytes = {max_metadata_bytes}
+
+[committee]
+# Members attesting a new program's calls when program_deploy does not say (fewer when the
+# network has fewer announced nodes; a lone node is a committee of one), and the most allowed.
+default_size = {committee_default_size}
+max_size = {committee_max_size}
+# How long the sequencer waits for members' signatures before failing the call (-32005).
+attest_timeout_ms = {attest_timeout_ms}
+# For tests of the attestation path only: this node's re-executions report a wrong output, so
+# it refuses to sign and records evidence. Never enable it on a real node.
+debug_corrupt_results = {debug_corrupt_results}
 "#,
             network_id = node.network_id,
             rpc_listen = rpc.listen,
@@ -536,6 +576,10 @@ max_metadata_bytes = {max_metadata_bytes}
             retry_max_ms = jobs.retry_max_ms,
             event_buffer = jobs.event_buffer,
             max_metadata_bytes = jobs.max_metadata_bytes,
+            committee_default_size = committee.default_size,
+            committee_max_size = committee.max_size,
+            attest_timeout_ms = committee.attest_timeout_ms,
+            debug_corrupt_results = committee.debug_corrupt_results,
         )
     }
 }

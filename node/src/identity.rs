@@ -130,7 +130,32 @@ impl Identity {
     pub fn bls_sign(&self, dst: &[u8], message: &[u8]) -> [u8; 48] {
         self.bls_secret.sign(message, dst, &[]).compress()
     }
+}
 
+/// Aggregates compressed G1 signatures (each subgroup-checked); None if any is invalid.
+pub fn bls_aggregate(signatures: &[&[u8]]) -> Option<[u8; 48]> {
+    let sigs: Vec<blst::min_sig::Signature> = signatures
+        .iter()
+        .map(|s| blst::min_sig::Signature::sig_validate(s, true).ok())
+        .collect::<Option<_>>()?;
+    let refs: Vec<&blst::min_sig::Signature> = sigs.iter().collect();
+    blst::min_sig::AggregateSignature::aggregate(&refs, false)
+        .ok()
+        .map(|a| a.to_signature().compress())
+}
+
+/// Checks one member's signature on `message` with blst.
+pub fn bls_verify(public_key: &[u8], message: &[u8], signature: &[u8], dst: &[u8]) -> bool {
+    let (Ok(pk), Ok(sig)) = (
+        blst::min_sig::PublicKey::key_validate(public_key),
+        blst::min_sig::Signature::sig_validate(signature, true),
+    ) else {
+        return false;
+    };
+    sig.verify(false, message, dst, &[], &pk, false) == blst::BLST_ERROR::BLST_SUCCESS
+}
+
+impl Identity {
     fn secret_material(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(64));
         out.extend_from_slice(&self.endpoint_key.to_bytes());

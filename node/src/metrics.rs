@@ -42,6 +42,8 @@ counters!(
     jobs_cancelled,
     jobs_timed_out,
     job_fuel_used,
+    attestations_failed,
+    attestations_refused,
 );
 
 /// Adds `n` to a counter.

@@ -288,6 +288,7 @@ impl Node {
             identity.clone(),
             config.node.network_id.clone(),
             counters.clone(),
+            config.committee.clone(),
         );
         let jobs = Jobs::new(
             store.clone(),

@@ -8,15 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use onvm_rpc_api::program::{
-    ABI_VERSION, DeployRequest, DeployResult, ExecuteOptions, ExecuteResult, ExecutionReceipt,
-    Outcome, ProgramInfo, ProgramManifest, ProgramPage, ReceiptPage, SignedManifest, SignedReceipt,
-    StateProof, StateValue, call_seed, program_id, receipt_signing_message, write_digest,
+    ABI_VERSION, Attestation, DeployRequest, DeployResult, ExecuteOptions, ExecuteResult,
+    ExecutionReceipt, Outcome, ProgramInfo, ProgramManifest, ProgramPage, ReceiptPage,
+    SignedManifest, SignedReceipt, StateProof, StateValue, call_seed, program_id,
+    receipt_signing_message, write_digest,
 };
 use onvm_rpc_api::smt::EMPTY;
 use onvm_rpc_api::{BlobId, Hash32, HexBytes, ProgramId, ReceiptId};
 use tokio::sync::Semaphore;
 
 use crate::blobs::{BlobError, Blobs};
+use crate::config::CommitteeConfig;
 use crate::identity::Identity;
 use crate::metrics::{self, Counters};
 use crate::store::{JobCommit, ProgramRecord, StateSnapshot, Store, StoreError};
@@ -25,6 +27,7 @@ use crate::vm::{
     CallContext, CallRequest, CallResult, Compiled, ENGINE_FINGERPRINT, StateView, Vm, VmError,
 };
 use onvm_rpc_api::JobId;
+use onvm_rpc_api::committee::Member;
 use onvm_rpc_api::jobs::{AttemptLogs, JobEvent, JobInfo};
 
 const DEFAULT_ENTRYPOINT: &str = "onvm_main";
@@ -46,6 +49,15 @@ pub enum ProgramError {
     NotHome { program: ProgramId, home: Hash32 },
     #[error("invalid program: {0}")]
     InvalidProgram(#[from] VmError),
+    #[error(
+        "the committee did not attest the call: {signed} of {threshold} signatures ({})",
+        refusals.join("; ")
+    )]
+    NotAttested {
+        signed: u32,
+        threshold: u32,
+        refusals: Vec<String>,
+    },
     #[error("invalid request: {0}")]
     BadRequest(String),
     #[error("{what} of {size} bytes exceeds the limit of {max} ({key})")]
@@ -118,6 +130,33 @@ pub struct Programs {
     /// Declared blobs of recently called programs.
     refs_cache: Arc<Mutex<HashMap<ProgramId, BlobRefs>>>,
     counters: Arc<Counters>,
+    committee: CommitteeConfig,
+    /// Reaches committee members (installed by the network layer once it runs).
+    attestor: Arc<std::sync::OnceLock<Arc<dyn Attestor>>>,
+}
+
+/// Asks a committee member to re-execute a proposed call and sign its receipt; returns the
+/// member's compressed BLS signature or why it refused.
+pub trait Attestor: Send + Sync + 'static {
+    fn request(
+        &self,
+        member: Hash32,
+        proposed: ExecutionReceipt,
+        input: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>>;
+}
+
+/// Why a member did not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    #[error("this replica is at height {have}, the proposal is for height {want}")]
+    Behind { have: u64, want: u64 },
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("re-execution disagrees: this node computed receipt {}", .0.id())]
+    Mismatch(Box<ExecutionReceipt>),
+    #[error(transparent)]
+    Program(#[from] ProgramError),
 }
 
 impl Programs {
@@ -128,6 +167,7 @@ impl Programs {
         identity: Arc<Identity>,
         network_id: String,
         counters: Arc<Counters>,
+        committee: CommitteeConfig,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(vm.limits().max_concurrent_calls as usize));
         Self {
@@ -140,6 +180,8 @@ impl Programs {
             slots,
             refs_cache: Arc::default(),
             counters,
+            committee,
+            attestor: Arc::default(),
         }
     }
 
@@ -223,6 +265,9 @@ impl Programs {
                 manifest: existing.manifest,
             });
         }
+        let (committee, threshold) = self
+            .choose_committee(&id, req.committee_size, req.threshold)
+            .await?;
         let manifest = ProgramManifest {
             version: 1,
             network_id: self.network_id.clone(),
@@ -237,6 +282,8 @@ impl Programs {
             initial_state_root: EMPTY,
             deployer: Hash32(*self.identity.endpoint_id().as_bytes()),
             deployed_at_ms: now_ms(),
+            committee,
+            threshold,
         };
         let signature = HexBytes(
             self.identity
@@ -257,6 +304,271 @@ impl Programs {
             created,
             manifest: record.manifest,
         })
+    }
+
+    /// Installs how proposals reach committee members (the network layer).
+    pub fn set_attestor(&self, attestor: Arc<dyn Attestor>) {
+        let _ = self.attestor.set(attestor);
+    }
+
+    /// Sends the proposed receipt to the other members at once and aggregates the first
+    /// `threshold` valid signatures (this node's included). Fails, committing nothing, when
+    /// too few members sign within `committee.attest_timeout_ms`.
+    async fn collect_attestation(
+        &self,
+        manifest: &ProgramManifest,
+        body: ExecutionReceipt,
+        input: Vec<u8>,
+    ) -> Result<Attestation, ProgramError> {
+        let attestor = self
+            .attestor
+            .get()
+            .cloned()
+            .ok_or_else(|| ProgramError::Internal("no attestor installed".into()))?;
+        let id = body.id();
+        let message = receipt_signing_message(&self.network_id, &id);
+        let own = self
+            .identity
+            .bls_sign(crate::identity::BLS_SIG_DST, &message);
+        let mut signed: Vec<(usize, Vec<u8>)> = vec![(0, own.to_vec())];
+        let mut refusals: Vec<String> = Vec::new();
+        let threshold = manifest.threshold as usize;
+        let mut requests = tokio::task::JoinSet::new();
+        for (index, member) in manifest.committee.iter().enumerate().skip(1) {
+            let attestor = attestor.clone();
+            let (body, input, member) = (body.clone(), input.clone(), member.clone());
+            requests.spawn(async move {
+                let reply = attestor.request(member.endpoint_id, body, input).await;
+                (index, member, reply)
+            });
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.committee.attest_timeout_ms);
+        while signed.len() < threshold {
+            let next = tokio::time::timeout_at(deadline, requests.join_next()).await;
+            let Ok(Some(Ok((index, member, reply)))) = next else {
+                if next.is_err() {
+                    refusals.push("no more answers within committee.attest_timeout_ms".into());
+                }
+                break;
+            };
+            match reply {
+                Ok(sig)
+                    if crate::identity::bls_verify(
+                        &member.bls_public_key.0,
+                        &message,
+                        &sig,
+                        crate::identity::BLS_SIG_DST,
+                    ) =>
+                {
+                    signed.push((index, sig))
+                }
+                Ok(_) => refusals.push(format!("{}: invalid signature", member.endpoint_id)),
+                Err(reason) => refusals.push(format!("{}: {reason}", member.endpoint_id)),
+            }
+        }
+        // Late members still get the proposal (they vote, or record evidence); nobody waits.
+        requests.detach_all();
+        if signed.len() < threshold {
+            metrics::add(&self.counters.attestations_failed, 1);
+            return Err(ProgramError::NotAttested {
+                signed: signed.len() as u32,
+                threshold: threshold as u32,
+                refusals,
+            });
+        }
+        let mut bitmap = Vec::new();
+        for (index, _) in &signed {
+            onvm_rpc_api::committee::set_signer(&mut bitmap, manifest.committee.len(), *index);
+        }
+        let sigs: Vec<&[u8]> = signed.iter().map(|(_, s)| s.as_slice()).collect();
+        let aggregate = crate::identity::bls_aggregate(&sigs)
+            .ok_or_else(|| ProgramError::Internal("aggregating signatures failed".into()))?;
+        Ok(Attestation {
+            epoch: 0,
+            signers: HexBytes(bitmap),
+            signature: HexBytes(aggregate.to_vec()),
+        })
+    }
+
+    /// A committee member's side: re-executes a call the sequencer proposes, from the same
+    /// state root and input, and signs the receipt only if its own result is identical. The
+    /// vote is persisted before the signature is returned, and a member never signs two
+    /// different receipts for one program and height. A disagreement is stored as evidence.
+    pub async fn attest(
+        &self,
+        proposed: ExecutionReceipt,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, AttestError> {
+        let id = proposed.program_id;
+        let me = Hash32(*self.identity.endpoint_id().as_bytes());
+        let record = self.require(&id).await?;
+        let manifest = record.manifest.manifest.clone();
+        if !manifest.committee.iter().any(|m| m.endpoint_id == me) {
+            return Err(AttestError::Refused(format!(
+                "this node is not in {id}'s committee"
+            )));
+        }
+        if manifest.committee.first().map(|m| m.endpoint_id) != Some(proposed.executor) {
+            return Err(AttestError::Refused(
+                "only the committee's sequencer proposes receipts".into(),
+            ));
+        }
+        if Hash32::of(&input) != proposed.input_hash {
+            return Err(AttestError::Refused(
+                "the input does not match input_hash".into(),
+            ));
+        }
+        if proposed.network_id != self.network_id || proposed.engine != ENGINE_FINGERPRINT {
+            return Err(AttestError::Refused(format!(
+                "network `{}` / engine `{}` differ from this node's",
+                proposed.network_id, proposed.engine
+            )));
+        }
+        if !manifest.entrypoints.contains(&proposed.entrypoint) {
+            return Err(AttestError::Refused("unknown entrypoint".into()));
+        }
+        let limits = self.vm.limits().clone();
+        if proposed.fuel_limit > limits.max_fuel {
+            return Err(AttestError::Refused(
+                "fuel over this node's vm.max_fuel".into(),
+            ));
+        }
+        let compiled = self.compiled_for(&manifest).await?;
+        let blobs = self.load_blob_refs(&manifest).await?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ProgramError::Internal("the VM is shutting down".into()))?;
+        let store = self.store.clone();
+        let (record, snapshot) = blocking(move || Ok(store.snapshot(&id)?)).await?;
+        if record.height < proposed.height {
+            return Err(AttestError::Behind {
+                have: record.height,
+                want: proposed.height,
+            });
+        }
+        if record.height > proposed.height || record.state_root != proposed.state_root_in {
+            return Err(AttestError::Refused(format!(
+                "this replica is at height {} root {}, the proposal starts at height {} root {}",
+                record.height, record.state_root, proposed.height, proposed.state_root_in
+            )));
+        }
+        let context = CallContext {
+            height: proposed.height,
+            timestamp_ms: proposed.timestamp_ms,
+            seed: call_seed(
+                &id,
+                proposed.height,
+                &proposed.state_root_in,
+                &proposed.input_hash,
+            ),
+            caller: proposed.caller,
+            state_root_in: proposed.state_root_in,
+        };
+        let request = CallRequest {
+            entrypoint: proposed.entrypoint.clone(),
+            input,
+            fuel: proposed.fuel_limit,
+            timeout: Duration::from_millis(limits.max_call_ms),
+            read_only: false,
+            context,
+            blobs,
+            cancel: None,
+        };
+        let vm = self.vm.clone();
+        let result: CallResult = blocking(move || {
+            let view: Arc<dyn StateView> = Arc::new(SnapshotView(snapshot));
+            Ok(vm.call(&compiled, request, view))
+        })
+        .await?;
+        let preview = self.store.clone();
+        let writes = result.writes;
+        let digest = write_digest(writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+        let root_out = blocking(move || Ok(preview.preview_root(&id, &writes)?)).await;
+        let mut computed = proposed.clone();
+        computed.write_digest = digest;
+        computed.seed = call_seed(
+            &id,
+            proposed.height,
+            &proposed.state_root_in,
+            &proposed.input_hash,
+        );
+        computed.state_root_out = root_out?;
+        computed.output_hash = Hash32::of(&result.output);
+        computed.output_len = result.output.len() as u64;
+        computed.fuel_used = result.fuel_used;
+        computed.outcome = result.outcome;
+        if self.committee.debug_corrupt_results {
+            computed.output_hash = Hash32([0xee; 32]);
+        }
+        let receipt_id = proposed.id();
+        if computed.id() != receipt_id {
+            metrics::add(&self.counters.attestations_refused, 1);
+            let evidence = crate::store::Evidence {
+                height: proposed.height,
+                proposed: proposed.clone(),
+                computed: computed.clone(),
+                recorded_at_ms: now_ms(),
+            };
+            let store = self.store.clone();
+            let height = proposed.height;
+            blocking(move || Ok(store.record_evidence(&id, height, &evidence)?)).await?;
+            tracing::warn!(program = %id, height, "refused to sign: re-execution disagrees");
+            return Err(AttestError::Mismatch(Box::new(computed)));
+        }
+        let store = self.store.clone();
+        let height = proposed.height;
+        if let Err(other) =
+            blocking(move || Ok(store.record_vote(&id, height, &receipt_id)?)).await?
+        {
+            return Err(AttestError::Refused(format!(
+                "this node already signed receipt {other} at height {height}"
+            )));
+        }
+        Ok(self
+            .identity
+            .bls_sign(
+                crate::identity::BLS_SIG_DST,
+                &receipt_signing_message(&self.network_id, &receipt_id),
+            )
+            .to_vec())
+    }
+
+    /// The committee of a new program by the public rule (`committee::select`) over the nodes
+    /// announced in this node's DAG: this node first, `size` members if that many exist.
+    async fn choose_committee(
+        &self,
+        id: &ProgramId,
+        size: Option<u32>,
+        threshold: Option<u32>,
+    ) -> Result<(Vec<Member>, u32), ProgramError> {
+        let max = self.committee.max_size;
+        let size = size.unwrap_or(self.committee.default_size);
+        if size == 0 || size > max {
+            return Err(ProgramError::BadRequest(format!(
+                "committee_size must be 1..={max} (committee.max_size)"
+            )));
+        }
+        let me = Member {
+            endpoint_id: Hash32(*self.identity.endpoint_id().as_bytes()),
+            bls_public_key: HexBytes(self.identity.bls_public_key().to_vec()),
+            proof_of_possession: HexBytes(self.identity.bls_proof_of_possession().to_vec()),
+        };
+        let store = self.store.clone();
+        let candidates = blocking(move || Ok(store.announced_members()?)).await?;
+        let members = onvm_rpc_api::committee::select(id, &me, &candidates, size as usize);
+        let threshold =
+            threshold.unwrap_or_else(|| onvm_rpc_api::committee::default_threshold(members.len()));
+        if threshold == 0 || threshold as usize > members.len() {
+            return Err(ProgramError::BadRequest(format!(
+                "threshold must be 1..={} (the committee has {} members)",
+                members.len(),
+                members.len()
+            )));
+        }
+        Ok((members, threshold))
     }
 
     async fn load(&self, id: &ProgramId) -> Result<Option<ProgramRecord>, ProgramError> {
@@ -442,6 +754,9 @@ impl Programs {
         let compiled = self.compiled_for(&manifest).await?;
         let blobs = self.load_blob_refs(&manifest).await?;
         let input_hash = Hash32::of(&input);
+        // Committee members re-execute the call from its input.
+        let input_for_committee =
+            (!options.read_only && manifest.committee.len() > 1).then(|| input.clone());
         // Calls are anonymous until API tokens exist (docs/ABI.md): the caller is all zeros.
         let caller = Hash32::ZERO;
         let executor = Hash32(*self.identity.endpoint_id().as_bytes());
@@ -553,6 +868,19 @@ impl Programs {
         let network = self.network_id.clone();
         let store = self.store.clone();
         let writes = result.writes;
+        // With a committee, the call commits only once a threshold of members re-executed it
+        // and signed the same receipt.
+        let attestation = match input_for_committee {
+            Some(input) => {
+                let preview = self.store.clone();
+                let proposed = writes.clone();
+                let root_out = blocking(move || Ok(preview.preview_root(&id, &proposed)?)).await?;
+                let mut body = receipt_body.clone();
+                body.state_root_out = root_out;
+                Some(self.collect_attestation(&manifest, body, input).await?)
+            }
+            None => None,
+        };
         // Replicas need the writes: small sets ride inside the DAG node, large ones as a blob
         // stored before the commit that names it.
         let encoded = onvm_rpc_api::program::encode_writes(&writes);
@@ -596,6 +924,7 @@ impl Programs {
                         receipt: body,
                         signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
                         signature: HexBytes(sig.to_vec()),
+                        attestation,
                     }
                 },
                 job_commit,

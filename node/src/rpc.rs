@@ -151,6 +151,16 @@ fn program_error(e: ProgramError) -> ErrorObjectOwned {
             msg,
             json!({"reason": v.to_string()}),
         ),
+        ProgramError::NotAttested {
+            signed,
+            threshold,
+            refusals,
+        } => rpc_error(
+            codes::UNAVAILABLE,
+            "not_attested",
+            msg,
+            json!({"signed": signed, "threshold": threshold, "refusals": refusals}),
+        ),
         ProgramError::NotHome { program, home } => rpc_error(
             codes::UNAVAILABLE,
             "not_home",
@@ -443,6 +453,19 @@ impl BlobApiServer for Handlers {
 
 #[async_trait]
 impl ProgramApiServer for Handlers {
+    async fn committee(
+        &self,
+        program_id: ProgramId,
+    ) -> RpcResult<onvm_rpc_api::committee::Committee> {
+        let info = self
+            .ctx
+            .programs
+            .info(program_id)
+            .await
+            .map_err(program_error)?;
+        Ok(info.manifest.manifest.committee())
+    }
+
     async fn deploy(&self, request: DeployRequest) -> RpcResult<DeployResult> {
         self.ctx
             .programs
@@ -550,6 +573,36 @@ impl ReceiptApiServer for Handlers {
             .receipts(program_id, before_height, limit)
             .await
             .map_err(program_error)
+    }
+
+    async fn verify(
+        &self,
+        receipt: SignedReceipt,
+    ) -> RpcResult<onvm_rpc_api::committee::ReceiptVerification> {
+        let info = self
+            .ctx
+            .programs
+            .info(receipt.receipt.program_id)
+            .await
+            .map_err(program_error)?;
+        let store = self.ctx.store.clone();
+        let network = self.ctx.config.node.network_id.clone();
+        let manifest = info.manifest.manifest;
+        store_read(move || {
+            let committee = store.verified_committee(&manifest)?;
+            Ok(onvm_rpc_api::committee::verify_signed(
+                &receipt, &committee, &network,
+            ))
+        })
+        .await
+    }
+
+    async fn evidence(
+        &self,
+        program_id: ProgramId,
+    ) -> RpcResult<Vec<onvm_rpc_api::committee::Evidence>> {
+        let store = self.ctx.store.clone();
+        store_read(move || store.evidence(&program_id)).await
     }
 }
 
@@ -923,6 +976,10 @@ impl CallHandler for ForwardedCalls {
                         Err(e) => forwarded_error(job_error(e)),
                     }
                 }
+                ForwardedCall::Attest {
+                    receipt,
+                    input_base64,
+                } => attest_for(&ctx, from, *receipt, input_base64.0).await,
                 ForwardedCall::CancelJob { job_id } => match ctx.jobs.cancel(job_id).await {
                     Ok(job) => ForwardedReply::Cancelled { job: Box::new(job) },
                     Err(e) => forwarded_error(job_error(e)),
@@ -932,10 +989,79 @@ impl CallHandler for ForwardedCalls {
     }
 }
 
+/// A member's answer to a proposal: signs, or says why not. A replica that is behind pulls
+/// from the sequencer and tries again (the proposal's parent call may still be in flight).
+async fn attest_for(
+    ctx: &NodeContext,
+    from: iroh::EndpointId,
+    receipt: onvm_rpc_api::program::ExecutionReceipt,
+    input: Vec<u8>,
+) -> ForwardedReply {
+    use crate::programs::AttestError;
+    let sequencer = onvm_rpc_api::Hash32(*from.as_bytes());
+    for _ in 0..20 {
+        match ctx.programs.attest(receipt.clone(), input.clone()).await {
+            Ok(signature) => {
+                return ForwardedReply::Attested {
+                    signature: onvm_rpc_api::HexBytes(signature),
+                };
+            }
+            Err(AttestError::Behind { .. }) => {
+                if let Err(e) = ctx.net.peers().sync_from(sequencer).await {
+                    tracing::debug!("pulling from the sequencer before attesting: {e}");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(AttestError::Program(e)) => return forwarded_error(program_error(e)),
+            Err(e) => {
+                return ForwardedReply::Error {
+                    code: codes::CONFLICT,
+                    message: e.to_string(),
+                    data: None,
+                };
+            }
+        }
+    }
+    ForwardedReply::Error {
+        code: codes::UNAVAILABLE,
+        message: "this replica did not catch up with the proposal's height".into(),
+        data: None,
+    }
+}
+
+/// Sends proposals to committee members over `/onvm/call/1`.
+struct CommitteeLink(std::sync::Weak<NodeContext>);
+
+impl crate::programs::Attestor for CommitteeLink {
+    fn request(
+        &self,
+        member: onvm_rpc_api::Hash32,
+        proposed: onvm_rpc_api::program::ExecutionReceipt,
+        input: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>> {
+        let ctx = self.0.upgrade();
+        Box::pin(async move {
+            let ctx = ctx.ok_or("this node is shutting down")?;
+            let call = ForwardedCall::Attest {
+                receipt: Box::new(proposed),
+                input_base64: input.into(),
+            };
+            match ctx.net.peers().forward(member, &call).await {
+                Ok(ForwardedReply::Attested { signature }) => Ok(signature.0),
+                Ok(ForwardedReply::Error { message, .. }) => Err(message),
+                Ok(other) => Err(format!("unexpected reply {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
 pub async fn start(
     config: &RpcConfig,
     ctx: Arc<NodeContext>,
 ) -> Result<(SocketAddr, ServerHandle), RpcError> {
+    ctx.programs
+        .set_attestor(Arc::new(CommitteeLink(Arc::downgrade(&ctx))));
     ctx.net
         .peers()
         .set_call_handler(Arc::new(ForwardedCalls(Arc::downgrade(&ctx))));

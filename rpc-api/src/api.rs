@@ -112,6 +112,10 @@ pub trait ProgramApi {
         input_base64: Base64Bytes,
         options: Option<ExecuteOptions>,
     ) -> RpcResult<ExecuteResult>;
+
+    /// Who attests the program's calls, and how many signatures a receipt needs.
+    #[method(name = "committee")]
+    async fn committee(&self, program_id: ProgramId) -> RpcResult<crate::committee::Committee>;
 }
 
 /// `state_*`: a program's committed key-value state, its Merkle root and proofs.
@@ -144,6 +148,18 @@ pub trait ReceiptApi {
         before_height: Option<u64>,
         limit: Option<u32>,
     ) -> RpcResult<ReceiptPage>;
+
+    /// Checks a receipt against its program's committee (from this node's catalog): id,
+    /// executor signature, and the aggregate signature of a threshold of members.
+    #[method(name = "verify")]
+    async fn verify(
+        &self,
+        receipt: SignedReceipt,
+    ) -> RpcResult<crate::committee::ReceiptVerification>;
+
+    /// Disagreements this node recorded while attesting `program_id`'s calls.
+    #[method(name = "evidence")]
+    async fn evidence(&self, program_id: ProgramId) -> RpcResult<Vec<crate::committee::Evidence>>;
 }
 
 /// `job_*`: durable jobs with retries, timeouts, cancellation and live events.

@@ -230,3 +230,69 @@ pub fn set_signer(bitmap: &mut Vec<u8>, members: usize, index: usize) {
         bitmap[index / 8] |= 1 << (index % 8);
     }
 }
+
+/// `receipt_verify` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptVerification {
+    pub valid: bool,
+    /// Why not, when `valid` is false.
+    pub reason: Option<String>,
+    /// Endpoint ids of the members whose signatures are in the aggregate.
+    pub signers: Vec<Hash32>,
+    pub threshold: u32,
+    pub committee_size: u32,
+}
+
+/// A member's record of a proposal it refused: what the sequencer proposed and what this node
+/// computed from the same state root and input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub height: u64,
+    pub proposed: ExecutionReceipt,
+    pub computed: ExecutionReceipt,
+    pub recorded_at_ms: u64,
+}
+
+/// Verifies a signed receipt against a committee: the executor's own signature, then (for a
+/// committee of more than one) the attestation. Pure.
+pub fn verify_signed(
+    receipt: &crate::program::SignedReceipt,
+    committee: &VerifiedCommittee,
+    network_id: &str,
+) -> ReceiptVerification {
+    let size = committee.committee.members.len() as u32;
+    let threshold = committee.committee.threshold;
+    let fail = |reason: String| ReceiptVerification {
+        valid: false,
+        reason: Some(reason),
+        signers: Vec::new(),
+        threshold,
+        committee_size: size,
+    };
+    if let Err(e) = crate::program::verify_receipt(receipt, Some(network_id), None) {
+        return fail(format!("executor signature: {e}"));
+    }
+    if committee.committee.members.first().map(|m| m.endpoint_id) != Some(receipt.receipt.executor)
+    {
+        return fail("the executor is not the committee's sequencer".into());
+    }
+    let aggregated = receipt.aggregated();
+    if size > 1 && receipt.attestation.is_none() {
+        return fail("no committee attestation".into());
+    }
+    match committee.verify(&aggregated, network_id) {
+        Ok(()) => ReceiptVerification {
+            valid: true,
+            reason: None,
+            signers: committee
+                .signers(&aggregated.signers.0)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| committee.committee.members[i].endpoint_id)
+                .collect(),
+            threshold,
+            committee_size: size,
+        },
+        Err(e) => fail(e.to_string()),
+    }
+}

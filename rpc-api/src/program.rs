@@ -119,9 +119,23 @@ pub struct ProgramManifest {
     /// ed25519 public key (iroh endpoint id) of the deploying node.
     pub deployer: Hash32,
     pub deployed_at_ms: u64,
+    /// Who attests the program's calls (`committee::select`: the deployer first). A call is
+    /// final with `threshold` member signatures; a committee of one is the deployer alone.
+    pub committee: Vec<crate::committee::Member>,
+    pub threshold: u32,
 }
 
 impl ProgramManifest {
+    /// The committee in the form receipts are verified against.
+    pub fn committee(&self) -> crate::committee::Committee {
+        crate::committee::Committee {
+            program_id: self.program_id,
+            epoch: 0,
+            members: self.committee.clone(),
+            threshold: self.threshold,
+        }
+    }
+
     /// The bytes the deployer signs.
     pub fn signing_message(&self) -> Vec<u8> {
         tagged_message(MANIFEST_SIG_TAG, &self.network_id, &canonical(self))
@@ -145,6 +159,10 @@ pub enum VerifyError {
     BadPublicKey,
     #[error("signed for network `{found}`, expected `{expected}`")]
     WrongNetwork { expected: String, found: String },
+    #[error(
+        "committee must start with the deployer and have 1..=256 members, threshold 1..=members"
+    )]
+    BadCommittee,
 }
 
 /// Checks the program id and the deployer's ed25519 signature.
@@ -156,6 +174,13 @@ pub fn verify_manifest(signed: &SignedManifest) -> Result<(), VerifyError> {
             claimed: m.program_id.to_string(),
             computed: computed.to_string(),
         });
+    }
+    if m.committee.first().map(|c| c.endpoint_id) != Some(m.deployer)
+        || m.threshold == 0
+        || m.threshold as usize > m.committee.len()
+        || m.committee.len() > crate::committee::MAX_COMMITTEE
+    {
+        return Err(VerifyError::BadCommittee);
     }
     let key = ed25519_dalek::VerifyingKey::from_bytes(&m.deployer.0)
         .map_err(|_| VerifyError::BadPublicKey)?;
@@ -260,7 +285,8 @@ pub fn receipt_signing_message(network_id: &str, id: &ReceiptId) -> Vec<u8> {
     tagged_message(RECEIPT_SIG_TAG, network_id, id.as_bytes())
 }
 
-/// A receipt with one BLS signature (a committee of one).
+/// A receipt with its executor's BLS signature and, for a committee of more than one, the
+/// committee's aggregate signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedReceipt {
     pub id: ReceiptId,
@@ -269,6 +295,42 @@ pub struct SignedReceipt {
     pub signer_bls_key: HexBytes,
     /// Compressed G1 signature (48 bytes) over `receipt_signing_message`.
     pub signature: HexBytes,
+    /// The committee's attestation (absent for a committee of one).
+    #[serde(default)]
+    pub attestation: Option<Attestation>,
+}
+
+/// Which committee members signed a receipt and their aggregate signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub epoch: u64,
+    /// Bit i (little-endian within each byte) set: member i signed.
+    pub signers: HexBytes,
+    /// Compressed G1 aggregate signature (48 bytes) over `receipt_signing_message`.
+    pub signature: HexBytes,
+}
+
+impl SignedReceipt {
+    /// The receipt in the form `committee::VerifiedCommittee::verify` checks. A receipt without
+    /// an attestation is its executor's word only: as an aggregate of one signer.
+    pub fn aggregated(&self) -> crate::committee::AggregatedReceipt {
+        match &self.attestation {
+            Some(a) => crate::committee::AggregatedReceipt {
+                id: self.id,
+                receipt: self.receipt.clone(),
+                epoch: a.epoch,
+                signers: a.signers.clone(),
+                signature: a.signature.clone(),
+            },
+            None => crate::committee::AggregatedReceipt {
+                id: self.id,
+                receipt: self.receipt.clone(),
+                epoch: 0,
+                signers: HexBytes(vec![1]),
+                signature: self.signature.clone(),
+            },
+        }
+    }
 }
 
 /// Checks a receipt's id and signature, optionally that it belongs to `network_id` and was
@@ -329,6 +391,13 @@ pub struct DeployRequest {
     /// Distinguishes deployments of the same code; default empty.
     #[serde(default)]
     pub salt: String,
+    /// Committee size K (default `committee.default_size`, at most `committee.max_size`);
+    /// fewer if the network has fewer announced nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committee_size: Option<u32>,
+    /// Signatures a call needs (default more than two thirds of the committee).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
 }
 
 /// `program_deploy` result.

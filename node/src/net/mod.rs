@@ -1022,6 +1022,11 @@ pub enum ForwardedCall {
     CancelJob {
         job_id: onvm_rpc_api::JobId,
     },
+    /// A committee member is asked to re-execute a proposed call and sign its receipt.
+    Attest {
+        receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
+        input_base64: onvm_rpc_api::types::Base64Bytes,
+    },
 }
 
 /// The home's answer: the RPC result, or the RPC error it would have returned to a client.
@@ -1037,6 +1042,8 @@ pub enum ForwardedReply {
     Cancelled {
         job: Box<onvm_rpc_api::jobs::JobInfo>,
     },
+    /// The member's BLS signature over the receipt id.
+    Attested { signature: onvm_rpc_api::HexBytes },
     Error {
         code: i32,
         message: String,

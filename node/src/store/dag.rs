@@ -20,6 +20,9 @@ const DAG_NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("dag_n
 const DAG_HEADS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("dag_heads");
 /// Arrival order on this node -> node id (a cursor for subscribers and sync).
 const DAG_LOG: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("dag_log");
+/// Author -> postcard `committee::Member`: every node announced in the DAG (with a BLS key
+/// whose proof of possession verified), the candidates for committees.
+const DAG_ANNOUNCED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("dag_announced");
 /// `own_last` -> the id of the last node this node authored.
 const DAG_META: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("dag_meta");
 const OWN_LAST: &str = "own_last";
@@ -48,6 +51,27 @@ pub(super) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(DAG_HEADS)?;
     tx.open_table(DAG_LOG)?;
     tx.open_table(DAG_META)?;
+    tx.open_table(DAG_ANNOUNCED)?;
+    Ok(())
+}
+
+/// Records an announced node as a committee candidate (validation checked its proof of
+/// possession).
+fn note_announcement(tx: &WriteTransaction, node: &DagNode) -> Result<(), StoreError> {
+    if let DagPayload::NodeAnnounce {
+        bls_public_key,
+        proof_of_possession,
+        ..
+    } = &node.body.payload
+    {
+        let member = onvm_rpc_api::committee::Member {
+            endpoint_id: node.body.author,
+            bls_public_key: bls_public_key.clone(),
+            proof_of_possession: proof_of_possession.clone(),
+        };
+        tx.open_table(DAG_ANNOUNCED)?
+            .insert(&node.body.author.0, encode(&member).as_slice())?;
+    }
     Ok(())
 }
 
@@ -90,6 +114,7 @@ pub(super) fn append(
     let id = node.id();
     tx.open_table(DAG_NODES)?
         .insert(&id.0, encode(&node).as_slice())?;
+    note_announcement(tx, &node)?;
     for p in &parents {
         heads.remove(&p.0)?;
     }
@@ -218,6 +243,9 @@ impl Store {
         node: &DagNode,
         writes: Option<&Writes>,
     ) -> Result<ForeignInsert, StoreError> {
+        if let DagPayload::ExecutionCommitted { receipt, .. } = &node.body.payload {
+            self.check_attestation(receipt)?;
+        }
         let id = node.id();
         let tx = self.db.begin_write()?;
         let job_event;
@@ -235,6 +263,7 @@ impl Store {
             }
             nodes.insert(&id.0, encode(node).as_slice())?;
             drop(nodes);
+            note_announcement(&tx, node)?;
             job_event = apply_replicated(&tx, &node.body.author, &node.body.payload, writes)?;
             let mut heads = tx.open_table(DAG_HEADS)?;
             for p in &node.body.parents {
@@ -250,6 +279,31 @@ impl Store {
             new: true,
             job_event,
         })
+    }
+
+    /// A committed call of a program with a committee must carry a threshold of valid member
+    /// signatures (a committee of one: the executor's own signature, checked on validation).
+    fn check_attestation(
+        &self,
+        receipt: &onvm_rpc_api::program::SignedReceipt,
+    ) -> Result<(), StoreError> {
+        let Some(record) = self.program(&receipt.receipt.program_id)? else {
+            return Ok(());
+        };
+        let manifest = &record.manifest.manifest;
+        if manifest.committee.len() <= 1 {
+            return Ok(());
+        }
+        let committee = self.verified_committee(manifest)?;
+        let Some(_) = &receipt.attestation else {
+            return Err(StoreError::ReplicaRejected(format!(
+                "{}: no committee attestation",
+                receipt.id
+            )));
+        };
+        committee
+            .verify(&receipt.aggregated(), &manifest.network_id)
+            .map_err(|e| StoreError::ReplicaRejected(format!("{}: attestation: {e}", receipt.id)))
     }
 
     pub fn has_dag_node(&self, id: &Hash32) -> Result<bool, StoreError> {
@@ -286,6 +340,18 @@ impl Store {
             if let Some(v) = nodes.get(id.value())? {
                 out.push((k.value(), decode("dag_nodes", v.value())?));
             }
+        }
+        Ok(out)
+    }
+
+    /// Every node announced in the DAG so far (committee candidates), by endpoint id.
+    pub fn announced_members(&self) -> Result<Vec<onvm_rpc_api::committee::Member>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DAG_ANNOUNCED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode("dag_announced", v.value())?);
         }
         Ok(out)
     }

@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 
+mod attest;
 mod dag;
 mod jobs;
+pub use attest::Evidence;
 pub use dag::{DagAuthor, ForeignInsert};
 pub use jobs::{JobCommit, JobUpdate};
 
@@ -135,6 +137,12 @@ pub struct Store {
     /// Bumped after every commit that may have added DAG nodes (gossip and `dag_subscribe`
     /// then read the log from their cursor).
     dag_changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Committees whose keys were checked once, for verifying replicated receipts.
+    committees: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<ProgramId, Arc<onvm_rpc_api::committee::VerifiedCommittee>>,
+        >,
+    >,
 }
 
 impl Store {
@@ -144,6 +152,7 @@ impl Store {
             db: Arc::new(db),
             dag_author: Arc::default(),
             dag_changed: Arc::new(tokio::sync::watch::channel(0).0),
+            committees: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)
@@ -182,6 +191,7 @@ impl Store {
             tx.open_table(RECEIPT_INDEX)?;
             jobs::create_tables(&tx)?;
             dag::create_tables(&tx)?;
+            attest::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(())
@@ -586,6 +596,34 @@ impl Store {
         ))
     }
 
+    /// `program`'s committee with its keys decoded and proof-of-possession-checked (cached).
+    pub fn verified_committee(
+        &self,
+        manifest: &onvm_rpc_api::program::ProgramManifest,
+    ) -> Result<Arc<onvm_rpc_api::committee::VerifiedCommittee>, StoreError> {
+        let mut cache = self.committees.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(&manifest.program_id) {
+            return Ok(c.clone());
+        }
+        let verified = onvm_rpc_api::committee::VerifiedCommittee::new(manifest.committee())
+            .map_err(|e| StoreError::ReplicaRejected(format!("committee: {e}")))?;
+        let verified = Arc::new(verified);
+        cache.insert(manifest.program_id, verified.clone());
+        Ok(verified)
+    }
+
+    /// The state root `writes` would lead to from `program`'s current state (nothing is
+    /// written): what a sequencer proposes and a member checks before the call commits.
+    pub fn preview_root(&self, program: &ProgramId, writes: &Writes) -> Result<Hash32, StoreError> {
+        let tx = self.db.begin_write()?;
+        let root = {
+            let mut record = require_program(&tx.open_table(PROGRAMS)?, program)?;
+            apply_writes(&tx, program, &mut record, writes)?
+        };
+        tx.abort()?;
+        Ok(root)
+    }
+
     /// Commits one call atomically: applies `writes` to the program's state and tree, then
     /// stores the receipt `sign` builds from the new root. `height` must still be current.
     pub fn commit_call(
@@ -780,6 +818,8 @@ mod tests {
                 initial_state_root: Hash32::ZERO,
                 deployer: Hash32::ZERO,
                 deployed_at_ms: 0,
+                committee: vec![],
+                threshold: 1,
             },
             signature: HexBytes(vec![]),
         };
@@ -811,6 +851,7 @@ mod tests {
                 receipt: r,
                 signer_bls_key: HexBytes(vec![]),
                 signature: HexBytes(vec![]),
+                attestation: None,
             }
         };
         let first: Writes = (0..500u32)

@@ -1,0 +1,203 @@
+//! Committees on real nodes: calls are re-executed by the members, and commit only with a
+//! threshold of BLS signatures aggregated into the receipt; a member whose result differs
+//! refuses to sign and records evidence; receipts verify on every node and offline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestNode;
+use jsonrpsee::core::ClientError;
+use onvm::rpc_api::api::{
+    DagApiClient, NodeApiClient, PeerApiClient, ProgramApiClient, ReceiptApiClient,
+};
+use onvm::rpc_api::committee::VerifiedCommittee;
+use onvm::rpc_api::error::{self as codes, error_data};
+use onvm::rpc_api::program::DeployRequest;
+
+async fn ticket(node: &TestNode) -> String {
+    NodeApiClient::info(&node.client().await)
+        .await
+        .unwrap()
+        .ticket
+}
+
+async fn converge(nodes: &[&TestNode]) {
+    let started = Instant::now();
+    loop {
+        let mut states = Vec::new();
+        for n in nodes {
+            let mut h = DagApiClient::heads(&n.client().await).await.unwrap();
+            h.heads.sort();
+            states.push((h.heads, h.count));
+        }
+        if states.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no convergence"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kv(op: serde_json::Value) -> onvm::rpc_api::types::Base64Bytes {
+    serde_json::to_vec(&op).unwrap().into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evidence() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    // D's re-executions disagree (a test hook standing in for a different program build).
+    let d = TestNode::start_with(&["committee.debug_corrupt_results=true"]).await;
+    for n in [&b, &c, &d] {
+        PeerApiClient::connect(&n.client().await, ticket(&a).await)
+            .await
+            .unwrap();
+    }
+    converge(&[&a, &b, &c, &d]).await;
+    let ca = a.client().await;
+    let wasm = common::program_wasm("kvstore");
+    // Four members, three signatures needed: D's refusal does not stop the call.
+    let p = ProgramApiClient::deploy(
+        &ca,
+        DeployRequest {
+            wasm_base64: Some(wasm.clone().into()),
+            committee_size: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    let committee = ProgramApiClient::committee(&ca, p).await.unwrap();
+    assert_eq!((committee.members.len(), committee.threshold), (4, 3));
+    assert_eq!(
+        committee.members[0].endpoint_id.to_string(),
+        a.node().endpoint_id()
+    );
+    let d_index = committee
+        .members
+        .iter()
+        .position(|m| m.endpoint_id.to_string() == d.node().endpoint_id())
+        .unwrap();
+    converge(&[&a, &b, &c, &d]).await;
+
+    let mut receipts = Vec::new();
+    for (i, node) in [&b, &c, &a].iter().enumerate() {
+        let put = ProgramApiClient::execute(
+            &node.client().await,
+            p,
+            kv(serde_json::json!({"op": "put", "key": format!("k{i}"), "data_base64": "dg=="})),
+            None,
+        )
+        .await
+        .unwrap();
+        receipts.push(put.receipt.unwrap());
+    }
+    converge(&[&a, &b, &c, &d]).await;
+    let verified = VerifiedCommittee::new(committee.clone()).unwrap();
+    let home = ProgramApiClient::info(&ca, p).await.unwrap();
+    for r in &receipts {
+        let attestation = r.attestation.as_ref().expect("an attested receipt");
+        let signers = verified.signers(&attestation.signers.0).unwrap();
+        assert_eq!(signers.len(), 3);
+        assert!(!signers.contains(&d_index), "D never signs");
+        // Offline, with the pure verifier and the committee alone.
+        verified.verify(&r.aggregated(), "onvm-devnet").unwrap();
+        // And on every node.
+        for node in [&a, &b, &c, &d] {
+            let v = ReceiptApiClient::verify(&node.client().await, r.clone())
+                .await
+                .unwrap();
+            assert!(v.valid, "{v:?}");
+            assert_eq!(v.signers.len(), 3);
+        }
+    }
+    // Every node applied the three calls and holds the same root.
+    for node in [&b, &c, &d] {
+        let info = ProgramApiClient::info(&node.client().await, p)
+            .await
+            .unwrap();
+        assert_eq!((info.height, info.state_root), (3, home.state_root));
+    }
+    // D recorded its disagreements: the proposal and what it computed. (A proposal D reaches
+    // only after the call was finalized without it cannot be re-executed, so not every call
+    // necessarily leaves evidence; at least one does.)
+    let started = Instant::now();
+    let evidence = loop {
+        let e = ReceiptApiClient::evidence(&d.client().await, p)
+            .await
+            .unwrap();
+        if !e.is_empty() || started.elapsed() > Duration::from_secs(20) {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!evidence.is_empty(), "D recorded no evidence");
+    for e in &evidence {
+        let proposed = e.proposed.id();
+        assert!(receipts.iter().any(|r| r.id == proposed));
+        assert_ne!(e.computed.id(), proposed);
+        assert_eq!(e.computed.state_root_out, e.proposed.state_root_out);
+    }
+    assert!(ReceiptApiClient::evidence(&ca, p).await.unwrap().is_empty());
+
+    // Tampering is caught: a changed result, a signer removed from the bitmap.
+    let mut tampered = receipts[0].clone();
+    tampered.receipt.output_len += 1;
+    let v = ReceiptApiClient::verify(&ca, tampered).await.unwrap();
+    assert!(!v.valid);
+    let mut fewer = receipts[0].clone();
+    if let Some(att) = fewer.attestation.as_mut() {
+        att.signers.0[0] &= !(1 << 1);
+        att.signers.0[0] &= !(1 << 2);
+        att.signers.0[0] &= !(1 << 3);
+        att.signers.0[0] |= 1 << 1;
+    }
+    assert!(!ReceiptApiClient::verify(&ca, fewer).await.unwrap().valid);
+
+    // With every member required, D's refusal fails the call clearly and commits nothing.
+    let strict = ProgramApiClient::deploy(
+        &ca,
+        DeployRequest {
+            wasm_base64: Some(wasm.into()),
+            salt: "strict".into(),
+            committee_size: Some(4),
+            threshold: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    converge(&[&a, &b, &c, &d]).await;
+    let err = match ProgramApiClient::execute(
+        &ca,
+        strict,
+        kv(serde_json::json!({"op": "put", "key": "x", "data_base64": "dg=="})),
+        None,
+    )
+    .await
+    {
+        Err(ClientError::Call(e)) => e,
+        other => panic!("expected not_attested, got {other:?}"),
+    };
+    assert_eq!(err.code(), codes::UNAVAILABLE);
+    let data = error_data(&err).unwrap();
+    assert_eq!(data.kind, "not_attested");
+    assert_eq!(
+        (
+            data.detail["signed"].as_u64(),
+            data.detail["threshold"].as_u64()
+        ),
+        (Some(3), Some(4))
+    );
+    assert_eq!(ProgramApiClient::info(&ca, strict).await.unwrap().height, 0);
+    for n in [a, b, c, d] {
+        n.stop().await;
+    }
+}
