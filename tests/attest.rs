@@ -11,7 +11,7 @@ use jsonrpsee::core::ClientError;
 use onvm::rpc_api::api::{
     DagApiClient, NodeApiClient, PeerApiClient, ProgramApiClient, ReceiptApiClient,
 };
-use onvm::rpc_api::committee::VerifiedCommittee;
+use onvm::rpc_api::committee::{ReceiptStreamItem, VerifiedCommittee};
 use onvm::rpc_api::error::{self as codes, error_data};
 use onvm::rpc_api::program::DeployRequest;
 
@@ -145,6 +145,21 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
         assert_eq!(e.computed.state_root_out, e.proposed.state_root_out);
     }
     assert!(ReceiptApiClient::evidence(&ca, p).await.unwrap().is_empty());
+
+    // receipt_subscribe on a replica replays the program's finalized receipts in order.
+    let cb = b.client().await;
+    let mut sub = ReceiptApiClient::subscribe_receipts(&cb, Some(p), Some(1))
+        .await
+        .unwrap();
+    for expected in &receipts {
+        match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+            Ok(Some(Ok(ReceiptStreamItem::Receipt { receipt, .. }))) => {
+                assert_eq!(receipt.id, expected.id);
+                assert!(receipt.attestation.is_some());
+            }
+            other => panic!("expected a receipt, got {other:?}"),
+        }
+    }
 
     // Tampering is caught: a changed result, a signer removed from the bitmap.
     let mut tampered = receipts[0].clone();

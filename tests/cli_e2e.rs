@@ -727,6 +727,55 @@ fn two_nodes_ticket_connect_and_blob_across() {
             "hello"
         );
     }
+    // Two nodes make a committee of two: the receipt carries both signatures, and verifies
+    // offline against the committee saved from either node.
+    let committee = tmp.path().join("committee.json");
+    let receipts = tmp.path().join("receipts");
+    run_ok(onvm(&[
+        "--rpc",
+        &n2.rpc,
+        "program-committee",
+        "--program-id",
+        &program,
+        "--out",
+        committee.to_str().unwrap(),
+    ]));
+    run_ok(onvm(&[
+        "--rpc",
+        &n2.rpc,
+        "program-receipts",
+        "--program-id",
+        &program,
+        "--save-dir",
+        receipts.to_str().unwrap(),
+    ]));
+    let file = std::fs::read_dir(&receipts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = run_ok(onvm(&[
+        "verify-receipt",
+        "--file",
+        file.to_str().unwrap(),
+        "--committee",
+        committee.to_str().unwrap(),
+    ]));
+    assert!(out.contains("attested by 2 of 2"), "{out}");
+    // A receipt edited after the fact fails.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut receipt: serde_json::Value = serde_json::from_str(&text).unwrap();
+    receipt["receipt"]["fuel_used"] = serde_json::json!(1);
+    std::fs::write(&file, receipt.to_string()).unwrap();
+    let bad = run_err(onvm(&[
+        "verify-receipt",
+        "--file",
+        file.to_str().unwrap(),
+        "--committee",
+        committee.to_str().unwrap(),
+    ]));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID"));
     n1.stop();
     n2.stop();
 }

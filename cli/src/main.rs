@@ -180,6 +180,13 @@ enum Command {
         #[arg(long)]
         save_dir: Option<PathBuf>,
     },
+    /// Print a program's committee as JSON (save it for `verify-receipt --committee`).
+    ProgramCommittee {
+        #[arg(long)]
+        program_id: ProgramId,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Fetch one receipt as JSON.
     GetReceipt {
         #[arg(long)]
@@ -214,6 +221,10 @@ enum Command {
         /// Require this signer (BLS public key, hex).
         #[arg(long)]
         bls_key: Option<String>,
+        /// Also check the committee's aggregate signature against this committee (JSON from
+        /// `program-committee`).
+        #[arg(long)]
+        committee: Option<PathBuf>,
     },
     /// Submit a durable job; prints its id, or with --wait follows it live and prints the output.
     SubmitJob {
@@ -397,6 +408,12 @@ async fn run(cli: Cli) -> Result<()> {
                 .program_receipts(*program_id, *before_height, *limit, save_dir.as_deref())
                 .await
         }
+        Command::ProgramCommittee { program_id, out } => {
+            session()
+                .await?
+                .program_committee(*program_id, out.as_deref())
+                .await
+        }
         Command::GetReceipt { receipt_id, out } => {
             session()
                 .await?
@@ -418,9 +435,14 @@ async fn run(cli: Cli) -> Result<()> {
             file,
             network_id,
             bls_key,
-        } => {
-            programs::verify_receipt_file(file, network_id.as_deref(), bls_key.as_deref(), cli.json)
-        }
+            committee,
+        } => programs::verify_receipt_file(
+            file,
+            network_id.as_deref(),
+            bls_key.as_deref(),
+            committee.as_deref(),
+            cli.json,
+        ),
         Command::SubmitJob {
             program_id,
             input,

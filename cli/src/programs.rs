@@ -219,6 +219,22 @@ impl Session {
         Ok(())
     }
 
+    pub async fn program_committee(&self, id: ProgramId, out: Option<&Path>) -> Result<()> {
+        let c = ProgramApiClient::committee(&self.client, id)
+            .await
+            .map_err(rpc_err)?;
+        let json = serde_json::to_string_pretty(&c)?;
+        match out {
+            Some(path) => {
+                std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+            }
+            None => {
+                println!("{json}");
+                Ok(())
+            }
+        }
+    }
+
     pub async fn get_receipt(&self, id: ReceiptId, out: Option<&Path>) -> Result<()> {
         let r = ReceiptApiClient::get(&self.client, id)
             .await
@@ -287,6 +303,7 @@ pub fn verify_receipt_file(
     file: &Path,
     network_id: Option<&str>,
     bls_key: Option<&str>,
+    committee: Option<&Path>,
     json: bool,
 ) -> Result<()> {
     let text =
@@ -298,10 +315,32 @@ pub fn verify_receipt_file(
         .transpose()?;
     verify_receipt(&receipt, network_id, key.as_deref())
         .map_err(|e| anyhow!("receipt {} is INVALID: {e}", receipt.id))?;
+    let mut signers = None;
+    if let Some(path) = committee {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let committee: onvm_rpc_api::committee::Committee = serde_json::from_str(&text)
+            .context("not a committee (JSON from `onvm program-committee`)")?;
+        let verified = onvm_rpc_api::committee::VerifiedCommittee::new(committee)
+            .map_err(|e| anyhow!("the committee is invalid: {e}"))?;
+        let network = network_id.unwrap_or(&receipt.receipt.network_id);
+        let v = onvm_rpc_api::committee::verify_signed(&receipt, &verified, network);
+        if !v.valid {
+            bail!(
+                "receipt {} is INVALID: {}",
+                receipt.id,
+                v.reason.unwrap_or_default()
+            );
+        }
+        signers = Some((v.signers.len(), v.threshold, v.committee_size));
+    }
     if json {
-        return print_json(
-            &serde_json::json!({"valid": true, "receipt_id": receipt.id, "height": receipt.receipt.height}),
-        );
+        return print_json(&serde_json::json!({
+            "valid": true,
+            "receipt_id": receipt.id,
+            "height": receipt.receipt.height,
+            "committee_signers": signers.map(|s| s.0),
+        }));
     }
     println!("receipt {} is valid", receipt.id);
     println!(
@@ -314,5 +353,8 @@ pub fn verify_receipt_file(
         "  signed by BLS key {}",
         hex::encode(&receipt.signer_bls_key.0)
     );
+    if let Some((n, threshold, size)) = signers {
+        println!("  attested by {n} of {size} committee members (threshold {threshold})");
+    }
     Ok(())
 }

@@ -597,6 +597,38 @@ impl ReceiptApiServer for Handlers {
         .await
     }
 
+    async fn subscribe_receipts(
+        &self,
+        pending: PendingSubscriptionSink,
+        program_id: Option<ProgramId>,
+        from_seq: Option<u64>,
+    ) -> jsonrpsee::core::SubscriptionResult {
+        use onvm_rpc_api::committee::ReceiptStreamItem;
+        use onvm_rpc_api::dag::DagPayload;
+        let from = match dag_cursor(&self.ctx.store, from_seq).await {
+            Ok(f) => f,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let pick = move |seq, node: onvm_rpc_api::dag::DagNode| match node.body.payload {
+            DagPayload::ExecutionCommitted { receipt, .. }
+                if program_id.is_none_or(|p| p == receipt.receipt.program_id) =>
+            {
+                Some(ReceiptStreamItem::Receipt { seq, receipt })
+            }
+            _ => None,
+        };
+        let lagged = |seq| ReceiptStreamItem::Closed {
+            reason: "lagged".into(),
+            resume_from_seq: seq,
+        };
+        stream_dag(self.lag(), self.ctx.store.clone(), sink, from, pick, lagged).await;
+        Ok(())
+    }
+
     async fn evidence(
         &self,
         program_id: ProgramId,
@@ -678,32 +710,42 @@ impl DagApiServer for Handlers {
         pending: PendingSubscriptionSink,
         from_seq: Option<u64>,
     ) -> jsonrpsee::core::SubscriptionResult {
-        let store = self.ctx.store.clone();
-        let from = match from_seq {
-            Some(s) => s.max(1),
-            None => match store_read(move || store.dag_last_seq()).await {
-                Ok(last) => last + 1,
-                Err(e) => {
-                    pending.reject(e).await;
-                    return Ok(());
-                }
-            },
+        use onvm_rpc_api::dag::DagStreamItem;
+        let from = match dag_cursor(&self.ctx.store, from_seq).await {
+            Ok(f) => f,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
         };
         let sink = pending.accept().await?;
-        stream_dag(self.lag(), self.ctx.store.clone(), sink, from).await;
+        let pick = |seq, node: onvm_rpc_api::dag::DagNode| {
+            Some(DagStreamItem::Node {
+                seq,
+                id: node.id(),
+                node: Box::new(node),
+            })
+        };
+        let lagged = |seq| DagStreamItem::Closed {
+            reason: "lagged".into(),
+            resume_from_seq: seq,
+        };
+        stream_dag(self.lag(), self.ctx.store.clone(), sink, from, pick, lagged).await;
         Ok(())
     }
 }
 
-/// Streams stored DAG nodes from arrival sequence `from`, then follows new ones (the store's
-/// change signal is only a wake-up; every delivery reads the log from the cursor).
-async fn stream_dag(
+/// Streams stored DAG nodes from arrival sequence `from` as the items `pick` makes of them
+/// (nodes it maps to None are skipped), then follows new ones. The store's change signal is
+/// only a wake-up: every delivery reads the log from the cursor, so nothing is missed.
+async fn stream_dag<T: serde::Serialize>(
     lag: std::time::Duration,
     store: crate::store::Store,
     mut sink: SubscriptionSink,
     from: u64,
+    pick: impl Fn(u64, onvm_rpc_api::dag::DagNode) -> Option<T>,
+    lagged: impl Fn(u64) -> T,
 ) {
-    use onvm_rpc_api::dag::DagStreamItem;
     let mut changes = store.dag_changes();
     let mut next = from;
     loop {
@@ -721,16 +763,9 @@ async fn stream_dag(
                 break;
             }
             for (seq, node) in batch {
-                let item = DagStreamItem::Node {
-                    seq,
-                    id: node.id(),
-                    node: Box::new(node),
-                };
-                let lagged = || DagStreamItem::Closed {
-                    reason: "lagged".into(),
-                    resume_from_seq: seq,
-                };
-                if !deliver(&mut sink, &item, lag, lagged).await {
+                if let Some(item) = pick(seq, node)
+                    && !deliver(&mut sink, &item, lag, || lagged(seq)).await
+                {
                     return;
                 }
                 next = seq + 1;
@@ -739,6 +774,17 @@ async fn stream_dag(
         tokio::select! {
             _ = sink.closed() => return,
             r = changes.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// The first arrival sequence a subscription reads: `from_seq`, or the next one to arrive.
+async fn dag_cursor(store: &crate::store::Store, from_seq: Option<u64>) -> RpcResult<u64> {
+    match from_seq {
+        Some(s) => Ok(s.max(1)),
+        None => {
+            let store = store.clone();
+            Ok(store_read(move || store.dag_last_seq()).await? + 1)
         }
     }
 }

@@ -157,6 +157,16 @@ pub trait ReceiptApi {
         receipt: SignedReceipt,
     ) -> RpcResult<crate::committee::ReceiptVerification>;
 
+    /// Committed receipts as this node stores them (its own and replicated), for one program or
+    /// all, from DAG arrival sequence `from_seq` (1 = all history; default: only new ones);
+    /// closes with `lagged` and a resume cursor like the other subscriptions.
+    #[subscription(name = "subscribe" => "receipt", unsubscribe = "unsubscribe", item = crate::committee::ReceiptStreamItem)]
+    async fn subscribe_receipts(
+        &self,
+        program_id: Option<ProgramId>,
+        from_seq: Option<u64>,
+    ) -> SubscriptionResult;
+
     /// Disagreements this node recorded while attesting `program_id`'s calls.
     #[method(name = "evidence")]
     async fn evidence(&self, program_id: ProgramId) -> RpcResult<Vec<crate::committee::Evidence>>;

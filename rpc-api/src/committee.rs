@@ -296,3 +296,19 @@ pub fn verify_signed(
         Err(e) => fail(e.to_string()),
     }
 }
+
+/// What `receipt_subscribe` delivers: committed receipts in this node's arrival order (the
+/// cursor is the DAG arrival sequence), then possibly a typed close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ReceiptStreamItem {
+    Receipt {
+        seq: u64,
+        receipt: Box<crate::program::SignedReceipt>,
+    },
+    /// `lagged`: resubscribe with `from_seq = resume_from_seq` to continue without a gap.
+    Closed {
+        reason: String,
+        resume_from_seq: u64,
+    },
+}
