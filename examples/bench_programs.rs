@@ -170,17 +170,26 @@ fn bench_state_commit() -> Result<()> {
     let id = ProgramId::from_bytes([7; 32]);
     store.insert_program(&dummy_manifest(id))?;
     let start = Instant::now();
-    store.commit_call(&id, 0, 0, &writes, |root| {
-        let mut r = receipt_template();
-        r.state_root_out = root;
-        SignedReceipt {
-            id: r.id(),
-            receipt: r,
-            signer_bls_key: HexBytes(vec![]),
-            signature: HexBytes(vec![]),
-            attestation: None,
-        }
-    })?;
+    store.commit_call(
+        &id,
+        onvm::node::store::CallEffects {
+            height: 0,
+            timestamp_ms: 0,
+            writes: &writes,
+            input: b"",
+        },
+        |root| {
+            let mut r = receipt_template();
+            r.state_root_out = root;
+            SignedReceipt {
+                id: r.id(),
+                receipt: r,
+                signer_bls_key: HexBytes(vec![]),
+                signature: HexBytes(vec![]),
+                attestation: None,
+            }
+        },
+    )?;
     let onvm = start.elapsed();
 
     const RAW: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("raw");

@@ -493,6 +493,41 @@ fn deploy_execute_receipts_and_offline_verification() {
         small_garbage(&tmp).to_str().unwrap(),
     ]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly module"));
+
+    // The audit replays the program's history (a put, a get that wrote nothing, ...) and
+    // agrees with every receipt.
+    let out = run_ok(onvm(&["--rpc", &rpc, "audit", "--program-id", &program]));
+    assert!(out.starts_with("audit OK"), "{out}");
+    node.stop();
+
+    // Someone edits the stored input of the call at height 1: the audit names that height.
+    {
+        let db = redb::Database::open(data_dir.join("node.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&[u8; 40], &[u8]> =
+                redb::TableDefinition::new("call_inputs");
+            let mut t = tx.open_table(table).unwrap();
+            let mut key = [0u8; 40];
+            let id: onvm::rpc_api::ProgramId = program.parse().unwrap();
+            key[..32].copy_from_slice(id.as_bytes());
+            key[32..].copy_from_slice(&1u64.to_be_bytes());
+            assert!(redb::ReadableTable::get(&t, &key).unwrap().is_some());
+            t.insert(&key, br#"{"op":"get","key":"other"}"#.as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let node = RunningNode::start(&data_dir, PASS);
+    let out = run_err(onvm(&[
+        "--rpc",
+        &node.rpc,
+        "audit",
+        "--program-id",
+        &program,
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit FAILED at height 1"), "{stderr}");
     node.stop();
 }
 
@@ -763,6 +798,9 @@ fn two_nodes_ticket_connect_and_blob_across() {
         committee.to_str().unwrap(),
     ]));
     assert!(out.contains("attested by 2 of 2"), "{out}");
+    // Node 2 holds the replicated inputs: the audit replays the history from there.
+    let out = run_ok(onvm(&["--rpc", &n2.rpc, "audit", "--program-id", &program]));
+    assert!(out.starts_with("audit OK: 1 calls"), "{out}");
     // A receipt edited after the fact fails.
     let text = std::fs::read_to_string(&file).unwrap();
     let mut receipt: serde_json::Value = serde_json::from_str(&text).unwrap();

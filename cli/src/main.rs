@@ -1,5 +1,6 @@
 //! `onvm`: run an ONVM node, or talk to one over its WebSocket JSON-RPC API.
 
+mod audit;
 mod client;
 mod daemon;
 mod jobs;
@@ -179,6 +180,12 @@ enum Command {
         /// Write the receipts as JSON files into this directory (for verify-receipt).
         #[arg(long)]
         save_dir: Option<PathBuf>,
+    },
+    /// Replay every committed call of a program from its initial state on this machine and
+    /// check every receipt, signature and state root; names the first height that differs.
+    Audit {
+        #[arg(long)]
+        program_id: ProgramId,
     },
     /// Print a program's committee as JSON (save it for `verify-receipt --committee`).
     ProgramCommittee {
@@ -408,6 +415,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .program_receipts(*program_id, *before_height, *limit, save_dir.as_deref())
                 .await
         }
+        Command::Audit { program_id } => session().await?.audit(*program_id).await,
         Command::ProgramCommittee { program_id, out } => {
             session()
                 .await?

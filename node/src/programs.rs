@@ -21,7 +21,7 @@ use crate::blobs::{BlobError, Blobs};
 use crate::config::CommitteeConfig;
 use crate::identity::Identity;
 use crate::metrics::{self, Counters};
-use crate::store::{JobCommit, ProgramRecord, StateSnapshot, Store, StoreError};
+use crate::store::{CallEffects, JobCommit, ProgramRecord, StateSnapshot, Store, StoreError};
 use crate::util::now_ms;
 use crate::vm::{
     CallContext, CallRequest, CallResult, Compiled, ENGINE_FINGERPRINT, StateView, Vm, VmError,
@@ -754,9 +754,14 @@ impl Programs {
         let compiled = self.compiled_for(&manifest).await?;
         let blobs = self.load_blob_refs(&manifest).await?;
         let input_hash = Hash32::of(&input);
-        // Committee members re-execute the call from its input.
+        // A committed call keeps its input (members re-execute it, auditors replay it).
+        let call_input = if options.read_only {
+            Vec::new()
+        } else {
+            input.clone()
+        };
         let input_for_committee =
-            (!options.read_only && manifest.committee.len() > 1).then(|| input.clone());
+            (!options.read_only && manifest.committee.len() > 1).then(|| call_input.clone());
         // Calls are anonymous until API tokens exist (docs/ABI.md): the caller is all zeros.
         let caller = Hash32::ZERO;
         let executor = Hash32(*self.identity.endpoint_id().as_bytes());
@@ -884,8 +889,11 @@ impl Programs {
         // Replicas need the writes: small sets ride inside the DAG node, large ones as a blob
         // stored before the commit that names it.
         let encoded = onvm_rpc_api::program::encode_writes(&writes);
-        if encoded.len() > onvm_rpc_api::dag::MAX_INLINE_WRITES {
+        if encoded.len() > onvm_rpc_api::dag::MAX_INLINE_DATA {
             self.blobs.add_unannounced(encoded).await?;
+        }
+        if call_input.len() > onvm_rpc_api::dag::MAX_INLINE_DATA {
+            self.blobs.add_unannounced(call_input.clone()).await?;
         }
         // A successful job attempt stores its output first (content-addressed, harmless if the
         // commit below never happens), then completes the job inside the commit.
@@ -908,9 +916,12 @@ impl Programs {
         let (receipt, job_event) = blocking(move || {
             Ok(store.commit_call_with_job(
                 &id,
-                height,
-                timestamp_ms,
-                &writes,
+                CallEffects {
+                    height,
+                    timestamp_ms,
+                    writes: &writes,
+                    input: &call_input,
+                },
                 |root_out| {
                     let mut body = receipt_body;
                     body.state_root_out = root_out;

@@ -629,6 +629,21 @@ impl ReceiptApiServer for Handlers {
         Ok(())
     }
 
+    async fn input(&self, receipt_id: ReceiptId) -> RpcResult<Base64Bytes> {
+        let store = self.ctx.store.clone();
+        store_read(move || store.call_input(&receipt_id))
+            .await?
+            .map(Base64Bytes)
+            .ok_or_else(|| {
+                rpc_error(
+                    codes::NOT_FOUND,
+                    "receipt_not_found",
+                    format!("no call input for receipt {receipt_id} on this node"),
+                    json!({"receipt_id": receipt_id}),
+                )
+            })
+    }
+
     async fn evidence(
         &self,
         program_id: ProgramId,
@@ -1045,6 +1060,9 @@ async fn attest_for(
 ) -> ForwardedReply {
     use crate::programs::AttestError;
     let sequencer = onvm_rpc_api::Hash32(*from.as_bytes());
+    // The proposal usually arrives a moment before the previous call's commit does: pull it
+    // at once, and back off only if it is still missing.
+    let mut pause = std::time::Duration::from_millis(2);
     for _ in 0..20 {
         match ctx.programs.attest(receipt.clone(), input.clone()).await {
             Ok(signature) => {
@@ -1052,12 +1070,16 @@ async fn attest_for(
                     signature: onvm_rpc_api::HexBytes(signature),
                 };
             }
-            Err(AttestError::Behind { .. }) => {
-                if let Err(e) = ctx.net.peers().sync_from(sequencer).await {
-                    tracing::debug!("pulling from the sequencer before attesting: {e}");
+            Err(AttestError::Behind { .. }) => match ctx.net.peers().sync_from(sequencer).await {
+                Ok(added) if added > 0 => {}
+                other => {
+                    if let Err(e) = other {
+                        tracing::debug!("pulling from the sequencer before attesting: {e}");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            },
             Err(AttestError::Program(e)) => return forwarded_error(program_error(e)),
             Err(e) => {
                 return ForwardedReply::Error {

@@ -167,6 +167,10 @@ pub trait ReceiptApi {
         from_seq: Option<u64>,
     ) -> SubscriptionResult;
 
+    /// The input of the call a receipt commits (for audits: replay it and compare).
+    #[method(name = "input")]
+    async fn input(&self, receipt_id: ReceiptId) -> RpcResult<Base64Bytes>;
+
     /// Disagreements this node recorded while attesting `program_id`'s calls.
     #[method(name = "evidence")]
     async fn evidence(&self, program_id: ProgramId) -> RpcResult<Vec<crate::committee::Evidence>>;

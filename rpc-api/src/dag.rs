@@ -38,10 +38,12 @@ pub enum DagPayload {
     ProgramDeployed {
         manifest: Box<SignedManifest>,
     },
-    /// A committed call and its writes, for replicas to apply in height order.
+    /// A committed call, its writes (for replicas to apply in height order) and its input (for
+    /// auditors to replay).
     ExecutionCommitted {
         receipt: Box<SignedReceipt>,
-        writes: WritesRef,
+        writes: DataRef,
+        input: DataRef,
     },
     /// A job accepted by its program's home.
     JobSubmitted {
@@ -77,24 +79,25 @@ pub struct SubmittedJob {
     pub created_at_ms: u64,
 }
 
-/// Where a committed call's writes are: inside the node when small, else in a blob (both hold
-/// `program::encode_writes` bytes, checked against the receipt's `write_digest`).
+/// Bytes a DAG node carries: inside the node when small, else in a blob. For a committed
+/// call's writes they are `program::encode_writes` bytes, checked against the receipt's
+/// `write_digest`; for its input, the raw input, checked against `input_hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WritesRef {
+pub enum DataRef {
     Inline(HexBytes),
     Blob { blob: BlobId, size: u64 },
 }
 
-/// Encoded writes up to this size travel inside the DAG node; larger ones as a blob.
-pub const MAX_INLINE_WRITES: usize = 16 * 1024;
+/// Data up to this size travels inside the DAG node; larger data as a blob.
+pub const MAX_INLINE_DATA: usize = 16 * 1024;
 
-impl WritesRef {
+impl DataRef {
     /// Inline bytes, or the blob to fetch (with its claimed size, checked before download).
     pub fn for_encoded(encoded: &[u8], blob: impl FnOnce() -> BlobId) -> Self {
-        if encoded.len() <= MAX_INLINE_WRITES {
-            WritesRef::Inline(HexBytes(encoded.to_vec()))
+        if encoded.len() <= MAX_INLINE_DATA {
+            DataRef::Inline(HexBytes(encoded.to_vec()))
         } else {
-            WritesRef::Blob {
+            DataRef::Blob {
                 blob: blob(),
                 size: encoded.len() as u64,
             }
@@ -232,12 +235,23 @@ impl DagNode {
                     ));
                 }
             }
-            DagPayload::ExecutionCommitted { receipt, writes } => {
+            DagPayload::ExecutionCommitted {
+                receipt,
+                writes,
+                input,
+            } => {
                 verify_receipt(receipt, Some(network_id), None)
                     .map_err(|e| DagError::BadPayload(format!("receipt: {e}")))?;
-                if let WritesRef::Inline(bytes) = writes {
+                if let DataRef::Inline(bytes) = writes {
                     decode_writes(&bytes.0, &receipt.receipt.write_digest)
                         .map_err(DagError::BadPayload)?;
+                }
+                if let DataRef::Inline(bytes) = input
+                    && Hash32::of(&bytes.0) != receipt.receipt.input_hash
+                {
+                    return Err(DagError::BadPayload(
+                        "the input does not match the receipt's input_hash".into(),
+                    ));
                 }
                 if receipt.receipt.executor != b.author {
                     return Err(DagError::BadPayload(

@@ -770,17 +770,20 @@ impl Peers {
     /// Blobs a node must hold before it stores `node`: a program's code and declared blobs (so
     /// it can run read-only calls), and a committed call's writes when they travel as a blob.
     fn required_blobs(node: &onvm_rpc_api::dag::DagNode) -> Vec<onvm_rpc_api::BlobId> {
-        use onvm_rpc_api::dag::{DagPayload, WritesRef};
+        use onvm_rpc_api::dag::{DagPayload, DataRef};
         match &node.body.payload {
             DagPayload::ProgramDeployed { manifest } => {
                 let mut ids = vec![manifest.manifest.code];
                 ids.extend(manifest.manifest.blob_refs.iter().copied());
                 ids
             }
-            DagPayload::ExecutionCommitted {
-                writes: WritesRef::Blob { blob, .. },
-                ..
-            } => vec![*blob],
+            DagPayload::ExecutionCommitted { writes, input, .. } => [writes, input]
+                .into_iter()
+                .filter_map(|d| match d {
+                    DataRef::Blob { blob, .. } => Some(*blob),
+                    DataRef::Inline(_) => None,
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -792,8 +795,8 @@ impl Peers {
         &self,
         node: &onvm_rpc_api::dag::DagNode,
         from: &iroh::EndpointAddr,
-    ) -> Result<Option<onvm_rpc_api::program::Writes>, String> {
-        use onvm_rpc_api::dag::{DagPayload, WritesRef};
+    ) -> Result<Option<crate::store::ReplicatedCall>, String> {
+        use onvm_rpc_api::dag::DagPayload;
         let mut conn = None;
         for blob in Self::required_blobs(node) {
             if self.blobs.stat(blob).await.is_ok() {
@@ -817,18 +820,36 @@ impl Peers {
                     .map_err(|e| format!("fetching {blob} for DAG node {}: {e}", node.id()))?;
             }
         }
-        let DagPayload::ExecutionCommitted { receipt, writes } = &node.body.payload else {
+        let DagPayload::ExecutionCommitted {
+            receipt,
+            writes,
+            input,
+        } = &node.body.payload
+        else {
             return Ok(None);
         };
-        let bytes = match writes {
-            WritesRef::Inline(bytes) => bytes.0.clone(),
-            WritesRef::Blob { blob, .. } => self
-                .blobs
-                .read_all(*blob)
-                .await
-                .map_err(|e| e.to_string())?,
-        };
-        onvm_rpc_api::program::decode_writes(&bytes, &receipt.receipt.write_digest).map(Some)
+        let writes = self.data_bytes(writes).await?;
+        let input = self.data_bytes(input).await?;
+        if onvm_rpc_api::Hash32::of(&input) != receipt.receipt.input_hash {
+            return Err(format!(
+                "the input of {} does not match its hash",
+                receipt.id
+            ));
+        }
+        Ok(Some(crate::store::ReplicatedCall {
+            writes: onvm_rpc_api::program::decode_writes(&writes, &receipt.receipt.write_digest)?,
+            input,
+        }))
+    }
+
+    /// The bytes a DAG node carries inline, or reads from a blob this node holds.
+    async fn data_bytes(&self, data: &onvm_rpc_api::dag::DataRef) -> Result<Vec<u8>, String> {
+        match data {
+            onvm_rpc_api::dag::DataRef::Inline(bytes) => Ok(bytes.0.clone()),
+            onvm_rpc_api::dag::DataRef::Blob { blob, .. } => {
+                self.blobs.read_all(*blob).await.map_err(|e| e.to_string())
+            }
+        }
     }
 
     /// One anti-entropy round with every known peer, all at once: an unreachable peer costs

@@ -135,7 +135,7 @@ fn apply_replicated(
     tx: &WriteTransaction,
     author: &Hash32,
     payload: &DagPayload,
-    writes: Option<&Writes>,
+    call: Option<&ReplicatedCall>,
 ) -> Result<Option<JobEvent>, StoreError> {
     match payload {
         DagPayload::ProgramDeployed { manifest } => {
@@ -182,8 +182,11 @@ fn apply_replicated(
                     r.state_root_in, record.state_root
                 )));
             }
-            let writes = writes.ok_or_else(|| refuse("its writes were not supplied".into()))?;
-            let root = super::apply_writes(tx, &r.program_id, &mut record, writes)?;
+            let call = call.ok_or_else(|| refuse("its writes were not supplied".into()))?;
+            if Hash32::of(&call.input) != r.input_hash {
+                return Err(refuse("its input does not match input_hash".into()));
+            }
+            let root = super::apply_writes(tx, &r.program_id, &mut record, &call.writes)?;
             if root != r.state_root_out {
                 return Err(refuse(format!(
                     "its writes lead to root {root}, the receipt claims {}",
@@ -199,6 +202,8 @@ fn apply_replicated(
                 .insert(&key, encode(&**receipt).as_slice())?;
             tx.open_table(super::RECEIPT_INDEX)?
                 .insert(receipt.id.as_bytes(), &key)?;
+            tx.open_table(super::CALL_INPUTS)?
+                .insert(&key, call.input.as_slice())?;
         }
         DagPayload::JobSubmitted { .. } | DagPayload::JobStateChanged { .. } => {
             return super::jobs::apply_replicated(tx, author, payload);
@@ -206,6 +211,13 @@ fn apply_replicated(
         DagPayload::NodeAnnounce { .. } | DagPayload::BlobPublished { .. } => {}
     }
     Ok(None)
+}
+
+/// A replicated call's writes and input, fetched and checked against its receipt.
+#[derive(Debug, Clone)]
+pub struct ReplicatedCall {
+    pub writes: Writes,
+    pub input: Vec<u8>,
 }
 
 /// What storing a peer's node did.
@@ -241,7 +253,7 @@ impl Store {
     pub fn insert_foreign_dag(
         &self,
         node: &DagNode,
-        writes: Option<&Writes>,
+        call: Option<&ReplicatedCall>,
     ) -> Result<ForeignInsert, StoreError> {
         if let DagPayload::ExecutionCommitted { receipt, .. } = &node.body.payload {
             self.check_attestation(receipt)?;
@@ -264,7 +276,7 @@ impl Store {
             nodes.insert(&id.0, encode(node).as_slice())?;
             drop(nodes);
             note_announcement(&tx, node)?;
-            job_event = apply_replicated(&tx, &node.body.author, &node.body.payload, writes)?;
+            job_event = apply_replicated(&tx, &node.body.author, &node.body.payload, call)?;
             let mut heads = tx.open_table(DAG_HEADS)?;
             for p in &node.body.parents {
                 heads.remove(&p.0)?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use onvm_rpc_api::dag::WritesRef;
+use onvm_rpc_api::dag::DataRef;
 use onvm_rpc_api::program::{SignedManifest, SignedReceipt, Writes};
 use onvm_rpc_api::smt::{self, SmtProof};
 use onvm_rpc_api::{BlobId, Hash32, ProgramId, ReceiptId};
@@ -20,7 +20,7 @@ mod attest;
 mod dag;
 mod jobs;
 pub use attest::Evidence;
-pub use dag::{DagAuthor, ForeignInsert};
+pub use dag::{DagAuthor, ForeignInsert, ReplicatedCall};
 pub use jobs::{JobCommit, JobUpdate};
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
@@ -39,6 +39,8 @@ const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const SMT_NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("smt_nodes");
 /// Program id ++ height (big endian) -> SignedReceipt.
 const RECEIPTS: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("receipts");
+/// Program id ++ height -> the call's input (for audits).
+const CALL_INPUTS: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("call_inputs");
 /// Receipt id -> program id ++ height.
 const RECEIPT_INDEX: TableDefinition<&[u8; 32], &[u8; 40]> = TableDefinition::new("receipt_index");
 
@@ -189,6 +191,7 @@ impl Store {
             tx.open_table(SMT_NODES)?;
             tx.open_table(RECEIPTS)?;
             tx.open_table(RECEIPT_INDEX)?;
+            tx.open_table(CALL_INPUTS)?;
             jobs::create_tables(&tx)?;
             dag::create_tables(&tx)?;
             attest::create_tables(&tx)?;
@@ -361,13 +364,23 @@ fn receipt_key(program: &ProgramId, height: u64) -> [u8; 40] {
     k
 }
 
-/// How a call's writes travel in its DAG node: inline when small, else by the id of the blob
-/// of their encoding (which the executor stores before committing, see `Programs`).
-pub fn writes_ref(writes: &Writes) -> WritesRef {
-    let encoded = onvm_rpc_api::program::encode_writes(writes);
-    WritesRef::for_encoded(&encoded, || {
-        BlobId::from_bytes(*blake3::hash(&encoded).as_bytes())
+/// How bytes travel in a DAG node: inline when small, else by the id of their blob (which the
+/// executor stores before committing, see `Programs`).
+pub fn data_ref(bytes: &[u8]) -> DataRef {
+    DataRef::for_encoded(bytes, || {
+        BlobId::from_bytes(*blake3::hash(bytes).as_bytes())
     })
+}
+
+/// What a call commits besides its receipt.
+#[derive(Debug, Clone, Copy)]
+pub struct CallEffects<'a> {
+    /// The height the call ran at; must still be the program's height when it commits.
+    pub height: u64,
+    pub timestamp_ms: u64,
+    pub writes: &'a Writes,
+    /// Kept (and replicated) so auditors can replay the call.
+    pub input: &'a [u8],
 }
 
 /// Applies `writes` to `program`'s state and tree inside `tx`, updating the record's root and
@@ -629,12 +642,10 @@ impl Store {
     pub fn commit_call(
         &self,
         program: &ProgramId,
-        height: u64,
-        timestamp_ms: u64,
-        writes: &Writes,
+        call: CallEffects<'_>,
         sign: impl FnOnce(Hash32) -> SignedReceipt,
     ) -> Result<SignedReceipt, StoreError> {
-        self.commit_call_with_job(program, height, timestamp_ms, writes, sign, None)
+        self.commit_call_with_job(program, call, sign, None)
             .map(|(r, _)| r)
     }
 
@@ -643,12 +654,16 @@ impl Store {
     pub fn commit_call_with_job(
         &self,
         program: &ProgramId,
-        height: u64,
-        timestamp_ms: u64,
-        writes: &Writes,
+        call: CallEffects<'_>,
         sign: impl FnOnce(Hash32) -> SignedReceipt,
         job: Option<JobCommit>,
     ) -> Result<(SignedReceipt, Option<onvm_rpc_api::jobs::JobEvent>), StoreError> {
+        let CallEffects {
+            height,
+            timestamp_ms,
+            writes,
+            input,
+        } = call;
         let tx = self.db.begin_write()?;
         let receipt = {
             let mut programs = tx.open_table(PROGRAMS)?;
@@ -670,12 +685,14 @@ impl Store {
                 .insert(&rk, encode(&receipt).as_slice())?;
             tx.open_table(RECEIPT_INDEX)?
                 .insert(receipt.id.as_bytes(), &rk)?;
+            tx.open_table(CALL_INPUTS)?.insert(&rk, input)?;
             dag::append(
                 &tx,
                 self.author(),
                 onvm_rpc_api::dag::DagPayload::ExecutionCommitted {
                     receipt: Box::new(receipt.clone()),
-                    writes: writes_ref(writes),
+                    writes: data_ref(&onvm_rpc_api::program::encode_writes(writes)),
+                    input: data_ref(input),
                 },
             )?;
             let event = match job {
@@ -686,6 +703,22 @@ impl Store {
         };
         self.commit_dag(tx)?;
         Ok(receipt)
+    }
+
+    /// The input of the call a receipt commits (kept by the executor and every replica).
+    pub fn call_input(&self, id: &ReceiptId) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let Some(key) = tx
+            .open_table(RECEIPT_INDEX)?
+            .get(id.as_bytes())?
+            .map(|v| *v.value())
+        else {
+            return Ok(None);
+        };
+        Ok(tx
+            .open_table(CALL_INPUTS)?
+            .get(&key)?
+            .map(|v| v.value().to_vec()))
     }
 
     pub fn receipt(&self, id: &ReceiptId) -> Result<Option<SignedReceipt>, StoreError> {
@@ -798,6 +831,12 @@ mod tests {
 
     #[test]
     fn batched_commits_keep_every_reachable_tree_node() {
+        let effects = |height, writes| CallEffects {
+            height,
+            timestamp_ms: 0,
+            writes,
+            input: b"",
+        };
         use onvm_rpc_api::program::{ExecutionReceipt, Outcome, ProgramManifest};
         use onvm_rpc_api::{BlobId, HexBytes};
         let dir = tempfile::tempdir().unwrap();
@@ -870,10 +909,10 @@ mod tests {
             let store = Store::open(&path).unwrap();
             store.insert_program(&manifest).unwrap();
             store
-                .commit_call(&program, 0, 0, &first, |r| receipt(r, 0))
+                .commit_call(&program, effects(0, &first), |r| receipt(r, 0))
                 .unwrap();
             store
-                .commit_call(&program, 1, 0, &second, |r| receipt(r, 1))
+                .commit_call(&program, effects(1, &second), |r| receipt(r, 1))
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
