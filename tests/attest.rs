@@ -216,3 +216,74 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_sequencer_is_down_the_next_member_takes_over() {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    let d = TestNode::start().await;
+    for n in [&b, &c, &d] {
+        PeerApiClient::connect(&n.client().await, ticket(&a).await)
+            .await
+            .unwrap();
+    }
+    converge(&[&a, &b, &c, &d]).await;
+    // Four members, three signatures: the committee survives one member down.
+    let p = ProgramApiClient::deploy(
+        &a.client().await,
+        DeployRequest {
+            wasm_base64: Some(common::program_wasm("kvstore").into()),
+            committee_size: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    converge(&[&a, &b, &c, &d]).await;
+    let put = |key: &str| kv(serde_json::json!({"op": "put", "key": key, "data_base64": "dg=="}));
+    ProgramApiClient::execute(&b.client().await, p, put("before"), None)
+        .await
+        .unwrap();
+    converge(&[&a, &b, &c, &d]).await;
+    let home = a.node().endpoint_id();
+    a.stop().await;
+
+    // The home is gone: a call sent to C is sequenced by the next member and attested by the
+    // three that are left.
+    let started = Instant::now();
+    let after = ProgramApiClient::execute(&c.client().await, p, put("after"), None)
+        .await
+        .unwrap();
+    println!(
+        "a call with the sequencer down committed in {:?}",
+        started.elapsed()
+    );
+    let receipt = after.receipt.unwrap();
+    assert_eq!(receipt.receipt.height, 1);
+    assert_ne!(receipt.receipt.executor.to_string(), home);
+    let committee = ProgramApiClient::committee(&b.client().await, p)
+        .await
+        .unwrap();
+    let verified = VerifiedCommittee::new(committee).unwrap();
+    verified
+        .verify(&receipt.aggregated(), "onvm-devnet")
+        .unwrap();
+    converge(&[&b, &c, &d]).await;
+    let mut roots = Vec::new();
+    for n in [&b, &c, &d] {
+        let client = n.client().await;
+        let info = ProgramApiClient::info(&client, p).await.unwrap();
+        roots.push((info.height, info.state_root));
+        let v = ReceiptApiClient::verify(&client, receipt.clone())
+            .await
+            .unwrap();
+        assert!(v.valid, "{v:?}");
+    }
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+    assert_eq!(roots[0].0, 2, "each call applied once");
+    for n in [b, c, d] {
+        n.stop().await;
+    }
+}

@@ -501,6 +501,8 @@ async fn a_call_for_an_unreachable_home_fails_clearly() {
         &a.client().await,
         DeployRequest {
             wasm_base64: Some(common::program_wasm("kvstore").into()),
+            // A committee of one: no member can take over (tests/attest.rs covers failover).
+            committee_size: Some(1),
             ..Default::default()
         },
     )

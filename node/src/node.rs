@@ -466,13 +466,17 @@ async fn keep_peers(
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = ping.tick() => peers.ping_all().await,
-            _ = sync.tick() => {
-                let added = peers.sync_all().await;
-                if added > 0 {
+            // A round with dead peers waits for dial timeouts: shutdown must not wait for it.
+            _ = ping.tick() => tokio::select! {
+                _ = stop.changed() => return,
+                _ = peers.ping_all() => {}
+            },
+            _ = sync.tick() => tokio::select! {
+                _ = stop.changed() => return,
+                added = peers.sync_all() => if added > 0 {
                     tracing::debug!("pulled {added} DAG nodes from peers");
                 }
-            }
+            },
         }
     }
 }

@@ -330,11 +330,21 @@ impl Programs {
         let own = self
             .identity
             .bls_sign(crate::identity::BLS_SIG_DST, &message);
-        let mut signed: Vec<(usize, Vec<u8>)> = vec![(0, own.to_vec())];
+        // The home is member 0; a member that took over signs at its own index.
+        let me = Hash32(*self.identity.endpoint_id().as_bytes());
+        let my_index = manifest
+            .committee
+            .iter()
+            .position(|m| m.endpoint_id == me)
+            .ok_or_else(|| ProgramError::Internal("sequencing outside the committee".into()))?;
+        let mut signed: Vec<(usize, Vec<u8>)> = vec![(my_index, own.to_vec())];
         let mut refusals: Vec<String> = Vec::new();
         let threshold = manifest.threshold as usize;
         let mut requests = tokio::task::JoinSet::new();
-        for (index, member) in manifest.committee.iter().enumerate().skip(1) {
+        for (index, member) in manifest.committee.iter().enumerate() {
+            if index == my_index {
+                continue;
+            }
             let attestor = attestor.clone();
             let (body, input, member) = (body.clone(), input.clone(), member.clone());
             requests.spawn(async move {
@@ -409,9 +419,15 @@ impl Programs {
                 "this node is not in {id}'s committee"
             )));
         }
-        if manifest.committee.first().map(|m| m.endpoint_id) != Some(proposed.executor) {
+        // Any member may propose (the home, or a member taking over while it is down): votes
+        // are per height, so two proposals for one height can never both reach a threshold.
+        if !manifest
+            .committee
+            .iter()
+            .any(|m| m.endpoint_id == proposed.executor)
+        {
             return Err(AttestError::Refused(
-                "only the committee's sequencer proposes receipts".into(),
+                "the proposer is not a member of the committee".into(),
             ));
         }
         if Hash32::of(&input) != proposed.input_hash {
@@ -590,6 +606,19 @@ impl Programs {
         Ok(())
     }
 
+    /// Failover sequencing is open to the members of a committee of more than one.
+    fn require_member(&self, record: &ProgramRecord) -> Result<(), ProgramError> {
+        let m = &record.manifest.manifest;
+        let me = Hash32(*self.identity.endpoint_id().as_bytes());
+        if m.committee.len() < 2 || !m.committee.iter().any(|c| c.endpoint_id == me) {
+            return Err(ProgramError::NotHome {
+                program: m.program_id,
+                home: m.deployer,
+            });
+        }
+        Ok(())
+    }
+
     async fn require(&self, id: &ProgramId) -> Result<ProgramRecord, ProgramError> {
         self.load(id).await?.ok_or(ProgramError::NotFound(*id))
     }
@@ -688,7 +717,22 @@ impl Programs {
         input: Vec<u8>,
         options: ExecuteOptions,
     ) -> Result<ExecuteResult, ProgramError> {
-        self.execute_inner(id, input, options, None)
+        self.execute_inner(id, input, options, None, false)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// Failover: runs a writing call as the sequencer on a committee member that is not the
+    /// home, because the home (and every member ranked before this one) cannot be reached.
+    /// Safe without coordination: the call commits only with a threshold of member signatures,
+    /// and no member signs two receipts for one height.
+    pub async fn execute_takeover(
+        &self,
+        id: ProgramId,
+        input: Vec<u8>,
+        options: ExecuteOptions,
+    ) -> Result<ExecuteResult, ProgramError> {
+        self.execute_inner(id, input, options, None, true)
             .await
             .map(|(r, _)| r)
     }
@@ -702,7 +746,8 @@ impl Programs {
         options: ExecuteOptions,
         job: JobAttempt,
     ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
-        self.execute_inner(id, input, options, Some(job)).await
+        self.execute_inner(id, input, options, Some(job), false)
+            .await
     }
 
     async fn execute_inner(
@@ -711,6 +756,7 @@ impl Programs {
         input: Vec<u8>,
         options: ExecuteOptions,
         job: Option<JobAttempt>,
+        takeover: bool,
     ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
         let limits = self.vm.limits().clone();
         if input.len() as u64 > limits.max_input_bytes {
@@ -739,7 +785,11 @@ impl Programs {
         let record = self.require(&id).await?;
         let manifest = record.manifest.manifest.clone();
         if !options.read_only {
-            self.require_home(&record)?;
+            if takeover {
+                self.require_member(&record)?;
+            } else {
+                self.require_home(&record)?;
+            }
         }
         let entrypoint = options
             .entrypoint

@@ -500,15 +500,9 @@ impl ProgramApiServer for Handlers {
         if !options.read_only
             && let Some(home) = self.elsewhere(program_id).await?
         {
-            let call = ForwardedCall::Execute {
-                program_id,
-                input_base64,
-                options,
-            };
-            return match self.forward(home, &call).await? {
-                ForwardedReply::Executed { result } => Ok(*result),
-                other => Err(unexpected(other)),
-            };
+            return self
+                .execute_with_failover(program_id, home, input_base64, options)
+                .await;
         }
         self.ctx
             .programs
@@ -672,7 +666,9 @@ impl PeerApiServer for Handlers {
                     msg,
                     json!({"their_network": theirs}),
                 ),
-                PeerError::Unreachable { .. } | PeerError::Protocol { .. } => {
+                PeerError::Unreachable { .. }
+                | PeerError::NotDelivered { .. }
+                | PeerError::Protocol { .. } => {
                     rpc_error(codes::UNAVAILABLE, "peer_unreachable", msg, json!(null))
                 }
             }
@@ -822,14 +818,20 @@ impl Handlers {
         call: &ForwardedCall,
     ) -> RpcResult<ForwardedReply> {
         let peers = self.ctx.net.peers();
-        let reply = peers.forward(home, call).await.map_err(|e| {
-            rpc_error(
-                codes::UNAVAILABLE,
-                "home_unreachable",
-                format!("the program's home could not be reached: {e}"),
-                json!({"home": home}),
-            )
-        })?;
+        let reply = peers
+            .forward(home, call)
+            .await
+            .map_err(|e| home_unreachable(home, &e))?;
+        self.finish_forward(home, reply).await
+    }
+
+    /// Turns a forwarded reply into the RPC result, after pulling the sender's DAG.
+    async fn finish_forward(
+        &self,
+        from: onvm_rpc_api::Hash32,
+        reply: ForwardedReply,
+    ) -> RpcResult<ForwardedReply> {
+        let peers = self.ctx.net.peers();
         if let ForwardedReply::Error {
             code,
             message,
@@ -838,10 +840,67 @@ impl Handlers {
         {
             return Err(ErrorObjectOwned::owned(code, message, data));
         }
-        if let Err(e) = peers.sync_from(home).await {
-            tracing::debug!(%home, "pulling the DAG after a forwarded call: {e}");
+        if let Err(e) = peers.sync_from(from).await {
+            tracing::debug!(%from, "pulling the DAG after a forwarded call: {e}");
         }
         Ok(reply)
+    }
+
+    /// A writing call: to the home; if the home cannot even be connected to (so it never saw
+    /// the call), a committee program's call goes to the next reachable member in rank order,
+    /// which sequences it (this node itself, if it is that member). A call that reached a node
+    /// is never sent to another, so nothing is applied twice.
+    async fn execute_with_failover(
+        &self,
+        program_id: ProgramId,
+        home: onvm_rpc_api::Hash32,
+        input_base64: Base64Bytes,
+        options: ExecuteOptions,
+    ) -> RpcResult<ExecuteResult> {
+        use crate::net::PeerError;
+        let peers = self.ctx.net.peers();
+        let call = ForwardedCall::Execute {
+            program_id,
+            input_base64: input_base64.clone(),
+            options: options.clone(),
+        };
+        let first_error = match peers.forward(home, &call).await {
+            Err(e @ PeerError::NotDelivered { .. }) => e,
+            Err(e) => return Err(home_unreachable(home, &e)),
+            Ok(reply) => return executed(self.finish_forward(home, reply).await?),
+        };
+        let committee = self
+            .ctx
+            .programs
+            .info(program_id)
+            .await
+            .map_err(program_error)?
+            .manifest
+            .manifest
+            .committee;
+        let me = onvm_rpc_api::Hash32(*self.ctx.identity.endpoint_id().as_bytes());
+        let takeover = ForwardedCall::ExecuteTakeover {
+            program_id,
+            input_base64: input_base64.clone(),
+            options: options.clone(),
+        };
+        for member in committee.iter().skip(1).map(|m| m.endpoint_id) {
+            if member == me {
+                tracing::info!(%program_id, "the home is unreachable: sequencing here");
+                return self
+                    .ctx
+                    .programs
+                    .execute_takeover(program_id, input_base64.0, options)
+                    .await
+                    .map_err(program_error);
+            }
+            match peers.forward(member, &takeover).await {
+                Err(PeerError::NotDelivered { .. }) => continue,
+                Err(e) => return Err(home_unreachable(member, &e)),
+                Ok(reply) => return executed(self.finish_forward(member, reply).await?),
+            }
+        }
+        Err(home_unreachable(home, &first_error))
     }
 
     fn lag(&self) -> std::time::Duration {
@@ -969,6 +1028,22 @@ impl JobApiServer for Handlers {
 }
 
 /// Binds the server with the configured limits and starts serving; returns the bound address.
+fn home_unreachable(node: onvm_rpc_api::Hash32, e: &crate::net::PeerError) -> ErrorObjectOwned {
+    rpc_error(
+        codes::UNAVAILABLE,
+        "home_unreachable",
+        format!("the program's home could not be reached: {e}"),
+        json!({"home": node}),
+    )
+}
+
+fn executed(reply: ForwardedReply) -> RpcResult<ExecuteResult> {
+    match reply {
+        ForwardedReply::Executed { result } => Ok(*result),
+        other => Err(unexpected(other)),
+    }
+}
+
 fn unexpected(reply: ForwardedReply) -> ErrorObjectOwned {
     rpc_error(
         codes::INTERNAL_ERROR,
@@ -1041,6 +1116,20 @@ impl CallHandler for ForwardedCalls {
                     receipt,
                     input_base64,
                 } => attest_for(&ctx, from, *receipt, input_base64.0).await,
+                ForwardedCall::ExecuteTakeover {
+                    program_id,
+                    input_base64,
+                    options,
+                } => match ctx
+                    .programs
+                    .execute_takeover(program_id, input_base64.0, options)
+                    .await
+                {
+                    Ok(result) => ForwardedReply::Executed {
+                        result: Box::new(result),
+                    },
+                    Err(e) => forwarded_error(program_error(e)),
+                },
                 ForwardedCall::CancelJob { job_id } => match ctx.jobs.cancel(job_id).await {
                     Ok(job) => ForwardedReply::Cancelled { job: Box::new(job) },
                     Err(e) => forwarded_error(job_error(e)),

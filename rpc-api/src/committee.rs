@@ -272,9 +272,13 @@ pub fn verify_signed(
     if let Err(e) = crate::program::verify_receipt(receipt, Some(network_id), None) {
         return fail(format!("executor signature: {e}"));
     }
-    if committee.committee.members.first().map(|m| m.endpoint_id) != Some(receipt.receipt.executor)
+    if !committee
+        .committee
+        .members
+        .iter()
+        .any(|m| m.endpoint_id == receipt.receipt.executor)
     {
-        return fail("the executor is not the committee's sequencer".into());
+        return fail("the executor is not a member of the committee".into());
     }
     let aggregated = receipt.aggregated();
     if size > 1 && receipt.attestation.is_none() {

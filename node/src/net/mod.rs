@@ -272,6 +272,9 @@ pub enum PeerError {
     },
     #[error("peer {peer} answered unexpectedly: {reason}")]
     Protocol { peer: String, reason: String },
+    /// The request never left this node (no connection): safe to send elsewhere.
+    #[error("cannot connect to {peer}: {reason}")]
+    NotDelivered { peer: String, reason: String },
 }
 
 /// What the node knows about one peer.
@@ -1024,6 +1027,9 @@ impl iroh::protocol::ProtocolHandler for PeerProtocol {
 
 // ---- forwarded calls ----
 
+/// How long a forwarded call waits for a connection before the caller may try elsewhere.
+const FORWARD_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Versioned ALPN on which a program's home accepts calls and jobs accepted by other nodes.
 pub const CALL_ALPN: &[u8] = b"/onvm/call/1";
 
@@ -1042,6 +1048,13 @@ pub enum ForwardedCall {
     },
     CancelJob {
         job_id: onvm_rpc_api::JobId,
+    },
+    /// Sequence this call although this node is not the home: the home and the members ranked
+    /// before this one could not be reached (committee failover).
+    ExecuteTakeover {
+        program_id: onvm_rpc_api::ProgramId,
+        input_base64: onvm_rpc_api::types::Base64Bytes,
+        options: onvm_rpc_api::program::ExecuteOptions,
     },
     /// A committee member is asked to re-execute a proposed call and sign its receipt.
     Attest {
@@ -1116,12 +1129,18 @@ impl Peers {
             .map(|p| p.addr.clone())
             .ok_or_else(|| unreachable("not a known peer of this node".into()))?;
         let limits = self.forward_limits;
-        let exchange = async {
-            let conn = self
-                .endpoint
-                .connect(addr, CALL_ALPN)
+        let not_delivered = |reason: String| PeerError::NotDelivered {
+            peer: id.to_string(),
+            reason,
+        };
+        let conn =
+            tokio::time::timeout(FORWARD_DIAL_TIMEOUT, self.endpoint.connect(addr, CALL_ALPN))
                 .await
-                .map_err(|e| unreachable(e.to_string()))?;
+                .map_err(|_| {
+                    not_delivered(format!("no connection within {FORWARD_DIAL_TIMEOUT:?}"))
+                })?
+                .map_err(|e| not_delivered(e.to_string()))?;
+        let exchange = async {
             let (mut send, mut recv) = conn
                 .open_bi()
                 .await

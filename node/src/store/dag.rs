@@ -160,10 +160,18 @@ fn apply_replicated(
                 let programs = tx.open_table(super::PROGRAMS)?;
                 super::require_program(&programs, &r.program_id)?
             };
-            if r.executor != record.manifest.manifest.deployer {
+            // The home, or (failover, committees only) another member; the attestation was
+            // checked against the committee before this transaction began.
+            let m = &record.manifest.manifest;
+            let allowed = if m.committee.len() > 1 {
+                m.committee.iter().any(|c| c.endpoint_id == r.executor)
+            } else {
+                r.executor == m.deployer
+            };
+            if !allowed {
                 return Err(refuse(format!(
-                    "executed by {}, but the program's home is {}",
-                    r.executor, record.manifest.manifest.deployer
+                    "executed by {}, which may not sequence this program (home {})",
+                    r.executor, m.deployer
                 )));
             }
             if r.height < record.height {
