@@ -467,12 +467,7 @@ impl Peers {
             .filter(|other| match other.parse::<EndpointTicket>() {
                 Ok(t) => {
                     let other_id = t.endpoint_addr().id;
-                    other_id != self.endpoint.id()
-                        && !self
-                            .known
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .contains_key(&other_id)
+                    other_id != self.endpoint.id() && !self.is_known(&other_id)
                 }
                 Err(_) => false,
             })
@@ -562,19 +557,21 @@ impl Peers {
     }
 
     fn is_known(&self, id: &iroh::EndpointId) -> bool {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id)
+        self.known_addr(id).is_some()
     }
 
-    /// The peer's known address, or just its id (resolved by address lookup).
-    fn addr_of(&self, id: &iroh::EndpointId) -> iroh::EndpointAddr {
+    /// The address this node knows for a peer, if it is in the peer table.
+    fn known_addr(&self, id: &iroh::EndpointId) -> Option<iroh::EndpointAddr> {
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .map(|p| p.addr.clone())
+    }
+
+    /// The peer's known address, or just its id (resolved by address lookup).
+    fn addr_of(&self, id: &iroh::EndpointId) -> iroh::EndpointAddr {
+        self.known_addr(id)
             .unwrap_or_else(|| iroh::EndpointAddr::new(*id))
     }
 
@@ -741,10 +738,10 @@ impl Peers {
             let Some(node) = nodes.remove(&nid) else {
                 continue;
             };
-            let writes = self.resolve_writes(&node, from).await?;
+            let call = self.resolve_call(&node, from).await?;
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || {
-                store.insert_foreign_dag(&node, writes.as_ref())
+                store.insert_foreign_dag(&node, call.as_ref())
             })
             .await
             {
@@ -793,8 +790,8 @@ impl Peers {
 
     /// Fetches the blobs `node` needs that this node lacks from `from` (which holds them, by
     /// the same rule), BAO-verified and with the blob size cap checked before download; then
-    /// returns the writes of a committed call, checked against the receipt's write digest.
-    async fn resolve_writes(
+    /// returns a committed call's writes and input, checked against its receipt.
+    async fn resolve_call(
         &self,
         node: &onvm_rpc_api::dag::DagNode,
         from: &iroh::EndpointAddr,
@@ -1121,18 +1118,14 @@ impl Peers {
             peer: id.to_string(),
             reason,
         };
-        let addr = self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|p| p.addr.clone())
-            .ok_or_else(|| unreachable("not a known peer of this node".into()))?;
-        let limits = self.forward_limits;
         let not_delivered = |reason: String| PeerError::NotDelivered {
             peer: id.to_string(),
             reason,
         };
+        let addr = self
+            .known_addr(&id)
+            .ok_or_else(|| not_delivered("not a known peer of this node".into()))?;
+        let limits = self.forward_limits;
         let conn =
             tokio::time::timeout(FORWARD_DIAL_TIMEOUT, self.endpoint.connect(addr, CALL_ALPN))
                 .await
@@ -1179,11 +1172,7 @@ impl Peers {
     pub async fn sync_from(&self, peer: onvm_rpc_api::Hash32) -> Result<usize, String> {
         let id = iroh::EndpointId::from_bytes(&peer.0).map_err(|e| e.to_string())?;
         let addr = self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|p| p.addr.clone())
+            .known_addr(&id)
             .ok_or_else(|| format!("{id} is not a known peer"))?;
         self.sync_dag(addr).await
     }
