@@ -176,6 +176,7 @@ fn bench_state_commit() -> Result<()> {
             height: 0,
             timestamp_ms: 0,
             writes: &writes,
+            encoded_writes: &onvm::rpc_api::program::encode_writes(&writes),
             input: b"",
         },
         |root| {

@@ -28,6 +28,7 @@ use crate::vm::{
 };
 use onvm_rpc_api::JobId;
 use onvm_rpc_api::committee::Member;
+use onvm_rpc_api::dag::DataRef;
 use onvm_rpc_api::jobs::{AttemptLogs, JobEvent, JobInfo};
 
 const DEFAULT_ENTRYPOINT: &str = "onvm_main";
@@ -938,12 +939,11 @@ impl Programs {
         };
         // Replicas need the writes: small sets ride inside the DAG node, large ones as a blob
         // stored before the commit that names it.
-        let encoded = onvm_rpc_api::program::encode_writes(&writes);
-        if encoded.len() > onvm_rpc_api::dag::MAX_INLINE_DATA {
-            self.blobs.add_unannounced(encoded).await?;
-        }
-        if call_input.len() > onvm_rpc_api::dag::MAX_INLINE_DATA {
-            self.blobs.add_unannounced(call_input.clone()).await?;
+        let encoded_writes = onvm_rpc_api::program::encode_writes(&writes);
+        for data in [&encoded_writes, &call_input] {
+            if DataRef::needs_blob(data) {
+                self.blobs.add_unannounced(data.clone()).await?;
+            }
         }
         // A successful job attempt stores its output first (content-addressed, harmless if the
         // commit below never happens), then completes the job inside the commit.
@@ -970,6 +970,7 @@ impl Programs {
                     height,
                     timestamp_ms,
                     writes: &writes,
+                    encoded_writes: &encoded_writes,
                     input: &call_input,
                 },
                 |root_out| {

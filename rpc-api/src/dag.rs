@@ -92,16 +92,22 @@ pub enum DataRef {
 pub const MAX_INLINE_DATA: usize = 16 * 1024;
 
 impl DataRef {
-    /// Inline bytes, or the blob to fetch (with its claimed size, checked before download).
-    pub fn for_encoded(encoded: &[u8], blob: impl FnOnce() -> BlobId) -> Self {
-        if encoded.len() <= MAX_INLINE_DATA {
-            DataRef::Inline(HexBytes(encoded.to_vec()))
+    /// Inline bytes, or the id (BLAKE3) and size of the blob that holds them; whoever commits
+    /// the node stores that blob first.
+    pub fn of(bytes: &[u8]) -> Self {
+        if bytes.len() <= MAX_INLINE_DATA {
+            DataRef::Inline(HexBytes(bytes.to_vec()))
         } else {
             DataRef::Blob {
-                blob: blob(),
-                size: encoded.len() as u64,
+                blob: BlobId::from_bytes(*blake3::hash(bytes).as_bytes()),
+                size: bytes.len() as u64,
             }
         }
+    }
+
+    /// Whether these bytes travel as a blob (so the committer must store it).
+    pub fn needs_blob(bytes: &[u8]) -> bool {
+        bytes.len() > MAX_INLINE_DATA
     }
 }
 

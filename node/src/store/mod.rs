@@ -7,7 +7,7 @@ use std::sync::Arc;
 use onvm_rpc_api::dag::DataRef;
 use onvm_rpc_api::program::{SignedManifest, SignedReceipt, Writes};
 use onvm_rpc_api::smt::{self, SmtProof};
-use onvm_rpc_api::{BlobId, Hash32, ProgramId, ReceiptId};
+use onvm_rpc_api::{Hash32, ProgramId, ReceiptId};
 use redb::{
     Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -364,14 +364,6 @@ fn receipt_key(program: &ProgramId, height: u64) -> [u8; 40] {
     k
 }
 
-/// How bytes travel in a DAG node: inline when small, else by the id of their blob (which the
-/// executor stores before committing, see `Programs`).
-pub fn data_ref(bytes: &[u8]) -> DataRef {
-    DataRef::for_encoded(bytes, || {
-        BlobId::from_bytes(*blake3::hash(bytes).as_bytes())
-    })
-}
-
 /// What a call commits besides its receipt.
 #[derive(Debug, Clone, Copy)]
 pub struct CallEffects<'a> {
@@ -379,6 +371,9 @@ pub struct CallEffects<'a> {
     pub height: u64,
     pub timestamp_ms: u64,
     pub writes: &'a Writes,
+    /// `program::encode_writes(writes)`: the caller encodes once, to decide whether the writes
+    /// need a blob (stored before the commit that names it).
+    pub encoded_writes: &'a [u8],
     /// Kept (and replicated) so auditors can replay the call.
     pub input: &'a [u8],
 }
@@ -662,6 +657,7 @@ impl Store {
             height,
             timestamp_ms,
             writes,
+            encoded_writes,
             input,
         } = call;
         let tx = self.db.begin_write()?;
@@ -691,8 +687,8 @@ impl Store {
                 self.author(),
                 onvm_rpc_api::dag::DagPayload::ExecutionCommitted {
                     receipt: Box::new(receipt.clone()),
-                    writes: data_ref(&onvm_rpc_api::program::encode_writes(writes)),
-                    input: data_ref(input),
+                    writes: DataRef::of(encoded_writes),
+                    input: DataRef::of(input),
                 },
             )?;
             let event = match job {
@@ -831,10 +827,11 @@ mod tests {
 
     #[test]
     fn batched_commits_keep_every_reachable_tree_node() {
-        let effects = |height, writes| CallEffects {
+        let effects = |height, writes, encoded_writes| CallEffects {
             height,
             timestamp_ms: 0,
             writes,
+            encoded_writes,
             input: b"",
         };
         use onvm_rpc_api::program::{ExecutionReceipt, Outcome, ProgramManifest};
@@ -905,14 +902,22 @@ mod tests {
                 )
             })
             .collect();
+        let (first_encoded, second_encoded) = (
+            onvm_rpc_api::program::encode_writes(&first),
+            onvm_rpc_api::program::encode_writes(&second),
+        );
         {
             let store = Store::open(&path).unwrap();
             store.insert_program(&manifest).unwrap();
             store
-                .commit_call(&program, effects(0, &first), |r| receipt(r, 0))
+                .commit_call(&program, effects(0, &first, &first_encoded), |r| {
+                    receipt(r, 0)
+                })
                 .unwrap();
             store
-                .commit_call(&program, effects(1, &second), |r| receipt(r, 1))
+                .commit_call(&program, effects(1, &second, &second_encoded), |r| {
+                    receipt(r, 1)
+                })
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
