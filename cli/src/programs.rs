@@ -223,32 +223,14 @@ impl Session {
         let c = ProgramApiClient::committee(&self.client, id)
             .await
             .map_err(rpc_err)?;
-        let json = serde_json::to_string_pretty(&c)?;
-        match out {
-            Some(path) => {
-                std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
-            }
-            None => {
-                println!("{json}");
-                Ok(())
-            }
-        }
+        write_or_print(&c, out)
     }
 
     pub async fn get_receipt(&self, id: ReceiptId, out: Option<&Path>) -> Result<()> {
         let r = ReceiptApiClient::get(&self.client, id)
             .await
             .map_err(rpc_err)?;
-        let json = serde_json::to_string_pretty(&r)?;
-        match out {
-            Some(path) => {
-                std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
-            }
-            None => {
-                println!("{json}");
-                Ok(())
-            }
-        }
+        write_or_print(&r, out)
     }
 
     pub async fn state_get(&self, program: ProgramId, key: &str) -> Result<()> {
@@ -299,6 +281,20 @@ impl Session {
 }
 
 /// `verify-receipt`: pure and offline.
+/// Pretty JSON into `out`, or on stdout.
+fn write_or_print(value: &impl serde::Serialize, out: Option<&Path>) -> Result<()> {
+    let json = serde_json::to_string_pretty(value)?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            println!("{json}");
+            Ok(())
+        }
+    }
+}
+
 pub fn verify_receipt_file(
     file: &Path,
     network_id: Option<&str>,

@@ -599,14 +599,6 @@ impl ReceiptApiServer for Handlers {
     ) -> jsonrpsee::core::SubscriptionResult {
         use onvm_rpc_api::committee::ReceiptStreamItem;
         use onvm_rpc_api::dag::DagPayload;
-        let from = match dag_cursor(&self.ctx.store, from_seq).await {
-            Ok(f) => f,
-            Err(e) => {
-                pending.reject(e).await;
-                return Ok(());
-            }
-        };
-        let sink = pending.accept().await?;
         let pick = move |seq, node: onvm_rpc_api::dag::DagNode| match node.body.payload {
             DagPayload::ExecutionCommitted { receipt, .. }
                 if program_id.is_none_or(|p| p == receipt.receipt.program_id) =>
@@ -619,8 +611,7 @@ impl ReceiptApiServer for Handlers {
             reason: "lagged".into(),
             resume_from_seq: seq,
         };
-        stream_dag(self.lag(), self.ctx.store.clone(), sink, from, pick, lagged).await;
-        Ok(())
+        self.serve_dag_stream(pending, from_seq, pick, lagged).await
     }
 
     async fn input(&self, receipt_id: ReceiptId) -> RpcResult<Base64Bytes> {
@@ -722,14 +713,6 @@ impl DagApiServer for Handlers {
         from_seq: Option<u64>,
     ) -> jsonrpsee::core::SubscriptionResult {
         use onvm_rpc_api::dag::DagStreamItem;
-        let from = match dag_cursor(&self.ctx.store, from_seq).await {
-            Ok(f) => f,
-            Err(e) => {
-                pending.reject(e).await;
-                return Ok(());
-            }
-        };
-        let sink = pending.accept().await?;
         let pick = |seq, node: onvm_rpc_api::dag::DagNode| {
             Some(DagStreamItem::Node {
                 seq,
@@ -741,8 +724,7 @@ impl DagApiServer for Handlers {
             reason: "lagged".into(),
             resume_from_seq: seq,
         };
-        stream_dag(self.lag(), self.ctx.store.clone(), sink, from, pick, lagged).await;
-        Ok(())
+        self.serve_dag_stream(pending, from_seq, pick, lagged).await
     }
 }
 
@@ -789,18 +771,34 @@ async fn stream_dag<T: serde::Serialize>(
     }
 }
 
-/// The first arrival sequence a subscription reads: `from_seq`, or the next one to arrive.
-async fn dag_cursor(store: &crate::store::Store, from_seq: Option<u64>) -> RpcResult<u64> {
-    match from_seq {
-        Some(s) => Ok(s.max(1)),
-        None => {
-            let store = store.clone();
-            Ok(store_read(move || store.dag_last_seq()).await? + 1)
-        }
-    }
-}
-
 impl Handlers {
+    /// Accepts a subscription over the DAG log from `from_seq` (default: the next node to
+    /// arrive) and streams what `pick` makes of each node, with the lag/resume contract.
+    async fn serve_dag_stream<T: serde::Serialize>(
+        &self,
+        pending: PendingSubscriptionSink,
+        from_seq: Option<u64>,
+        pick: impl Fn(u64, onvm_rpc_api::dag::DagNode) -> Option<T>,
+        lagged: impl Fn(u64) -> T,
+    ) -> jsonrpsee::core::SubscriptionResult {
+        let from = match from_seq {
+            Some(s) => s.max(1),
+            None => {
+                let store = self.ctx.store.clone();
+                match store_read(move || store.dag_last_seq()).await {
+                    Ok(last) => last + 1,
+                    Err(e) => {
+                        pending.reject(e).await;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let sink = pending.accept().await?;
+        stream_dag(self.lag(), self.ctx.store.clone(), sink, from, pick, lagged).await;
+        Ok(())
+    }
+
     /// The home of `program` when it is another node (calls for it are forwarded there).
     async fn elsewhere(&self, program: ProgramId) -> RpcResult<Option<onvm_rpc_api::Hash32>> {
         match self.ctx.programs.check_home(program).await {
