@@ -472,15 +472,17 @@ impl Programs {
                 record.height, record.state_root, proposed.height, proposed.state_root_in
             )));
         }
+        // The seed is derived here, not taken from the proposal: a wrong seed makes the ids differ.
+        let seed = call_seed(
+            &id,
+            proposed.height,
+            &proposed.state_root_in,
+            &proposed.input_hash,
+        );
         let context = CallContext {
             height: proposed.height,
             timestamp_ms: proposed.timestamp_ms,
-            seed: call_seed(
-                &id,
-                proposed.height,
-                &proposed.state_root_in,
-                &proposed.input_hash,
-            ),
+            seed,
             caller: proposed.caller,
             state_root_in: proposed.state_root_in,
         };
@@ -494,24 +496,14 @@ impl Programs {
             blobs,
             cancel: None,
         };
-        let vm = self.vm.clone();
-        let result: CallResult = blocking(move || {
-            let view: Arc<dyn StateView> = Arc::new(SnapshotView(snapshot));
-            Ok(vm.call(&compiled, request, view))
-        })
-        .await?;
+        let result = self.run_in_vm(compiled, request, snapshot).await?;
         let preview = self.store.clone();
         let writes = result.writes;
         let digest = write_digest(writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
         let root_out = blocking(move || Ok(preview.preview_root(&id, &writes)?)).await;
         let mut computed = proposed.clone();
         computed.write_digest = digest;
-        computed.seed = call_seed(
-            &id,
-            proposed.height,
-            &proposed.state_root_in,
-            &proposed.input_hash,
-        );
+        computed.seed = seed;
         computed.state_root_out = root_out?;
         computed.output_hash = Hash32::of(&result.output);
         computed.output_len = result.output.len() as u64;
@@ -680,6 +672,21 @@ impl Programs {
         let code = manifest.code;
         let eps = manifest.entrypoints.clone();
         blocking(move || Ok(vm.compiled(code, &eps, || Ok(wasm))?)).await
+    }
+
+    /// Runs one call on a blocking thread against a state snapshot.
+    async fn run_in_vm(
+        &self,
+        compiled: Arc<Compiled>,
+        request: CallRequest,
+        snapshot: StateSnapshot,
+    ) -> Result<CallResult, ProgramError> {
+        let vm = self.vm.clone();
+        blocking(move || {
+            let view: Arc<dyn StateView> = Arc::new(SnapshotView(snapshot));
+            Ok(vm.call(&compiled, request, view))
+        })
+        .await
     }
 
     /// The blobs a program declared, read once per program and kept: they are content-addressed
@@ -863,12 +870,7 @@ impl Programs {
             blobs,
             cancel: job.as_ref().map(|j| j.cancel.clone()),
         };
-        let vm = self.vm.clone();
-        let result: CallResult = blocking(move || {
-            let view: Arc<dyn StateView> = Arc::new(SnapshotView(snapshot));
-            Ok(vm.call(&compiled, request, view))
-        })
-        .await?;
+        let result = self.run_in_vm(compiled, request, snapshot).await?;
         metrics::add(&self.counters.calls_executed, 1);
         metrics::add(&self.counters.fuel_used, result.fuel_used);
         if !result.outcome.is_ok() {
@@ -925,7 +927,9 @@ impl Programs {
         let store = self.store.clone();
         let writes = result.writes;
         // With a committee, the call commits only once a threshold of members re-executed it
-        // and signed the same receipt.
+        // and signed the same receipt. The root is computed by a dry run and the writes are
+        // applied again at commit: keeping the write transaction open across the members'
+        // round trips would block every other writer of the database.
         let attestation = match input_for_committee {
             Some(input) => {
                 let preview = self.store.clone();
