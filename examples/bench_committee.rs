@@ -24,6 +24,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use support::{WAIT, client, percentiles, within};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,8 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use blst::min_sig::{AggregateSignature, PublicKey, SecretKey, Signature};
 use jsonrpsee::core::ClientError;
-use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
-use onvm::node::Node;
+use jsonrpsee::ws_client::WsClient;
 use onvm::rpc_api::api::{DagApiClient, PeerApiClient, ProgramApiClient};
 use onvm::rpc_api::bls::{POP_DST, SIG_DST};
 use onvm::rpc_api::committee::{
@@ -47,7 +48,6 @@ use onvm::rpc_api::types::Base64Bytes;
 use onvm::rpc_api::{BlobId, Hash32, HexBytes, ProgramId};
 
 /// Every wait is bounded by this, so a broken run fails loudly instead of hanging.
-const WAIT: Duration = Duration::from_secs(30);
 /// The network id used for the synthetic receipts of part 1.
 const NET: &str = "onvm-devnet";
 const SIZES: [usize; 3] = [3, 16, 64];
@@ -65,12 +65,6 @@ const RECHECK_ITERS: usize = 200;
 const SLOW: Duration = Duration::from_millis(50);
 const ONVM_NOT_FOUND: i64 = -(1i64 << 32);
 
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .map_err(|_| anyhow!("timed out after {WAIT:?}: {what}"))
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -80,36 +74,6 @@ fn median(samples: &[Duration]) -> Result<Duration> {
     let mut s = samples.to_vec();
     s.sort_unstable();
     Ok(s[(s.len() - 1) / 2])
-}
-
-#[derive(Clone, Copy)]
-struct Percentiles {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-}
-
-/// Nearest-rank percentiles, in milliseconds.
-fn percentiles(samples: &[Duration]) -> Result<Percentiles> {
-    ensure!(!samples.is_empty(), "no samples");
-    let mut v: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
-    };
-    Ok(Percentiles {
-        p50: at(50.0),
-        p90: at(90.0),
-        p99: at(99.0),
-    })
-}
-
-fn show(p: Percentiles) -> String {
-    format!(
-        "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",
-        p.p50, p.p90, p.p99
-    )
 }
 
 #[tokio::main]
@@ -141,14 +105,11 @@ async fn main() -> Result<()> {
     let k1 = percentiles(&exec.k1)?;
     println!(
         "execute put K=3 ({EXEC_CALLS} calls): {} | attestations verified {}/{EXEC_CALLS} ({})",
-        show(k3),
-        exec.k3_verified,
-        exec.k3_signers
+        k3, exec.k3_verified, exec.k3_signers
     );
     println!(
         "execute put K=1 ({EXEC_CALLS} calls): {} | receipts without attestation verified {}/{EXEC_CALLS}",
-        show(k1),
-        exec.k1_verified
+        k1, exec.k1_verified
     );
     println!(
         "execute ratio K=3/K=1: p50 {:.1}x  p90 {:.1}x  p99 {:.1}x",
@@ -324,17 +285,6 @@ fn bench_aggregate(n: usize) -> Result<AggregateRow> {
 // ------------------------------------------------------------------------------------------
 // 2. Execute latency on three nodes
 // ------------------------------------------------------------------------------------------
-
-async fn client(node: &Node) -> Result<WsClient> {
-    within(
-        "WS connect",
-        WsClientBuilder::default()
-            .request_timeout(Duration::from_secs(60))
-            .build(node.rpc_url()),
-    )
-    .await?
-    .with_context(|| format!("connecting to {}", node.rpc_url()))
-}
 
 async fn converge(clients: &[WsClient], what: &str) -> Result<Duration> {
     let started = Instant::now();

@@ -16,6 +16,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use support::{WAIT, client, percentiles, within};
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,15 +32,13 @@ use iroh_blobs::store::fs::FsStore;
 use iroh_gossip::api::{GossipReceiver, GossipSender, JoinOptions};
 use iroh_gossip::net::Gossip;
 use iroh_gossip::proto::TopicId;
-use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
-use onvm::node::Node;
+use jsonrpsee::ws_client::WsClient;
 use onvm::rpc_api::BlobId;
 use onvm::rpc_api::api::{BlobApiClient, DagApiClient, NodeApiClient, PeerApiClient};
 use onvm::rpc_api::dag::{DagPayload, DagStreamItem};
 use tokio::sync::{mpsc, oneshot};
 
 /// Every wait is bounded by this, so a broken run fails loudly instead of hanging.
-const WAIT: Duration = Duration::from_secs(30);
 const CHUNK: usize = 4 * 1024 * 1024;
 const NODES: usize = 5;
 /// Rounds run before the measured ones in both DAG benchmarks (gossip trees settle), not counted.
@@ -63,25 +63,6 @@ fn data(len: usize) -> Vec<u8> {
     out
 }
 
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .map_err(|_| anyhow!("timed out after {WAIT:?}: {what}"))
-}
-
-async fn client(node: &Node) -> Result<WsClient> {
-    within(
-        "WS connect",
-        WsClientBuilder::default()
-            .max_request_size(64 * 1024 * 1024)
-            .max_response_size(64 * 1024 * 1024)
-            .request_timeout(Duration::from_secs(120))
-            .build(node.rpc_url()),
-    )
-    .await?
-    .with_context(|| format!("connecting to {}", node.rpc_url()))
-}
-
 /// A bare iroh endpoint configured like an offline node: loopback, no relays, no lookups.
 async fn bare_endpoint() -> Result<Endpoint> {
     let builder = Endpoint::builder(presets::Minimal)
@@ -93,38 +74,6 @@ async fn bare_endpoint() -> Result<Endpoint> {
     within("binding an endpoint", builder.bind())
         .await?
         .map_err(|e| anyhow!("binding an endpoint: {e}"))
-}
-
-#[derive(Clone, Copy)]
-struct Percentiles {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-/// Nearest-rank percentiles, in milliseconds.
-fn percentiles(samples: &[Duration]) -> Result<Percentiles> {
-    ensure!(!samples.is_empty(), "no samples");
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        let rank = ((p / 100.0) * ms.len() as f64).ceil() as usize;
-        ms[rank.clamp(1, ms.len()) - 1]
-    };
-    Ok(Percentiles {
-        p50: at(50.0),
-        p90: at(90.0),
-        p99: at(99.0),
-        max: ms[ms.len() - 1],
-    })
-}
-
-fn show(p: Percentiles) -> String {
-    format!(
-        "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        p.p50, p.p90, p.p99, p.max
-    )
 }
 
 #[tokio::main]
@@ -176,13 +125,12 @@ async fn main() -> Result<()> {
     let raw_p = percentiles(&raw.latencies)?;
     println!(
         "dag propagation, {NODES} nodes, {rounds} rounds (seed {seed}, {} B gossip messages): {}",
-        dag.message_bytes,
-        show(node_p)
+        dag.message_bytes, node_p
     );
-    println!("  of which blob_put RPC returned after:   {}", show(put_p));
+    println!("  of which blob_put RPC returned after:   {}", put_p);
     println!(
         "raw iroh-gossip, {NODES} endpoints, {rounds} rounds ({RAW_MESSAGE_BYTES} B messages): {}",
-        show(raw_p)
+        raw_p
     );
     println!(
         "  (raw delivery detected by polling gossip counters every ~{:.0} us; {} duplicate deliveries)",

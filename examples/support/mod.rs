@@ -2,9 +2,70 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use onvm::node::{Config, Identity, Node};
+
+/// How long any single wait in a benchmark may take before the run fails loudly.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// `fut`, or an error naming `what` after [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .map_err(|_| anyhow!("timed out after {WAIT:?}: {what}"))
+}
+
+/// A WebSocket client for `node`, with room for large blobs and slow fetches.
+pub async fn client(node: &Node) -> Result<WsClient> {
+    within(
+        "WS connect",
+        WsClientBuilder::default()
+            .max_request_size(64 * 1024 * 1024)
+            .max_response_size(64 * 1024 * 1024)
+            .request_timeout(Duration::from_secs(120))
+            .build(node.rpc_url()),
+    )
+    .await?
+    .with_context(|| format!("connecting to {}", node.rpc_url()))
+}
+
+/// Nearest-rank percentiles of a latency sample, in milliseconds.
+#[derive(Clone, Copy)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+pub fn percentiles(samples: &[Duration]) -> Result<Percentiles> {
+    ensure!(!samples.is_empty(), "no samples");
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let rank = ((p / 100.0) * ms.len() as f64).ceil() as usize;
+        ms[rank.clamp(1, ms.len()) - 1]
+    };
+    Ok(Percentiles {
+        p50: at(50.0),
+        p90: at(90.0),
+        p99: at(99.0),
+        max: ms[ms.len() - 1],
+    })
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            self.p50, self.p90, self.p99, self.max
+        )
+    }
+}
 
 /// A fresh node in a temp dir: offline, loopback, random ports. Keep the dir alive.
 pub async fn bench_node() -> Result<(tempfile::TempDir, Node)> {
