@@ -62,17 +62,7 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
     let ca = a.client().await;
     let wasm = common::program_wasm("kvstore");
     // Four members, three signatures needed: D's refusal does not stop the call.
-    let p = ProgramApiClient::deploy(
-        &ca,
-        DeployRequest {
-            wasm_base64: Some(wasm.clone().into()),
-            committee_size: Some(4),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .program_id;
+    let p = common::deploy_kvstore(&ca, Some(4)).await;
     let committee = ProgramApiClient::committee(&ca, p).await.unwrap();
     assert_eq!((committee.members.len(), committee.threshold), (4, 3));
     assert_eq!(
@@ -230,17 +220,7 @@ async fn when_the_sequencer_is_down_the_next_member_takes_over() {
     }
     converge(&[&a, &b, &c, &d]).await;
     // Four members, three signatures: the committee survives one member down.
-    let p = ProgramApiClient::deploy(
-        &a.client().await,
-        DeployRequest {
-            wasm_base64: Some(common::program_wasm("kvstore").into()),
-            committee_size: Some(4),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .program_id;
+    let p = common::deploy_kvstore(&a.client().await, Some(4)).await;
     converge(&[&a, &b, &c, &d]).await;
     let put = |key: &str| kv(serde_json::json!({"op": "put", "key": key, "data_base64": "dg=="}));
     ProgramApiClient::execute(&b.client().await, p, put("before"), None)

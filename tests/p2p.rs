@@ -322,7 +322,7 @@ async fn calls_anywhere_commit_once_on_the_home_and_every_node_reaches_the_same_
     use base64::Engine;
     use onvm::rpc_api::api::{JobApiClient, ProgramApiClient, ReceiptApiClient, StateApiClient};
     use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
-    use onvm::rpc_api::program::{DeployRequest, ExecuteOptions, verify_receipt};
+    use onvm::rpc_api::program::{ExecuteOptions, verify_receipt};
     use onvm::rpc_api::smt::verify_proof;
     use serde_json::json;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -332,19 +332,9 @@ async fn calls_anywhere_commit_once_on_the_home_and_every_node_reaches_the_same_
     let (ca, cb, cc) = (a.client().await, b.client().await, c.client().await);
     PeerApiClient::connect(&cb, ticket(&a).await).await.unwrap();
     PeerApiClient::connect(&cc, ticket(&a).await).await.unwrap();
-    let p = ProgramApiClient::deploy(
-        &ca,
-        DeployRequest {
-            wasm_base64: Some(common::program_wasm("kvstore").into()),
-            // A committee of one: this test is about replication from the home alone (committees,
-            // which need their members up, are tests/attest.rs).
-            committee_size: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .program_id;
+    // A committee of one: this test is about replication from the home alone (committees,
+    // which need their members up, are tests/attest.rs).
+    let p = common::deploy_kvstore(&ca, Some(1)).await;
     converge(&[&a, &b, &c], Duration::from_secs(30)).await;
     assert_eq!(
         ProgramApiClient::info(&cb, p).await.unwrap().manifest,
@@ -492,23 +482,12 @@ async fn calls_anywhere_commit_once_on_the_home_and_every_node_reaches_the_same_
 async fn a_call_for_an_unreachable_home_fails_clearly() {
     use onvm::rpc_api::api::ProgramApiClient;
     use onvm::rpc_api::error::error_data;
-    use onvm::rpc_api::program::DeployRequest;
     let a = TestNode::start().await;
     let b = TestNode::start().await;
     let cb = b.client().await;
     PeerApiClient::connect(&cb, ticket(&a).await).await.unwrap();
-    let p = ProgramApiClient::deploy(
-        &a.client().await,
-        DeployRequest {
-            wasm_base64: Some(common::program_wasm("kvstore").into()),
-            // A committee of one: no member can take over (tests/attest.rs covers failover).
-            committee_size: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .program_id;
+    // A committee of one: no member can take over (tests/attest.rs covers failover).
+    let p = common::deploy_kvstore(&a.client().await, Some(1)).await;
     converge(&[&a, &b], Duration::from_secs(30)).await;
     let home = a.node().endpoint_id();
     a.stop().await;
@@ -620,23 +599,13 @@ async fn with_mdns_nodes_on_one_lan_find_each_other_without_tickets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_input_blob_is_on_the_submitting_node_runs_on_the_home() {
-    use onvm::rpc_api::api::{JobApiClient, ProgramApiClient};
+    use onvm::rpc_api::api::JobApiClient;
     use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
-    use onvm::rpc_api::program::DeployRequest;
     let a = TestNode::start().await;
     let b = TestNode::start().await;
     let cb = b.client().await;
     PeerApiClient::connect(&cb, ticket(&a).await).await.unwrap();
-    let p = ProgramApiClient::deploy(
-        &a.client().await,
-        DeployRequest {
-            wasm_base64: Some(common::program_wasm("kvstore").into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .program_id;
+    let p = common::deploy_kvstore(&a.client().await, None).await;
     converge(&[&a, &b], Duration::from_secs(30)).await;
     // The input exists only on B when the job is submitted there.
     let input = BlobApiClient::put(

@@ -19,6 +19,9 @@ pub fn test_config(overrides: &[String]) -> Config {
         "rpc.listen=127.0.0.1:0".to_string(),
         "net.listen=127.0.0.1:0".to_string(),
         "net.offline=true".to_string(),
+        // Debug builds on 2 cores: a member's first re-execution compiles the module (seconds
+        // when several nodes compile at once); a dead member is refused long before this.
+        "committee.attest_timeout_ms=60000".to_string(),
     ];
     items.extend_from_slice(overrides);
     Config::from_toml("", "test", &items).expect("test config")
@@ -146,6 +149,26 @@ pub fn program_wasm(name: &str) -> Vec<u8> {
     let dir = dir.as_ref().unwrap_or_else(|e| panic!("{e}"));
     std::fs::read(dir.join(format!("{name}.wasm")))
         .unwrap_or_else(|e| panic!("reading {name}.wasm: {e}"))
+}
+
+/// Deploys the kvstore sample through `client`, with a committee of `committee_size` members
+/// (None: the node's default), and returns its id.
+pub async fn deploy_kvstore(
+    client: &WsClient,
+    committee_size: Option<u32>,
+) -> onvm::rpc_api::ProgramId {
+    use onvm::rpc_api::api::ProgramApiClient;
+    ProgramApiClient::deploy(
+        client,
+        onvm::rpc_api::program::DeployRequest {
+            wasm_base64: Some(program_wasm("kvstore").into()),
+            committee_size,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("kvstore deploys")
+    .program_id
 }
 
 /// An example input file of a sample program.
