@@ -141,6 +141,7 @@ fn receipt_template() -> ExecutionReceipt {
         height: 0,
         input_hash: Hash32([3; 32]),
         caller: Hash32::ZERO,
+        call_id: Hash32::ZERO,
         timestamp_ms: 0,
         seed: Hash32([4; 32]),
         state_root_in: Hash32::ZERO,
@@ -178,6 +179,8 @@ fn bench_state_commit() -> Result<()> {
             writes: &writes,
             encoded_writes: &onvm::rpc_api::program::encode_writes(&writes),
             input: b"",
+            output: b"",
+            call_id: Hash32::ZERO,
         },
         |root| {
             let mut r = receipt_template();

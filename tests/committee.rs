@@ -45,6 +45,7 @@ fn receipt(program: ProgramId, height: u64) -> ExecutionReceipt {
         height,
         input_hash: Hash32([2; 32]),
         caller: Hash32::ZERO,
+        call_id: Hash32::ZERO,
         timestamp_ms: 1,
         seed: Hash32([3; 32]),
         state_root_in: Hash32([4; 32]),

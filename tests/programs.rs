@@ -555,6 +555,7 @@ async fn the_same_calls_on_two_fresh_nodes_give_identical_receipts() {
     for (i, file) in inputs.iter().enumerate() {
         let opts = ExecuteOptions {
             timestamp_ms: Some(t0 + i as u64),
+            request_id: Some(format!("call-{i}")),
             ..Default::default()
         };
         let ra =

@@ -156,6 +156,10 @@ enum Command {
         entrypoint: Option<String>,
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Idempotency key: running the same request id again returns the first result
+        /// instead of executing twice (default: a fresh id per call).
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Show a program's manifest, state root and height.
     ProgramInfo {
@@ -382,6 +386,7 @@ async fn run(cli: Cli) -> Result<()> {
             read_only,
             entrypoint,
             timeout_ms,
+            request_id,
         } => {
             let bytes = programs::input_bytes(
                 input.as_deref(),
@@ -394,6 +399,7 @@ async fn run(cli: Cli) -> Result<()> {
                 entrypoint: entrypoint.clone(),
                 timeout_ms: *timeout_ms,
                 timestamp_ms: None,
+                request_id: request_id.clone(),
             };
             session().await?.execute(*program_id, bytes, options).await
         }

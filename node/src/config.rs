@@ -40,6 +40,7 @@ pub struct CommitteeConfig {
     pub max_size: u32,
     pub attest_timeout_ms: u64,
     pub debug_corrupt_results: bool,
+    pub debug_abandon_after_attest: bool,
 }
 
 impl Default for CommitteeConfig {
@@ -49,6 +50,7 @@ impl Default for CommitteeConfig {
             max_size: 16,
             attest_timeout_ms: 10_000,
             debug_corrupt_results: false,
+            debug_abandon_after_attest: false,
         }
     }
 }
@@ -156,6 +158,7 @@ pub struct NetConfig {
     pub max_forward_bytes: u64,
     pub max_gossip_bytes: u64,
     pub sync_interval_ms: u64,
+    pub suspect_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +228,7 @@ impl Default for NetConfig {
             max_forward_bytes: 16 * MIB,
             max_gossip_bytes: 64 * 1024,
             sync_interval_ms: 2_000,
+            suspect_ms: 10_000,
         }
     }
 }
@@ -449,6 +453,9 @@ max_forward_bytes = {max_forward_bytes}
 max_gossip_bytes = {max_gossip_bytes}
 # Every this many ms the node also pulls DAG heads from its peers (repairs missed gossip).
 sync_interval_ms = {sync_interval_ms}
+# A committee member that failed to answer a forwarded call is tried last for this many ms:
+# writes go straight to the next live member instead of waiting on a dead sequencer.
+suspect_ms = {suspect_ms}
 
 [blobs]
 # "metadata": copy a peer's blob only when it is read here. "full": copy every blob announced in
@@ -527,6 +534,9 @@ attest_timeout_ms = {attest_timeout_ms}
 # For tests of the attestation path only: this node's re-executions report a wrong output, so
 # it refuses to sign and records evidence. Never enable it on a real node.
 debug_corrupt_results = {debug_corrupt_results}
+# For tests of failover only: as sequencer, this node collects the committee's signatures and
+# then drops the call without committing it, as if it crashed at that instant.
+debug_abandon_after_attest = {debug_abandon_after_attest}
 "#,
             network_id = node.network_id,
             rpc_listen = rpc.listen,
@@ -545,6 +555,7 @@ debug_corrupt_results = {debug_corrupt_results}
             max_forward_bytes = net.max_forward_bytes,
             max_gossip_bytes = net.max_gossip_bytes,
             sync_interval_ms = net.sync_interval_ms,
+            suspect_ms = net.suspect_ms,
             replicate = blobs.replicate,
             fetch_from_peers = blobs.fetch_from_peers,
             max_blob_bytes = blobs.max_blob_bytes,
@@ -580,6 +591,7 @@ debug_corrupt_results = {debug_corrupt_results}
             committee_max_size = committee.max_size,
             attest_timeout_ms = committee.attest_timeout_ms,
             debug_corrupt_results = committee.debug_corrupt_results,
+            debug_abandon_after_attest = committee.debug_abandon_after_attest,
         )
     }
 }

@@ -641,6 +641,8 @@ impl Jobs {
             entrypoint: job.entrypoint.clone(),
             timeout_ms: Some(job.timeout_ms),
             timestamp_ms: None,
+            // The attempt's own request id is derived from the job id and attempt number.
+            request_id: None,
         };
         let finished = Box::new(
             move |info: &mut JobInfo, receipt: &onvm_rpc_api::program::SignedReceipt, blob| {

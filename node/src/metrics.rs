@@ -44,6 +44,8 @@ counters!(
     job_fuel_used,
     attestations_failed,
     attestations_refused,
+    proposals_finished,
+    calls_deduplicated,
 );
 
 /// Adds `n` to a counter.

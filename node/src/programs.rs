@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use onvm_rpc_api::program::{
     ABI_VERSION, Attestation, DeployRequest, DeployResult, ExecuteOptions, ExecuteResult,
-    ExecutionReceipt, Outcome, ProgramInfo, ProgramManifest, ProgramPage, ReceiptPage,
-    SignedManifest, SignedReceipt, StateProof, StateValue, call_seed, program_id,
+    ExecutionReceipt, MAX_REQUEST_ID_BYTES, Outcome, ProgramInfo, ProgramManifest, ProgramPage,
+    ReceiptPage, SignedManifest, SignedReceipt, StateProof, StateValue, call_seed, program_id,
     receipt_signing_message, write_digest,
 };
 use onvm_rpc_api::smt::EMPTY;
@@ -21,7 +21,9 @@ use crate::blobs::{BlobError, Blobs};
 use crate::config::CommitteeConfig;
 use crate::identity::Identity;
 use crate::metrics::{self, Counters};
-use crate::store::{CallEffects, JobCommit, ProgramRecord, StateSnapshot, Store, StoreError};
+use crate::store::{
+    CallEffects, CommittedCall, JobCommit, ProgramRecord, StateSnapshot, Store, StoreError, Vote,
+};
 use crate::util::now_ms;
 use crate::vm::{
     CallContext, CallRequest, CallResult, Compiled, ENGINE_FINGERPRINT, StateView, Vm, VmError,
@@ -44,9 +46,7 @@ pub enum ProgramError {
     NotFound(ProgramId),
     #[error("receipt {0} not found")]
     ReceiptNotFound(ReceiptId),
-    #[error(
-        "program {program} lives on node {home}: send calls there (forwarding between nodes is not implemented yet)"
-    )]
+    #[error("program {program} is sequenced by node {home}: writing calls are forwarded there")]
     NotHome { program: ProgramId, home: Hash32 },
     #[error("invalid program: {0}")]
     InvalidProgram(#[from] VmError),
@@ -61,6 +61,13 @@ pub enum ProgramError {
     },
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error(
+        "request id `{request_id}` was already committed (receipt {receipt}) with a different input or entrypoint"
+    )]
+    RequestConflict {
+        request_id: String,
+        receipt: ReceiptId,
+    },
     #[error("{what} of {size} bytes exceeds the limit of {max} ({key})")]
     TooLarge {
         what: &'static str,
@@ -134,6 +141,10 @@ pub struct Programs {
     committee: CommitteeConfig,
     /// Reaches committee members (installed by the network layer once it runs).
     attestor: Arc<std::sync::OnceLock<Arc<dyn Attestor>>>,
+    /// Per program, the height after the last call this node committed as sequencer: while
+    /// the program is still there, no other member sequenced in between, so a new call needs
+    /// no round of `vote_at` questions first.
+    sequenced_to: Arc<Mutex<HashMap<ProgramId, u64>>>,
 }
 
 /// Asks a committee member to re-execute a proposed call and sign its receipt; returns the
@@ -144,7 +155,34 @@ pub trait Attestor: Send + Sync + 'static {
         member: Hash32,
         proposed: ExecutionReceipt,
         input: Vec<u8>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>>;
+    ) -> BoxFuture<Result<Vec<u8>, String>>;
+    /// How far `member` has applied `program`, and what it signed at `height` (if anything).
+    fn vote_at(
+        &self,
+        member: Hash32,
+        program: ProgramId,
+        height: u64,
+    ) -> BoxFuture<Result<(u64, Option<Vote>), String>>;
+    /// Pulls the DAG of `member`, which has applied calls this node has not seen yet.
+    fn catch_up(&self, member: Hash32) -> BoxFuture<()>;
+}
+
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// How often a sequencer taking over pulls a member that is ahead before it gives up.
+const MAX_CATCH_UPS: u32 = 3;
+
+/// A fresh request id for a writing call that came without one.
+pub fn fresh_request_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A proposed call re-run by this node: its own receipt, writes and output.
+struct Reexecuted {
+    computed: ExecutionReceipt,
+    writes: onvm_rpc_api::program::Writes,
+    output: Vec<u8>,
 }
 
 /// Why a member did not sign.
@@ -183,6 +221,7 @@ impl Programs {
             counters,
             committee,
             attestor: Arc::default(),
+            sequenced_to: Arc::default(),
         }
     }
 
@@ -321,12 +360,25 @@ impl Programs {
         body: ExecutionReceipt,
         input: Vec<u8>,
     ) -> Result<Attestation, ProgramError> {
-        let attestor = self
-            .attestor
-            .get()
-            .cloned()
-            .ok_or_else(|| ProgramError::Internal("no attestor installed".into()))?;
+        let attestor = self.attestor()?;
         let id = body.id();
+        let threshold = manifest.threshold as usize;
+        // The sequencer's own signature is a vote like any member's: persisted first, and never
+        // for two receipts at one height (a proposal it made before a crash is finished first).
+        let store = self.store.clone();
+        let (proposal, proposal_input) = (body.clone(), input.clone());
+        if let Err(other) =
+            blocking(move || Ok(store.record_vote(&proposal, &proposal_input)?)).await?
+        {
+            return Err(ProgramError::NotAttested {
+                signed: 0,
+                threshold: threshold as u32,
+                refusals: vec![format!(
+                    "this node already signed receipt {other} at height {}",
+                    body.height
+                )],
+            });
+        }
         let message = receipt_signing_message(&self.network_id, &id);
         let own = self
             .identity
@@ -340,7 +392,6 @@ impl Programs {
             .ok_or_else(|| ProgramError::Internal("sequencing outside the committee".into()))?;
         let mut signed: Vec<(usize, Vec<u8>)> = vec![(my_index, own.to_vec())];
         let mut refusals: Vec<String> = Vec::new();
-        let threshold = manifest.threshold as usize;
         let mut requests = tokio::task::JoinSet::new();
         for (index, member) in manifest.committee.iter().enumerate() {
             if index == my_index {
@@ -445,14 +496,56 @@ impl Programs {
         if !manifest.entrypoints.contains(&proposed.entrypoint) {
             return Err(AttestError::Refused("unknown entrypoint".into()));
         }
-        let limits = self.vm.limits().clone();
-        if proposed.fuel_limit > limits.max_fuel {
+        if proposed.fuel_limit > self.vm.limits().max_fuel {
             return Err(AttestError::Refused(
                 "fuel over this node's vm.max_fuel".into(),
             ));
         }
-        let compiled = self.compiled_for(&manifest).await?;
-        let blobs = self.load_blob_refs(&manifest).await?;
+        let rerun = self.reexecute(&manifest, &proposed, input.clone()).await?;
+        let receipt_id = proposed.id();
+        if rerun.computed.id() != receipt_id {
+            metrics::add(&self.counters.attestations_refused, 1);
+            let evidence = crate::store::Evidence {
+                height: proposed.height,
+                proposed: proposed.clone(),
+                computed: rerun.computed.clone(),
+                recorded_at_ms: now_ms(),
+            };
+            let store = self.store.clone();
+            let height = proposed.height;
+            blocking(move || Ok(store.record_evidence(&id, height, &evidence)?)).await?;
+            tracing::warn!(program = %id, height, "refused to sign: re-execution disagrees");
+            return Err(AttestError::Mismatch(Box::new(rerun.computed)));
+        }
+        let store = self.store.clone();
+        let height = proposed.height;
+        if let Err(other) = blocking(move || Ok(store.record_vote(&proposed, &input)?)).await? {
+            return Err(AttestError::Refused(format!(
+                "this node already signed receipt {other} at height {height}"
+            )));
+        }
+        Ok(self
+            .identity
+            .bls_sign(
+                crate::identity::BLS_SIG_DST,
+                &receipt_signing_message(&self.network_id, &receipt_id),
+            )
+            .to_vec())
+    }
+
+    /// Re-runs a proposed call with the receipt's context (the seed derived here, not taken
+    /// from the proposal) against this node's state, which must be at the proposal's height
+    /// and root; returns the receipt this node computes, with the writes and output.
+    async fn reexecute(
+        &self,
+        manifest: &ProgramManifest,
+        proposed: &ExecutionReceipt,
+        input: Vec<u8>,
+    ) -> Result<Reexecuted, AttestError> {
+        let id = manifest.program_id;
+        let limits = self.vm.limits().clone();
+        let compiled = self.compiled_for(manifest).await?;
+        let blobs = self.load_blob_refs(manifest).await?;
         let _slot = self
             .slots
             .acquire()
@@ -472,7 +565,6 @@ impl Programs {
                 record.height, record.state_root, proposed.height, proposed.state_root_in
             )));
         }
-        // The seed is derived here, not taken from the proposal: a wrong seed makes the ids differ.
         let seed = call_seed(
             &id,
             proposed.height,
@@ -500,7 +592,8 @@ impl Programs {
         let preview = self.store.clone();
         let writes = result.writes;
         let digest = write_digest(writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
-        let root_out = blocking(move || Ok(preview.preview_root(&id, &writes)?)).await;
+        let proposed_writes = writes.clone();
+        let root_out = blocking(move || Ok(preview.preview_root(&id, &proposed_writes)?)).await;
         let mut computed = proposed.clone();
         computed.write_digest = digest;
         computed.seed = seed;
@@ -512,37 +605,247 @@ impl Programs {
         if self.committee.debug_corrupt_results {
             computed.output_hash = Hash32([0xee; 32]);
         }
-        let receipt_id = proposed.id();
-        if computed.id() != receipt_id {
-            metrics::add(&self.counters.attestations_refused, 1);
-            let evidence = crate::store::Evidence {
-                height: proposed.height,
-                proposed: proposed.clone(),
-                computed: computed.clone(),
-                recorded_at_ms: now_ms(),
-            };
-            let store = self.store.clone();
-            let height = proposed.height;
-            blocking(move || Ok(store.record_evidence(&id, height, &evidence)?)).await?;
-            tracing::warn!(program = %id, height, "refused to sign: re-execution disagrees");
-            return Err(AttestError::Mismatch(Box::new(computed)));
-        }
+        Ok(Reexecuted {
+            computed,
+            writes,
+            output: result.output,
+        })
+    }
+
+    /// What this node signed for `program` at `height`, and how far it has applied it.
+    pub async fn vote_report(
+        &self,
+        program: ProgramId,
+        height: u64,
+    ) -> Result<(u64, Option<Vote>), ProgramError> {
         let store = self.store.clone();
-        let height = proposed.height;
-        if let Err(other) =
-            blocking(move || Ok(store.record_vote(&id, height, &receipt_id)?)).await?
-        {
-            return Err(AttestError::Refused(format!(
-                "this node already signed receipt {other} at height {height}"
+        blocking(move || {
+            let record = store
+                .program(&program)?
+                .ok_or(ProgramError::NotFound(program))?;
+            Ok((record.height, store.vote_at(&program, height)?))
+        })
+        .await
+    }
+
+    /// Before a new call is sequenced at the program's next height: finishes a proposal that
+    /// this node (or, when it takes over, any member) already signed there, so a call the
+    /// previous sequencer may have committed is never replaced by another one. The proposal
+    /// most members signed goes first: if one was committed, a threshold signed it, and no
+    /// member signs two receipts for one height.
+    async fn settle_pending(
+        &self,
+        manifest: &ProgramManifest,
+        ask_members: bool,
+    ) -> Result<(), ProgramError> {
+        let id = manifest.program_id;
+        let me = Hash32(*self.identity.endpoint_id().as_bytes());
+        let mut catch_ups = 0;
+        loop {
+            let store = self.store.clone();
+            let (height, own) = blocking(move || {
+                let record = store.program(&id)?.ok_or(ProgramError::NotFound(id))?;
+                Ok((record.height, store.vote_at(&id, record.height)?))
+            })
+            .await?;
+            let mut votes: Vec<Vote> = own.into_iter().collect();
+            let still_ours = self
+                .sequenced_to
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                == Some(&height);
+            if ask_members && !still_ours {
+                let attestor = self.attestor()?;
+                let mut asks = tokio::task::JoinSet::new();
+                let wait = Duration::from_millis(self.committee.attest_timeout_ms);
+                for member in manifest.committee.iter().filter(|m| m.endpoint_id != me) {
+                    let (attestor, member) = (attestor.clone(), member.endpoint_id);
+                    asks.spawn(async move {
+                        let reply =
+                            tokio::time::timeout(wait, attestor.vote_at(member, id, height))
+                                .await
+                                .unwrap_or_else(|_| Err("no answer in time".into()));
+                        (member, reply)
+                    });
+                }
+                let mut ahead = None;
+                while let Some(Ok((member, reply))) = asks.join_next().await {
+                    match reply {
+                        Ok((applied, vote)) => {
+                            if applied > height {
+                                ahead = Some(member);
+                            }
+                            votes.extend(vote);
+                        }
+                        Err(e) => tracing::debug!(%member, "asking for its vote: {e}"),
+                    }
+                }
+                if let Some(member) = ahead
+                    && catch_ups < MAX_CATCH_UPS
+                {
+                    catch_ups += 1;
+                    attestor.catch_up(member).await;
+                    continue;
+                }
+            }
+            let store = self.store.clone();
+            let record =
+                blocking(move || store.program(&id)?.ok_or(ProgramError::NotFound(id))).await?;
+            if record.height != height {
+                continue;
+            }
+            let mut tally: Vec<(ReceiptId, usize, Vote)> = Vec::new();
+            for vote in votes {
+                let r = &vote.receipt;
+                let fits = r.program_id == id
+                    && r.height == height
+                    && r.state_root_in == record.state_root
+                    && Hash32::of(&vote.input.0) == r.input_hash
+                    && manifest
+                        .committee
+                        .iter()
+                        .any(|m| m.endpoint_id == r.executor);
+                if !fits {
+                    continue;
+                }
+                let rid = r.id();
+                match tally.iter_mut().find(|(t, _, _)| *t == rid) {
+                    Some(entry) => entry.1 += 1,
+                    None => tally.push((rid, 1, vote)),
+                }
+            }
+            if tally.is_empty() {
+                return Ok(());
+            }
+            tally.sort_by_key(|t| std::cmp::Reverse(t.1));
+            let mut reasons = Vec::new();
+            let mut finished = false;
+            for (rid, _, vote) in tally {
+                tracing::info!(program = %id, height, receipt = %rid, "finishing a pending proposal");
+                match self.finish_proposal(manifest, vote).await {
+                    Ok(()) => {
+                        finished = true;
+                        break;
+                    }
+                    Err(e) => reasons.push(format!("pending receipt {rid}: {e}")),
+                }
+            }
+            if !finished {
+                return Err(ProgramError::NotAttested {
+                    signed: 0,
+                    threshold: manifest.threshold,
+                    refusals: reasons,
+                });
+            }
+        }
+    }
+
+    /// Re-runs a pending proposal here, collects the committee's signatures for it and commits
+    /// it unchanged (its executor stays the member that proposed it).
+    async fn finish_proposal(
+        &self,
+        manifest: &ProgramManifest,
+        vote: Vote,
+    ) -> Result<(), ProgramError> {
+        let input = vote.input.0;
+        let proposed = vote.receipt;
+        let rerun = match self.reexecute(manifest, &proposed, input.clone()).await {
+            Ok(r) => r,
+            Err(AttestError::Program(e)) => return Err(e),
+            Err(e) => return Err(ProgramError::Internal(e.to_string())),
+        };
+        if rerun.computed.id() != proposed.id() {
+            return Err(ProgramError::Internal(format!(
+                "re-execution computed receipt {}",
+                rerun.computed.id()
             )));
         }
-        Ok(self
-            .identity
-            .bls_sign(
-                crate::identity::BLS_SIG_DST,
-                &receipt_signing_message(&self.network_id, &receipt_id),
-            )
-            .to_vec())
+        let attestation = self
+            .collect_attestation(manifest, proposed.clone(), input.clone())
+            .await?;
+        self.commit(
+            proposed,
+            rerun.writes,
+            input,
+            rerun.output,
+            Some(attestation),
+            None,
+        )
+        .await?;
+        metrics::add(&self.counters.proposals_finished, 1);
+        Ok(())
+    }
+
+    /// Commits a call: its writes, receipt (signed here, with the committee's attestation if
+    /// any), input and output, and for a job attempt the job's completion, in one transaction.
+    async fn commit(
+        &self,
+        body: ExecutionReceipt,
+        writes: onvm_rpc_api::program::Writes,
+        input: Vec<u8>,
+        output: Vec<u8>,
+        attestation: Option<Attestation>,
+        job_commit: Option<JobCommit>,
+    ) -> Result<(SignedReceipt, Option<JobEvent>), ProgramError> {
+        // Replicas need the writes: small sets ride inside the DAG node, large ones as a blob
+        // stored before the commit that names it; the same for inputs and outputs.
+        let encoded_writes = onvm_rpc_api::program::encode_writes(&writes);
+        for data in [&encoded_writes, &input, &output] {
+            if DataRef::needs_blob(data) {
+                self.blobs.add_unannounced(data.clone()).await?;
+            }
+        }
+        let identity = self.identity.clone();
+        let network = self.network_id.clone();
+        let store = self.store.clone();
+        blocking(move || {
+            let id = body.program_id;
+            Ok(store.commit_call_with_job(
+                &id,
+                CallEffects {
+                    height: body.height,
+                    timestamp_ms: body.timestamp_ms,
+                    writes: &writes,
+                    encoded_writes: &encoded_writes,
+                    input: &input,
+                    output: &output,
+                    call_id: body.call_id,
+                },
+                |root_out| {
+                    let mut body = body;
+                    body.state_root_out = root_out;
+                    let rid = body.id();
+                    let sig = identity.bls_sign(
+                        crate::identity::BLS_SIG_DST,
+                        &receipt_signing_message(&network, &rid),
+                    );
+                    SignedReceipt {
+                        id: rid,
+                        receipt: body,
+                        signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
+                        signature: HexBytes(sig.to_vec()),
+                        attestation,
+                    }
+                },
+                job_commit,
+            )?)
+        })
+        .await
+        .inspect(|(receipt, _)| {
+            let r = &receipt.receipt;
+            self.sequenced_to
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(r.program_id, r.height + 1);
+        })
+    }
+
+    fn attestor(&self) -> Result<Arc<dyn Attestor>, ProgramError> {
+        self.attestor
+            .get()
+            .cloned()
+            .ok_or_else(|| ProgramError::Internal("no attestor installed".into()))
     }
 
     /// The committee of a new program by the public rule (`committee::select`) over the nodes
@@ -809,6 +1112,18 @@ impl Programs {
                 manifest.entrypoints.join(", ")
             )));
         }
+        let request_id = match (&job, options.request_id.clone()) {
+            // An attempt is its own call: a retried attempt is a new call, a replayed one is not.
+            (Some(job), _) => format!("job:{}:{}", job.job_id, job.attempt),
+            (None, Some(r)) if r.is_empty() || r.len() > MAX_REQUEST_ID_BYTES => {
+                return Err(ProgramError::BadRequest(format!(
+                    "request_id must be 1..={MAX_REQUEST_ID_BYTES} bytes"
+                )));
+            }
+            (None, Some(r)) => r,
+            (None, None) => fresh_request_id(),
+        };
+        let call_id = onvm_rpc_api::program::call_id(&id, &request_id);
         let compiled = self.compiled_for(&manifest).await?;
         let blobs = self.load_blob_refs(&manifest).await?;
         let input_hash = Hash32::of(&input);
@@ -831,6 +1146,16 @@ impl Programs {
         } else {
             Some(sequencer.lock().await)
         };
+        if !options.read_only {
+            if manifest.committee.len() > 1 {
+                self.settle_pending(&manifest, takeover).await?;
+            }
+            let store = self.store.clone();
+            if let Some(done) = blocking(move || Ok(store.committed_call(&id, &call_id)?)).await? {
+                metrics::add(&self.counters.calls_deduplicated, 1);
+                return answer_committed(done, request_id, &input_hash, &entrypoint);
+            }
+        }
         let _slot = self
             .slots
             .acquire()
@@ -901,7 +1226,7 @@ impl Programs {
                 .map(|(k, v)| (k.as_slice(), v.as_deref())),
         );
         let receipt_body = ExecutionReceipt {
-            version: 1,
+            version: onvm_rpc_api::program::RECEIPT_VERSION,
             network_id: self.network_id.clone(),
             program_id: id,
             code_hash: manifest.code,
@@ -910,6 +1235,7 @@ impl Programs {
             height,
             input_hash,
             caller,
+            call_id,
             timestamp_ms: context.timestamp_ms,
             seed: context.seed,
             state_root_in: root_in,
@@ -922,9 +1248,6 @@ impl Programs {
             outcome: result.outcome.clone(),
             executor,
         };
-        let identity = self.identity.clone();
-        let network = self.network_id.clone();
-        let store = self.store.clone();
         let writes = result.writes;
         // With a committee, the call commits only once a threshold of members re-executed it
         // and signed the same receipt. The root is computed by a dry run and the writes are
@@ -937,18 +1260,17 @@ impl Programs {
                 let root_out = blocking(move || Ok(preview.preview_root(&id, &proposed)?)).await?;
                 let mut body = receipt_body.clone();
                 body.state_root_out = root_out;
-                Some(self.collect_attestation(&manifest, body, input).await?)
+                let attestation = self.collect_attestation(&manifest, body, input).await?;
+                if self.committee.debug_abandon_after_attest {
+                    return Err(ProgramError::Internal(
+                        "committee.debug_abandon_after_attest: the call was attested and dropped"
+                            .into(),
+                    ));
+                }
+                Some(attestation)
             }
             None => None,
         };
-        // Replicas need the writes: small sets ride inside the DAG node, large ones as a blob
-        // stored before the commit that names it.
-        let encoded_writes = onvm_rpc_api::program::encode_writes(&writes);
-        for data in [&encoded_writes, &call_input] {
-            if DataRef::needs_blob(data) {
-                self.blobs.add_unannounced(data.clone()).await?;
-            }
-        }
         // A successful job attempt stores its output first (content-addressed, harmless if the
         // commit below never happens), then completes the job inside the commit.
         let job_commit = match job {
@@ -967,36 +1289,16 @@ impl Programs {
             }
             _ => None,
         };
-        let (receipt, job_event) = blocking(move || {
-            Ok(store.commit_call_with_job(
-                &id,
-                CallEffects {
-                    height,
-                    timestamp_ms,
-                    writes: &writes,
-                    encoded_writes: &encoded_writes,
-                    input: &call_input,
-                },
-                |root_out| {
-                    let mut body = receipt_body;
-                    body.state_root_out = root_out;
-                    let rid = body.id();
-                    let sig = identity.bls_sign(
-                        crate::identity::BLS_SIG_DST,
-                        &receipt_signing_message(&network, &rid),
-                    );
-                    SignedReceipt {
-                        id: rid,
-                        receipt: body,
-                        signer_bls_key: HexBytes(identity.bls_public_key().to_vec()),
-                        signature: HexBytes(sig.to_vec()),
-                        attestation,
-                    }
-                },
+        let (receipt, job_event) = self
+            .commit(
+                receipt_body,
+                writes,
+                call_input,
+                result.output.clone(),
+                attestation,
                 job_commit,
-            )?)
-        })
-        .await?;
+            )
+            .await?;
         finish_with(
             job_event,
             ExecuteResult {
@@ -1082,6 +1384,37 @@ impl Programs {
             next_before_height,
         })
     }
+}
+
+/// The answer to a request id that was already committed: the committed call's result (its
+/// logs are not kept), or a conflict if the request differs.
+fn answer_committed(
+    done: CommittedCall,
+    request_id: String,
+    input_hash: &Hash32,
+    entrypoint: &str,
+) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
+    let r = &done.receipt.receipt;
+    if r.input_hash != *input_hash || r.entrypoint != entrypoint {
+        return Err(ProgramError::RequestConflict {
+            request_id,
+            receipt: done.receipt.id,
+        });
+    }
+    finish_with(
+        None,
+        ExecuteResult {
+            program_id: r.program_id,
+            outcome: r.outcome.clone(),
+            output_base64: done.output.into(),
+            fuel_used: r.fuel_used,
+            state_root_in: r.state_root_in,
+            state_root_out: r.state_root_out,
+            logs: Vec::new(),
+            logs_truncated: false,
+            receipt: Some(done.receipt),
+        },
+    )
 }
 
 fn finish_with(

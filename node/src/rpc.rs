@@ -170,6 +170,15 @@ fn program_error(e: ProgramError) -> ErrorObjectOwned {
         ProgramError::BadRequest(_) => {
             rpc_error(codes::INVALID_PARAMS, "bad_request", msg, json!(null))
         }
+        ProgramError::RequestConflict {
+            request_id,
+            receipt,
+        } => rpc_error(
+            codes::CONFLICT,
+            "request_id_conflict",
+            msg,
+            json!({"request_id": request_id, "receipt_id": receipt}),
+        ),
         ProgramError::TooLarge {
             what,
             size,
@@ -496,7 +505,12 @@ impl ProgramApiServer for Handlers {
         input_base64: Base64Bytes,
         options: Option<ExecuteOptions>,
     ) -> RpcResult<ExecuteResult> {
-        let options = options.unwrap_or_default();
+        let mut options = options.unwrap_or_default();
+        if !options.read_only && options.request_id.is_none() {
+            // Named here, so that if this node has to retry the call on another committee
+            // member, the retry is recognised as the same call.
+            options.request_id = Some(crate::programs::fresh_request_id());
+        }
         if !options.read_only
             && let Some(home) = self.elsewhere(program_id).await?
         {
@@ -844,10 +858,13 @@ impl Handlers {
         Ok(reply)
     }
 
-    /// A writing call: to the home; if the home cannot even be connected to (so it never saw
-    /// the call), a committee program's call goes to the next reachable member in rank order,
-    /// which sequences it (this node itself, if it is that member). A call that reached a node
-    /// is never sent to another, so nothing is applied twice.
+    /// A writing call, sent to the first live member of the program's committee: the home,
+    /// unless it failed recently (`net.suspect_ms`). When the node it was sent to does not
+    /// answer (down, or the connection broke mid-call), the call goes to the next member in
+    /// rank order, which takes over as sequencer (this node itself, if it is that member). The
+    /// retry carries the same request id, and a sequencer finishes any proposal its
+    /// predecessor left signed before it runs anything, so a call that did commit on the
+    /// failed node is answered from its receipt instead of running twice.
     async fn execute_with_failover(
         &self,
         program_id: ProgramId,
@@ -855,19 +872,8 @@ impl Handlers {
         input_base64: Base64Bytes,
         options: ExecuteOptions,
     ) -> RpcResult<ExecuteResult> {
-        use crate::net::PeerError;
         let peers = self.ctx.net.peers();
-        let call = ForwardedCall::Execute {
-            program_id,
-            input_base64: input_base64.clone(),
-            options: options.clone(),
-        };
-        let first_error = match peers.forward(home, &call).await {
-            Err(e @ PeerError::NotDelivered { .. }) => e,
-            Err(e) => return Err(home_unreachable(home, &e)),
-            Ok(reply) => return executed(self.finish_forward(home, reply).await?),
-        };
-        let committee = self
+        let committee: Vec<onvm_rpc_api::Hash32> = self
             .ctx
             .programs
             .info(program_id)
@@ -875,16 +881,25 @@ impl Handlers {
             .map_err(program_error)?
             .manifest
             .manifest
-            .committee;
+            .committee
+            .iter()
+            .map(|m| m.endpoint_id)
+            .collect();
+        if committee.len() <= 1 {
+            let call = ForwardedCall::Execute {
+                program_id,
+                input_base64,
+                options,
+            };
+            return executed(self.forward(home, &call).await?);
+        }
+        let (live, suspected): (Vec<_>, Vec<_>) =
+            committee.iter().partition(|m| !peers.is_suspected(m));
         let me = onvm_rpc_api::Hash32(*self.ctx.identity.endpoint_id().as_bytes());
-        let takeover = ForwardedCall::ExecuteTakeover {
-            program_id,
-            input_base64: input_base64.clone(),
-            options: options.clone(),
-        };
-        for member in committee.iter().skip(1).map(|m| m.endpoint_id) {
+        let mut failure = None;
+        for member in live.into_iter().chain(suspected) {
             if member == me {
-                tracing::info!(%program_id, "the home is unreachable: sequencing here");
+                tracing::info!(%program_id, "the members ranked before this node are down: sequencing here");
                 return self
                     .ctx
                     .programs
@@ -892,13 +907,40 @@ impl Handlers {
                     .await
                     .map_err(program_error);
             }
-            match peers.forward(member, &takeover).await {
-                Err(PeerError::NotDelivered { .. }) => continue,
-                Err(e) => return Err(home_unreachable(member, &e)),
-                Ok(reply) => return executed(self.finish_forward(member, reply).await?),
+            let call = if member == home {
+                ForwardedCall::Execute {
+                    program_id,
+                    input_base64: input_base64.clone(),
+                    options: options.clone(),
+                }
+            } else {
+                ForwardedCall::ExecuteTakeover {
+                    program_id,
+                    input_base64: input_base64.clone(),
+                    options: options.clone(),
+                }
+            };
+            match peers.forward(member, &call).await {
+                Ok(reply) => {
+                    peers.clear_suspect(&member);
+                    return executed(self.finish_forward(member, reply).await?);
+                }
+                Err(e) => {
+                    tracing::warn!(%program_id, %member, "sequencer did not answer, trying the next member: {e}");
+                    peers.suspect(member);
+                    failure = Some((member, e));
+                }
             }
         }
-        Err(home_unreachable(home, &first_error))
+        Err(match failure {
+            Some((member, e)) => home_unreachable(member, &e),
+            None => rpc_error(
+                codes::UNAVAILABLE,
+                "home_unreachable",
+                "no committee member could be reached",
+                json!({"home": home}),
+            ),
+        })
     }
 
     fn lag(&self) -> std::time::Duration {
@@ -1128,6 +1170,15 @@ impl CallHandler for ForwardedCalls {
                     },
                     Err(e) => forwarded_error(program_error(e)),
                 },
+                ForwardedCall::VoteAt { program_id, height } => {
+                    match ctx.programs.vote_report(program_id, height).await {
+                        Ok((applied_height, vote)) => ForwardedReply::Vote {
+                            applied_height,
+                            vote: vote.map(Box::new),
+                        },
+                        Err(e) => forwarded_error(program_error(e)),
+                    }
+                }
                 ForwardedCall::CancelJob { job_id } => match ctx.jobs.cancel(job_id).await {
                     Ok(job) => ForwardedReply::Cancelled { job: Box::new(job) },
                     Err(e) => forwarded_error(job_error(e)),
@@ -1184,6 +1235,29 @@ async fn attest_for(
     }
 }
 
+/// One request to a committee member. A member that failed recently (`net.suspect_ms`) is not
+/// waited for: a dead member would otherwise cost every call a dial timeout.
+async fn ask_member(
+    ctx: &NodeContext,
+    member: onvm_rpc_api::Hash32,
+    call: &ForwardedCall,
+) -> Result<ForwardedReply, String> {
+    let peers = ctx.net.peers();
+    if peers.is_suspected(&member) {
+        return Err("did not answer recently (net.suspect_ms)".into());
+    }
+    match peers.forward(member, call).await {
+        Ok(reply) => {
+            peers.clear_suspect(&member);
+            Ok(reply)
+        }
+        Err(e) => {
+            peers.suspect(member);
+            Err(e.to_string())
+        }
+    }
+}
+
 /// Sends proposals to committee members over `/onvm/call/1`.
 struct CommitteeLink(std::sync::Weak<NodeContext>);
 
@@ -1201,11 +1275,45 @@ impl crate::programs::Attestor for CommitteeLink {
                 receipt: Box::new(proposed),
                 input_base64: input.into(),
             };
-            match ctx.net.peers().forward(member, &call).await {
-                Ok(ForwardedReply::Attested { signature }) => Ok(signature.0),
-                Ok(ForwardedReply::Error { message, .. }) => Err(message),
-                Ok(other) => Err(format!("unexpected reply {other:?}")),
-                Err(e) => Err(e.to_string()),
+            match ask_member(&ctx, member, &call).await? {
+                ForwardedReply::Attested { signature } => Ok(signature.0),
+                ForwardedReply::Error { message, .. } => Err(message),
+                other => Err(format!("unexpected reply {other:?}")),
+            }
+        })
+    }
+
+    fn vote_at(
+        &self,
+        member: onvm_rpc_api::Hash32,
+        program: ProgramId,
+        height: u64,
+    ) -> crate::programs::BoxFuture<Result<(u64, Option<crate::store::Vote>), String>> {
+        let ctx = self.0.upgrade();
+        Box::pin(async move {
+            let ctx = ctx.ok_or("this node is shutting down")?;
+            let call = ForwardedCall::VoteAt {
+                program_id: program,
+                height,
+            };
+            match ask_member(&ctx, member, &call).await? {
+                ForwardedReply::Vote {
+                    applied_height,
+                    vote,
+                } => Ok((applied_height, vote.map(|v| *v))),
+                ForwardedReply::Error { message, .. } => Err(message),
+                other => Err(format!("unexpected reply {other:?}")),
+            }
+        })
+    }
+
+    fn catch_up(&self, member: onvm_rpc_api::Hash32) -> crate::programs::BoxFuture<()> {
+        let ctx = self.0.upgrade();
+        Box::pin(async move {
+            if let Some(ctx) = ctx
+                && let Err(e) = ctx.net.peers().sync_from(member).await
+            {
+                tracing::debug!(%member, "pulling a member that is ahead: {e}");
             }
         })
     }

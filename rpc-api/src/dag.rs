@@ -38,12 +38,14 @@ pub enum DagPayload {
     ProgramDeployed {
         manifest: Box<SignedManifest>,
     },
-    /// A committed call, its writes (for replicas to apply in height order) and its input (for
-    /// auditors to replay).
+    /// A committed call, its writes (for replicas to apply in height order), its input (for
+    /// auditors to replay) and its output (so a retried request gets the same answer from any
+    /// member).
     ExecutionCommitted {
         receipt: Box<SignedReceipt>,
         writes: DataRef,
         input: DataRef,
+        output: DataRef,
     },
     /// A job accepted by its program's home.
     JobSubmitted {
@@ -245,6 +247,7 @@ impl DagNode {
                 receipt,
                 writes,
                 input,
+                output,
             } => {
                 verify_receipt(receipt, Some(network_id), None)
                     .map_err(|e| DagError::BadPayload(format!("receipt: {e}")))?;
@@ -259,7 +262,16 @@ impl DagNode {
                         "the input does not match the receipt's input_hash".into(),
                     ));
                 }
-                if receipt.receipt.executor != b.author {
+                if let DataRef::Inline(bytes) = output
+                    && Hash32::of(&bytes.0) != receipt.receipt.output_hash
+                {
+                    return Err(DagError::BadPayload(
+                        "the output does not match the receipt's output_hash".into(),
+                    ));
+                }
+                // A committee member that takes over may commit a call another member proposed
+                // (the committee's attestation, checked on apply, is what makes it valid).
+                if receipt.receipt.executor != b.author && receipt.attestation.is_none() {
                     return Err(DagError::BadPayload(
                         "receipt was executed by another node".into(),
                     ));

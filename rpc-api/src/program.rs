@@ -15,6 +15,22 @@ pub const RECEIPT_ID_TAG: &[u8] = b"onvm/receipt-id/v1";
 pub const RECEIPT_SIG_TAG: &[u8] = b"onvm/receipt-sig/v1";
 pub const SEED_TAG: &[u8] = b"onvm/call-seed/v1";
 pub const WRITES_TAG: &[u8] = b"onvm/write-digest/v1";
+pub const CALL_ID_TAG: &[u8] = b"onvm/call-id/v1";
+/// `ExecutionReceipt::version` this build writes (2: receipts carry `call_id`).
+pub const RECEIPT_VERSION: u32 = 2;
+/// Longest `request_id` of a call or a job, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// BLAKE3(tag, program id, request id): the id under which a writing call is committed at most
+/// once, whichever committee member sequences it and however often it is retried.
+pub fn call_id(program: &ProgramId, request_id: &str) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(CALL_ID_TAG)
+        .update(program.as_bytes())
+        .update(&(request_id.len() as u64).to_le_bytes())
+        .update(request_id.as_bytes());
+    Hash32(*h.finalize().as_bytes())
+}
 /// The guest ABI version (docs/ABI.md).
 pub const ABI_VERSION: u32 = 1;
 
@@ -258,6 +274,9 @@ pub struct ExecutionReceipt {
     pub height: u64,
     pub input_hash: Hash32,
     pub caller: Hash32,
+    /// `call_id(program, request_id)`: a retried request finds this receipt instead of
+    /// running again.
+    pub call_id: Hash32,
     pub timestamp_ms: u64,
     pub seed: Hash32,
     pub state_root_in: Hash32,
@@ -446,6 +465,13 @@ pub struct ExecuteOptions {
     /// Default: the node's clock (kept monotonic per program).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_ms: Option<u64>,
+    /// Idempotency key (1..=128 bytes): a writing call with a request id that was already
+    /// committed returns that call's result instead of running again, with empty `logs`
+    /// (the same request id with a different input or entrypoint is a `conflict`).
+    /// Default: a fresh random id, which the node that accepted the call reuses when it
+    /// retries the call on another committee member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `program_execute` result (also the `data.result` of a failed call).
@@ -514,6 +540,7 @@ mod tests {
             height: 3,
             input_hash: Hash32([4; 32]),
             caller: Hash32([5; 32]),
+            call_id: Hash32([16; 32]),
             timestamp_ms: 6,
             seed: Hash32([7; 32]),
             state_root_in: Hash32([8; 32]),

@@ -100,6 +100,8 @@ impl Net {
             syncing: Default::default(),
             rejected: Default::default(),
             known: Default::default(),
+            suspects: Default::default(),
+            suspect_for: std::time::Duration::from_millis(config.suspect_ms),
         });
         let router = Router::builder(endpoint)
             .accept(iroh_blobs::ALPN, blobs_protocol)
@@ -307,6 +309,9 @@ pub struct Peers {
     /// Invalid messages each peer sent; at [`BAN_AFTER`] the peer is ignored.
     rejected: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, u32>>,
     known: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, PeerEntry>>,
+    /// Peers a forwarded call recently failed to reach, and when (config `net.suspect_ms`).
+    suspects: std::sync::Mutex<std::collections::HashMap<onvm_rpc_api::Hash32, std::time::Instant>>,
+    suspect_for: std::time::Duration,
 }
 
 async fn request(
@@ -777,7 +782,12 @@ impl Peers {
                 ids.extend(manifest.manifest.blob_refs.iter().copied());
                 ids
             }
-            DagPayload::ExecutionCommitted { writes, input, .. } => [writes, input]
+            DagPayload::ExecutionCommitted {
+                writes,
+                input,
+                output,
+                ..
+            } => [writes, input, output]
                 .into_iter()
                 .filter_map(|d| match d {
                     DataRef::Blob { blob, .. } => Some(*blob),
@@ -824,21 +834,26 @@ impl Peers {
             receipt,
             writes,
             input,
+            output,
         } = &node.body.payload
         else {
             return Ok(None);
         };
         let writes = self.data_bytes(writes).await?;
         let input = self.data_bytes(input).await?;
-        if onvm_rpc_api::Hash32::of(&input) != receipt.receipt.input_hash {
+        let output = self.data_bytes(output).await?;
+        if onvm_rpc_api::Hash32::of(&input) != receipt.receipt.input_hash
+            || onvm_rpc_api::Hash32::of(&output) != receipt.receipt.output_hash
+        {
             return Err(format!(
-                "the input of {} does not match its hash",
+                "the input or output of {} does not match its hash",
                 receipt.id
             ));
         }
         Ok(Some(crate::store::ReplicatedCall {
             writes: onvm_rpc_api::program::decode_writes(&writes, &receipt.receipt.write_digest)?,
             input,
+            output,
         }))
     }
 
@@ -1058,6 +1073,12 @@ pub enum ForwardedCall {
         receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
         input_base64: onvm_rpc_api::types::Base64Bytes,
     },
+    /// A member taking over asks the others what they signed at `height` (a proposal of the
+    /// previous sequencer that may have committed) and how far they have applied the program.
+    VoteAt {
+        program_id: onvm_rpc_api::ProgramId,
+        height: u64,
+    },
 }
 
 /// The home's answer: the RPC result, or the RPC error it would have returned to a client.
@@ -1075,6 +1096,11 @@ pub enum ForwardedReply {
     },
     /// The member's BLS signature over the receipt id.
     Attested { signature: onvm_rpc_api::HexBytes },
+    /// The member's applied height of the program and its vote at the asked height, if any.
+    Vote {
+        applied_height: u64,
+        vote: Option<Box<crate::store::Vote>>,
+    },
     Error {
         code: i32,
         message: String,
@@ -1102,6 +1128,26 @@ impl Peers {
     /// Installs the handler for calls other nodes forward here.
     pub fn set_call_handler(&self, handler: std::sync::Arc<dyn CallHandler>) {
         let _ = self.call_handler.set(handler);
+    }
+
+    /// Notes that a forwarded call to `peer` failed (it is tried last for `net.suspect_ms`).
+    pub fn suspect(&self, peer: onvm_rpc_api::Hash32) {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert(peer, std::time::Instant::now());
+    }
+
+    /// Whether a forwarded call to `peer` failed within the last `net.suspect_ms`.
+    pub fn is_suspected(&self, peer: &onvm_rpc_api::Hash32) -> bool {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        let for_ = self.suspect_for;
+        s.retain(|_, at| at.elapsed() < for_);
+        s.contains_key(peer)
+    }
+
+    /// `peer` answered a forwarded call.
+    pub fn clear_suspect(&self, peer: &onvm_rpc_api::Hash32) {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        s.remove(peer);
     }
 
     /// Sends `call` to `home` and waits for its reply (bounded by `net.forward_timeout_ms`).

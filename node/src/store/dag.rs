@@ -194,6 +194,9 @@ fn apply_replicated(
             if Hash32::of(&call.input) != r.input_hash {
                 return Err(refuse("its input does not match input_hash".into()));
             }
+            if Hash32::of(&call.output) != r.output_hash {
+                return Err(refuse("its output does not match output_hash".into()));
+            }
             let root = super::apply_writes(tx, &r.program_id, &mut record, &call.writes)?;
             if root != r.state_root_out {
                 return Err(refuse(format!(
@@ -206,12 +209,7 @@ fn apply_replicated(
             tx.open_table(super::PROGRAMS)?
                 .insert(r.program_id.as_bytes(), encode(&record).as_slice())?;
             let key = super::receipt_key(&r.program_id, r.height);
-            tx.open_table(super::RECEIPTS)?
-                .insert(&key, encode(&**receipt).as_slice())?;
-            tx.open_table(super::RECEIPT_INDEX)?
-                .insert(receipt.id.as_bytes(), &key)?;
-            tx.open_table(super::CALL_INPUTS)?
-                .insert(&key, call.input.as_slice())?;
+            super::record_call(tx, &key, receipt, &call.input, &call.output)?;
         }
         DagPayload::JobSubmitted { .. } | DagPayload::JobStateChanged { .. } => {
             return super::jobs::apply_replicated(tx, author, payload);
@@ -226,6 +224,7 @@ fn apply_replicated(
 pub struct ReplicatedCall {
     pub writes: Writes,
     pub input: Vec<u8>,
+    pub output: Vec<u8>,
 }
 
 /// What storing a peer's node did.

@@ -19,12 +19,12 @@ use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 mod attest;
 mod dag;
 mod jobs;
-pub use attest::Evidence;
+pub use attest::{Evidence, Vote};
 pub use dag::{DagAuthor, ForeignInsert, ReplicatedCall};
 pub use jobs::{JobCommit, JobUpdate};
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// BLAKE3 hash -> BlobRecord.
@@ -41,6 +41,10 @@ const SMT_NODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("smt_n
 const RECEIPTS: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("receipts");
 /// Program id ++ height -> the call's input (for audits).
 const CALL_INPUTS: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("call_inputs");
+/// Program id ++ height -> the call's output (what a retried request is answered with).
+const CALL_OUTPUTS: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("call_outputs");
+/// Program id ++ call id -> height: a request id commits at most once per program.
+const CALL_IDS: TableDefinition<&[u8; 64], u64> = TableDefinition::new("call_ids");
 /// Receipt id -> program id ++ height.
 const RECEIPT_INDEX: TableDefinition<&[u8; 32], &[u8; 40]> = TableDefinition::new("receipt_index");
 
@@ -87,6 +91,8 @@ pub enum StoreError {
         expected: u64,
         found: u64,
     },
+    #[error("call {call_id} of program {program} is already committed")]
+    CallCommitted { program: ProgramId, call_id: Hash32 },
 }
 
 macro_rules! from_redb {
@@ -192,6 +198,8 @@ impl Store {
             tx.open_table(RECEIPTS)?;
             tx.open_table(RECEIPT_INDEX)?;
             tx.open_table(CALL_INPUTS)?;
+            tx.open_table(CALL_OUTPUTS)?;
+            tx.open_table(CALL_IDS)?;
             jobs::create_tables(&tx)?;
             dag::create_tables(&tx)?;
             attest::create_tables(&tx)?;
@@ -376,6 +384,44 @@ pub struct CallEffects<'a> {
     pub encoded_writes: &'a [u8],
     /// Kept (and replicated) so auditors can replay the call.
     pub input: &'a [u8],
+    /// Kept (and replicated) so a retried request gets the same answer on any node.
+    pub output: &'a [u8],
+    pub call_id: Hash32,
+}
+
+fn call_id_key(program: &ProgramId, call_id: &Hash32) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(program.as_bytes());
+    k[32..].copy_from_slice(&call_id.0);
+    k
+}
+
+/// Stores what every node keeps of a committed call besides its receipt, under `key`
+/// (program ++ height). Shared by the sequencer's commit and replicas.
+pub(super) fn record_call(
+    tx: &redb::WriteTransaction,
+    key: &[u8; 40],
+    receipt: &SignedReceipt,
+    input: &[u8],
+    output: &[u8],
+) -> Result<(), StoreError> {
+    let r = &receipt.receipt;
+    tx.open_table(RECEIPTS)?
+        .insert(key, encode(receipt).as_slice())?;
+    tx.open_table(RECEIPT_INDEX)?
+        .insert(receipt.id.as_bytes(), key)?;
+    tx.open_table(CALL_INPUTS)?.insert(key, input)?;
+    tx.open_table(CALL_OUTPUTS)?.insert(key, output)?;
+    tx.open_table(CALL_IDS)?
+        .insert(&call_id_key(&r.program_id, &r.call_id), r.height)?;
+    Ok(())
+}
+
+/// A committed call found by its call id.
+#[derive(Debug, Clone)]
+pub struct CommittedCall {
+    pub receipt: SignedReceipt,
+    pub output: Vec<u8>,
 }
 
 /// Applies `writes` to `program`'s state and tree inside `tx`, updating the record's root and
@@ -659,6 +705,8 @@ impl Store {
             writes,
             encoded_writes,
             input,
+            output,
+            call_id,
         } = call;
         let tx = self.db.begin_write()?;
         let receipt = {
@@ -676,12 +724,22 @@ impl Store {
             record.height += 1;
             record.last_timestamp_ms = record.last_timestamp_ms.max(timestamp_ms);
             programs.insert(program.as_bytes(), encode(&record).as_slice())?;
-            let rk = receipt_key(program, height);
-            tx.open_table(RECEIPTS)?
-                .insert(&rk, encode(&receipt).as_slice())?;
-            tx.open_table(RECEIPT_INDEX)?
-                .insert(receipt.id.as_bytes(), &rk)?;
-            tx.open_table(CALL_INPUTS)?.insert(&rk, input)?;
+            if tx
+                .open_table(CALL_IDS)?
+                .get(&call_id_key(program, &call_id))?
+                .is_some()
+            {
+                return Err(StoreError::CallCommitted {
+                    program: *program,
+                    call_id,
+                });
+            }
+            if receipt.receipt.call_id != call_id {
+                return Err(StoreError::ReplicaRejected(
+                    "the receipt names another call id".into(),
+                ));
+            }
+            record_call(&tx, &receipt_key(program, height), &receipt, input, output)?;
             dag::append(
                 &tx,
                 self.author(),
@@ -689,6 +747,7 @@ impl Store {
                     receipt: Box::new(receipt.clone()),
                     writes: DataRef::of(encoded_writes),
                     input: DataRef::of(input),
+                    output: DataRef::of(output),
                 },
             )?;
             let event = match job {
@@ -699,6 +758,35 @@ impl Store {
         };
         self.commit_dag(tx)?;
         Ok(receipt)
+    }
+
+    /// The call committed under `call_id` for `program`, if any, with its output.
+    pub fn committed_call(
+        &self,
+        program: &ProgramId,
+        call_id: &Hash32,
+    ) -> Result<Option<CommittedCall>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let Some(height) = tx
+            .open_table(CALL_IDS)?
+            .get(&call_id_key(program, call_id))?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let key = receipt_key(program, height);
+        let receipt = tx
+            .open_table(RECEIPTS)?
+            .get(&key)?
+            .map(|v| decode::<SignedReceipt>("receipts", v.value()))
+            .transpose()?
+            .ok_or_else(|| StoreError::ReplicaRejected(format!("call {call_id}: no receipt")))?;
+        let output = tx
+            .open_table(CALL_OUTPUTS)?
+            .get(&key)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        Ok(Some(CommittedCall { receipt, output }))
     }
 
     /// The input of the call a receipt commits (kept by the executor and every replica).
@@ -827,12 +915,14 @@ mod tests {
 
     #[test]
     fn batched_commits_keep_every_reachable_tree_node() {
-        let effects = |height, writes, encoded_writes| CallEffects {
+        let effects = |height: u64, writes, encoded_writes| CallEffects {
             height,
             timestamp_ms: 0,
             writes,
             encoded_writes,
             input: b"",
+            output: b"",
+            call_id: Hash32::of(&height.to_le_bytes()),
         };
         use onvm_rpc_api::program::{ExecutionReceipt, Outcome, ProgramManifest};
         use onvm_rpc_api::{BlobId, HexBytes};
@@ -870,6 +960,7 @@ mod tests {
                 height,
                 input_hash: Hash32::ZERO,
                 caller: Hash32::ZERO,
+                call_id: Hash32::of(&height.to_le_bytes()),
                 timestamp_ms: 0,
                 seed: Hash32::ZERO,
                 state_root_in: Hash32::ZERO,
