@@ -3,97 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{program_wasm, pseudo_random_bytes, ws_client};
+use common::{
+    init_plaintext as init, kill9, program_wasm, pseudo_random_bytes, test_seed as seed, ws_client,
+};
 use onvm::rpc_api::api::{BlobApiClient, ProgramApiClient, ReceiptApiClient};
 use onvm::rpc_api::program::{DeployRequest, verify_receipt};
 use onvm::rpc_api::{BlobId, UploadId};
-
-fn seed() -> u64 {
-    let seed = std::env::var("ONVM_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    println!("seed {seed} (re-run with ONVM_TEST_SEED={seed})");
-    seed
-}
-
-/// `onvm run-node` on a plaintext data dir; returns the child and its RPC URL.
-fn start(data_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(common::onvm_bin())
-        .args([
-            "run-node",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--rpc",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--offline",
-        ])
-        .env_remove("ONVM_IDENTITY_PASSPHRASE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn run-node");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => {
-                if let Some(url) = line.strip_prefix("rpc:") {
-                    return (child, url.trim().to_string());
-                }
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("run-node did not print its RPC URL: {e}");
-            }
-        }
-    }
-}
-
-fn kill9(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
-fn init(dir: &Path) {
-    let out = Command::new(common::onvm_bin())
-        .args([
-            "init",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--allow-plaintext-identity",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_survives_kill_9_and_resumes() {
@@ -103,7 +20,7 @@ async fn upload_survives_kill_9_and_resumes() {
     init(&dir);
     let data = pseudo_random_bytes(12 * 1024 * 1024 + 333, seed);
     let chunk = 1024 * 1024;
-    let (child, url) = start(&dir);
+    let (child, url) = common::spawn_node(&dir, &[]);
     let client = ws_client(&url).await;
     let status = BlobApiClient::upload_begin(&client, data.len() as u64, None)
         .await
@@ -132,7 +49,7 @@ async fn upload_survives_kill_9_and_resumes() {
     let _ = in_flight.await;
     drop(client);
 
-    let (child, url) = start(&dir);
+    let (child, url) = common::spawn_node(&dir, &[]);
     let client = ws_client(&url).await;
     let s = BlobApiClient::upload_status(&client, upload.clone())
         .await
@@ -170,7 +87,7 @@ async fn committed_calls_survive_kill_9_atomically() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     init(&dir);
-    let (child, url) = start(&dir);
+    let (child, url) = common::spawn_node(&dir, &[]);
     let client = ws_client(&url).await;
     let req = DeployRequest {
         wasm_base64: Some(program_wasm("job_test").into()),
@@ -211,7 +128,7 @@ async fn committed_calls_survive_kill_9_atomically() {
     }
     println!("{} calls acknowledged before the kill", acked.len());
 
-    let (child, url) = start(&dir);
+    let (child, url) = common::spawn_node(&dir, &[]);
     let client = ws_client(&url).await;
     let info = ProgramApiClient::info(&client, program).await.unwrap();
     // Every acknowledged receipt is there, unchanged.
@@ -274,7 +191,7 @@ async fn jobs_survive_kill_9_and_none_runs_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     init(&dir);
-    let (mut child, mut url) = start(&dir);
+    let (mut child, mut url) = common::spawn_node(&dir, &[]);
     let client = ws_client(&url).await;
     let req = DeployRequest {
         wasm_base64: Some(program_wasm("job_test").into()),
@@ -335,7 +252,7 @@ async fn jobs_survive_kill_9_and_none_runs_twice() {
             kill9(child);
             acked.extend(submitter.await.unwrap());
             drop(client);
-            (child, url) = start(&dir);
+            (child, url) = common::spawn_node(&dir, &[]);
         } else {
             acked.extend(submitter.await.unwrap());
         }

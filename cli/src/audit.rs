@@ -1,9 +1,10 @@
 //! `onvm audit`: replays every committed call of a program from its initial state, on this
 //! machine, with the same VM the node uses, and checks every receipt against the replay: its
-//! committee signatures, state roots, write digest, output, fuel and outcome. Trusts nothing
+//! committee signatures, state roots, write digest, output, fuel and outcome, and that no call
+//! id was applied twice. Trusts nothing
 //! the node says except as data to check: code and inputs are checked against their hashes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,6 +119,7 @@ impl Session {
         let mut state: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut nodes = MemNodes::default();
         let mut root = manifest.initial_state_root;
+        let mut call_ids = HashSet::new();
         for (expected_height, signed) in receipts.iter().enumerate() {
             let r = &signed.receipt;
             let fail = |what: String| -> anyhow::Error {
@@ -129,6 +131,12 @@ impl Session {
             };
             if r.height != expected_height as u64 {
                 return Err(fail(format!("expected height {expected_height}")));
+            }
+            if !call_ids.insert(r.call_id) {
+                return Err(fail(format!(
+                    "call {} was already applied at an earlier height",
+                    r.call_id
+                )));
             }
             let v = verify_signed(signed, &committee, &manifest.network_id);
             if !v.valid {

@@ -159,6 +159,7 @@ pub struct NetConfig {
     pub max_gossip_bytes: u64,
     pub sync_interval_ms: u64,
     pub suspect_ms: u64,
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +230,7 @@ impl Default for NetConfig {
             max_gossip_bytes: 64 * 1024,
             sync_interval_ms: 2_000,
             suspect_ms: 10_000,
+            idle_timeout_ms: 15_000,
         }
     }
 }
@@ -323,6 +325,11 @@ impl Config {
         if net.max_gossip_bytes < 4096 || net.max_gossip_bytes > 1024 * 1024 {
             return Err(ConfigError::Invalid(
                 "net.max_gossip_bytes must be between 4 KiB and 1 MiB".into(),
+            ));
+        }
+        if !(1_000..=15_000).contains(&net.idle_timeout_ms) {
+            return Err(ConfigError::Invalid(
+                "net.idle_timeout_ms must be within 1000..=15000".into(),
             ));
         }
         if net.forward_timeout_ms == 0 || net.sync_interval_ms < 50 {
@@ -456,6 +463,10 @@ sync_interval_ms = {sync_interval_ms}
 # A committee member that failed to answer a forwarded call is tried last for this many ms:
 # writes go straight to the next live member instead of waiting on a dead sequencer.
 suspect_ms = {suspect_ms}
+# A peer connection with no traffic for this many ms is considered dead (keep-alives go every
+# third of it). It bounds how long a call in flight to a peer that vanished (kill -9, cable
+# pulled) waits before it is retried elsewhere. 1000..=15000.
+idle_timeout_ms = {idle_timeout_ms}
 
 [blobs]
 # "metadata": copy a peer's blob only when it is read here. "full": copy every blob announced in
@@ -556,6 +567,7 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
             max_gossip_bytes = net.max_gossip_bytes,
             sync_interval_ms = net.sync_interval_ms,
             suspect_ms = net.suspect_ms,
+            idle_timeout_ms = net.idle_timeout_ms,
             replicate = blobs.replicate,
             fetch_from_peers = blobs.fetch_from_peers,
             max_blob_bytes = blobs.max_blob_bytes,

@@ -357,6 +357,11 @@ impl Node {
                 ctx.net.peers().clone(),
                 config.net.bootnodes.clone(),
                 Duration::from_millis(config.net.sync_interval_ms),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(prepare_member_programs(
+                ctx.programs.clone(),
+                ctx.store.clone(),
                 stop_rx,
             )),
         ];
@@ -431,6 +436,41 @@ async fn reap_uploads_periodically(blobs: Blobs, mut stop: tokio::sync::watch::R
                     Ok(n) => tracing::info!("dropped {n} expired uploads"),
                     Err(e) => tracing::warn!("reaping uploads: {e}"),
                 }
+            }
+        }
+    }
+}
+
+/// Compiles every program whose committee includes this node as soon as its deployment is
+/// stored (history first), so a member's first re-execution does not pay for the compile
+/// while the sequencer waits for its signature.
+async fn prepare_member_programs(
+    programs: crate::programs::Programs,
+    store: crate::store::Store,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = store.dag_changes();
+    let mut cursor = 0;
+    loop {
+        let s = store.clone();
+        let after = cursor;
+        let batch = match tokio::task::spawn_blocking(move || s.dag_log_after(after, 256)).await {
+            Ok(Ok(batch)) => batch,
+            _ => return,
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = stop.changed() => return,
+                r = changes.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        for (seq, node) in batch {
+            cursor = seq;
+            if let onvm_rpc_api::dag::DagPayload::ProgramDeployed { manifest } = node.body.payload
+                && let Err(e) = programs.prepare_member(&manifest.manifest).await
+            {
+                tracing::warn!(program = %manifest.manifest.program_id, "compiling ahead: {e}");
             }
         }
     }

@@ -171,6 +171,8 @@ pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 
 /// How often a sequencer taking over pulls a member that is ahead before it gives up.
 const MAX_CATCH_UPS: u32 = 3;
+/// How long a sequencer taking over waits for more members' votes once it has enough.
+const VOTE_GRACE: Duration = Duration::from_millis(300);
 
 /// A fresh request id for a writing call that came without one.
 pub fn fresh_request_id() -> String {
@@ -612,6 +614,16 @@ impl Programs {
         })
     }
 
+    /// Compiles `manifest`'s module ahead of its first call if this node is one of its
+    /// committee members (the module cache keeps it).
+    pub async fn prepare_member(&self, manifest: &ProgramManifest) -> Result<(), ProgramError> {
+        let me = Hash32(*self.identity.endpoint_id().as_bytes());
+        if manifest.committee.len() > 1 && manifest.committee.iter().any(|m| m.endpoint_id == me) {
+            self.compiled_for(manifest).await?;
+        }
+        Ok(())
+    }
+
     /// What this node signed for `program` at `height`, and how far it has applied it.
     pub async fn vote_report(
         &self,
@@ -669,10 +681,28 @@ impl Programs {
                         (member, reply)
                     });
                 }
+                // Any K - threshold + 1 members include a signer of a receipt that committed
+                // at this height: wait for that many answers (this node's own is one), then
+                // only briefly for the rest, so a dead member costs no timeout.
+                let needed = manifest.committee.len() + 1 - manifest.threshold as usize;
+                let mut answered = 1;
+                let grace = tokio::time::Instant::now() + VOTE_GRACE;
                 let mut ahead = None;
-                while let Some(Ok((member, reply))) = asks.join_next().await {
+                loop {
+                    let next = if answered >= needed {
+                        match tokio::time::timeout_at(grace, asks.join_next()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        }
+                    } else {
+                        asks.join_next().await
+                    };
+                    let Some(Ok((member, reply))) = next else {
+                        break;
+                    };
                     match reply {
                         Ok((applied, vote)) => {
+                            answered += 1;
                             if applied > height {
                                 ahead = Some(member);
                             }
@@ -680,6 +710,15 @@ impl Programs {
                         }
                         Err(e) => tracing::debug!(%member, "asking for its vote: {e}"),
                     }
+                }
+                if answered < needed {
+                    return Err(ProgramError::NotAttested {
+                        signed: 0,
+                        threshold: manifest.threshold,
+                        refusals: vec![format!(
+                            "only {answered} of the {needed} members needed to take over at height {height} answered"
+                        )],
+                    });
                 }
                 if let Some(member) = ahead
                     && catch_ups < MAX_CATCH_UPS

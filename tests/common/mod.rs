@@ -1,7 +1,10 @@
 //! Shared helpers for integration tests: real nodes in temp dirs, offline, on loopback port 0.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
@@ -179,4 +182,90 @@ pub fn example(program_dir: &str, file: &str) -> Vec<u8> {
         .join("examples")
         .join(file);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The test's random seed: `ONVM_TEST_SEED` or the clock; printed so a run can be repeated.
+pub fn test_seed() -> u64 {
+    let seed = std::env::var("ONVM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    println!("seed {seed} (re-run with ONVM_TEST_SEED={seed})");
+    seed
+}
+
+/// `onvm run-node` (offline, loopback, ports chosen by the OS, plus `extra` arguments) on a
+/// plaintext data dir; returns the child and its RPC URL.
+pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(onvm_bin())
+        .args([
+            "run-node",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--rpc",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--offline",
+        ])
+        .args(extra)
+        .env_remove("ONVM_IDENTITY_PASSPHRASE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run-node");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("rpc:") {
+                    return (child, url.trim().to_string());
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("run-node did not print its RPC URL: {e}");
+            }
+        }
+    }
+}
+
+/// SIGKILL: the process gets no chance to clean up.
+pub fn kill9(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// `onvm init` with a plaintext identity.
+pub fn init_plaintext(dir: &Path) {
+    let out = Command::new(onvm_bin())
+        .args([
+            "init",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--allow-plaintext-identity",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

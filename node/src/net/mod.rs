@@ -65,8 +65,17 @@ impl Net {
                 .bind_addr(addr)
                 .map_err(bad)?
         };
+        let idle = std::time::Duration::from_millis(config.idle_timeout_ms);
+        let keep_alive = idle / 3;
+        let transport = iroh::endpoint::QuicTransportConfig::builder()
+            .max_idle_timeout(idle.try_into().ok())
+            .keep_alive_interval(keep_alive)
+            .default_path_max_idle_timeout(idle)
+            .default_path_keep_alive_interval(keep_alive)
+            .build();
         let endpoint = builder
             .secret_key(secret_key)
+            .transport_config(transport)
             .bind()
             .await
             .map_err(|e| NetError::Bind {
