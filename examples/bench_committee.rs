@@ -20,6 +20,10 @@
 //!    of the same key (a complete read-only call) and vs a raw wasmtime re-execution of the
 //!    input from the receipt's pre-state with a minimal in-memory host, checked against the
 //!    receipt's output hash and write digest.
+//! 4. Failover: four nodes, a K=4 program (threshold 3) homed on node 1, puts sent through
+//!    node 2. Latency with the home alive; then node 1 shuts down (its connections close) and
+//!    the time until the first put through node 2 commits on another member (what a client
+//!    waits once), then the latency of later puts with the new sequencer.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -91,6 +95,9 @@ async fn main() -> Result<()> {
     println!("\n== 2. execute latency, K=3 committee vs single node ==");
     let exec = bench_execute(&wasm).await.context("execute benchmark")?;
 
+    println!("\n== 3. failover, K=4 committee, the home stops ==");
+    let failover = bench_failover(&wasm).await.context("failover benchmark")?;
+
     println!("\n== results ==");
     for (n, row) in &aggregate_rows {
         println!(
@@ -139,7 +146,107 @@ async fn main() -> Result<()> {
         r.verify.as_secs_f64() / r.ro_get.as_secs_f64(),
         r.verify.as_secs_f64() / r.raw.as_secs_f64()
     );
+    let before = percentiles(&failover.before)?;
+    let after = percentiles(&failover.after)?;
+    println!("failover K=4, puts via node 2, home alive ({FAILOVER_CALLS} calls): {before}");
+    println!(
+        "failover: first put after the home stopped committed in {:.0} ms (height {}, sequenced by another member)",
+        ms(failover.first),
+        failover.first_height
+    );
+    println!("failover K=4, puts via node 2 after the takeover ({FAILOVER_CALLS} calls): {after}");
+    println!(
+        "failover ratio after/before: p50 {:.1}x  p90 {:.1}x",
+        after.p50 / before.p50,
+        after.p90 / before.p90
+    );
     Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. Failover
+// ------------------------------------------------------------------------------------------
+
+const FAILOVER_CALLS: usize = 100;
+
+struct Failover {
+    before: Vec<Duration>,
+    first: Duration,
+    first_height: u64,
+    after: Vec<Duration>,
+}
+
+async fn timed_puts(c: &WsClient, p: ProgramId, prefix: &str) -> Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(FAILOVER_CALLS);
+    for i in 0..FAILOVER_CALLS {
+        let key = format!("{prefix}{i}");
+        let t = Instant::now();
+        within("put", execute(c, p, put_input(&key)?, None))
+            .await?
+            .with_context(|| format!("put {key}"))?;
+        latencies.push(t.elapsed());
+    }
+    Ok(latencies)
+}
+
+async fn bench_failover(wasm: &[u8]) -> Result<Failover> {
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let (dir, node) = support::bench_node()
+            .await
+            .with_context(|| format!("starting node {}", i + 1))?;
+        dirs.push(dir);
+        nodes.push(node);
+    }
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(client(n).await?);
+    }
+    let home = nodes[0].info().endpoint_id;
+    let ticket = nodes[0].info().ticket;
+    for (i, c) in clients.iter().enumerate().skip(1) {
+        within("peer_connect", PeerApiClient::connect(c, ticket.clone()))
+            .await?
+            .with_context(|| format!("node {} joins node 1 by ticket", i + 1))?;
+    }
+    converge(&clients, "after joining").await?;
+    let p = deploy(&clients[0], wasm, "failover", 4).await?;
+    converge(&clients, "after deploying").await?;
+    let via = &clients[1];
+    for i in 0..EXEC_WARMUP {
+        within("warm-up put", execute(via, p, put_input(&format!("w{i}"))?, None))
+            .await?
+            .context("warm-up put")?;
+    }
+    let before = timed_puts(via, p, "a").await?;
+
+    let mut nodes = nodes.into_iter();
+    let first_node = nodes.next().context("node 1")?;
+    within("node 1 shutdown", first_node.shutdown()).await?;
+    let t = Instant::now();
+    let res = within("first put after the stop", execute(via, p, put_input("first")?, None))
+        .await?
+        .context("first put after the home stopped")?;
+    let first = t.elapsed();
+    let receipt = res.receipt.context("no receipt")?;
+    ensure!(
+        receipt.receipt.executor.to_string() != home,
+        "the put after the stop was sequenced by the stopped home"
+    );
+    let after = timed_puts(via, p, "b").await?;
+
+    drop(clients);
+    for n in nodes {
+        within("node shutdown", n.shutdown()).await?;
+    }
+    drop(dirs);
+    Ok(Failover {
+        before,
+        first,
+        first_height: receipt.receipt.height,
+        after,
+    })
 }
 
 // ------------------------------------------------------------------------------------------
