@@ -215,9 +215,12 @@ async fn bench_failover(wasm: &[u8]) -> Result<Failover> {
     converge(&clients, "after deploying").await?;
     let via = &clients[1];
     for i in 0..EXEC_WARMUP {
-        within("warm-up put", execute(via, p, put_input(&format!("w{i}"))?, None))
-            .await?
-            .context("warm-up put")?;
+        within(
+            "warm-up put",
+            execute(via, p, put_input(&format!("w{i}"))?, None),
+        )
+        .await?
+        .context("warm-up put")?;
     }
     let before = timed_puts(via, p, "a").await?;
 
@@ -225,9 +228,12 @@ async fn bench_failover(wasm: &[u8]) -> Result<Failover> {
     let first_node = nodes.next().context("node 1")?;
     within("node 1 shutdown", first_node.shutdown()).await?;
     let t = Instant::now();
-    let res = within("first put after the stop", execute(via, p, put_input("first")?, None))
-        .await?
-        .context("first put after the home stopped")?;
+    let res = within(
+        "first put after the stop",
+        execute(via, p, put_input("first")?, None),
+    )
+    .await?
+    .context("first put after the home stopped")?;
     let first = t.elapsed();
     let receipt = res.receipt.context("no receipt")?;
     ensure!(

@@ -254,14 +254,45 @@ async fn check_after_failover(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let (mut nodes, p) = network(5, 4, &[]).await;
-    let a = nodes.remove(0);
+    let mut a = nodes.remove(0);
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let streams = start_streams(&urls, p);
     // Stop the sequencer once some calls are through and others are in flight.
     wait_for_height(&urls[3], p, 6).await;
     let home = a.node().endpoint_id();
-    a.stop().await;
+    a.halt().await;
     check_after_failover(streams, &urls, p, &home).await;
+
+    // The home comes back behind the others: before it sequences again it learns, from the
+    // members, what was committed while it was away, and continues from there.
+    // It rejoins the nodes announced in its DAG by itself (no ticket given).
+    a.resume().await;
+    let started = Instant::now();
+    while PeerApiClient::list(&a.client().await).await.unwrap().len() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the restarted home did not rejoin"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = ProgramApiClient::execute(&a.client().await, p, put("back"), None)
+        .await
+        .unwrap();
+    let receipt = back.receipt.unwrap();
+    assert_eq!(receipt.receipt.height, (STREAMS * CALLS) as u64);
+    assert_eq!(receipt.receipt.executor.to_string(), home);
+    let mut everyone = urls.clone();
+    everyone.push(a.url());
+    converge_urls(&everyone).await;
+    let mut roots = Vec::new();
+    for url in &everyone {
+        let info = ProgramApiClient::info(&common::ws_client(url).await, p)
+            .await
+            .unwrap();
+        roots.push((info.height, info.state_root));
+    }
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+    a.stop().await;
     for n in nodes {
         n.stop().await;
     }

@@ -641,15 +641,13 @@ impl Programs {
     }
 
     /// Before a new call is sequenced at the program's next height: finishes a proposal that
-    /// this node (or, when it takes over, any member) already signed there, so a call the
-    /// previous sequencer may have committed is never replaced by another one. The proposal
-    /// most members signed goes first: if one was committed, a threshold signed it, and no
-    /// member signs two receipts for one height.
-    async fn settle_pending(
-        &self,
-        manifest: &ProgramManifest,
-        ask_members: bool,
-    ) -> Result<(), ProgramError> {
+    /// this node or any member already signed there, so a call the previous sequencer may have
+    /// committed is never replaced by another one. The proposal most members signed goes
+    /// first: if one was committed, a threshold signed it, and no member signs two receipts
+    /// for one height. The members are asked unless this node sequenced the previous call
+    /// itself (a member taking over, a home back from a restart or from a takeover period);
+    /// a member that has applied more pulls this node up to date first.
+    async fn settle_pending(&self, manifest: &ProgramManifest) -> Result<(), ProgramError> {
         let id = manifest.program_id;
         let me = Hash32(*self.identity.endpoint_id().as_bytes());
         let mut catch_ups = 0;
@@ -667,7 +665,7 @@ impl Programs {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&id)
                 == Some(&height);
-            if ask_members && !still_ours {
+            if !still_ours {
                 let attestor = self.attestor()?;
                 let mut asks = tokio::task::JoinSet::new();
                 let wait = Duration::from_millis(self.committee.attest_timeout_ms);
@@ -1187,7 +1185,7 @@ impl Programs {
         };
         if !options.read_only {
             if manifest.committee.len() > 1 {
-                self.settle_pending(&manifest, takeover).await?;
+                self.settle_pending(&manifest).await?;
             }
             let store = self.store.clone();
             if let Some(done) = blocking(move || Ok(store.committed_call(&id, &call_id)?)).await? {

@@ -82,6 +82,18 @@ impl TestNode {
         self.boot().await;
     }
 
+    /// Graceful shutdown, keeping the data dir for [`TestNode::resume`].
+    pub async fn halt(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts a halted node again on its data dir (new ports).
+    pub async fn resume(&mut self) {
+        self.boot().await;
+    }
+
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(node) = self.node.take() {
             node.shutdown().await;

@@ -410,6 +410,33 @@ impl Peers {
 
     /// Dials `ticket`, exchanges hellos, and then dials (in the background) the peers it knows,
     /// so a node that joins through one peer meets the network.
+    /// After a restart a node knows its network only from the DAG: dials every node announced
+    /// there (by the ticket it announced) that it is not already connected to, all at once.
+    pub async fn rejoin_announced(self: &std::sync::Arc<Self>) {
+        let store = self.store.clone();
+        let Ok(Ok(tickets)) = tokio::task::spawn_blocking(move || store.announced_tickets()).await
+        else {
+            return;
+        };
+        let me = onvm_rpc_api::Hash32(*self.endpoint.id().as_bytes());
+        let mut dials = tokio::task::JoinSet::new();
+        for (id, ticket) in tickets {
+            let known = iroh::EndpointId::from_bytes(&id.0)
+                .map(|e| self.known_addr(&e).is_some())
+                .unwrap_or(true);
+            if id == me || known {
+                continue;
+            }
+            let peers = self.clone();
+            dials.spawn(async move {
+                if let Err(e) = peers.connect(&ticket).await {
+                    tracing::debug!(peer = %id, "rejoining an announced node: {e}");
+                }
+            });
+        }
+        dials.join_all().await;
+    }
+
     pub async fn connect(
         self: &std::sync::Arc<Self>,
         ticket: &str,

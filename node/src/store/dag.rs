@@ -23,6 +23,8 @@ const DAG_LOG: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("dag_log")
 /// Author -> postcard `committee::Member`: every node announced in the DAG (with a BLS key
 /// whose proof of possession verified), the candidates for committees.
 const DAG_ANNOUNCED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("dag_announced");
+/// Author -> the ticket it announced (how a restarted node finds its network again).
+const DAG_TICKETS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("dag_tickets");
 /// `own_last` -> the id of the last node this node authored.
 const DAG_META: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("dag_meta");
 const OWN_LAST: &str = "own_last";
@@ -52,6 +54,7 @@ pub(super) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(DAG_LOG)?;
     tx.open_table(DAG_META)?;
     tx.open_table(DAG_ANNOUNCED)?;
+    tx.open_table(DAG_TICKETS)?;
     Ok(())
 }
 
@@ -61,9 +64,11 @@ fn note_announcement(tx: &WriteTransaction, node: &DagNode) -> Result<(), StoreE
     if let DagPayload::NodeAnnounce {
         bls_public_key,
         proof_of_possession,
-        ..
+        ticket,
     } = &node.body.payload
     {
+        tx.open_table(DAG_TICKETS)?
+            .insert(&node.body.author.0, ticket.as_str())?;
         let member = onvm_rpc_api::committee::Member {
             endpoint_id: node.body.author,
             bls_public_key: bls_public_key.clone(),
@@ -371,6 +376,18 @@ impl Store {
         for entry in table.iter()? {
             let (_, v) = entry?;
             out.push(decode("dag_announced", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The ticket each announced node published, by endpoint id.
+    pub fn announced_tickets(&self) -> Result<Vec<(Hash32, String)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DAG_TICKETS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((Hash32(*k.value()), v.value().to_string()));
         }
         Ok(out)
     }
