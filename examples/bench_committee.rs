@@ -28,7 +28,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{WAIT, client, percentiles, within};
+use support::{WAIT, percentiles, within};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +38,8 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use blst::min_sig::{AggregateSignature, PublicKey, SecretKey, Signature};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::ws_client::WsClient;
-use onvm::rpc_api::api::{DagApiClient, PeerApiClient, ProgramApiClient};
+use onvm::node::Node;
+use onvm::rpc_api::api::{DagApiClient, ProgramApiClient};
 use onvm::rpc_api::bls::{POP_DST, SIG_DST};
 use onvm::rpc_api::committee::{
     AggregatedReceipt, Committee, Member, VerifiedCommittee, default_threshold, set_signer,
@@ -190,27 +191,8 @@ async fn timed_puts(c: &WsClient, p: ProgramId, prefix: &str) -> Result<Vec<Dura
 }
 
 async fn bench_failover(wasm: &[u8]) -> Result<Failover> {
-    let mut dirs = Vec::new();
-    let mut nodes = Vec::new();
-    for i in 0..4 {
-        let (dir, node) = support::bench_node()
-            .await
-            .with_context(|| format!("starting node {}", i + 1))?;
-        dirs.push(dir);
-        nodes.push(node);
-    }
-    let mut clients = Vec::new();
-    for n in &nodes {
-        clients.push(client(n).await?);
-    }
+    let (dirs, nodes, clients) = joined_nodes(4).await?;
     let home = nodes[0].info().endpoint_id;
-    let ticket = nodes[0].info().ticket;
-    for (i, c) in clients.iter().enumerate().skip(1) {
-        within("peer_connect", PeerApiClient::connect(c, ticket.clone()))
-            .await?
-            .with_context(|| format!("node {} joins node 1 by ticket", i + 1))?;
-    }
-    converge(&clients, "after joining").await?;
     let p = deploy(&clients[0], wasm, "failover", 4).await?;
     converge(&clients, "after deploying").await?;
     let via = &clients[1];
@@ -400,6 +382,14 @@ fn bench_aggregate(n: usize) -> Result<AggregateRow> {
 // 2. Execute latency on three nodes
 // ------------------------------------------------------------------------------------------
 
+/// `n` fresh nodes joined to the first, converged.
+async fn joined_nodes(n: usize) -> Result<(Vec<tempfile::TempDir>, Vec<Node>, Vec<WsClient>)> {
+    let (dirs, nodes, clients) = support::joined_nodes(n).await?;
+    let took = converge(&clients, "after joining").await?;
+    println!("{n} nodes converged after {:.0} ms", ms(took));
+    Ok((dirs, nodes, clients))
+}
+
 async fn converge(clients: &[WsClient], what: &str) -> Result<Duration> {
     let started = Instant::now();
     loop {
@@ -498,28 +488,8 @@ struct ExecResult {
 }
 
 async fn bench_execute(wasm: &[u8]) -> Result<ExecResult> {
-    let mut dirs = Vec::new();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let (dir, node) = support::bench_node()
-            .await
-            .with_context(|| format!("starting node {}", i + 1))?;
-        dirs.push(dir);
-        nodes.push(node);
-    }
-    let mut clients = Vec::new();
-    for n in &nodes {
-        clients.push(client(n).await?);
-    }
+    let (dirs, nodes, clients) = joined_nodes(3).await?;
     let net = nodes[0].info().network_id;
-    let ticket = nodes[0].info().ticket;
-    for (i, c) in clients.iter().enumerate().skip(1) {
-        within("peer_connect", PeerApiClient::connect(c, ticket.clone()))
-            .await?
-            .with_context(|| format!("node {} joins node 1 by ticket", i + 1))?;
-    }
-    let took = converge(&clients, "after joining").await?;
-    println!("3 nodes converged after {:.0} ms", ms(took));
 
     let c1 = &clients[0];
     let p3 = deploy(c1, wasm, "", 3).await?;

@@ -456,25 +456,7 @@ async fn dag_round(
 // WebSocket notification to this process. The raw anchor has none of that: it is iroh-gossip's
 // own delivery only.
 async fn bench_dag(rounds: usize, seed: u64) -> Result<DagResult> {
-    let mut dirs = Vec::new();
-    let mut nodes = Vec::new();
-    for i in 0..NODES {
-        let (dir, node) = support::bench_node()
-            .await
-            .with_context(|| format!("starting node {}", i + 1))?;
-        dirs.push(dir);
-        nodes.push(node);
-    }
-    let mut clients = Vec::new();
-    for n in &nodes {
-        clients.push(client(n).await?);
-    }
-    let first = nodes[0].info().ticket;
-    for (i, c) in clients.iter().enumerate().skip(1) {
-        PeerApiClient::connect(c, first.clone())
-            .await
-            .with_context(|| format!("node {} joins node 1 by ticket", i + 1))?;
-    }
+    let (dirs, nodes, clients) = support::joined_nodes(NODES).await?;
     // Warm-up: every node holds every announcement.
     let started = Instant::now();
     while !heads_equal(&clients).await? {

@@ -6,41 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestNode;
+use common::{TestNode, converge, ticket};
 use jsonrpsee::core::ClientError;
-use onvm::rpc_api::api::{
-    DagApiClient, NodeApiClient, PeerApiClient, ProgramApiClient, ReceiptApiClient,
-};
+use onvm::rpc_api::api::{PeerApiClient, ProgramApiClient, ReceiptApiClient};
 use onvm::rpc_api::committee::{ReceiptStreamItem, VerifiedCommittee};
 use onvm::rpc_api::error::{self as codes, error_data};
 use onvm::rpc_api::program::DeployRequest;
-
-async fn ticket(node: &TestNode) -> String {
-    NodeApiClient::info(&node.client().await)
-        .await
-        .unwrap()
-        .ticket
-}
-
-async fn converge(nodes: &[&TestNode]) {
-    let started = Instant::now();
-    loop {
-        let mut states = Vec::new();
-        for n in nodes {
-            let mut h = DagApiClient::heads(&n.client().await).await.unwrap();
-            h.heads.sort();
-            states.push((h.heads, h.count));
-        }
-        if states.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no convergence"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn kv(op: serde_json::Value) -> onvm::rpc_api::types::Base64Bytes {
     serde_json::to_vec(&op).unwrap().into()

@@ -7,49 +7,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::TestNode;
+use common::{TestNode, converge, converge_urls, ticket};
 use jsonrpsee::core::ClientError;
-use onvm::rpc_api::api::{
-    DagApiClient, NodeApiClient, PeerApiClient, ProgramApiClient, ReceiptApiClient,
-};
+use onvm::rpc_api::api::{NodeApiClient, PeerApiClient, ProgramApiClient, ReceiptApiClient};
 use onvm::rpc_api::committee::VerifiedCommittee;
 use onvm::rpc_api::error::{self as codes, error_data};
 use onvm::rpc_api::program::{ExecuteOptions, SignedReceipt, call_id};
 use onvm::rpc_api::{Hash32, ProgramId};
-
-async fn ticket(node: &TestNode) -> String {
-    NodeApiClient::info(&node.client().await)
-        .await
-        .unwrap()
-        .ticket
-}
-
-async fn converge(nodes: &[&TestNode]) {
-    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
-    converge_urls(&urls).await;
-}
-
-async fn converge_urls(urls: &[String]) {
-    let started = Instant::now();
-    loop {
-        let mut states = Vec::new();
-        for url in urls {
-            let mut h = DagApiClient::heads(&common::ws_client(url).await)
-                .await
-                .unwrap();
-            h.heads.sort();
-            states.push((h.heads, h.count));
-        }
-        if states.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no convergence"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn put(key: &str) -> onvm::rpc_api::types::Base64Bytes {
     serde_json::to_vec(&serde_json::json!({"op": "put", "key": key, "data_base64": "dg=="}))

@@ -5,20 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestNode;
+use common::{TestNode, ticket};
 use onvm::rpc_api::Hash32;
 use onvm::rpc_api::api::{BlobApiClient, DagApiClient, NodeApiClient, PeerApiClient};
 use onvm::rpc_api::dag::{DagNode, DagPayload, build_node};
 
 /// Pull sync only at start (before peers exist): afterwards only gossip moves DAG nodes.
 const PUSH_ONLY: &[&str] = &["net.sync_interval_ms=3600000"];
-
-async fn ticket(node: &TestNode) -> String {
-    NodeApiClient::info(&node.client().await)
-        .await
-        .unwrap()
-        .ticket
-}
 
 async fn dag_state(node: &TestNode) -> (Vec<Hash32>, u64) {
     let mut h = DagApiClient::heads(&node.client().await).await.unwrap();

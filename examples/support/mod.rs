@@ -98,3 +98,29 @@ pub fn program_wasm(name: &str) -> Result<Vec<u8>> {
     }
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
+
+/// `n` fresh nodes (see [`bench_node`]), each joined to the first by ticket, with a client for
+/// each. Not yet converged: callers wait for that their own way.
+pub async fn joined_nodes(n: usize) -> Result<(Vec<tempfile::TempDir>, Vec<Node>, Vec<WsClient>)> {
+    use onvm::rpc_api::api::PeerApiClient;
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let (dir, node) = bench_node()
+            .await
+            .with_context(|| format!("starting node {}", i + 1))?;
+        dirs.push(dir);
+        nodes.push(node);
+    }
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(client(node).await?);
+    }
+    let ticket = nodes[0].info().ticket;
+    for (i, c) in clients.iter().enumerate().skip(1) {
+        within("peer_connect", PeerApiClient::connect(c, ticket.clone()))
+            .await?
+            .with_context(|| format!("node {} joins node 1 by ticket", i + 1))?;
+    }
+    Ok((dirs, nodes, clients))
+}

@@ -112,6 +112,45 @@ pub async fn ws_client(url: &str) -> WsClient {
         .expect("ws connect")
 }
 
+/// The node's ticket (to join other nodes to it).
+pub async fn ticket(node: &TestNode) -> String {
+    use onvm::rpc_api::api::NodeApiClient;
+    NodeApiClient::info(&node.client().await)
+        .await
+        .expect("node_info")
+        .ticket
+}
+
+/// Waits (at most 30 s) until `nodes` hold the same DAG heads and node count.
+pub async fn converge(nodes: &[&TestNode]) {
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    converge_urls(&urls).await;
+}
+
+/// [`converge`] for nodes given by RPC URL (e.g. `onvm` processes).
+pub async fn converge_urls(urls: &[String]) {
+    use onvm::rpc_api::api::DagApiClient;
+    let started = std::time::Instant::now();
+    loop {
+        let mut states = Vec::new();
+        for url in urls {
+            let mut h = DagApiClient::heads(&ws_client(url).await)
+                .await
+                .expect("dag_heads");
+            h.heads.sort();
+            states.push((h.heads, h.count));
+        }
+        if states.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no convergence"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures can be reproduced.
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
