@@ -308,3 +308,46 @@ async fn kill_9_of_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_tw
         common::kill9(child);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
+    // K=4, threshold 3: with two members down only two can sign.
+    let (mut nodes, p) = network(4, 4, &[]).await;
+    let d = nodes.pop().unwrap();
+    let c = nodes.pop().unwrap();
+    c.stop().await;
+    d.stop().await;
+    let a = &nodes[0];
+    let started = Instant::now();
+    let err = match ProgramApiClient::execute(&a.client().await, p, put("k"), with_request_id("q1"))
+        .await
+    {
+        Err(ClientError::Call(e)) => e,
+        other => panic!("expected not_attested, got {other:?}"),
+    };
+    println!("not_attested after {:?}", started.elapsed());
+    assert_eq!(err.code(), codes::UNAVAILABLE);
+    let data = error_data(&err).unwrap();
+    assert_eq!(data.kind, "not_attested");
+    assert_eq!(data.detail["threshold"].as_u64(), Some(3));
+    assert_eq!(data.detail["signed"].as_u64(), Some(2));
+    // Each dead member is named with why it did not sign: the sequencer did not wait out
+    // committee.attest_timeout_ms (60 s in tests) for them.
+    let refusals = data.detail["refusals"].as_array().unwrap();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    for r in refusals {
+        let r = r.as_str().unwrap();
+        assert!(!r.contains("attest_timeout_ms"), "{r}");
+    }
+    // Nothing was finalized; the same request id is refused the same way, not run twice.
+    for n in &nodes {
+        let info = ProgramApiClient::info(&n.client().await, p).await.unwrap();
+        assert_eq!(info.height, 0);
+    }
+    let again =
+        ProgramApiClient::execute(&a.client().await, p, put("k"), with_request_id("q1")).await;
+    assert!(again.is_err(), "{again:?}");
+    for n in nodes {
+        n.stop().await;
+    }
+}

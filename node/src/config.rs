@@ -702,5 +702,12 @@ mod tests {
             Config::from_toml("", "t", &["blobs.max_chunk_bytes=20000000".into()]).unwrap_err();
         assert!(err.to_string().contains("max_chunk_bytes"), "{err}");
         assert!(Config::from_toml("", "t", &["rpc.max_batch=0".into()]).is_err());
+        // iroh clamps path idle timeouts above 15 s; below 1 s keep-alives would flood.
+        for bad in ["net.idle_timeout_ms=999", "net.idle_timeout_ms=15001"] {
+            let err = Config::from_toml("", "t", &[bad.into()]).unwrap_err();
+            assert!(err.to_string().contains("idle_timeout_ms"), "{err}");
+        }
+        let ok = Config::from_toml("", "t", &["net.idle_timeout_ms=3000".into()]).unwrap();
+        assert_eq!(ok.net.idle_timeout_ms, 3000);
     }
 }
