@@ -155,6 +155,7 @@ pub struct NetConfig {
     pub bootnodes: Vec<String>,
     pub mdns: bool,
     pub forward_timeout_ms: u64,
+    pub forward_dial_timeout_ms: u64,
     pub max_forward_bytes: u64,
     pub max_gossip_bytes: u64,
     pub sync_interval_ms: u64,
@@ -226,6 +227,7 @@ impl Default for NetConfig {
             bootnodes: Vec::new(),
             mdns: false,
             forward_timeout_ms: 60_000,
+            forward_dial_timeout_ms: 3_000,
             max_forward_bytes: 16 * MIB,
             max_gossip_bytes: 64 * 1024,
             sync_interval_ms: 2_000,
@@ -332,9 +334,12 @@ impl Config {
                 "net.idle_timeout_ms must be within 1000..=15000".into(),
             ));
         }
-        if net.forward_timeout_ms == 0 || net.sync_interval_ms < 50 {
+        if net.forward_timeout_ms == 0
+            || net.forward_dial_timeout_ms == 0
+            || net.sync_interval_ms < 50
+        {
             return Err(ConfigError::Invalid(
-                "net.forward_timeout_ms must be at least 1 and net.sync_interval_ms at least 50"
+                "net.forward_timeout_ms and net.forward_dial_timeout_ms must be at least 1 and net.sync_interval_ms at least 50"
                     .into(),
             ));
         }
@@ -453,6 +458,9 @@ mdns = {mdns}
 # A call or job submitted here for a program homed elsewhere is forwarded to its home over
 # /onvm/call/1; give up (code -32005, kind home_unreachable) after this many ms.
 forward_timeout_ms = {forward_timeout_ms}
+# A forwarded call that cannot connect within this many ms was never delivered: a committee
+# program's call moves on to the next member (failover) at once.
+forward_dial_timeout_ms = {forward_dial_timeout_ms}
 # Largest forwarded call or reply, in bytes (JSON, inputs and outputs base64-encoded).
 max_forward_bytes = {max_forward_bytes}
 # Largest gossip message; the same on every node of a network. DAG nodes over it are not
@@ -563,6 +571,7 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
             bootnodes = net.bootnodes,
             mdns = net.mdns,
             forward_timeout_ms = net.forward_timeout_ms,
+            forward_dial_timeout_ms = net.forward_dial_timeout_ms,
             max_forward_bytes = net.max_forward_bytes,
             max_gossip_bytes = net.max_gossip_bytes,
             sync_interval_ms = net.sync_interval_ms,

@@ -500,7 +500,10 @@ async fn keep_peers(
             }
         }
     }
-    peers.rejoin_announced().await;
+    tokio::select! {
+        _ = stop.changed() => return,
+        _ = peers.rejoin_announced() => {}
+    }
     let mut ping = tokio::time::interval(PING_INTERVAL);
     // Pull anti-entropy repairs what gossip missed (a peer away, a lagging receiver).
     let mut sync = tokio::time::interval(sync_interval);

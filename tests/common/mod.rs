@@ -50,11 +50,22 @@ impl TestNode {
     }
 
     async fn boot(&mut self) {
-        let identity =
-            Identity::load(&self.dir.path().join("identity.json"), None).expect("load identity");
-        let node = Node::start(self.dir.path(), test_config(&self.overrides), identity)
-            .await
-            .expect("node starts");
+        // In-process restarts only: a blocking store task of the previous instance (cancelled
+        // by its shutdown, but already running on the blocking pool) can hold the database
+        // lock for a moment after `shutdown` returns. A new process never sees this.
+        let mut attempts = 0;
+        let node = loop {
+            let identity = Identity::load(&self.dir.path().join("identity.json"), None)
+                .expect("load identity");
+            match Node::start(self.dir.path(), test_config(&self.overrides), identity).await {
+                Ok(node) => break node,
+                Err(e) if attempts < 50 && e.to_string().contains("already open") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("node starts: {e}"),
+            }
+        };
         self.node = Some(node);
     }
 

@@ -102,6 +102,7 @@ impl Net {
             forward_limits: ForwardLimits {
                 max_bytes: usize::try_from(config.max_forward_bytes).unwrap_or(usize::MAX),
                 timeout: std::time::Duration::from_millis(config.forward_timeout_ms),
+                dial: std::time::Duration::from_millis(config.forward_dial_timeout_ms),
             },
             memory,
             max_gossip_bytes,
@@ -1075,9 +1076,6 @@ impl iroh::protocol::ProtocolHandler for PeerProtocol {
 
 // ---- forwarded calls ----
 
-/// How long a forwarded call waits for a connection before the caller may try elsewhere.
-const FORWARD_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Versioned ALPN on which a program's home accepts calls and jobs accepted by other nodes.
 pub const CALL_ALPN: &[u8] = b"/onvm/call/1";
 
@@ -1158,6 +1156,9 @@ pub trait CallHandler: Send + Sync + 'static {
 pub struct ForwardLimits {
     pub max_bytes: usize,
     pub timeout: std::time::Duration,
+    /// How long to wait for a connection (`net.forward_dial_timeout_ms`): past it the call was
+    /// never delivered, and a committee program's call moves on to the next member.
+    pub dial: std::time::Duration,
 }
 
 impl Peers {
@@ -1208,13 +1209,10 @@ impl Peers {
             .known_addr(&id)
             .ok_or_else(|| not_delivered("not a known peer of this node".into()))?;
         let limits = self.forward_limits;
-        let conn =
-            tokio::time::timeout(FORWARD_DIAL_TIMEOUT, self.endpoint.connect(addr, CALL_ALPN))
-                .await
-                .map_err(|_| {
-                    not_delivered(format!("no connection within {FORWARD_DIAL_TIMEOUT:?}"))
-                })?
-                .map_err(|e| not_delivered(e.to_string()))?;
+        let conn = tokio::time::timeout(limits.dial, self.endpoint.connect(addr, CALL_ALPN))
+            .await
+            .map_err(|_| not_delivered(format!("no connection within {:?}", limits.dial)))?
+            .map_err(|e| not_delivered(e.to_string()))?;
         let exchange = async {
             let (mut send, mut recv) = conn
                 .open_bi()
