@@ -4,56 +4,19 @@
 //! id was applied twice. Trusts nothing
 //! the node says except as data to check: code and inputs are checked against their hashes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use onvm_node::state::{NodeStore, SmtNode, StateError};
-use onvm_node::vm::{CallContext, CallRequest, StateView, Vm};
+use onvm_node::state::MemNodes;
+use onvm_node::vm::{CallContext, CallRequest, MemoryState, StateView, Vm};
 use onvm_rpc_api::api::{BlobApiClient, ProgramApiClient, ReceiptApiClient};
 use onvm_rpc_api::committee::{VerifiedCommittee, verify_signed};
 use onvm_rpc_api::program::{SignedReceipt, call_seed, verify_manifest, write_digest};
 use onvm_rpc_api::{BlobId, Hash32, ProgramId, smt};
 
 use crate::client::{Session, print_json, rpc_err};
-
-/// The tree in memory.
-#[derive(Default)]
-struct MemNodes(HashMap<Hash32, SmtNode>);
-
-impl NodeStore for MemNodes {
-    type Error = StateError;
-    fn get_node(&self, hash: &Hash32) -> Result<Option<SmtNode>, StateError> {
-        Ok(self.0.get(hash).cloned())
-    }
-    fn put_node(&mut self, hash: &Hash32, node: &SmtNode) -> Result<(), StateError> {
-        self.0.insert(*hash, node.clone());
-        Ok(())
-    }
-}
-
-/// A snapshot of the replayed key-value state.
-struct MemView(Arc<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-impl StateView for MemView {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.get(key).cloned())
-    }
-    fn next_key(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
-        let lower = match after {
-            Some(a) => std::ops::Bound::Excluded(a.to_vec()),
-            None => std::ops::Bound::Included(prefix.to_vec()),
-        };
-        Ok(self
-            .0
-            .range((lower, std::ops::Bound::Unbounded))
-            .map(|(k, _)| k)
-            .find(|k| k.as_slice() >= prefix)
-            .filter(|k| k.starts_with(prefix))
-            .cloned())
-    }
-}
 
 impl Session {
     async fn whole_blob(&self, id: BlobId) -> Result<Vec<u8>> {
@@ -116,7 +79,8 @@ impl Session {
             .compile(&wasm, &manifest.entrypoints)
             .map_err(|e| anyhow!("the program does not compile here: {e}"))?;
 
-        let mut state: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        // Shared with each call and changed in place once the call has returned (no copy).
+        let mut state = Arc::new(MemoryState::default());
         let mut nodes = MemNodes::default();
         let mut root = manifest.initial_state_root;
         let mut call_ids = HashSet::new();
@@ -178,7 +142,7 @@ impl Session {
                 blobs: refs.clone(),
                 cancel: None,
             };
-            let view: Arc<dyn StateView> = Arc::new(MemView(Arc::new(state.clone())));
+            let view: Arc<dyn StateView> = state.clone();
             let result = vm.call(&compiled, request, view);
             let digest = write_digest(
                 result
@@ -196,11 +160,8 @@ impl Session {
             if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
                 return Err(fail(format!("{field} differs from the replay")));
             }
+            Arc::make_mut(&mut state).apply(&result.writes);
             for (key, value) in &result.writes {
-                match value {
-                    Some(v) => state.insert(key.clone(), v.clone()),
-                    None => state.remove(key),
-                };
                 let vh = value.as_deref().map(smt::value_hash);
                 root = onvm_node::state::update(&mut nodes, root, &smt::key_hash(key), vh.as_ref())
                     .context("updating the replayed tree")?;

@@ -1012,31 +1012,44 @@ fn trap_kind(trap: &Trap) -> &'static str {
     }
 }
 
+/// Committed state held in memory, sorted by key: for audits that replay a program off-node,
+/// and for tests.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryState(pub BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl MemoryState {
+    /// Applies a call's writes (`None` deletes).
+    pub fn apply(&mut self, writes: &onvm_rpc_api::program::Writes) {
+        for (key, value) in writes {
+            match value {
+                Some(v) => self.0.insert(key.clone(), v.clone()),
+                None => self.0.remove(key),
+            };
+        }
+    }
+}
+
+impl StateView for MemoryState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn next_key(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+        let lower = match after {
+            Some(a) => std::ops::Bound::Excluded(a.to_vec()),
+            None => std::ops::Bound::Included(prefix.to_vec()),
+        };
+        Ok(self
+            .0
+            .range::<Vec<u8>, _>((lower, std::ops::Bound::Unbounded))
+            .map(|(k, _)| k.clone())
+            .find(|k| k.starts_with(prefix) || k.as_slice() > prefix)
+            .filter(|k| k.starts_with(prefix)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Committed state for tests: a sorted map.
-    #[derive(Default)]
-    struct MapState(BTreeMap<Vec<u8>, Vec<u8>>);
-
-    impl StateView for MapState {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.0.get(key).cloned())
-        }
-        fn next_key(&self, prefix: &[u8], after: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
-            let lower = match after {
-                Some(a) => std::ops::Bound::Excluded(a.to_vec()),
-                None => std::ops::Bound::Included(prefix.to_vec()),
-            };
-            Ok(self
-                .0
-                .range::<Vec<u8>, _>((lower, std::ops::Bound::Unbounded))
-                .map(|(k, _)| k.clone())
-                .find(|k| k.starts_with(prefix) || k.as_slice() > prefix)
-                .filter(|k| k.starts_with(prefix)))
-        }
-    }
 
     fn vm() -> Vm {
         Vm::new(VmConfig {
@@ -1066,7 +1079,7 @@ mod tests {
         }
     }
 
-    fn call_wat(vm: &Vm, wat: &str, input: &[u8], state: MapState) -> CallResult {
+    fn call_wat(vm: &Vm, wat: &str, input: &[u8], state: MemoryState) -> CallResult {
         let wasm = wat::parse_str(wat).unwrap();
         let compiled = vm.compile(&wasm, &["onvm_main".to_string()]).unwrap();
         vm.call(&compiled, request(input), Arc::new(state))
@@ -1085,7 +1098,7 @@ mod tests {
     fn three_entrypoint_shapes_return_the_input() {
         let vm = vm();
         for wat in [ECHO_MULTI, ECHO_PACKED, ECHO_SRET] {
-            let r = call_wat(&vm, wat, b"hello shapes", MapState::default());
+            let r = call_wat(&vm, wat, b"hello shapes", MemoryState::default());
             assert_eq!(r.outcome, Outcome::Ok, "{wat}");
             assert_eq!(r.output, b"hello shapes");
             assert!(r.fuel_used > 0);
@@ -1099,7 +1112,7 @@ mod tests {
         let wat = r#"(module (memory (export "memory") 1)
             (func (export "onvm_main") (param i32 i32) (result i32 i32)
               i32.const 0 local.get 0 i32.store i32.const 0 i32.const 4))"#;
-        let r = call_wat(&vm, wat, b"", MapState::default());
+        let r = call_wat(&vm, wat, b"", MemoryState::default());
         let ptr = u32::from_le_bytes(r.output[..4].try_into().unwrap());
         assert!(ptr >= 65536, "input placed at {ptr}");
     }
@@ -1119,7 +1132,7 @@ mod tests {
               (i64.store (i32.const 108) (call $get (i32.const 16) (i32.const 1) (i32.const 200) (i32.const 8)))
               (i64.store (i32.const 116) (call $get (i32.const 19) (i32.const 1) (i32.const 200) (i32.const 8)))
               i32.const 100 i32.const 24))"#;
-        let r = call_wat(&vm, wat, b"", MapState::default());
+        let r = call_wat(&vm, wat, b"", MemoryState::default());
         assert_eq!(r.outcome, Outcome::Ok);
         let word = |i: usize| i64::from_le_bytes(r.output[i * 8..i * 8 + 8].try_into().unwrap());
         assert_eq!(word(0), -2, "too small: minus the needed size");
@@ -1157,7 +1170,7 @@ mod tests {
             ("i32.const 1 i32.const 0 i32.div_u i32.const 0", "trap"),
         ];
         for (body, expected) in cases {
-            let r = call_wat(&vm, &writes_then(body), b"", MapState::default());
+            let r = call_wat(&vm, &writes_then(body), b"", MemoryState::default());
             assert_eq!(r.outcome.kind(), expected, "{body}: {:?}", r.outcome);
             assert!(r.writes.is_empty(), "{body}: a failed call must not write");
         }
@@ -1238,7 +1251,7 @@ mod tests {
             let compiled = vm.compile(&wasm, &["onvm_main".to_string()]).unwrap();
             let mut req = request(b"");
             req.input = Vec::new();
-            let r = vm.call(&compiled, req, Arc::new(MapState::default()));
+            let r = vm.call(&compiled, req, Arc::new(MemoryState::default()));
             match &r.outcome {
                 Outcome::Trap { kind, message } => {
                     assert_eq!(kind, "host_bad_pointer", "{name}: {message}");
@@ -1317,7 +1330,7 @@ mod tests {
 
     #[test]
     fn next_key_merges_committed_state_with_this_calls_writes() {
-        let mut committed = MapState::default();
+        let mut committed = MemoryState::default();
         for k in [b"p/a".as_slice(), b"p/c", b"p/e", b"q/z"] {
             committed.0.insert(k.to_vec(), b"1".to_vec());
         }
@@ -1360,7 +1373,7 @@ mod tests {
             flag.store(true, Ordering::Relaxed);
         });
         let started = std::time::Instant::now();
-        let r = vm.call(&compiled, req, Arc::new(MapState::default()));
+        let r = vm.call(&compiled, req, Arc::new(MemoryState::default()));
         setter.join().unwrap();
         assert_eq!(r.outcome, Outcome::Cancelled);
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -1377,7 +1390,7 @@ mod tests {
         let mut req = request(b"");
         req.fuel = u64::MAX / 2;
         req.timeout = Duration::from_millis(50);
-        let r = vm.call(&compiled, req, Arc::new(MapState::default()));
+        let r = vm.call(&compiled, req, Arc::new(MemoryState::default()));
         assert_eq!(r.outcome, Outcome::Timeout);
     }
 }
