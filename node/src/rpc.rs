@@ -873,7 +873,7 @@ impl Handlers {
         options: ExecuteOptions,
     ) -> RpcResult<ExecuteResult> {
         let peers = self.ctx.net.peers();
-        let committee: Vec<onvm_rpc_api::Hash32> = self
+        let mut committee: Vec<onvm_rpc_api::Hash32> = self
             .ctx
             .programs
             .info(program_id)
@@ -885,14 +885,10 @@ impl Handlers {
             .iter()
             .map(|m| m.endpoint_id)
             .collect();
-        if committee.len() <= 1 {
-            let call = ForwardedCall::Execute {
-                program_id,
-                input_base64,
-                options,
-            };
-            return executed(self.forward(home, &call).await?);
+        if committee.is_empty() {
+            committee.push(home);
         }
+        // A committee of one has no other member to fail over to: the loop tries the home only.
         let (live, suspected): (Vec<_>, Vec<_>) =
             committee.iter().partition(|m| !peers.is_suspected(m));
         let me = onvm_rpc_api::Hash32(*self.ctx.identity.endpoint_id().as_bytes());
@@ -907,17 +903,18 @@ impl Handlers {
                     .await
                     .map_err(program_error);
             }
+            let (input_base64, options) = (input_base64.clone(), options.clone());
             let call = if member == home {
                 ForwardedCall::Execute {
                     program_id,
-                    input_base64: input_base64.clone(),
-                    options: options.clone(),
+                    input_base64,
+                    options,
                 }
             } else {
                 ForwardedCall::ExecuteTakeover {
                     program_id,
-                    input_base64: input_base64.clone(),
-                    options: options.clone(),
+                    input_base64,
+                    options,
                 }
             };
             match peers.forward(member, &call).await {
@@ -1093,6 +1090,15 @@ fn unexpected(reply: ForwardedReply) -> ErrorObjectOwned {
     )
 }
 
+fn execute_reply(result: Result<ExecuteResult, ProgramError>) -> ForwardedReply {
+    match result {
+        Ok(result) => ForwardedReply::Executed {
+            result: Box::new(result),
+        },
+        Err(e) => forwarded_error(program_error(e)),
+    }
+}
+
 fn forwarded_error(e: ErrorObjectOwned) -> ForwardedReply {
     ForwardedReply::Error {
         code: e.code(),
@@ -1127,16 +1133,11 @@ impl CallHandler for ForwardedCalls {
                     program_id,
                     input_base64,
                     options,
-                } => match ctx
-                    .programs
-                    .execute(program_id, input_base64.0, options)
-                    .await
-                {
-                    Ok(result) => ForwardedReply::Executed {
-                        result: Box::new(result),
-                    },
-                    Err(e) => forwarded_error(program_error(e)),
-                },
+                } => execute_reply(
+                    ctx.programs
+                        .execute(program_id, input_base64.0, options)
+                        .await,
+                ),
                 ForwardedCall::SubmitJob { request } => {
                     // An input blob may live only on the node that accepted the job.
                     if let Some(blob) = request.input_blob {
@@ -1160,16 +1161,11 @@ impl CallHandler for ForwardedCalls {
                     program_id,
                     input_base64,
                     options,
-                } => match ctx
-                    .programs
-                    .execute_takeover(program_id, input_base64.0, options)
-                    .await
-                {
-                    Ok(result) => ForwardedReply::Executed {
-                        result: Box::new(result),
-                    },
-                    Err(e) => forwarded_error(program_error(e)),
-                },
+                } => execute_reply(
+                    ctx.programs
+                        .execute_takeover(program_id, input_base64.0, options)
+                        .await,
+                ),
                 ForwardedCall::VoteAt { program_id, height } => {
                     match ctx.programs.vote_report(program_id, height).await {
                         Ok((applied_height, vote)) => ForwardedReply::Vote {
