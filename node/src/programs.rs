@@ -653,11 +653,13 @@ impl Programs {
         let mut catch_ups = 0;
         loop {
             let store = self.store.clone();
-            let (height, own) = blocking(move || {
+            let (mut record, own) = blocking(move || {
                 let record = store.program(&id)?.ok_or(ProgramError::NotFound(id))?;
-                Ok((record.height, store.vote_at(&id, record.height)?))
+                let own = store.vote_at(&id, record.height)?;
+                Ok((record, own))
             })
             .await?;
+            let height = record.height;
             let mut votes: Vec<Vote> = own.into_iter().collect();
             let still_ours = self
                 .sequenced_to
@@ -725,12 +727,13 @@ impl Programs {
                     attestor.catch_up(member).await;
                     continue;
                 }
-            }
-            let store = self.store.clone();
-            let record =
-                blocking(move || store.program(&id)?.ok_or(ProgramError::NotFound(id))).await?;
-            if record.height != height {
-                continue;
+                // Replication may have moved the program on while the members answered.
+                let store = self.store.clone();
+                record =
+                    blocking(move || store.program(&id)?.ok_or(ProgramError::NotFound(id))).await?;
+                if record.height != height {
+                    continue;
+                }
             }
             let mut tally: Vec<(ReceiptId, usize, Vote)> = Vec::new();
             for vote in votes {
@@ -1071,9 +1074,9 @@ impl Programs {
     }
 
     /// Failover: runs a writing call as the sequencer on a committee member that is not the
-    /// home, because the home (and every member ranked before this one) cannot be reached.
-    /// Safe without coordination: the call commits only with a threshold of member signatures,
-    /// and no member signs two receipts for one height.
+    /// home, because the home (and every member ranked before this one) did not answer. Like
+    /// any sequencer that did not sequence the previous call, it first finishes what the
+    /// members already signed at the next height (`settle_pending`).
     pub async fn execute_takeover(
         &self,
         id: ProgramId,
