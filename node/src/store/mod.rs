@@ -417,6 +417,17 @@ pub(super) fn record_call(
     Ok(())
 }
 
+/// Where a receipt is stored: its program ‖ height key.
+fn receipt_location(
+    tx: &redb::ReadTransaction,
+    id: &ReceiptId,
+) -> Result<Option<[u8; 40]>, StoreError> {
+    Ok(tx
+        .open_table(RECEIPT_INDEX)?
+        .get(id.as_bytes())?
+        .map(|v| *v.value()))
+}
+
 /// A committed call found by its call id.
 #[derive(Debug, Clone)]
 pub struct CommittedCall {
@@ -792,11 +803,7 @@ impl Store {
     /// The input of the call a receipt commits (kept by the executor and every replica).
     pub fn call_input(&self, id: &ReceiptId) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read()?;
-        let Some(key) = tx
-            .open_table(RECEIPT_INDEX)?
-            .get(id.as_bytes())?
-            .map(|v| *v.value())
-        else {
+        let Some(key) = receipt_location(&tx, id)? else {
             return Ok(None);
         };
         Ok(tx
@@ -807,11 +814,7 @@ impl Store {
 
     pub fn receipt(&self, id: &ReceiptId) -> Result<Option<SignedReceipt>, StoreError> {
         let tx = self.db.begin_read()?;
-        let Some(key) = tx
-            .open_table(RECEIPT_INDEX)?
-            .get(id.as_bytes())?
-            .map(|v| *v.value())
-        else {
+        let Some(key) = receipt_location(&tx, id)? else {
             return Ok(None);
         };
         tx.open_table(RECEIPTS)?
