@@ -7,7 +7,6 @@ use std::borrow::BorrowMut;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{onvm_bin, pseudo_random_bytes};
@@ -67,27 +66,7 @@ impl RunningNode {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn run-node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining after the URL is found, like a terminal would.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let rpc = loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("rpc:") {
-                        break url.trim().to_string();
-                    }
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("run-node did not print its RPC URL: {e}");
-                }
-            }
-        };
+        let rpc = common::rpc_url_of(&mut child);
         Self { child, rpc }
     }
 

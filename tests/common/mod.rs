@@ -282,7 +282,14 @@ pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn run-node");
-    let stdout = child.stdout.take().unwrap();
+    let url = rpc_url_of(&mut child);
+    (child, url)
+}
+
+/// Reads a started `run-node`'s RPC URL from its stdout (the `rpc:` line), then keeps draining
+/// stdout in the background like a terminal would. Kills the child if none comes within 60 s.
+pub fn rpc_url_of(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("run-node stdout is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -293,7 +300,7 @@ pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {
                 if let Some(url) = line.strip_prefix("rpc:") {
-                    return (child, url.trim().to_string());
+                    return url.trim().to_string();
                 }
             }
             Err(e) => {
