@@ -810,7 +810,8 @@ impl Peers {
     }
 
     /// Blobs a node must hold before it stores `node`: a program's code and declared blobs (so
-    /// it can run read-only calls), and a committed call's writes when they travel as a blob.
+    /// it can run read-only calls), and a committed call's writes, input and output when they
+    /// travel as blobs.
     fn required_blobs(node: &onvm_rpc_api::dag::DagNode) -> Vec<onvm_rpc_api::BlobId> {
         use onvm_rpc_api::dag::{DagPayload, DataRef};
         match &node.body.payload {
