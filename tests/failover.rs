@@ -344,9 +344,12 @@ async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
         let info = ProgramApiClient::info(&n.client().await, p).await.unwrap();
         assert_eq!(info.height, 0);
     }
-    let again =
-        ProgramApiClient::execute(&a.client().await, p, put("k"), with_request_id("q1")).await;
-    assert!(again.is_err(), "{again:?}");
+    match ProgramApiClient::execute(&a.client().await, p, put("k"), with_request_id("q1")).await {
+        Err(ClientError::Call(e)) => {
+            assert_eq!(error_data(&e).unwrap().kind, "not_attested", "{e:?}")
+        }
+        other => panic!("expected not_attested again, got {other:?}"),
+    }
     for n in nodes {
         n.stop().await;
     }
