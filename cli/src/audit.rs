@@ -144,6 +144,14 @@ impl Session {
             };
             let view: Arc<dyn StateView> = state.clone();
             let result = vm.call(&compiled, request, view);
+            if !result.outcome.is_reproducible() {
+                // A committed call never has such an outcome: this machine stopped the replay.
+                bail!(
+                    "audit INCOMPLETE at height {}: the replay on this machine stopped early ({}); nothing is known to be wrong, run the audit again",
+                    r.height,
+                    result.outcome.kind()
+                );
+            }
             let digest = write_digest(
                 result
                     .writes

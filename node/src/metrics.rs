@@ -34,6 +34,7 @@ counters!(
     programs_deployed,
     calls_executed,
     calls_failed,
+    calls_interrupted,
     fuel_used,
     jobs_submitted,
     jobs_completed,

@@ -298,7 +298,8 @@ impl Programs {
             .add(wasm, Some("application/wasm".into()))
             .await?
             .id;
-        let id = program_id(&code, &req.salt);
+        let deployer = Hash32(*self.identity.endpoint_id().as_bytes());
+        let id = program_id(&deployer, &code, &req.salt);
         self.vm.insert_compiled(code, Arc::new(compiled));
         if let Some(existing) = self.load(&id).await? {
             return Ok(DeployResult {
@@ -322,7 +323,7 @@ impl Programs {
             abi_version: ABI_VERSION,
             engine: ENGINE_FINGERPRINT.to_string(),
             initial_state_root: EMPTY,
-            deployer: Hash32(*self.identity.endpoint_id().as_bytes()),
+            deployer,
             deployed_at_ms: now_ms(),
             committee,
             threshold,
@@ -503,7 +504,21 @@ impl Programs {
                 "fuel over this node's vm.max_fuel".into(),
             ));
         }
+        if !proposed.outcome.is_reproducible() {
+            return Err(AttestError::Refused(format!(
+                "outcome `{}` is local to the node that ran the call and is never attested",
+                proposed.outcome.kind()
+            )));
+        }
         let rerun = self.reexecute(&manifest, &proposed, input.clone()).await?;
+        if !rerun.computed.outcome.is_reproducible() {
+            // This node could not finish the re-run (too slow, or out of instances): that is
+            // not evidence against the proposer, only a missing vote.
+            return Err(AttestError::Refused(format!(
+                "re-execution stopped early on this node ({})",
+                describe(&rerun.computed.outcome)
+            )));
+        }
         let receipt_id = proposed.id();
         if rerun.computed.id() != receipt_id {
             metrics::add(&self.counters.attestations_refused, 1);
@@ -1242,7 +1257,13 @@ impl Programs {
             metrics::add(&self.counters.calls_failed, 1);
         }
 
-        if options.read_only {
+        // A wall-clock timeout, a cancellation or an engine failure happened on this node only:
+        // no member could reproduce it, so it never takes a height. The call changes nothing,
+        // gets no receipt, and its request id stays free for a retry.
+        if options.read_only || !result.outcome.is_reproducible() {
+            if !options.read_only {
+                metrics::add(&self.counters.calls_interrupted, 1);
+            }
             return finish_with(
                 None,
                 ExecuteResult {

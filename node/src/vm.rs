@@ -992,7 +992,7 @@ fn classify(err: &wasmtime::Error) -> Outcome {
     }
     // Instantiation failures (e.g. the pool is exhausted) and anything else wasmtime reports.
     Outcome::Trap {
-        kind: "engine".to_string(),
+        kind: onvm_rpc_api::program::ENGINE_TRAP_KIND.to_string(),
         message: format!("{err:#}"),
     }
 }

@@ -9,7 +9,9 @@ use crate::hash32::{Hash32, HexBytes};
 use crate::ids::{BlobId, ProgramId, ReceiptId};
 use crate::types::Base64Bytes;
 
-pub const PROGRAM_ID_TAG: &[u8] = b"onvm/program-id/v1";
+/// v2 binds the deployer: in v1 the same wasm and salt deployed on two nodes at once gave one
+/// id with two different manifests and homes, and the network split over it.
+pub const PROGRAM_ID_TAG: &[u8] = b"onvm/program-id/v2";
 pub const MANIFEST_SIG_TAG: &[u8] = b"onvm/manifest-sig/v1";
 pub const RECEIPT_ID_TAG: &[u8] = b"onvm/receipt-id/v1";
 pub const RECEIPT_SIG_TAG: &[u8] = b"onvm/receipt-sig/v1";
@@ -34,10 +36,13 @@ pub fn call_id(program: &ProgramId, request_id: &str) -> Hash32 {
 /// The guest ABI version (docs/ABI.md).
 pub const ABI_VERSION: u32 = 1;
 
-/// `prog` + BLAKE3(tag, code hash, salt): the same wasm and salt always give the same id.
-pub fn program_id(code: &BlobId, salt: &str) -> ProgramId {
+/// `prog` + BLAKE3(tag, deployer, code hash, salt), CREATE2-style: the same deployer, wasm and
+/// salt always give the same id (a repeated deploy is idempotent), and two deployers can never
+/// produce the same id, whatever wasm and salt they choose.
+pub fn program_id(deployer: &Hash32, code: &BlobId, salt: &str) -> ProgramId {
     let mut h = blake3::Hasher::new();
     h.update(PROGRAM_ID_TAG)
+        .update(&deployer.0)
         .update(code.as_bytes())
         .update(&(salt.len() as u64).to_le_bytes())
         .update(salt.as_bytes());
@@ -184,7 +189,7 @@ pub enum VerifyError {
 /// Checks the program id and the deployer's ed25519 signature.
 pub fn verify_manifest(signed: &SignedManifest) -> Result<(), VerifyError> {
     let m = &signed.manifest;
-    let computed = program_id(&m.code, &m.salt);
+    let computed = program_id(&m.deployer, &m.code, &m.salt);
     if computed != m.program_id {
         return Err(VerifyError::IdMismatch {
             claimed: m.program_id.to_string(),
@@ -212,6 +217,10 @@ pub fn verify_manifest(signed: &SignedManifest) -> Result<(), VerifyError> {
     )
     .map_err(|_| VerifyError::BadSignature)
 }
+
+/// The trap kind of a failure inside the engine rather than the guest (instantiation failed,
+/// e.g. because the instance pool is exhausted): local to one node, never attested.
+pub const ENGINE_TRAP_KIND: &str = "engine";
 
 /// How a call ended. In JSON: `"ok"`, `"out_of_fuel"`, ... or `{"trap": {"kind": .., "message": ..}}`.
 /// (Externally tagged: the canonical postcard encoding cannot decode internally tagged enums.)
@@ -242,6 +251,18 @@ pub enum Outcome {
 impl Outcome {
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok)
+    }
+
+    /// Whether every committee member re-running the call gets this outcome too. Fuel-bounded
+    /// outcomes are; a wall-clock timeout, a cancellation or an engine failure (e.g. an
+    /// exhausted instance pool) is one node's local event. Only reproducible outcomes are
+    /// committed at a height and attested (docs/PROTOCOL.md, "What is attested").
+    pub fn is_reproducible(&self) -> bool {
+        match self {
+            Outcome::Timeout | Outcome::Cancelled => false,
+            Outcome::Trap { kind, .. } => kind != ENGINE_TRAP_KIND,
+            _ => true,
+        }
     }
 
     /// Stable snake_case name (the `kind` in RPC errors).
@@ -583,13 +604,16 @@ mod tests {
     }
 
     #[test]
-    fn program_ids_bind_code_and_salt() {
+    fn program_ids_bind_deployer_code_and_salt() {
         let code = BlobId::from_bytes([1; 32]);
-        assert_eq!(program_id(&code, "a"), program_id(&code, "a"));
-        assert_ne!(program_id(&code, "a"), program_id(&code, "b"));
+        let (me, other) = (Hash32([7; 32]), Hash32([8; 32]));
+        assert_eq!(program_id(&me, &code, "a"), program_id(&me, &code, "a"));
+        assert_ne!(program_id(&me, &code, "a"), program_id(&me, &code, "b"));
+        // Two deployers of the same wasm and salt never collide.
+        assert_ne!(program_id(&me, &code, "a"), program_id(&other, &code, "a"));
         assert_ne!(
-            program_id(&code, ""),
-            program_id(&BlobId::from_bytes([2; 32]), "")
+            program_id(&me, &code, ""),
+            program_id(&me, &BlobId::from_bytes([2; 32]), "")
         );
     }
 
