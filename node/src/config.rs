@@ -46,7 +46,9 @@ pub struct CommitteeConfig {
 impl Default for CommitteeConfig {
     fn default() -> Self {
         Self {
-            default_size: 3,
+            // Four members with a threshold of three survive one dead or lying member; three
+            // would need all three (quorum K - f with f = (K-1)/3 faulty members).
+            default_size: 4,
             max_size: 16,
             attest_timeout_ms: 10_000,
             debug_corrupt_results: false,
@@ -546,6 +548,8 @@ max_metadata_bytes = {max_metadata_bytes}
 [committee]
 # Members attesting a new program's calls when program_deploy does not say (fewer when the
 # network has fewer announced nodes; a lone node is a committee of one), and the most allowed.
+# The default threshold is K - floor((K-1)/3): 4 members need 3 signatures and survive one dead
+# member; 3 or fewer need every member.
 default_size = {committee_default_size}
 max_size = {committee_max_size}
 # How long the sequencer waits for members' signatures before failing the call (-32005).

@@ -703,8 +703,24 @@ async fn store_read<T: Send + 'static>(
 impl DagApiServer for Handlers {
     async fn heads(&self) -> RpcResult<onvm_rpc_api::dag::DagHeads> {
         let store = self.ctx.store.clone();
-        let (heads, count) = store_read(move || Ok((store.dag_heads()?, store.dag_len()?))).await?;
-        Ok(onvm_rpc_api::dag::DagHeads { heads, count })
+        let (heads, count, refused, deferred) = store_read(move || {
+            Ok((
+                store.dag_heads()?,
+                store.dag_len()?,
+                store.refused_dag_nodes(16)?,
+                store.deferred_calls()?,
+            ))
+        })
+        .await?;
+        Ok(onvm_rpc_api::dag::DagHeads {
+            heads,
+            count,
+            refused: refused
+                .into_iter()
+                .map(|(id, reason)| onvm_rpc_api::dag::RefusedNode { id, reason })
+                .collect(),
+            deferred,
+        })
     }
 
     async fn get(&self, id: onvm_rpc_api::Hash32) -> RpcResult<onvm_rpc_api::dag::DagNode> {

@@ -327,6 +327,20 @@ pub struct DagHeads {
     pub heads: Vec<Hash32>,
     /// Nodes this node holds.
     pub count: u64,
+    /// Stored nodes whose payload this node refused (the nodes stay in the DAG): at most 16,
+    /// in node-id order.
+    #[serde(default)]
+    pub refused: Vec<RefusedNode>,
+    /// Committed calls stored in the DAG that wait for an earlier height of their program.
+    #[serde(default)]
+    pub deferred: u64,
+}
+
+/// A DAG node whose payload a node refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedNode {
+    pub id: Hash32,
+    pub reason: String,
 }
 
 /// Builds and signs a node. `sign` is the author's ed25519 signature function.

@@ -791,18 +791,17 @@ impl Peers {
                     if inserted.new {
                         added += 1;
                     }
+                    // A refused payload is the author's problem, not the relayer's: the node
+                    // is validly signed, stored, and relaying it is what honest peers do.
+                    if let Some(reason) = &inserted.refused {
+                        tracing::debug!(node = %nid, relayer = %from.id, "stored with its payload refused: {reason}");
+                    }
                     if let Some(event) = inserted.job_event {
                         // No subscriber is not an error.
                         let _ = self.job_events.send(event);
                     }
                 }
-                Ok(Err(e)) => {
-                    let msg = format!("DAG node {nid} from {}: {e}", from.id);
-                    if matches!(e, crate::store::StoreError::ReplicaRejected(_)) {
-                        self.penalise(&from.id, msg.clone());
-                    }
-                    return Err(msg);
-                }
+                Ok(Err(e)) => return Err(format!("DAG node {nid} from {}: {e}", from.id)),
                 Err(e) => return Err(e.to_string()),
             }
         }

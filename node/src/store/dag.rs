@@ -25,6 +25,14 @@ const DAG_LOG: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("dag_log")
 const DAG_ANNOUNCED: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("dag_announced");
 /// Author -> the ticket it announced (how a restarted node finds its network again).
 const DAG_TICKETS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("dag_tickets");
+/// Node id -> why its payload was refused. The node itself is stored like any other (it is
+/// validly signed, so the DAG converges and its author's later nodes are never orphaned); only
+/// its effect on this node's tables is withheld.
+const DAG_REFUSED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("dag_refused");
+/// program ‖ u64be(height) ‖ node id -> postcard `ReplicatedCall`: committed calls stored in
+/// the DAG before this replica can apply them (the program or an earlier height has not arrived
+/// yet); applied as soon as the program reaches that height.
+const DAG_DEFERRED: TableDefinition<&[u8; 72], &[u8]> = TableDefinition::new("dag_deferred");
 /// `own_last` -> the id of the last node this node authored.
 const DAG_META: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("dag_meta");
 const OWN_LAST: &str = "own_last";
@@ -55,7 +63,17 @@ pub(super) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(DAG_META)?;
     tx.open_table(DAG_ANNOUNCED)?;
     tx.open_table(DAG_TICKETS)?;
+    tx.open_table(DAG_REFUSED)?;
+    tx.open_table(DAG_DEFERRED)?;
     Ok(())
+}
+
+fn deferred_key(program: &onvm_rpc_api::ProgramId, height: u64, node: &Hash32) -> [u8; 72] {
+    let mut key = [0u8; 72];
+    key[..32].copy_from_slice(program.as_bytes());
+    key[32..40].copy_from_slice(&height.to_be_bytes());
+    key[40..].copy_from_slice(&node.0);
+    key
 }
 
 /// Records an announced node as a committee candidate (validation checked its proof of
@@ -141,12 +159,21 @@ fn apply_replicated(
     author: &Hash32,
     payload: &DagPayload,
     call: Option<&ReplicatedCall>,
-) -> Result<Option<JobEvent>, StoreError> {
+) -> Result<Applied, StoreError> {
     match payload {
         DagPayload::ProgramDeployed { manifest } => {
             let id = manifest.manifest.program_id;
             let mut programs = tx.open_table(super::PROGRAMS)?;
-            if programs.get(id.as_bytes())?.is_none() {
+            if let Some(existing) = programs.get(id.as_bytes())? {
+                let existing: super::ProgramRecord = decode("programs", existing.value())?;
+                if existing.manifest.manifest != manifest.manifest {
+                    // Program ids bind the deployer, so only a deployer that signed two
+                    // manifests for one id gets here: the first one seen stays.
+                    return Err(StoreError::ReplicaRejected(format!(
+                        "program {id} is already deployed with a different manifest"
+                    )));
+                }
+            } else {
                 let record = super::ProgramRecord {
                     manifest: (**manifest).clone(),
                     state_root: manifest.manifest.initial_state_root,
@@ -163,7 +190,16 @@ fn apply_replicated(
                 |why: String| StoreError::ReplicaRejected(format!("{}: {why}", receipt.id));
             let mut record = {
                 let programs = tx.open_table(super::PROGRAMS)?;
-                super::require_program(&programs, &r.program_id)?
+                match super::require_program(&programs, &r.program_id) {
+                    Ok(record) => record,
+                    Err(StoreError::UnknownProgram(_)) => {
+                        return Ok(Applied::Deferred {
+                            program: r.program_id,
+                            height: r.height,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
             };
             // The home, or (failover, committees only) another member; the attestation was
             // checked against the committee before this transaction began.
@@ -180,19 +216,36 @@ fn apply_replicated(
                 )));
             }
             if r.height < record.height {
-                // Already applied (a node reached through two peers at once).
-                return Ok(None);
+                // Already applied (a node reached through two peers at once, or the same
+                // call committed by another member's node); a different receipt at an applied
+                // height is a fork, refused.
+                let key = super::receipt_key(&r.program_id, r.height);
+                return match super::receipt_id_at(tx, &key)? {
+                    Some(applied) if applied != receipt.id => Err(refuse(format!(
+                        "height {} already holds receipt {applied}",
+                        r.height
+                    ))),
+                    _ => Ok(Applied::Done(None)),
+                };
             }
             if r.height > record.height {
-                return Err(refuse(format!(
-                    "height {} skips ahead of this replica's {}",
-                    r.height, record.height
-                )));
+                // An earlier height has not arrived yet (calls sequenced by different members
+                // travel in different authors' chains): applied once it has.
+                return Ok(Applied::Deferred {
+                    program: r.program_id,
+                    height: r.height,
+                });
             }
             if r.state_root_in != record.state_root {
                 return Err(refuse(format!(
                     "starts from root {}, this replica is at {}",
                     r.state_root_in, record.state_root
+                )));
+            }
+            if let Some(at) = super::call_height(tx, &r.program_id, &r.call_id)? {
+                return Err(refuse(format!(
+                    "call {} was already committed at height {at}",
+                    r.call_id
                 )));
             }
             let call = call.ok_or_else(|| refuse("its writes were not supplied".into()))?;
@@ -217,15 +270,48 @@ fn apply_replicated(
             super::record_call(tx, &key, receipt, &call.input, &call.output)?;
         }
         DagPayload::JobSubmitted { .. } | DagPayload::JobStateChanged { .. } => {
-            return super::jobs::apply_replicated(tx, author, payload);
+            return super::jobs::apply_replicated(tx, author, payload).map(Applied::Done);
         }
         DagPayload::NodeAnnounce { .. } | DagPayload::BlobPublished { .. } => {}
     }
-    Ok(None)
+    Ok(Applied::Done(None))
+}
+
+/// What a peer's payload did to this node's tables.
+enum Applied {
+    /// Applied (or already applied), with the job event it caused.
+    Done(Option<JobEvent>),
+    /// A committed call that cannot apply yet: its program or an earlier height is missing.
+    Deferred {
+        program: onvm_rpc_api::ProgramId,
+        height: u64,
+    },
+}
+
+/// Stores a peer's node as a head and in the arrival log; its parents must be stored.
+fn insert_node(tx: &WriteTransaction, node: &DagNode, id: &Hash32) -> Result<(), StoreError> {
+    let mut nodes = tx.open_table(DAG_NODES)?;
+    for p in &node.body.parents {
+        if nodes.get(&p.0)?.is_none() {
+            return Err(StoreError::DagMissingParent(*p));
+        }
+    }
+    nodes.insert(&id.0, encode(node).as_slice())?;
+    drop(nodes);
+    note_announcement(tx, node)?;
+    let mut heads = tx.open_table(DAG_HEADS)?;
+    for p in &node.body.parents {
+        heads.remove(&p.0)?;
+    }
+    heads.insert(&id.0, ())?;
+    let mut log = tx.open_table(DAG_LOG)?;
+    let seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+    log.insert(seq, &id.0)?;
+    Ok(())
 }
 
 /// A replicated call's writes and input, fetched and checked against its receipt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ReplicatedCall {
     pub writes: Writes,
     pub input: Vec<u8>,
@@ -239,6 +325,10 @@ pub struct ForeignInsert {
     pub new: bool,
     /// The job event it caused, for live subscribers.
     pub job_event: Option<JobEvent>,
+    /// Why its payload was refused (the node is stored all the same).
+    pub refused: Option<String>,
+    /// Its payload waits for an earlier height or for its program.
+    pub deferred: bool,
 }
 
 impl Store {
@@ -260,49 +350,157 @@ impl Store {
     }
 
     /// Stores a node received from a peer (already validated by the caller) whose parents are
-    /// all stored, with the decoded writes of an `ExecutionCommitted`. Returns false if it was
-    /// already known.
+    /// all stored, with the decoded writes of an `ExecutionCommitted`, and applies its payload.
+    /// A validly signed node is always stored, so every node holding the same nodes has the
+    /// same DAG: a payload this node refuses is recorded in `dag_refused` with the reason and
+    /// changes nothing else, and a committed call that cannot apply yet waits in
+    /// `dag_deferred`. Errors are storage errors and missing parents only.
     pub fn insert_foreign_dag(
         &self,
         node: &DagNode,
         call: Option<&ReplicatedCall>,
     ) -> Result<ForeignInsert, StoreError> {
-        if let DagPayload::ExecutionCommitted { receipt, .. } = &node.body.payload {
-            self.check_attestation(receipt)?;
-        }
         let id = node.id();
-        let tx = self.db.begin_write()?;
-        let job_event;
-        {
-            let mut nodes = tx.open_table(DAG_NODES)?;
-            if nodes.get(&id.0)?.is_some() {
-                drop(nodes);
-                tx.abort()?;
-                return Ok(ForeignInsert::default());
-            }
-            for p in &node.body.parents {
-                if nodes.get(&p.0)?.is_none() {
-                    return Err(StoreError::DagMissingParent(*p));
-                }
-            }
-            nodes.insert(&id.0, encode(node).as_slice())?;
-            drop(nodes);
-            note_announcement(&tx, node)?;
-            job_event = apply_replicated(&tx, &node.body.author, &node.body.payload, call)?;
-            let mut heads = tx.open_table(DAG_HEADS)?;
-            for p in &node.body.parents {
-                heads.remove(&p.0)?;
-            }
-            heads.insert(&id.0, ())?;
-            let mut log = tx.open_table(DAG_LOG)?;
-            let seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
-            log.insert(seq, &id.0)?;
+        if self.has_dag_node(&id)? {
+            return Ok(ForeignInsert::default());
         }
-        self.commit_dag(tx)?;
+        let applied = match &node.body.payload {
+            DagPayload::ExecutionCommitted { receipt, .. } => self.check_attestation(receipt),
+            _ => Ok(()),
+        }
+        .and_then(|()| self.insert_and_apply(node, &id, call));
+        let (job_event, refused, deferred) = match applied {
+            Ok(Applied::Done(event)) => (event, None, false),
+            Ok(Applied::Deferred { program, height }) => {
+                tracing::debug!(node = %id, %program, height, "replicated call deferred");
+                (None, None, true)
+            }
+            Err(StoreError::ReplicaRejected(reason)) => {
+                // The failed transaction was dropped with whatever it wrote; store the node
+                // alone, with the reason.
+                tracing::warn!(node = %id, author = %node.body.author, "payload refused: {reason}");
+                self.insert_refused(node, &id, &reason)?;
+                (None, Some(reason), false)
+            }
+            Err(e) => return Err(e),
+        };
+        if let DagPayload::ExecutionCommitted { receipt, .. } = &node.body.payload {
+            self.apply_deferred(&receipt.receipt.program_id)?;
+        } else if let DagPayload::ProgramDeployed { manifest } = &node.body.payload {
+            self.apply_deferred(&manifest.manifest.program_id)?;
+        }
         Ok(ForeignInsert {
             new: true,
             job_event,
+            refused,
+            deferred,
         })
+    }
+
+    /// Stores `node` and applies its payload in one transaction (committed only if the payload
+    /// applied or was deferred).
+    fn insert_and_apply(
+        &self,
+        node: &DagNode,
+        id: &Hash32,
+        call: Option<&ReplicatedCall>,
+    ) -> Result<Applied, StoreError> {
+        let tx = self.db.begin_write()?;
+        insert_node(&tx, node, id)?;
+        let applied = apply_replicated(&tx, &node.body.author, &node.body.payload, call)?;
+        if let Applied::Deferred { program, height } = &applied {
+            let call = call.ok_or_else(|| {
+                StoreError::ReplicaRejected(format!("{id}: its writes were not supplied"))
+            })?;
+            tx.open_table(DAG_DEFERRED)?
+                .insert(&deferred_key(program, *height, id), encode(call).as_slice())?;
+        }
+        self.commit_dag(tx)?;
+        Ok(applied)
+    }
+
+    fn insert_refused(&self, node: &DagNode, id: &Hash32, reason: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        insert_node(&tx, node, id)?;
+        tx.open_table(DAG_REFUSED)?.insert(&id.0, reason)?;
+        self.commit_dag(tx)
+    }
+
+    /// Applies the deferred calls of `program` that continue from its current height, in
+    /// height order, each in its own transaction; one that fails is refused and dropped.
+    fn apply_deferred(&self, program: &onvm_rpc_api::ProgramId) -> Result<(), StoreError> {
+        loop {
+            let Some(record) = self.program(program)? else {
+                return Ok(());
+            };
+            let (start, end) = (
+                deferred_key(program, record.height, &Hash32([0; 32])),
+                deferred_key(program, record.height, &Hash32([0xff; 32])),
+            );
+            let next = {
+                let tx = self.db.begin_read()?;
+                let table = tx.open_table(DAG_DEFERRED)?;
+                let mut range = table.range::<&[u8; 72]>(&start..=&end)?;
+                match range.next() {
+                    Some(entry) => {
+                        let (k, v) = entry?;
+                        let call: ReplicatedCall = decode("dag_deferred", v.value())?;
+                        Some((*k.value(), call))
+                    }
+                    None => None,
+                }
+            };
+            let Some((key, call)) = next else {
+                return Ok(());
+            };
+            let mut node_id = [0u8; 32];
+            node_id.copy_from_slice(&key[40..]);
+            let node_id = Hash32(node_id);
+            let node = self
+                .dag_node(&node_id)?
+                .ok_or(StoreError::DagMissingParent(node_id))?;
+            let tx = self.db.begin_write()?;
+            tx.open_table(DAG_DEFERRED)?.remove(&key)?;
+            let result = match &node.body.payload {
+                DagPayload::ExecutionCommitted { receipt, .. } => {
+                    self.check_attestation(receipt).and_then(|()| {
+                        apply_replicated(&tx, &node.body.author, &node.body.payload, Some(&call))
+                    })
+                }
+                _ => Ok(Applied::Done(None)),
+            };
+            match result {
+                Ok(_) => self.commit_dag(tx)?,
+                Err(StoreError::ReplicaRejected(reason)) => {
+                    drop(tx);
+                    tracing::warn!(node = %node_id, "deferred payload refused: {reason}");
+                    let tx = self.db.begin_write()?;
+                    tx.open_table(DAG_DEFERRED)?.remove(&key)?;
+                    tx.open_table(DAG_REFUSED)?
+                        .insert(&node_id.0, reason.as_str())?;
+                    self.commit_dag(tx)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// DAG nodes whose payload this node refused, with the reason (at most `limit`).
+    pub fn refused_dag_nodes(&self, limit: usize) -> Result<Vec<(Hash32, String)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DAG_REFUSED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.take(limit) {
+            let (k, v) = entry?;
+            out.push((Hash32(*k.value()), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// How many replicated calls wait for an earlier height or their program.
+    pub fn deferred_calls(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(DAG_DEFERRED)?.len()?)
     }
 
     /// A committed call of a program with a committee must carry a threshold of valid member
@@ -405,5 +603,80 @@ impl Store {
     pub fn dag_len(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;
         Ok(tx.open_table(DAG_NODES)?.len()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onvm_rpc_api::dag::SubmittedJob;
+    use onvm_rpc_api::{BlobId, JobId, ProgramId};
+
+    fn node_by(
+        identity: &crate::identity::Identity,
+        parents: Vec<Hash32>,
+        payload: DagPayload,
+    ) -> DagNode {
+        build_node(
+            "test",
+            Hash32(*identity.endpoint_id().as_bytes()),
+            parents,
+            1,
+            payload,
+            |m| identity.ed25519_sign(m),
+        )
+    }
+
+    #[test]
+    fn a_refused_payload_is_stored_and_never_orphans_its_authors_later_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("node.redb")).unwrap();
+        let author = crate::identity::Identity::generate();
+        // A job for a program nobody deployed: refused on apply.
+        let bad = node_by(
+            &author,
+            vec![],
+            DagPayload::JobSubmitted {
+                job: Box::new(SubmittedJob {
+                    job_id: JobId::from_bytes([1; 32]),
+                    program_id: ProgramId::from_bytes([2; 32]),
+                    request_id: "r".into(),
+                    input_blob: BlobId::from_bytes([3; 32]),
+                    input_hash: Hash32([3; 32]),
+                    input_size: 0,
+                    entrypoint: None,
+                    max_retries: 0,
+                    timeout_ms: 1,
+                    fuel: 1,
+                    metadata_json: None,
+                    created_at_ms: 1,
+                }),
+            },
+        );
+        let inserted = store.insert_foreign_dag(&bad, None).unwrap();
+        assert!(inserted.new);
+        let reason = inserted.refused.expect("the payload is refused");
+        assert!(reason.contains("not deployed"), "{reason}");
+        // The author's next node names the refused one as its parent and still applies.
+        let next = node_by(
+            &author,
+            vec![bad.id()],
+            DagPayload::BlobPublished {
+                blob: BlobId::from_bytes([4; 32]),
+                size: 1,
+                mime: None,
+            },
+        );
+        let inserted = store.insert_foreign_dag(&next, None).unwrap();
+        assert!(inserted.new && inserted.refused.is_none());
+        assert_eq!(store.dag_heads().unwrap(), vec![next.id()]);
+        assert_eq!(store.dag_len().unwrap(), 2);
+        let refused = store.refused_dag_nodes(16).unwrap();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, bad.id());
+        // The refusal changed nothing else: no job record exists.
+        assert!(store.job(&JobId::from_bytes([1; 32])).unwrap().is_none());
+        // Storing it again is a no-op.
+        assert!(!store.insert_foreign_dag(&bad, None).unwrap().new);
     }
 }

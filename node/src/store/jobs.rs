@@ -195,10 +195,15 @@ pub(super) fn apply_replicated(
 ) -> Result<Option<JobEvent>, StoreError> {
     let home_of = |program: &ProgramId| -> Result<Hash32, StoreError> {
         let programs = tx.open_table(super::PROGRAMS)?;
-        Ok(super::require_program(&programs, program)?
-            .manifest
-            .manifest
-            .deployer)
+        match super::require_program(&programs, program) {
+            Ok(record) => Ok(record.manifest.manifest.deployer),
+            // The home deploys before it accepts jobs, so its own chain brings the program
+            // first: a job operation for a program nobody deployed is refused.
+            Err(StoreError::UnknownProgram(p)) => Err(StoreError::ReplicaRejected(format!(
+                "job operation for program {p}, which is not deployed"
+            ))),
+            Err(e) => Err(e),
+        }
     };
     let refuse = |what: String| StoreError::ReplicaRejected(what);
     match payload {

@@ -24,7 +24,8 @@ pub use dag::{DagAuthor, ForeignInsert, ReplicatedCall};
 pub use jobs::{JobCommit, JobUpdate};
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
-const SCHEMA_VERSION: u32 = 3;
+/// 4: program ids bind the deployer (v2), refused and deferred DAG payloads are kept.
+const SCHEMA_VERSION: u32 = 4;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// BLAKE3 hash -> BlobRecord.
@@ -415,6 +416,30 @@ pub(super) fn record_call(
     tx.open_table(CALL_IDS)?
         .insert(&call_id_key(&r.program_id, &r.call_id), r.height)?;
     Ok(())
+}
+
+/// The id of the receipt committed at `key` (program ‖ height), if any.
+pub(super) fn receipt_id_at(
+    tx: &redb::WriteTransaction,
+    key: &[u8; 40],
+) -> Result<Option<ReceiptId>, StoreError> {
+    let receipts = tx.open_table(RECEIPTS)?;
+    let stored = receipts.get(key)?;
+    stored
+        .map(|v| decode::<SignedReceipt>("receipts", v.value()).map(|r| r.id))
+        .transpose()
+}
+
+/// The height at which `call_id` of `program` was committed, if it was.
+pub(super) fn call_height(
+    tx: &redb::WriteTransaction,
+    program: &ProgramId,
+    call_id: &Hash32,
+) -> Result<Option<u64>, StoreError> {
+    Ok(tx
+        .open_table(CALL_IDS)?
+        .get(&call_id_key(program, call_id))?
+        .map(|v| v.value()))
 }
 
 /// Where a receipt is stored: its program ‖ height key.
