@@ -1144,6 +1144,14 @@ impl CallHandler for ForwardedCalls {
                 };
             };
             tracing::debug!(%from, "forwarded call");
+            if let Err(refusal) = admit_caller(&ctx, from, &call).await {
+                tracing::debug!(%from, "forwarded call refused: {refusal}");
+                return ForwardedReply::Error {
+                    code: codes::FORBIDDEN,
+                    message: refusal,
+                    data: Some(json!({"kind": "forbidden"})),
+                };
+            }
             match call {
                 ForwardedCall::Execute {
                     program_id,
@@ -1200,8 +1208,57 @@ impl CallHandler for ForwardedCalls {
     }
 }
 
-/// A member's answer to a proposal: signs, or says why not. A replica that is behind pulls
-/// from the sequencer and tries again (the proposal's parent call may still be in flight).
+/// Who may use `/onvm/call/1`: only nodes announced in this node's DAG, which is bound to this
+/// network (a caller not seen yet is pulled from once: a node that just joined may call before
+/// its announcement arrived); and the member-only requests (`attest`, `vote_at`) only from the
+/// members of that program's committee. Accepting nodes forward calls and jobs; members attest.
+async fn admit_caller(
+    ctx: &NodeContext,
+    from: iroh::EndpointId,
+    call: &ForwardedCall,
+) -> Result<(), String> {
+    let caller = onvm_rpc_api::Hash32(*from.as_bytes());
+    let announced = |store: crate::store::Store| async move {
+        tokio::task::spawn_blocking(move || store.is_announced(&caller))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    };
+    if !announced(ctx.store.clone()).await? {
+        if let Err(e) = ctx.net.peers().sync_from(caller).await {
+            tracing::debug!(%from, "pulling an unknown caller's DAG: {e}");
+        }
+        if !announced(ctx.store.clone()).await? {
+            return Err(format!(
+                "{from} is not an announced node of network `{}`",
+                ctx.config.node.network_id
+            ));
+        }
+    }
+    let program = match call {
+        ForwardedCall::Attest { receipt, .. } => receipt.program_id,
+        ForwardedCall::VoteAt { program_id, .. } => *program_id,
+        _ => return Ok(()),
+    };
+    // An unknown program is pulled by the attest path; its own checks then apply.
+    match ctx.programs.info(program).await {
+        Ok(info)
+            if !info
+                .manifest
+                .manifest
+                .committee
+                .iter()
+                .any(|m| m.endpoint_id == caller) =>
+        {
+            Err(format!("{from} is not a member of {program}'s committee"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A member's answer to a proposal: signs, or says why not. A replica that is behind, or has
+/// not seen the program yet (a call right after its deploy), pulls from the sequencer, which
+/// holds both, and tries again (the proposal's parent call may still be in flight).
 async fn attest_for(
     ctx: &NodeContext,
     from: iroh::EndpointId,
@@ -1220,7 +1277,10 @@ async fn attest_for(
                     signature: onvm_rpc_api::HexBytes(signature),
                 };
             }
-            Err(AttestError::Behind { .. }) => match ctx.net.peers().sync_from(sequencer).await {
+            Err(
+                AttestError::Behind { .. }
+                | AttestError::Program(crate::programs::ProgramError::NotFound(_)),
+            ) => match ctx.net.peers().sync_from(sequencer).await {
                 Ok(added) if added > 0 => {}
                 other => {
                     if let Err(e) = other {

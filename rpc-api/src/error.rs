@@ -33,6 +33,9 @@ pub const BUSY: i32 = -32004;
 pub const JOB_NOT_READY: i32 = -32030;
 /// The node is not ready to serve this request (starting up, shutting down).
 pub const UNAVAILABLE: i32 = -32005;
+/// The caller may not make this request (node to node: not an announced node of this network,
+/// or not a member of the program's committee for a member-only request).
+pub const FORBIDDEN: i32 = -32006;
 
 /// A program call ran and did not succeed: `data.kind` is the outcome (`out_of_fuel`, `trap`,
 /// `memory_limit`, `stack_overflow`, `timeout`, `bad_output`, `rejected`), `data.result` the full

@@ -279,6 +279,8 @@ fn apply_replicated(
 
 /// What a peer's payload did to this node's tables.
 enum Applied {
+    /// Another delivery of the same node stored it first; nothing was done.
+    AlreadyStored,
     /// Applied (or already applied), with the job event it caused.
     Done(Option<JobEvent>),
     /// A committed call that cannot apply yet: its program or an earlier height is missing.
@@ -288,9 +290,13 @@ enum Applied {
     },
 }
 
-/// Stores a peer's node as a head and in the arrival log; its parents must be stored.
-fn insert_node(tx: &WriteTransaction, node: &DagNode, id: &Hash32) -> Result<(), StoreError> {
+/// Stores a peer's node as a head and in the arrival log; its parents must be stored. False
+/// if it is already stored (checked inside `tx`: gossip and sync may deliver one node at once).
+fn insert_node(tx: &WriteTransaction, node: &DagNode, id: &Hash32) -> Result<bool, StoreError> {
     let mut nodes = tx.open_table(DAG_NODES)?;
+    if nodes.get(&id.0)?.is_some() {
+        return Ok(false);
+    }
     for p in &node.body.parents {
         if nodes.get(&p.0)?.is_none() {
             return Err(StoreError::DagMissingParent(*p));
@@ -307,7 +313,7 @@ fn insert_node(tx: &WriteTransaction, node: &DagNode, id: &Hash32) -> Result<(),
     let mut log = tx.open_table(DAG_LOG)?;
     let seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
     log.insert(seq, &id.0)?;
-    Ok(())
+    Ok(true)
 }
 
 /// A replicated call's writes and input, fetched and checked against its receipt.
@@ -370,6 +376,7 @@ impl Store {
         }
         .and_then(|()| self.insert_and_apply(node, &id, call));
         let (job_event, refused, deferred) = match applied {
+            Ok(Applied::AlreadyStored) => return Ok(ForeignInsert::default()),
             Ok(Applied::Done(event)) => (event, None, false),
             Ok(Applied::Deferred { program, height }) => {
                 tracing::debug!(node = %id, %program, height, "replicated call deferred");
@@ -406,7 +413,9 @@ impl Store {
         call: Option<&ReplicatedCall>,
     ) -> Result<Applied, StoreError> {
         let tx = self.db.begin_write()?;
-        insert_node(&tx, node, id)?;
+        if !insert_node(&tx, node, id)? {
+            return Ok(Applied::AlreadyStored);
+        }
         let applied = apply_replicated(&tx, &node.body.author, &node.body.payload, call)?;
         if let Applied::Deferred { program, height } = &applied {
             let call = call.ok_or_else(|| {
@@ -421,8 +430,9 @@ impl Store {
 
     fn insert_refused(&self, node: &DagNode, id: &Hash32, reason: &str) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        insert_node(&tx, node, id)?;
-        tx.open_table(DAG_REFUSED)?.insert(&id.0, reason)?;
+        if insert_node(&tx, node, id)? {
+            tx.open_table(DAG_REFUSED)?.insert(&id.0, reason)?;
+        }
         self.commit_dag(tx)
     }
 
@@ -576,6 +586,12 @@ impl Store {
             out.push(decode("dag_announced", v.value())?);
         }
         Ok(out)
+    }
+
+    /// Whether `id` announced itself (with a valid BLS proof of possession) in this node's DAG.
+    pub fn is_announced(&self, id: &Hash32) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(DAG_ANNOUNCED)?.get(&id.0)?.is_some())
     }
 
     /// The ticket each announced node published, by endpoint id.
