@@ -2,6 +2,7 @@
 
 pub mod blobs;
 pub mod config;
+pub mod consensus;
 pub mod identity;
 pub mod jobs;
 pub mod metrics;
