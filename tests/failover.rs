@@ -354,3 +354,119 @@ async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
         n.stop().await;
     }
 }
+
+/// The default committee (K=4, threshold 3) on a 4-node network survives its home's kill -9:
+/// a call right after the deploy is attested (members pull a program they have not seen), and
+/// after the kill a call and a job sent to other nodes both complete on the next member, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home() {
+    use onvm::rpc_api::api::JobApiClient;
+    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..4 {
+        let dir = tmp.path().join(format!("n{i}"));
+        common::init_plaintext(&dir);
+        let (child, url) = common::spawn_node(
+            &dir,
+            &[
+                "--set",
+                "committee.attest_timeout_ms=60000",
+                "--set",
+                "net.idle_timeout_ms=3000",
+            ],
+        );
+        children.push(child);
+        urls.push(url);
+    }
+    let first = common::ws_client(&urls[0]).await;
+    let info = NodeApiClient::info(&first).await.unwrap();
+    for url in &urls[1..] {
+        PeerApiClient::connect(&common::ws_client(url).await, info.ticket.clone())
+            .await
+            .unwrap();
+    }
+    converge_urls(&urls).await;
+    // No committee size: the default is 4 with threshold 3.
+    let p = common::deploy_kvstore(&first, None).await;
+    let committee = ProgramApiClient::committee(&first, p).await.unwrap();
+    assert_eq!((committee.members.len(), committee.threshold), (4, 3));
+    // At once, before the deploy has reached the members.
+    let early = ProgramApiClient::execute(&first, p, put("early"), with_request_id("early"))
+        .await
+        .expect("a call right after the deploy is attested");
+    assert!(early.receipt.unwrap().attestation.is_some());
+    converge_urls(&urls).await;
+
+    common::kill9(children.remove(0));
+    let killed = Instant::now();
+    let survivors = urls[1..].to_vec();
+    let c2 = common::ws_client(&survivors[1]).await;
+    let call = ProgramApiClient::execute(&c2, p, put("after"), with_request_id("after"))
+        .await
+        .expect("a call after the home's kill -9 completes on another member");
+    println!(
+        "first call after kill -9 answered in {:?}",
+        killed.elapsed()
+    );
+    let receipt = call.receipt.unwrap();
+    assert_eq!(receipt.receipt.height, 1);
+    assert_ne!(receipt.receipt.executor.to_string(), info.endpoint_id);
+
+    let c3 = common::ws_client(&survivors[2]).await;
+    let job = SubmitJob {
+        program_id: p,
+        request_id: "job-after-kill".into(),
+        input_base64: Some(put("from-job")),
+        input_blob: None,
+        entrypoint: None,
+        max_retries: Some(0),
+        timeout_ms: None,
+        fuel: None,
+        metadata: None,
+    };
+    let submitted = JobApiClient::submit(&c3, job.clone())
+        .await
+        .expect("a job whose home is dead is accepted by a member");
+    let id = submitted.job.job_id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = JobApiClient::status(&c3, id).await.unwrap();
+        if j.status.is_terminal() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {j:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "job after kill -9 finished {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(done.status, JobStatus::Completed, "{done:?}");
+    // Submitting again anywhere is the same job, not a second run.
+    let again = JobApiClient::submit(&c2, job).await.unwrap();
+    assert_eq!((again.job.job_id, again.created), (id, false));
+
+    converge_urls(&survivors).await;
+    let receipts = all_receipts(&survivors[0], p).await;
+    assert_eq!(receipts.len(), 3, "early, after and the job's one attempt");
+    let ids: HashSet<Hash32> = receipts.iter().map(|r| r.receipt.call_id).collect();
+    assert_eq!(ids.len(), 3);
+    let mut roots = HashSet::new();
+    for url in &survivors {
+        let info = ProgramApiClient::info(&common::ws_client(url).await, p)
+            .await
+            .unwrap();
+        assert_eq!(info.height, 3);
+        roots.insert(info.state_root);
+        let j = JobApiClient::status(&common::ws_client(url).await, id)
+            .await
+            .unwrap();
+        assert_eq!(j.status, JobStatus::Completed);
+    }
+    assert_eq!(roots.len(), 1);
+    for child in children {
+        common::kill9(child);
+    }
+}

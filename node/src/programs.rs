@@ -341,6 +341,12 @@ impl Programs {
         let (record, created) = blocking(move || Ok(store.insert_program(&signed)?)).await?;
         if created {
             metrics::add(&self.counters.programs_deployed, 1);
+            // The home sequenced everything so far (nothing): its first call needs no round of
+            // vote_at questions to members that may not even have the program yet.
+            self.sequenced_to
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, 0);
         }
         Ok(DeployResult {
             program_id: id,
@@ -699,7 +705,10 @@ impl Programs {
                 // Any K - threshold + 1 members include a signer of a receipt that committed
                 // at this height: wait for that many answers (this node's own is one), then
                 // only briefly for the rest, so a dead member costs no timeout.
-                let needed = manifest.committee.len() + 1 - manifest.threshold as usize;
+                let needed = crate::consensus::quorum::recovery_answers(
+                    manifest.committee.len(),
+                    manifest.threshold as usize,
+                );
                 let mut answered = 1;
                 let grace = tokio::time::Instant::now() + VOTE_GRACE;
                 let mut ahead = None;
@@ -979,6 +988,12 @@ impl Programs {
         self.require_home(&self.require(&id).await?)
     }
 
+    /// Fails with `NotHome` unless this node may sequence `id` when its home is down: a member
+    /// of a committee of more than one (job failover checks this at submit).
+    pub async fn check_member(&self, id: ProgramId) -> Result<(), ProgramError> {
+        self.require_member(&self.require(&id).await?)
+    }
+
     pub async fn info(&self, id: ProgramId) -> Result<ProgramInfo, ProgramError> {
         Ok(info_of(self.require(&id).await?))
     }
@@ -1104,7 +1119,9 @@ impl Programs {
     }
 
     /// One attempt of a job: like `execute`, cancellable, and on success the output blob and
-    /// the job's completion are committed in the same transaction as the state writes.
+    /// the job's completion are committed in the same transaction as the state writes. A
+    /// member that accepted the job while the home was down runs it as a taking-over
+    /// sequencer; the attempt's call id is the same on every node, so it commits once.
     pub async fn execute_job_attempt(
         &self,
         id: ProgramId,
@@ -1112,7 +1129,8 @@ impl Programs {
         options: ExecuteOptions,
         job: JobAttempt,
     ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
-        self.execute_inner(id, input, options, Some(job), false)
+        let takeover = self.check_home(id).await.is_err();
+        self.execute_inner(id, input, options, Some(job), takeover)
             .await
     }
 

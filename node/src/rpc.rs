@@ -888,6 +888,78 @@ impl Handlers {
         input_base64: Base64Bytes,
         options: ExecuteOptions,
     ) -> RpcResult<ExecuteResult> {
+        let reply = self
+            .to_sequencer(program_id, home, |member| {
+                let (input_base64, options) = (input_base64.clone(), options.clone());
+                match member {
+                    Sequencer::Home => ForwardedCall::Execute {
+                        program_id,
+                        input_base64,
+                        options,
+                    },
+                    Sequencer::Takeover => ForwardedCall::ExecuteTakeover {
+                        program_id,
+                        input_base64,
+                        options,
+                    },
+                }
+            })
+            .await?;
+        match reply {
+            Some(reply) => executed(reply),
+            None => {
+                tracing::info!(%program_id, "the members ranked before this node are down: sequencing here");
+                self.ctx
+                    .programs
+                    .execute_takeover(program_id, input_base64.0, options)
+                    .await
+                    .map_err(program_error)
+            }
+        }
+    }
+
+    /// A job for a program this node does not sequence: to its home, or (job failover) to the
+    /// next live member that takes over, exactly like a writing call. The job id is derived
+    /// from the program and request id, so a resubmission to any node finds the same job.
+    async fn submit_with_failover(
+        &self,
+        home: onvm_rpc_api::Hash32,
+        request: SubmitJob,
+    ) -> RpcResult<SubmitResult> {
+        let reply = self
+            .to_sequencer(request.program_id, home, |member| {
+                let request = request.clone();
+                match member {
+                    Sequencer::Home => ForwardedCall::SubmitJob { request },
+                    Sequencer::Takeover => ForwardedCall::SubmitJobTakeover { request },
+                }
+            })
+            .await?;
+        match reply {
+            Some(ForwardedReply::Submitted { result }) => Ok(*result),
+            Some(other) => Err(unexpected(other)),
+            None => {
+                tracing::info!(program_id = %request.program_id, "the members ranked before this node are down: accepting the job here");
+                self.ctx
+                    .jobs
+                    .submit_takeover(request)
+                    .await
+                    .map_err(job_error)
+            }
+        }
+    }
+
+    /// Sends `call(role)` to the members of `program_id`'s committee in rank order (live ones
+    /// first, then those suspected within `net.suspect_ms`) until one answers; returns its
+    /// reply, or None when the next member to try is this node itself. A member that does not
+    /// answer is suspected and the next one is tried. A committee of one has no other member
+    /// to fail over to: only the home is tried.
+    async fn to_sequencer(
+        &self,
+        program_id: ProgramId,
+        home: onvm_rpc_api::Hash32,
+        call: impl Fn(Sequencer) -> ForwardedCall,
+    ) -> RpcResult<Option<ForwardedReply>> {
         let peers = self.ctx.net.peers();
         let mut committee: Vec<onvm_rpc_api::Hash32> = self
             .ctx
@@ -904,39 +976,23 @@ impl Handlers {
         if committee.is_empty() {
             committee.push(home);
         }
-        // A committee of one has no other member to fail over to: the loop tries the home only.
         let (live, suspected): (Vec<_>, Vec<_>) =
             committee.iter().partition(|m| !peers.is_suspected(m));
         let me = onvm_rpc_api::Hash32(*self.ctx.identity.endpoint_id().as_bytes());
         let mut failure = None;
         for member in live.into_iter().chain(suspected) {
             if member == me {
-                tracing::info!(%program_id, "the members ranked before this node are down: sequencing here");
-                return self
-                    .ctx
-                    .programs
-                    .execute_takeover(program_id, input_base64.0, options)
-                    .await
-                    .map_err(program_error);
+                return Ok(None);
             }
-            let (input_base64, options) = (input_base64.clone(), options.clone());
-            let call = if member == home {
-                ForwardedCall::Execute {
-                    program_id,
-                    input_base64,
-                    options,
-                }
+            let role = if member == home {
+                Sequencer::Home
             } else {
-                ForwardedCall::ExecuteTakeover {
-                    program_id,
-                    input_base64,
-                    options,
-                }
+                Sequencer::Takeover
             };
-            match peers.forward(member, &call).await {
+            match peers.forward(member, &call(role)).await {
                 Ok(reply) => {
                     peers.clear_suspect(&member);
-                    return executed(self.finish_forward(member, reply).await?);
+                    return self.finish_forward(member, reply).await.map(Some);
                 }
                 Err(e) => {
                     tracing::warn!(%program_id, %member, "sequencer did not answer, trying the next member: {e}");
@@ -965,13 +1021,7 @@ impl Handlers {
 impl JobApiServer for Handlers {
     async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult> {
         if let Some(home) = self.elsewhere(request.program_id).await? {
-            return match self
-                .forward(home, &ForwardedCall::SubmitJob { request })
-                .await?
-            {
-                ForwardedReply::Submitted { result } => Ok(*result),
-                other => Err(unexpected(other)),
-            };
+            return self.submit_with_failover(home, request).await;
         }
         self.ctx.jobs.submit(request).await.map_err(job_error)
     }
@@ -1106,6 +1156,13 @@ fn unexpected(reply: ForwardedReply) -> ErrorObjectOwned {
     )
 }
 
+/// Whom a forwarded call addresses: the program's home, or a member taking over for it.
+#[derive(Debug, Clone, Copy)]
+enum Sequencer {
+    Home,
+    Takeover,
+}
+
 fn execute_reply(result: Result<ExecuteResult, ProgramError>) -> ForwardedReply {
     match result {
         Ok(result) => ForwardedReply::Executed {
@@ -1162,20 +1219,9 @@ impl CallHandler for ForwardedCalls {
                         .execute(program_id, input_base64.0, options)
                         .await,
                 ),
-                ForwardedCall::SubmitJob { request } => {
-                    // An input blob may live only on the node that accepted the job.
-                    if let Some(blob) = request.input_blob {
-                        let blobs = ctx.blobs.clone();
-                        if let Err(e) = ctx.with_blob(blob, || blobs.stat(blob)).await {
-                            return forwarded_error(blob_error(e));
-                        }
-                    }
-                    match ctx.jobs.submit(request).await {
-                        Ok(result) => ForwardedReply::Submitted {
-                            result: Box::new(result),
-                        },
-                        Err(e) => forwarded_error(job_error(e)),
-                    }
+                ForwardedCall::SubmitJob { request } => submit_for(&ctx, request, false).await,
+                ForwardedCall::SubmitJobTakeover { request } => {
+                    submit_for(&ctx, request, true).await
                 }
                 ForwardedCall::Attest {
                     receipt,
@@ -1196,6 +1242,12 @@ impl CallHandler for ForwardedCalls {
                             applied_height,
                             vote: vote.map(Box::new),
                         },
+                        // A member that has not seen the program yet has signed nothing for it:
+                        // a true answer, and one a sequencer right after a deploy needs.
+                        Err(ProgramError::NotFound(_)) => ForwardedReply::Vote {
+                            applied_height: 0,
+                            vote: None,
+                        },
                         Err(e) => forwarded_error(program_error(e)),
                     }
                 }
@@ -1205,6 +1257,28 @@ impl CallHandler for ForwardedCalls {
                 },
             }
         })
+    }
+}
+
+/// Accepts a job another node forwarded, as the home or (`takeover`) as a member standing in
+/// for it. An input blob may live only on the node that accepted the job: fetched first.
+async fn submit_for(ctx: &NodeContext, request: SubmitJob, takeover: bool) -> ForwardedReply {
+    if let Some(blob) = request.input_blob {
+        let blobs = ctx.blobs.clone();
+        if let Err(e) = ctx.with_blob(blob, || blobs.stat(blob)).await {
+            return forwarded_error(blob_error(e));
+        }
+    }
+    let submitted = if takeover {
+        ctx.jobs.submit_takeover(request).await
+    } else {
+        ctx.jobs.submit(request).await
+    };
+    match submitted {
+        Ok(result) => ForwardedReply::Submitted {
+            result: Box::new(result),
+        },
+        Err(e) => forwarded_error(job_error(e)),
     }
 }
 

@@ -49,6 +49,24 @@ impl TestNode {
         node
     }
 
+    /// A separate node (own data dir, not joined to anything) holding the same identity as
+    /// `other`: the same deployer, so the same program ids (determinism tests).
+    pub async fn start_as(other: &TestNode) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(
+            other.path().join("identity.json"),
+            dir.path().join("identity.json"),
+        )
+        .expect("copy identity");
+        let mut node = Self {
+            dir,
+            overrides: Vec::new(),
+            node: None,
+        };
+        node.boot().await;
+        node
+    }
+
     async fn boot(&mut self) {
         // In-process restarts only: a blocking store task of the previous instance (cancelled
         // by its shutdown, but already running on the blocking pool) can hold the database

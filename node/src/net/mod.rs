@@ -1113,6 +1113,11 @@ pub enum ForwardedCall {
         program_id: onvm_rpc_api::ProgramId,
         height: u64,
     },
+    /// Accept and run this job although this node is not the home: the home and the members
+    /// ranked before this one could not be reached (job failover).
+    SubmitJobTakeover {
+        request: onvm_rpc_api::jobs::SubmitJob,
+    },
 }
 
 /// The home's answer: the RPC result, or the RPC error it would have returned to a client.

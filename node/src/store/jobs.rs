@@ -193,12 +193,19 @@ pub(super) fn apply_replicated(
     author: &Hash32,
     payload: &DagPayload,
 ) -> Result<Option<JobEvent>, StoreError> {
-    let home_of = |program: &ProgramId| -> Result<Hash32, StoreError> {
+    // Jobs are run by the program's sequencer: its home, or, for a committee, a member that
+    // took over while the home was down (job failover).
+    let may_run = |program: &ProgramId| -> Result<bool, StoreError> {
         let programs = tx.open_table(super::PROGRAMS)?;
         match super::require_program(&programs, program) {
-            Ok(record) => Ok(record.manifest.manifest.deployer),
-            // The home deploys before it accepts jobs, so its own chain brings the program
-            // first: a job operation for a program nobody deployed is refused.
+            Ok(record) => {
+                let m = &record.manifest.manifest;
+                Ok(m.deployer == *author
+                    || (m.committee.len() > 1
+                        && m.committee.iter().any(|c| c.endpoint_id == *author)))
+            }
+            // A sequencer holds the program before it accepts jobs, so its chain brings the
+            // program first: a job operation for a program nobody deployed is refused.
             Err(StoreError::UnknownProgram(p)) => Err(StoreError::ReplicaRejected(format!(
                 "job operation for program {p}, which is not deployed"
             ))),
@@ -208,9 +215,9 @@ pub(super) fn apply_replicated(
     let refuse = |what: String| StoreError::ReplicaRejected(what);
     match payload {
         DagPayload::JobSubmitted { job } => {
-            if home_of(&job.program_id)? != *author {
+            if !may_run(&job.program_id)? {
                 return Err(refuse(format!(
-                    "job {} was accepted by {author}, not its program's home",
+                    "job {} was accepted by {author}, which may not run its program's jobs",
                     job.job_id
                 )));
             }
@@ -258,9 +265,9 @@ pub(super) fn apply_replicated(
         } => {
             let mut info =
                 load(tx, job_id)?.ok_or_else(|| refuse(format!("job {job_id} is unknown here")))?;
-            if home_of(&info.program_id)? != *author {
+            if !may_run(&info.program_id)? {
                 return Err(refuse(format!(
-                    "job {job_id} was changed by {author}, not its program's home"
+                    "job {job_id} was changed by {author}, which may not run its program's jobs"
                 )));
             }
             if info.status.is_terminal() {

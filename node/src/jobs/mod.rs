@@ -28,6 +28,8 @@ use crate::programs::{JobAttempt, ProgramError, Programs};
 use crate::store::{Store, StoreError};
 use crate::util::now_ms;
 
+pub mod policy;
+
 const MAX_REQUEST_ID: usize = 128;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -92,22 +94,6 @@ pub struct JobStats {
     pub latency_p99_ms: u64,
 }
 
-fn backoff_ms(config: &JobsConfig, failures: u32) -> u64 {
-    let exp = failures.saturating_sub(1).min(30);
-    let base = config
-        .retry_base_ms
-        .saturating_mul(1u64 << exp)
-        .min(config.retry_max_ms);
-    // +-25% jitter so retries of many jobs do not land together.
-    let jitter = 0.75 + rand::random::<f64>() * 0.5;
-    (base as f64 * jitter) as u64
-}
-
-/// Whether an attempt that ended with `outcome` deserves another try.
-fn retryable(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Timeout | Outcome::Trap { .. })
-}
-
 impl Jobs {
     pub fn new(
         store: Store,
@@ -143,7 +129,19 @@ impl Jobs {
         }
     }
 
+    /// Accepts a job for a program this node is the home of.
     pub async fn submit(&self, req: SubmitJob) -> Result<SubmitResult, JobError> {
+        self.submit_as(req, false).await
+    }
+
+    /// Job failover: accepts a job as a committee member because the home (and the members
+    /// ranked before this one) could not be reached. The job id is the same on every node, so
+    /// a resubmission anywhere finds it; its attempts commit once whoever runs them.
+    pub async fn submit_takeover(&self, req: SubmitJob) -> Result<SubmitResult, JobError> {
+        self.submit_as(req, true).await
+    }
+
+    async fn submit_as(&self, req: SubmitJob, takeover: bool) -> Result<SubmitResult, JobError> {
         let cfg = &self.inner.config;
         let vm = &self.inner.vm;
         if req.request_id.is_empty() || req.request_id.len() > MAX_REQUEST_ID {
@@ -183,8 +181,13 @@ impl Jobs {
                 cfg.max_metadata_bytes
             )));
         }
-        // The program must exist and live here; its entrypoint is checked when the job runs.
-        self.inner.programs.check_home(req.program_id).await?;
+        // The program must exist and be sequenced here; its entrypoint is checked when the job
+        // runs.
+        if takeover {
+            self.inner.programs.check_member(req.program_id).await?;
+        } else {
+            self.inner.programs.check_home(req.program_id).await?;
+        }
         let (input_blob, input_hash, input_size) = match (req.input_base64, req.input_blob) {
             (Some(data), None) => {
                 let data = data.0;
@@ -714,8 +717,7 @@ impl Jobs {
             .as_ref()
             .map(|o| o.kind().to_string())
             .unwrap_or_else(|| "internal".into());
-        let retry_ok = outcome.as_ref().is_none_or(retryable);
-        let timed_out = outcome == Some(Outcome::Timeout);
+        let unit: f64 = rand::random();
         let result = blocking(move || {
             store.update_job(&id, None, |job| {
                 if let Some(a) = job.attempts.iter_mut().find(|a| a.number == number) {
@@ -727,16 +729,22 @@ impl Jobs {
                 }
                 job.updated_at_ms = now;
                 job.error = Some(error.clone());
-                if cancelled || job.cancel_requested {
-                    job.status = JobStatus::Cancelled;
-                    job.error = Some("cancelled by request".into());
-                } else if retry_ok && (job.attempts.len() as u32) <= job.max_retries {
-                    job.status = JobStatus::Pending;
-                    job.next_run_at_ms = Some(now + backoff_ms(&config, job.attempts.len() as u32));
-                } else if timed_out {
-                    job.status = JobStatus::TimedOut;
-                } else {
-                    job.status = JobStatus::Failed;
+                let next = policy::after_failure(
+                    &config,
+                    outcome.as_ref(),
+                    cancelled || job.cancel_requested,
+                    job.attempts.len() as u32,
+                    job.max_retries,
+                    now,
+                    unit,
+                );
+                job.status = next.status();
+                match next {
+                    policy::AfterFailure::Cancelled => {
+                        job.error = Some("cancelled by request".into());
+                    }
+                    policy::AfterFailure::Retry { at_ms } => job.next_run_at_ms = Some(at_ms),
+                    policy::AfterFailure::TimedOut | policy::AfterFailure::Failed => {}
                 }
                 true
             })
