@@ -125,6 +125,8 @@ fn dummy_manifest(id: ProgramId) -> SignedManifest {
             deployed_at_ms: 0,
             committee: vec![],
             threshold: 1,
+            deploy_nonce: 0,
+            candidates: vec![],
         },
         signature: HexBytes(vec![]),
     }

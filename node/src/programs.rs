@@ -308,37 +308,73 @@ impl Programs {
                 manifest: existing.manifest,
             });
         }
-        let (committee, threshold) = self
-            .choose_committee(&id, req.committee_size, req.threshold)
-            .await?;
-        let manifest = ProgramManifest {
-            version: 1,
-            network_id: self.network_id.clone(),
-            program_id: id,
-            code,
-            code_size,
-            salt: req.salt,
-            entrypoints: eps,
-            blob_refs: req.blob_refs,
-            abi_version: ABI_VERSION,
-            engine: ENGINE_FINGERPRINT.to_string(),
-            initial_state_root: EMPTY,
-            deployer,
-            deployed_at_ms: now_ms(),
-            committee,
-            threshold,
+        // The committee is chosen inside the transaction that records the deploy, from the
+        // nodes announced below the DAG node that records it, which replicas recompute.
+        let size = req.committee_size.unwrap_or(self.committee.default_size);
+        let max = self.committee.max_size;
+        if size == 0 || size > max {
+            return Err(ProgramError::BadRequest(format!(
+                "committee_size must be 1..={max} (committee.max_size)"
+            )));
+        }
+        let me = Member {
+            endpoint_id: deployer,
+            bls_public_key: HexBytes(self.identity.bls_public_key().to_vec()),
+            proof_of_possession: HexBytes(self.identity.bls_proof_of_possession().to_vec()),
         };
-        let signature = HexBytes(
-            self.identity
-                .ed25519_sign(&manifest.signing_message())
-                .to_vec(),
-        );
-        let signed = SignedManifest {
-            manifest,
-            signature,
-        };
+        let identity = self.identity.clone();
+        let network_id = self.network_id.clone();
+        let (salt, blob_refs, wanted_threshold) = (req.salt, req.blob_refs, req.threshold);
         let store = self.store.clone();
-        let (record, created) = blocking(move || Ok(store.insert_program(&signed)?)).await?;
+        let (record, created) = blocking(move || {
+            store.insert_program_with(&id, |context| {
+                let committee = onvm_rpc_api::committee::select(
+                    &me,
+                    context.deploy_nonce,
+                    &context.candidates,
+                    size as usize,
+                );
+                let threshold = wanted_threshold
+                    .unwrap_or_else(|| onvm_rpc_api::committee::default_threshold(committee.len()));
+                if threshold == 0 || threshold as usize > committee.len() {
+                    return Err(ProgramError::BadRequest(format!(
+                        "threshold must be 1..={} (the committee has {} members)",
+                        committee.len(),
+                        committee.len()
+                    )));
+                }
+                let mut candidates: Vec<Hash32> =
+                    context.candidates.iter().map(|m| m.endpoint_id).collect();
+                candidates.sort();
+                candidates.dedup();
+                let manifest = ProgramManifest {
+                    version: 1,
+                    network_id,
+                    program_id: id,
+                    code,
+                    code_size,
+                    salt,
+                    entrypoints: eps,
+                    blob_refs,
+                    abi_version: ABI_VERSION,
+                    engine: ENGINE_FINGERPRINT.to_string(),
+                    initial_state_root: EMPTY,
+                    deployer,
+                    deployed_at_ms: now_ms(),
+                    committee,
+                    threshold,
+                    deploy_nonce: context.deploy_nonce,
+                    candidates,
+                };
+                let signature =
+                    HexBytes(identity.ed25519_sign(&manifest.signing_message()).to_vec());
+                Ok(SignedManifest {
+                    manifest,
+                    signature,
+                })
+            })
+        })
+        .await?;
         if created {
             metrics::add(&self.counters.programs_deployed, 1);
             // The home sequenced everything so far (nothing): its first call needs no round of
@@ -910,41 +946,6 @@ impl Programs {
             .get()
             .cloned()
             .ok_or_else(|| ProgramError::Internal("no attestor installed".into()))
-    }
-
-    /// The committee of a new program by the public rule (`committee::select`) over the nodes
-    /// announced in this node's DAG: this node first, `size` members if that many exist.
-    async fn choose_committee(
-        &self,
-        id: &ProgramId,
-        size: Option<u32>,
-        threshold: Option<u32>,
-    ) -> Result<(Vec<Member>, u32), ProgramError> {
-        let max = self.committee.max_size;
-        let size = size.unwrap_or(self.committee.default_size);
-        if size == 0 || size > max {
-            return Err(ProgramError::BadRequest(format!(
-                "committee_size must be 1..={max} (committee.max_size)"
-            )));
-        }
-        let me = Member {
-            endpoint_id: Hash32(*self.identity.endpoint_id().as_bytes()),
-            bls_public_key: HexBytes(self.identity.bls_public_key().to_vec()),
-            proof_of_possession: HexBytes(self.identity.bls_proof_of_possession().to_vec()),
-        };
-        let store = self.store.clone();
-        let candidates = blocking(move || Ok(store.announced_members()?)).await?;
-        let members = onvm_rpc_api::committee::select(id, &me, &candidates, size as usize);
-        let threshold =
-            threshold.unwrap_or_else(|| onvm_rpc_api::committee::default_threshold(members.len()));
-        if threshold == 0 || threshold as usize > members.len() {
-            return Err(ProgramError::BadRequest(format!(
-                "threshold must be 1..={} (the committee has {} members)",
-                members.len(),
-                members.len()
-            )));
-        }
-        Ok((members, threshold))
     }
 
     async fn load(&self, id: &ProgramId) -> Result<Option<ProgramRecord>, ProgramError> {

@@ -13,7 +13,9 @@ use crate::hash32::{Hash32, HexBytes};
 use crate::ids::{ProgramId, ReceiptId};
 use crate::program::{ExecutionReceipt, receipt_signing_message};
 
-pub const COMMITTEE_RANK_TAG: &[u8] = b"onvm/committee-rank/v1";
+/// v2: the rank no longer depends on the program id, which the deployer picks freely through
+/// the salt (v1 let a deployer grind salts until its friends made up the committee).
+pub const COMMITTEE_RANK_TAG: &[u8] = b"onvm/committee-rank/v2";
 /// Most members a committee may have (the signer bitmap is at most 32 bytes).
 pub const MAX_COMMITTEE: usize = 256;
 
@@ -45,11 +47,15 @@ pub fn default_threshold(k: usize) -> u32 {
     (2 * k / 3 + 1) as u32
 }
 
-/// A member's rank for a program: smaller ranks first.
-pub fn rank(program: &ProgramId, endpoint_id: &Hash32) -> Hash32 {
+/// A member's rank for the deployer's `deploy_nonce`-th program: smaller ranks first. Neither
+/// the salt nor the code enters it, so a deployer cannot pick its committee by choosing them;
+/// the nonce (how many programs it deployed before, recomputed by every replica from the DAG)
+/// changes only with a public deploy, so grinding costs one visible deploy per try.
+pub fn rank(deployer: &Hash32, deploy_nonce: u64, endpoint_id: &Hash32) -> Hash32 {
     let mut h = blake3::Hasher::new();
     h.update(COMMITTEE_RANK_TAG)
-        .update(program.as_bytes())
+        .update(&deployer.0)
+        .update(&deploy_nonce.to_le_bytes())
         .update(&endpoint_id.0);
     Hash32(*h.finalize().as_bytes())
 }
@@ -57,13 +63,18 @@ pub fn rank(program: &ProgramId, endpoint_id: &Hash32) -> Hash32 {
 /// The public rule: the program's home (its deployer) first, then the other candidates by
 /// `rank`, `k` in all (fewer if fewer candidates exist). Candidates without a valid proof of
 /// possession are never chosen. Anyone holding the same candidate set gets the same committee.
-pub fn select(program: &ProgramId, home: &Member, candidates: &[Member], k: usize) -> Vec<Member> {
+pub fn select(home: &Member, deploy_nonce: u64, candidates: &[Member], k: usize) -> Vec<Member> {
     let mut others: Vec<&Member> = candidates
         .iter()
         .filter(|m| m.endpoint_id != home.endpoint_id)
         .filter(|m| verify_proof_of_possession(&m.bls_public_key.0, &m.proof_of_possession.0))
         .collect();
-    others.sort_by_key(|m| (rank(program, &m.endpoint_id), m.endpoint_id));
+    others.sort_by_key(|m| {
+        (
+            rank(&home.endpoint_id, deploy_nonce, &m.endpoint_id),
+            m.endpoint_id,
+        )
+    });
     others.dedup_by_key(|m| m.endpoint_id);
     let mut out = vec![home.clone()];
     out.extend(
@@ -73,6 +84,42 @@ pub fn select(program: &ProgramId, home: &Member, candidates: &[Member], k: usiz
             .cloned(),
     );
     out
+}
+
+/// Checks that `manifest`'s committee follows the public rule over `candidates` (the members
+/// announced in the DAG below its deploy, recomputed by whoever checks): the recorded
+/// candidate ids are exactly theirs, and `select` from the home with the recorded nonce gives
+/// exactly the recorded members in order. Pure; replicas run it before accepting a deploy.
+pub fn check_rule(
+    manifest: &crate::program::ProgramManifest,
+    deploy_nonce: u64,
+    candidates: &[Member],
+) -> Result<(), String> {
+    if manifest.deploy_nonce != deploy_nonce {
+        return Err(format!(
+            "deploy_nonce is {}, the DAG below the deploy gives {deploy_nonce}",
+            manifest.deploy_nonce
+        ));
+    }
+    let mut ids: Vec<Hash32> = candidates.iter().map(|m| m.endpoint_id).collect();
+    ids.sort();
+    ids.dedup();
+    if ids != manifest.candidates {
+        return Err(format!(
+            "the manifest lists {} committee candidates, the DAG below the deploy announces {}",
+            manifest.candidates.len(),
+            ids.len()
+        ));
+    }
+    let home = manifest
+        .committee
+        .first()
+        .ok_or_else(|| "the committee is empty".to_string())?;
+    let expected = select(home, deploy_nonce, candidates, manifest.committee.len());
+    if expected != manifest.committee {
+        return Err("the committee does not follow committee::select over its candidates".into());
+    }
+    Ok(())
 }
 
 /// A receipt attested by a committee: the receipt, the epoch, which members signed (bit i of

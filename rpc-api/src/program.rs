@@ -144,6 +144,13 @@ pub struct ProgramManifest {
     /// final with `threshold` member signatures; a committee of one is the deployer alone.
     pub committee: Vec<crate::committee::Member>,
     pub threshold: u32,
+    /// How many programs the deployer deployed before this one, counted in the DAG below the
+    /// deploy (the committee rank's nonce).
+    pub deploy_nonce: u64,
+    /// The endpoint ids, sorted, of every node announced in the DAG below the deploy: the
+    /// candidates the committee was chosen from. Replicas recompute both from the DAG and
+    /// refuse a deploy whose committee does not follow `committee::select` over them.
+    pub candidates: Vec<Hash32>,
 }
 
 impl ProgramManifest {

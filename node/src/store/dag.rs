@@ -108,11 +108,14 @@ pub(super) fn append(
     author: Option<&DagAuthor>,
     payload: DagPayload,
 ) -> Result<Option<Hash32>, StoreError> {
-    let Some(author) = author else {
-        return Ok(None);
-    };
-    let mut heads = tx.open_table(DAG_HEADS)?;
-    let mut meta = tx.open_table(DAG_META)?;
+    append_with(tx, author, |_| Ok::<_, StoreError>(payload))
+}
+
+/// The parents of this node's next DAG node: its own previous node and up to `MAX_PARENTS`
+/// heads in all.
+fn next_parents(tx: &WriteTransaction) -> Result<Vec<Hash32>, StoreError> {
+    let heads = tx.open_table(DAG_HEADS)?;
+    let meta = tx.open_table(DAG_META)?;
     let mut parents = Vec::new();
     if let Some(own) = meta.get(OWN_LAST)? {
         parents.push(Hash32(*own.value()));
@@ -126,6 +129,93 @@ pub(super) fn append(
             parents.push(head);
         }
     }
+    Ok(parents)
+}
+
+/// What a deploy's committee is chosen from, derived from the DAG below the deploy node's
+/// parents only, so the deploying node and every replica compute the same thing.
+#[derive(Debug, Clone, Default)]
+pub struct DeployContext {
+    /// How many programs the deployer deployed among those ancestors.
+    pub deploy_nonce: u64,
+    /// Every node announced among those ancestors, by endpoint id.
+    pub candidates: Vec<onvm_rpc_api::committee::Member>,
+}
+
+/// Walks every ancestor of `parents` (all stored: a node is stored only after its parents).
+/// Cost: one read per ancestor; deploys are rare, and the walk is what makes the candidate
+/// set a fact of the DAG rather than the deployer's word.
+fn deploy_context(
+    tx: &WriteTransaction,
+    deployer: &Hash32,
+    parents: &[Hash32],
+) -> Result<DeployContext, StoreError> {
+    let nodes = tx.open_table(DAG_NODES)?;
+    let mut seen: std::collections::HashSet<Hash32> = parents.iter().copied().collect();
+    let mut stack: Vec<Hash32> = parents.to_vec();
+    let mut context = DeployContext::default();
+    let mut announced = std::collections::BTreeMap::new();
+    while let Some(id) = stack.pop() {
+        let Some(bytes) = nodes.get(&id.0)? else {
+            return Err(StoreError::DagMissingParent(id));
+        };
+        let node: DagNode = decode("dag_nodes", bytes.value())?;
+        match &node.body.payload {
+            DagPayload::NodeAnnounce {
+                bls_public_key,
+                proof_of_possession,
+                ..
+            } => {
+                announced.insert(
+                    node.body.author,
+                    onvm_rpc_api::committee::Member {
+                        endpoint_id: node.body.author,
+                        bls_public_key: bls_public_key.clone(),
+                        proof_of_possession: proof_of_possession.clone(),
+                    },
+                );
+            }
+            DagPayload::ProgramDeployed { .. } if node.body.author == *deployer => {
+                context.deploy_nonce += 1;
+            }
+            _ => {}
+        }
+        for p in &node.body.parents {
+            if seen.insert(*p) {
+                stack.push(*p);
+            }
+        }
+    }
+    context.candidates = announced.into_values().collect();
+    Ok(context)
+}
+
+/// [`append`] for a payload that depends on the node's own ancestry (a deploy's committee):
+/// `payload` gets the deploy context of the parents the node will have.
+pub(super) fn append_with<E: From<StoreError>>(
+    tx: &WriteTransaction,
+    author: Option<&DagAuthor>,
+    payload: impl FnOnce(&DeployContext) -> Result<DagPayload, E>,
+) -> Result<Option<Hash32>, E> {
+    let Some(author) = author else {
+        payload(&DeployContext::default())?;
+        return Ok(None);
+    };
+    let parents = next_parents(tx)?;
+    let context = deploy_context(tx, &author.author, &parents)?;
+    let payload = payload(&context)?;
+    Ok(Some(write_own_node(tx, author, &parents, payload)?))
+}
+
+/// Signs and stores this node's own DAG node on `parents`, as the new head and `own_last`.
+fn write_own_node(
+    tx: &WriteTransaction,
+    author: &DagAuthor,
+    parents: &[Hash32],
+    payload: DagPayload,
+) -> Result<Hash32, StoreError> {
+    let mut heads = tx.open_table(DAG_HEADS)?;
+    let mut meta = tx.open_table(DAG_META)?;
     let node = build_node(
         &author.network_id,
         author.author,
@@ -138,7 +228,7 @@ pub(super) fn append(
     tx.open_table(DAG_NODES)?
         .insert(&id.0, encode(&node).as_slice())?;
     note_announcement(tx, &node)?;
-    for p in &parents {
+    for p in parents {
         heads.remove(&p.0)?;
     }
     heads.insert(&id.0, ())?;
@@ -146,7 +236,7 @@ pub(super) fn append(
     let mut log = tx.open_table(DAG_LOG)?;
     let seq = log.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
     log.insert(seq, &id.0)?;
-    Ok(Some(id))
+    Ok(id)
 }
 
 /// Applies what a peer's operation means for this node's tables, in the transaction that
@@ -156,13 +246,23 @@ pub(super) fn append(
 /// root the receipt claims.
 fn apply_replicated(
     tx: &WriteTransaction,
-    author: &Hash32,
-    payload: &DagPayload,
+    node: &DagNode,
     call: Option<&ReplicatedCall>,
 ) -> Result<Applied, StoreError> {
+    let (author, payload) = (&node.body.author, &node.body.payload);
     match payload {
         DagPayload::ProgramDeployed { manifest } => {
             let id = manifest.manifest.program_id;
+            // The committee must follow the public rule over the nodes announced below the
+            // deploy, recomputed here from the DAG: the deployer can neither hand-pick it nor
+            // leave candidates out.
+            let context = deploy_context(tx, author, &node.body.parents)?;
+            onvm_rpc_api::committee::check_rule(
+                &manifest.manifest,
+                context.deploy_nonce,
+                &context.candidates,
+            )
+            .map_err(|e| StoreError::ReplicaRejected(format!("deploy of {id}: {e}")))?;
             let mut programs = tx.open_table(super::PROGRAMS)?;
             if let Some(existing) = programs.get(id.as_bytes())? {
                 let existing: super::ProgramRecord = decode("programs", existing.value())?;
@@ -416,7 +516,7 @@ impl Store {
         if !insert_node(&tx, node, id)? {
             return Ok(Applied::AlreadyStored);
         }
-        let applied = apply_replicated(&tx, &node.body.author, &node.body.payload, call)?;
+        let applied = apply_replicated(&tx, node, call)?;
         if let Applied::Deferred { program, height } = &applied {
             let call = call.ok_or_else(|| {
                 StoreError::ReplicaRejected(format!("{id}: its writes were not supplied"))
@@ -472,11 +572,9 @@ impl Store {
             let tx = self.db.begin_write()?;
             tx.open_table(DAG_DEFERRED)?.remove(&key)?;
             let result = match &node.body.payload {
-                DagPayload::ExecutionCommitted { receipt, .. } => {
-                    self.check_attestation(receipt).and_then(|()| {
-                        apply_replicated(&tx, &node.body.author, &node.body.payload, Some(&call))
-                    })
-                }
+                DagPayload::ExecutionCommitted { receipt, .. } => self
+                    .check_attestation(receipt)
+                    .and_then(|()| apply_replicated(&tx, &node, Some(&call))),
                 _ => Ok(Applied::Done(None)),
             };
             match result {
@@ -694,5 +792,142 @@ mod tests {
         assert!(store.job(&JobId::from_bytes([1; 32])).unwrap().is_none());
         // Storing it again is a no-op.
         assert!(!store.insert_foreign_dag(&bad, None).unwrap().new);
+    }
+
+    fn announce(identity: &crate::identity::Identity) -> DagNode {
+        node_by(
+            identity,
+            vec![],
+            DagPayload::NodeAnnounce {
+                bls_public_key: onvm_rpc_api::HexBytes(identity.bls_public_key().to_vec()),
+                proof_of_possession: onvm_rpc_api::HexBytes(
+                    identity.bls_proof_of_possession().to_vec(),
+                ),
+                ticket: String::new(),
+            },
+        )
+    }
+
+    fn member(identity: &crate::identity::Identity) -> onvm_rpc_api::committee::Member {
+        onvm_rpc_api::committee::Member {
+            endpoint_id: Hash32(*identity.endpoint_id().as_bytes()),
+            bls_public_key: onvm_rpc_api::HexBytes(identity.bls_public_key().to_vec()),
+            proof_of_possession: onvm_rpc_api::HexBytes(
+                identity.bls_proof_of_possession().to_vec(),
+            ),
+        }
+    }
+
+    /// A deploy by `deployer` on top of `parents` with the given committee and candidates.
+    fn deploy(
+        deployer: &crate::identity::Identity,
+        parents: Vec<Hash32>,
+        salt: &str,
+        committee: Vec<onvm_rpc_api::committee::Member>,
+        candidates: Vec<Hash32>,
+    ) -> DagNode {
+        let me = Hash32(*deployer.endpoint_id().as_bytes());
+        let code = BlobId::from_bytes([9; 32]);
+        let manifest = onvm_rpc_api::program::ProgramManifest {
+            version: 1,
+            network_id: "test".into(),
+            program_id: onvm_rpc_api::program::program_id(&me, &code, salt),
+            code,
+            code_size: 0,
+            salt: salt.into(),
+            entrypoints: vec!["onvm_main".into()],
+            blob_refs: vec![],
+            abi_version: 1,
+            engine: "test".into(),
+            initial_state_root: Hash32::ZERO,
+            deployer: me,
+            deployed_at_ms: 1,
+            threshold: committee.len() as u32,
+            committee,
+            deploy_nonce: 0,
+            candidates,
+        };
+        let signature =
+            onvm_rpc_api::HexBytes(deployer.ed25519_sign(&manifest.signing_message()).to_vec());
+        node_by(
+            deployer,
+            parents,
+            DagPayload::ProgramDeployed {
+                manifest: Box::new(onvm_rpc_api::program::SignedManifest {
+                    manifest,
+                    signature,
+                }),
+            },
+        )
+    }
+
+    #[test]
+    fn replicas_refuse_a_committee_that_does_not_follow_the_rule_over_the_dag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("node.redb")).unwrap();
+        let ids: Vec<crate::identity::Identity> = (0..5)
+            .map(|_| crate::identity::Identity::generate())
+            .collect();
+        let announcements: Vec<DagNode> = ids.iter().map(announce).collect();
+        for a in &announcements {
+            assert!(store.insert_foreign_dag(a, None).unwrap().refused.is_none());
+        }
+        let parents: Vec<Hash32> = announcements.iter().map(DagNode::id).collect();
+        let all: Vec<onvm_rpc_api::committee::Member> = ids.iter().map(member).collect();
+        let mut candidate_ids: Vec<Hash32> = all.iter().map(|m| m.endpoint_id).collect();
+        candidate_ids.sort();
+        let rule = onvm_rpc_api::committee::select(&all[0], 0, &all, 3);
+
+        // The deployer hand-picks members the rule did not choose.
+        let picked: Vec<_> = std::iter::once(all[0].clone())
+            .chain(
+                all[1..]
+                    .iter()
+                    .filter(|m| !rule.contains(m))
+                    .take(2)
+                    .cloned(),
+            )
+            .collect();
+        let bad = deploy(
+            &ids[0],
+            parents.clone(),
+            "picked",
+            picked,
+            candidate_ids.clone(),
+        );
+        let reason = store.insert_foreign_dag(&bad, None).unwrap().refused;
+        assert!(
+            reason.as_deref().is_some_and(|r| r.contains("select")),
+            "{reason:?}"
+        );
+
+        // Or leaves candidates out of the recorded set.
+        let few = deploy(
+            &ids[0],
+            parents.clone(),
+            "few",
+            rule.clone(),
+            candidate_ids[..3].to_vec(),
+        );
+        let reason = store.insert_foreign_dag(&few, None).unwrap().refused;
+        assert!(
+            reason.as_deref().is_some_and(|r| r.contains("candidates")),
+            "{reason:?}"
+        );
+
+        // The rule's own committee over every announced node is accepted.
+        let good = deploy(&ids[0], parents, "good", rule, candidate_ids);
+        let inserted = store.insert_foreign_dag(&good, None).unwrap();
+        assert!(inserted.refused.is_none(), "{:?}", inserted.refused);
+        let DagPayload::ProgramDeployed { manifest } = &good.body.payload else {
+            unreachable!()
+        };
+        assert!(
+            store
+                .program(&manifest.manifest.program_id)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.refused_dag_nodes(16).unwrap().len(), 2);
     }
 }

@@ -20,7 +20,7 @@ mod attest;
 mod dag;
 mod jobs;
 pub use attest::{Evidence, Vote};
-pub use dag::{DagAuthor, ForeignInsert, ReplicatedCall};
+pub use dag::{DagAuthor, DeployContext, ForeignInsert, ReplicatedCall};
 pub use jobs::{JobCommit, JobUpdate};
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
@@ -604,38 +604,51 @@ impl Store {
         &self,
         manifest: &SignedManifest,
     ) -> Result<(ProgramRecord, bool), StoreError> {
-        let id = manifest.manifest.program_id;
-        let tx = self.db.begin_write()?;
-        let result = {
-            let mut programs = tx.open_table(PROGRAMS)?;
-            let existing = programs
-                .get(id.as_bytes())?
-                .map(|v| decode::<ProgramRecord>("programs", v.value()))
-                .transpose()?;
-            match existing {
-                Some(r) => (r, false),
-                None => {
-                    dag::append(
-                        &tx,
-                        self.author(),
-                        onvm_rpc_api::dag::DagPayload::ProgramDeployed {
-                            manifest: Box::new(manifest.clone()),
-                        },
-                    )?;
-                    let record = ProgramRecord {
-                        manifest: manifest.clone(),
-                        state_root: manifest.manifest.initial_state_root,
-                        height: 0,
-                        keys: 0,
-                        last_timestamp_ms: 0,
-                    };
-                    programs.insert(id.as_bytes(), encode(&record).as_slice())?;
-                    (record, true)
-                }
-            }
+        self.insert_program_with(&manifest.manifest.program_id, |_| Ok(manifest.clone()))
+    }
+
+    /// Deploys program `id` unless it exists (then returns it, `false`): `build` signs the
+    /// manifest given the deploy context of the DAG node that will record it (its committee
+    /// candidates and the deployer's nonce), inside the same transaction, so the committee is
+    /// chosen from exactly what replicas will recompute.
+    pub fn insert_program_with<E: From<StoreError>>(
+        &self,
+        id: &ProgramId,
+        build: impl FnOnce(&DeployContext) -> Result<SignedManifest, E>,
+    ) -> Result<(ProgramRecord, bool), E> {
+        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        let existing = tx
+            .open_table(PROGRAMS)
+            .map_err(StoreError::from)?
+            .get(id.as_bytes())
+            .map_err(StoreError::from)?
+            .map(|v| decode::<ProgramRecord>("programs", v.value()))
+            .transpose()?;
+        if let Some(record) = existing {
+            return Ok((record, false));
+        }
+        let mut signed = None;
+        dag::append_with(&tx, self.author(), |context| {
+            let manifest = build(context)?;
+            signed = Some(manifest.clone());
+            Ok::<_, E>(onvm_rpc_api::dag::DagPayload::ProgramDeployed {
+                manifest: Box::new(manifest),
+            })
+        })?;
+        let manifest = signed.ok_or_else(|| StoreError::ReplicaRejected("no manifest".into()))?;
+        let record = ProgramRecord {
+            state_root: manifest.manifest.initial_state_root,
+            manifest,
+            height: 0,
+            keys: 0,
+            last_timestamp_ms: 0,
         };
+        tx.open_table(PROGRAMS)
+            .map_err(StoreError::from)?
+            .insert(id.as_bytes(), encode(&record).as_slice())
+            .map_err(StoreError::from)?;
         self.commit_dag(tx)?;
-        Ok(result)
+        Ok((record, true))
     }
 
     pub fn program(&self, id: &ProgramId) -> Result<Option<ProgramRecord>, StoreError> {
@@ -974,6 +987,8 @@ mod tests {
                 deployed_at_ms: 0,
                 committee: vec![],
                 threshold: 1,
+                deploy_nonce: 0,
+                candidates: vec![],
             },
             signature: HexBytes(vec![]),
         };
