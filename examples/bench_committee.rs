@@ -10,11 +10,11 @@
 //!    signature (with the subgroup check), since `verify` decodes it from bytes as well; the
 //!    keys are decoded once for both. Also the one-time cost of `VerifiedCommittee::new`
 //!    (decoding, subgroup and proof-of-possession checks of every key).
-//! 2. `program_execute` latency of a writing kvstore call on a K=3 committee against the same
-//!    program deployed with a committee of one, on three nodes joined by ticket, over the
-//!    WebSocket client of node 1 (the deployer). Every K=3 receipt's attestation is verified
+//! 2. `program_execute` latency of a writing kvstore call on a K=4 committee (the default,
+//!    threshold 3) against the same program deployed with a committee of one, on four nodes joined by ticket, over the
+//!    WebSocket client of node 1 (the deployer). Every K=4 receipt's attestation is verified
 //!    afterwards with `VerifiedCommittee`.
-//! 3. Checking one K=3 receipt against re-running its call: `VerifiedCommittee::verify` vs a
+//! 3. Checking one K=4 receipt against re-running its call: `VerifiedCommittee::verify` vs a
 //!    read-only `program_execute` of the same input on node 1 (a `put` in a read-only call
 //!    traps `read_only` at its first write, after the parsing and reads), vs a read-only `get`
 //!    of the same key (a complete read-only call) and vs a raw wasmtime re-execution of the
@@ -93,7 +93,7 @@ async fn main() -> Result<()> {
         aggregate_rows.push((n, row));
     }
 
-    println!("\n== 2. execute latency, K=3 committee vs single node ==");
+    println!("\n== 2. execute latency, K=4 committee vs single node ==");
     let exec = bench_execute(&wasm).await.context("execute benchmark")?;
 
     println!("\n== 3. failover, K=4 committee, the home stops ==");
@@ -109,32 +109,32 @@ async fn main() -> Result<()> {
             ms(row.new_once)
         );
     }
-    let k3 = percentiles(&exec.k3)?;
+    let k4 = percentiles(&exec.k4)?;
     let k1 = percentiles(&exec.k1)?;
     println!(
-        "execute put K=3 ({EXEC_CALLS} calls): {} | attestations verified {}/{EXEC_CALLS} ({})",
-        k3, exec.k3_verified, exec.k3_signers
+        "execute put K=4 ({EXEC_CALLS} calls): {} | attestations verified {}/{EXEC_CALLS} ({})",
+        k4, exec.k4_verified, exec.k4_signers
     );
     println!(
         "execute put K=1 ({EXEC_CALLS} calls): {} | receipts without attestation verified {}/{EXEC_CALLS}",
         k1, exec.k1_verified
     );
     println!(
-        "execute ratio K=3/K=1: p50 {:.1}x  p90 {:.1}x  p99 {:.1}x",
-        k3.p50 / k1.p50,
-        k3.p90 / k1.p90,
-        k3.p99 / k1.p99
+        "execute ratio K=4/K=1: p50 {:.1}x  p90 {:.1}x  p99 {:.1}x",
+        k4.p50 / k1.p50,
+        k4.p90 / k1.p90,
+        k4.p99 / k1.p99
     );
     let slow = |v: &[Duration]| v.iter().filter(|d| **d >= SLOW).count();
     println!(
-        "execute calls taking >= {} ms: K=3 {}/{EXEC_CALLS}, K=1 {}/{EXEC_CALLS}",
+        "execute calls taking >= {} ms: K=4 {}/{EXEC_CALLS}, K=1 {}/{EXEC_CALLS}",
         SLOW.as_millis(),
-        slow(&exec.k3),
+        slow(&exec.k4),
         slow(&exec.k1)
     );
     let r = &exec.recheck;
     println!(
-        "one K=3 receipt (height {}): VerifiedCommittee::verify {:.3} ms | read-only execute, same input (traps read_only at the put) {:.3} ms | read-only get, same key {:.3} ms | raw wasmtime re-execution {:.3} ms",
+        "one K=4 receipt (height {}): VerifiedCommittee::verify {:.3} ms | read-only execute, same input (traps read_only at the put) {:.3} ms | read-only get, same key {:.3} ms | raw wasmtime re-execution {:.3} ms",
         r.height,
         ms(r.verify),
         ms(r.ro_same),
@@ -379,7 +379,7 @@ fn bench_aggregate(n: usize) -> Result<AggregateRow> {
 }
 
 // ------------------------------------------------------------------------------------------
-// 2. Execute latency on three nodes
+// 2. Execute latency on four nodes (the default committee)
 // ------------------------------------------------------------------------------------------
 
 /// `n` fresh nodes joined to the first, converged.
@@ -479,61 +479,61 @@ async fn run_puts(c: &WsClient, p: ProgramId) -> Result<(Vec<Duration>, Vec<Sign
 }
 
 struct ExecResult {
-    k3: Vec<Duration>,
+    k4: Vec<Duration>,
     k1: Vec<Duration>,
-    k3_verified: usize,
-    k3_signers: String,
+    k4_verified: usize,
+    k4_signers: String,
     k1_verified: usize,
     recheck: Recheck,
 }
 
 async fn bench_execute(wasm: &[u8]) -> Result<ExecResult> {
-    let (dirs, nodes, clients) = joined_nodes(3).await?;
+    let (dirs, nodes, clients) = joined_nodes(4).await?;
     let net = nodes[0].info().network_id;
 
     let c1 = &clients[0];
-    let p3 = deploy(c1, wasm, "", 3).await?;
+    let p4 = deploy(c1, wasm, "", 4).await?;
     let p1 = deploy(c1, wasm, "single", 1).await?;
     // The members must hold the deployment before they can attest its calls.
     converge(&clients, "after deploying").await?;
-    println!("deployed kvstore: K=3 {p3}, K=1 {p1}");
+    println!("deployed kvstore: K=4 {p4}, K=1 {p1}");
 
-    let (k3, k3_receipts) = run_puts(c1, p3).await.context("K=3 puts")?;
-    converge(&clients, "after the K=3 puts").await?;
+    let (k4, k4_receipts) = run_puts(c1, p4).await.context("K=4 puts")?;
+    converge(&clients, "after the K=4 puts").await?;
     let (k1, k1_receipts) = run_puts(c1, p1).await.context("K=1 puts")?;
     converge(&clients, "after the K=1 puts").await?;
 
-    // Not timed: every K=3 receipt carries an attestation that verifies offline.
-    let committee3 = within("program_committee", ProgramApiClient::committee(c1, p3))
+    // Not timed: every K=4 receipt carries an attestation that verifies offline.
+    let committee4 = within("program_committee", ProgramApiClient::committee(c1, p4))
         .await?
-        .context("program_committee K=3")?;
+        .context("program_committee K=4")?;
     ensure!(
-        committee3.members.len() == 3,
+        committee4.members.len() == 4,
         "{} members",
-        committee3.members.len()
+        committee4.members.len()
     );
-    let verified3 =
-        VerifiedCommittee::new(committee3).map_err(|e| anyhow!("K=3 committee: {e}"))?;
+    let verified4 =
+        VerifiedCommittee::new(committee4).map_err(|e| anyhow!("K=4 committee: {e}"))?;
     let mut signer_counts = BTreeMap::<usize, usize>::new();
-    for (i, r) in k3_receipts.iter().enumerate() {
+    for (i, r) in k4_receipts.iter().enumerate() {
         let att = r
             .attestation
             .as_ref()
-            .with_context(|| format!("K=3 receipt {i} has no attestation"))?;
-        let signers = verified3
+            .with_context(|| format!("K=4 receipt {i} has no attestation"))?;
+        let signers = verified4
             .signers(&att.signers.0)
-            .map_err(|e| anyhow!("K=3 receipt {i}: {e}"))?;
+            .map_err(|e| anyhow!("K=4 receipt {i}: {e}"))?;
         *signer_counts.entry(signers.len()).or_default() += 1;
-        verified3
+        verified4
             .verify(&r.aggregated(), &net)
-            .map_err(|e| anyhow!("K=3 receipt {i} does not verify: {e}"))?;
+            .map_err(|e| anyhow!("K=4 receipt {i} does not verify: {e}"))?;
     }
-    let k3_signers = signer_counts
+    let k4_signers = signer_counts
         .iter()
         .map(|(s, count)| format!("{count} with {s} of 3 signers"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("K=3: all {EXEC_CALLS} attestations verify ({k3_signers})");
+    println!("K=4: all {EXEC_CALLS} attestations verify ({k4_signers})");
 
     let committee1 = within("program_committee", ProgramApiClient::committee(c1, p1))
         .await?
@@ -551,7 +551,7 @@ async fn bench_execute(wasm: &[u8]) -> Result<ExecResult> {
         }
     }
 
-    let recheck = bench_recheck(c1, p3, &k3_receipts[0], &verified3, &net, wasm)
+    let recheck = bench_recheck(c1, p4, &k4_receipts[0], &verified4, &net, wasm)
         .await
         .context("verify vs re-execute")?;
 
@@ -563,10 +563,10 @@ async fn bench_execute(wasm: &[u8]) -> Result<ExecResult> {
     }
     drop(dirs);
     Ok(ExecResult {
-        k3,
+        k4,
         k1,
-        k3_verified: EXEC_CALLS,
-        k3_signers,
+        k4_verified: EXEC_CALLS,
+        k4_signers,
         k1_verified,
         recheck,
     })
@@ -584,7 +584,7 @@ struct Recheck {
     raw: Duration,
 }
 
-/// The receipt is the first timed K=3 put (`k0`), made after `EXEC_WARMUP` warm-up puts.
+/// The receipt is the first timed K=4 put (`k0`), made after `EXEC_WARMUP` warm-up puts.
 async fn bench_recheck(
     c: &WsClient,
     p: ProgramId,
