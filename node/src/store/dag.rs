@@ -152,7 +152,11 @@ fn deploy_context(
 ) -> Result<DeployContext, StoreError> {
     let nodes = tx.open_table(DAG_NODES)?;
     let mut seen: std::collections::HashSet<Hash32> = parents.iter().copied().collect();
+    // The same walk on every node (a DAG node's parents are sorted; sort the deployer's too):
+    // if an author announced itself twice, every node keeps the same announcement.
     let mut stack: Vec<Hash32> = parents.to_vec();
+    stack.sort();
+    stack.dedup();
     let mut context = DeployContext::default();
     let mut announced = std::collections::BTreeMap::new();
     while let Some(id) = stack.pop() {
