@@ -162,7 +162,16 @@ impl Session {
         for id in &h.heads {
             println!("{id}");
         }
-        eprintln!("{} heads, {} nodes", h.heads.len(), h.count);
+        // Refused payloads are stored nodes whose effect this node withheld: worth a look.
+        for r in &h.refused {
+            eprintln!("refused payload of {}: {}", r.id, r.reason);
+        }
+        eprintln!(
+            "{} heads, {} nodes, {} deferred calls",
+            h.heads.len(),
+            h.count,
+            h.deferred
+        );
         Ok(())
     }
 

@@ -934,4 +934,123 @@ mod tests {
         );
         assert_eq!(store.refused_dag_nodes(16).unwrap().len(), 2);
     }
+
+    /// A committed call of `program` at `height` on the empty state, executed by `executor`.
+    fn committed(
+        program: onvm_rpc_api::ProgramId,
+        executor: Hash32,
+        height: u64,
+    ) -> (DagPayload, ReplicatedCall) {
+        use onvm_rpc_api::program::{ExecutionReceipt, Outcome, SignedReceipt};
+        let input = format!("call {height}").into_bytes();
+        let r = ExecutionReceipt {
+            version: 2,
+            network_id: "test".into(),
+            program_id: program,
+            code_hash: BlobId::from_bytes([9; 32]),
+            engine: "test".into(),
+            entrypoint: "onvm_main".into(),
+            height,
+            input_hash: Hash32::of(&input),
+            caller: Hash32::ZERO,
+            call_id: Hash32::of(&input),
+            timestamp_ms: 0,
+            seed: Hash32::ZERO,
+            state_root_in: Hash32::ZERO,
+            state_root_out: Hash32::ZERO,
+            write_digest: Hash32::ZERO,
+            output_hash: Hash32::of(b""),
+            output_len: 0,
+            fuel_limit: 1,
+            fuel_used: 1,
+            outcome: Outcome::Ok,
+            executor,
+        };
+        let receipt = SignedReceipt {
+            id: r.id(),
+            receipt: r,
+            signer_bls_key: onvm_rpc_api::HexBytes(vec![]),
+            signature: onvm_rpc_api::HexBytes(vec![]),
+            attestation: None,
+        };
+        let inline =
+            |b: &[u8]| onvm_rpc_api::dag::DataRef::Inline(onvm_rpc_api::HexBytes(b.to_vec()));
+        let payload = DagPayload::ExecutionCommitted {
+            receipt: Box::new(receipt),
+            writes: inline(&onvm_rpc_api::program::encode_writes(&Writes::new())),
+            input: inline(&input),
+            output: inline(b""),
+        };
+        let call = ReplicatedCall {
+            writes: Writes::new(),
+            input,
+            output: Vec::new(),
+        };
+        (payload, call)
+    }
+
+    #[test]
+    fn a_call_that_arrives_before_its_program_waits_and_then_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("node.redb")).unwrap();
+        let deployer = crate::identity::Identity::generate();
+        let relay = crate::identity::Identity::generate();
+        let d = Hash32(*deployer.endpoint_id().as_bytes());
+        let (a_d, a_r) = (announce(&deployer), announce(&relay));
+        // The relay's chain carries the deployer's first call before the deploy reached us.
+        let me = member(&deployer);
+        let good = deploy(&deployer, vec![a_d.id()], "s", vec![me], vec![d]);
+        let DagPayload::ProgramDeployed { manifest } = &good.body.payload else {
+            unreachable!()
+        };
+        let program = manifest.manifest.program_id;
+        let (payload0, call0) = committed(program, d, 0);
+        let early = node_by(&relay, vec![a_r.id()], payload0);
+        for n in [&a_d, &a_r] {
+            store.insert_foreign_dag(n, None).unwrap();
+        }
+        let inserted = store.insert_foreign_dag(&early, Some(&call0)).unwrap();
+        assert!(inserted.new && inserted.deferred && inserted.refused.is_none());
+        assert_eq!(store.deferred_calls().unwrap(), 1);
+        assert!(store.program(&program).unwrap().is_none());
+        // The deploy arrives: the waiting call applies at height 0, once.
+        assert!(
+            store
+                .insert_foreign_dag(&good, None)
+                .unwrap()
+                .refused
+                .is_none()
+        );
+        assert_eq!(store.deferred_calls().unwrap(), 0);
+        assert_eq!(store.program(&program).unwrap().unwrap().height, 1);
+        // Height 1 in the deployer's own chain applies normally; a second receipt for an
+        // applied height is refused, the node kept.
+        let (payload1, call1) = committed(program, d, 1);
+        let next = node_by(&deployer, vec![good.id()], payload1);
+        assert!(
+            store
+                .insert_foreign_dag(&next, Some(&call1))
+                .unwrap()
+                .refused
+                .is_none()
+        );
+        assert_eq!(store.program(&program).unwrap().unwrap().height, 2);
+        let (mut fork, fork_call) = committed(program, d, 1);
+        if let DagPayload::ExecutionCommitted { receipt, .. } = &mut fork {
+            receipt.receipt.timestamp_ms = 7;
+            receipt.id = receipt.receipt.id();
+        }
+        let forked = node_by(&relay, vec![early.id()], fork);
+        let reason = store
+            .insert_foreign_dag(&forked, Some(&fork_call))
+            .unwrap()
+            .refused;
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("already holds")),
+            "{reason:?}"
+        );
+        assert_eq!(store.program(&program).unwrap().unwrap().height, 2);
+    }
 }

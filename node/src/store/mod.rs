@@ -59,7 +59,7 @@ pub enum StoreError {
         source: postcard::Error,
     },
     #[error(
-        "node database schema version {found} is not supported by this build (expects {SCHEMA_VERSION})"
+        "node database schema version {found} is not supported by this build (expects {SCHEMA_VERSION}); it cannot be migrated: start from a fresh data directory (docs/OPERATIONS.md, \"Upgrading\")"
     )]
     Schema { found: u32 },
     #[error(transparent)]
