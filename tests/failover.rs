@@ -262,18 +262,21 @@ async fn stopping_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_twi
     }
 }
 
-/// The same with real processes and SIGKILL: the dead sequencer closes no connection, so calls
-/// in flight to it wait until QUIC notices the silence (`net.idle_timeout_ms`, 3 s here), then
-/// are retried on the next member.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_twice() {
-    let seed = common::test_seed();
-    let kill_at = 2 + seed % 14;
-    println!("killing the sequencer at height {kill_at}");
+/// `n` `onvm run-node` processes joined to the first, with a 3 s idle timeout so a killed
+/// peer is noticed quickly; returns the temp dir, the children, their RPC URLs and the first
+/// node's info.
+async fn spawn_joined(
+    n: usize,
+) -> (
+    tempfile::TempDir,
+    Vec<std::process::Child>,
+    Vec<String>,
+    onvm::rpc_api::types::NodeInfo,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let mut children = Vec::new();
     let mut urls = Vec::new();
-    for i in 0..5 {
+    for i in 0..n {
         let dir = tmp.path().join(format!("n{i}"));
         common::init_plaintext(&dir);
         let (child, url) = common::spawn_node(
@@ -289,14 +292,28 @@ async fn kill_9_of_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_tw
         children.push(child);
         urls.push(url);
     }
-    let first = common::ws_client(&urls[0]).await;
-    let info = NodeApiClient::info(&first).await.unwrap();
+    let info = NodeApiClient::info(&common::ws_client(&urls[0]).await)
+        .await
+        .unwrap();
     for url in &urls[1..] {
         PeerApiClient::connect(&common::ws_client(url).await, info.ticket.clone())
             .await
             .unwrap();
     }
     converge_urls(&urls).await;
+    (tmp, children, urls, info)
+}
+
+/// The same with real processes and SIGKILL: the dead sequencer closes no connection, so calls
+/// in flight to it wait until QUIC notices the silence (`net.idle_timeout_ms`, 3 s here), then
+/// are retried on the next member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_twice() {
+    let seed = common::test_seed();
+    let kill_at = 2 + seed % 14;
+    println!("killing the sequencer at height {kill_at}");
+    let (_tmp, mut children, urls, info) = spawn_joined(5).await;
+    let first = common::ws_client(&urls[0]).await;
     let p = common::deploy_kvstore(&first, Some(4)).await;
     converge_urls(&urls).await;
     let survivors = urls[1..].to_vec();
@@ -362,32 +379,8 @@ async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
 async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home() {
     use onvm::rpc_api::api::JobApiClient;
     use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
-    let tmp = tempfile::tempdir().unwrap();
-    let mut children = Vec::new();
-    let mut urls = Vec::new();
-    for i in 0..4 {
-        let dir = tmp.path().join(format!("n{i}"));
-        common::init_plaintext(&dir);
-        let (child, url) = common::spawn_node(
-            &dir,
-            &[
-                "--set",
-                "committee.attest_timeout_ms=60000",
-                "--set",
-                "net.idle_timeout_ms=3000",
-            ],
-        );
-        children.push(child);
-        urls.push(url);
-    }
+    let (_tmp, mut children, urls, info) = spawn_joined(4).await;
     let first = common::ws_client(&urls[0]).await;
-    let info = NodeApiClient::info(&first).await.unwrap();
-    for url in &urls[1..] {
-        PeerApiClient::connect(&common::ws_client(url).await, info.ticket.clone())
-            .await
-            .unwrap();
-    }
-    converge_urls(&urls).await;
     // No committee size: the default is 4 with threshold 3.
     let p = common::deploy_kvstore(&first, None).await;
     let committee = ProgramApiClient::committee(&first, p).await.unwrap();

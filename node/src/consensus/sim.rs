@@ -1422,23 +1422,29 @@ fn hunt(planted: PlantedBugs) -> Option<(u64, Violation)> {
     (0..PLANTED_SEED_LIMIT).find_map(|seed| run_seed(seed, planted, false).err().map(|v| (seed, v)))
 }
 
+/// Hunts seeds with the bug `name` planted; it must be found within [`PLANTED_SEED_LIMIT`].
+fn caught(planted: PlantedBugs, name: &str) -> Violation {
+    let started = Instant::now();
+    let Some((seed, v)) = hunt(planted) else {
+        panic!("planted bug {name} not caught in {PLANTED_SEED_LIMIT} seeds");
+    };
+    println!(
+        "planted bug {name} caught by seed {seed} ({} seeds run, {:.1?}): {:?}: {}",
+        seed + 1,
+        started.elapsed(),
+        v.invariant,
+        v.detail
+    );
+    v
+}
+
 #[test]
 fn planted_bug_is_caught() {
     let planted = PlantedBugs {
         skip_lock_rule: true,
         forget_votes_on_restart: false,
     };
-    let started = Instant::now();
-    let Some((seed, v)) = hunt(planted) else {
-        panic!("planted bug skip_lock_rule not caught in {PLANTED_SEED_LIMIT} seeds");
-    };
-    println!(
-        "planted bug skip_lock_rule caught by seed {seed} ({} seeds run, {:.1?}): {:?}: {}",
-        seed + 1,
-        started.elapsed(),
-        v.invariant,
-        v.detail
-    );
+    let v = caught(planted, "skip_lock_rule");
     assert_eq!(v.invariant, Invariant::Safety, "{v}");
 }
 
@@ -1448,17 +1454,7 @@ fn planted_restart_bug_is_caught() {
         skip_lock_rule: false,
         forget_votes_on_restart: true,
     };
-    let started = Instant::now();
-    let Some((seed, v)) = hunt(planted) else {
-        panic!("planted bug forget_votes_on_restart not caught in {PLANTED_SEED_LIMIT} seeds");
-    };
-    println!(
-        "planted bug forget_votes_on_restart caught by seed {seed} ({} seeds run, {:.1?}): {:?}: {}",
-        seed + 1,
-        started.elapsed(),
-        v.invariant,
-        v.detail
-    );
+    let v = caught(planted, "forget_votes_on_restart");
     assert!(
         matches!(
             v.invariant,
