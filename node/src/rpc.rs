@@ -613,9 +613,13 @@ impl ReceiptApiServer for Handlers {
     ) -> jsonrpsee::core::SubscriptionResult {
         use onvm_rpc_api::committee::ReceiptStreamItem;
         use onvm_rpc_api::dag::DagPayload;
+        // Refused payloads are stored in the DAG too: stream only receipts this node applied
+        // (one indexed read per receipt, so a lying peer's receipts never reach a dApp).
+        let store = self.ctx.store.clone();
         let pick = move |seq, node: onvm_rpc_api::dag::DagNode| match node.body.payload {
             DagPayload::ExecutionCommitted { receipt, .. }
-                if program_id.is_none_or(|p| p == receipt.receipt.program_id) =>
+                if program_id.is_none_or(|p| p == receipt.receipt.program_id)
+                    && store.receipt(&receipt.id).ok().flatten().is_some() =>
             {
                 Some(ReceiptStreamItem::Receipt { seq, receipt })
             }

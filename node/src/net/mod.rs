@@ -781,6 +781,7 @@ impl Peers {
                 continue;
             };
             let call = self.resolve_call(&node, from).await?;
+            let node_author = node.body.author;
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || {
                 store.insert_foreign_dag(&node, call.as_ref())
@@ -793,8 +794,13 @@ impl Peers {
                     }
                     // A refused payload is the author's problem, not the relayer's: the node
                     // is validly signed, stored, and relaying it is what honest peers do.
+                    // Its author signed it, though: when the author itself sent it, that
+                    // counts against the author, so a peer cannot spam refused operations.
                     if let Some(reason) = &inserted.refused {
                         tracing::debug!(node = %nid, relayer = %from.id, "stored with its payload refused: {reason}");
+                        if *from.id.as_bytes() == node_author.0 {
+                            self.penalise(&from.id, format!("refused operation {nid}: {reason}"));
+                        }
                     }
                     if let Some(event) = inserted.job_event {
                         // No subscriber is not an error.

@@ -33,6 +33,10 @@ const DAG_REFUSED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("dag_
 /// the DAG before this replica can apply them (the program or an earlier height has not arrived
 /// yet); applied as soon as the program reaches that height.
 const DAG_DEFERRED: TableDefinition<&[u8; 72], &[u8]> = TableDefinition::new("dag_deferred");
+/// Most replicated calls that may wait in `DAG_DEFERRED`. Honest waits are short (a height
+/// sequenced by another member arrives a moment before its predecessor) and few; the bound
+/// keeps a peer inventing calls for programs nobody deployed from filling the disk.
+const MAX_DEFERRED_CALLS: u64 = 4096;
 /// `own_last` -> the id of the last node this node authored.
 const DAG_META: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("dag_meta");
 const OWN_LAST: &str = "own_last";
@@ -525,8 +529,15 @@ impl Store {
             let call = call.ok_or_else(|| {
                 StoreError::ReplicaRejected(format!("{id}: its writes were not supplied"))
             })?;
-            tx.open_table(DAG_DEFERRED)?
-                .insert(&deferred_key(program, *height, id), encode(call).as_slice())?;
+            // The attestation of a call for an unknown program cannot be checked yet, so a
+            // lying peer could park junk here: bounded, and what is over the bound is refused.
+            let mut deferred = tx.open_table(DAG_DEFERRED)?;
+            if deferred.len()? >= MAX_DEFERRED_CALLS {
+                return Err(StoreError::ReplicaRejected(format!(
+                    "{id}: {MAX_DEFERRED_CALLS} replicated calls already wait for earlier heights"
+                )));
+            }
+            deferred.insert(&deferred_key(program, *height, id), encode(call).as_slice())?;
         }
         self.commit_dag(tx)?;
         Ok(applied)
