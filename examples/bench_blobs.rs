@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use iroh_blobs::store::fs::FsStore;
-use jsonrpsee::ws_client::WsClientBuilder;
 use onvm::rpc_api::BlobId;
 use onvm::rpc_api::api::BlobApiClient;
 
@@ -46,7 +45,7 @@ async fn main() -> Result<()> {
 
     // ---- ONVM over WebSocket ----
     let (_dir, node) = support::bench_node().await?;
-    let client = WsClientBuilder::default()
+    let client = support::operator(&node)
         .max_request_size(64 * 1024 * 1024)
         .max_response_size(64 * 1024 * 1024)
         .build(node.rpc_url())

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use jsonrpsee::core::client::Subscription;
-use jsonrpsee::ws_client::WsClientBuilder;
 use onvm::rpc_api::api::{JobApiClient, ProgramApiClient};
 use onvm::rpc_api::jobs::{JobStatus, JobStreamItem, SubmitJob};
 use onvm::rpc_api::program::DeployRequest;
@@ -31,8 +30,8 @@ async fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(500);
     let (_dir, node) = support::bench_node().await?;
-    let submitter = WsClientBuilder::default().build(node.rpc_url()).await?;
-    let watcher = WsClientBuilder::default().build(node.rpc_url()).await?;
+    let submitter = support::operator(&node).build(node.rpc_url()).await?;
+    let watcher = support::operator(&node).build(node.rpc_url()).await?;
     let req = DeployRequest {
         wasm_base64: Some(support::program_wasm("echo")?.into()),
         ..Default::default()

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use jsonrpsee::ws_client::WsClientBuilder;
 use onvm::node::Identity;
 use onvm::node::identity::BLS_SIG_DST;
 use onvm::node::store::Store;
@@ -63,7 +62,7 @@ async fn bench_execute(wasm: &[u8]) -> Result<()> {
     const N: usize = 500;
     let input = b"hello, benchmark! the quick brown fox";
     let (_dir, node) = support::bench_node().await?;
-    let client = WsClientBuilder::default().build(node.rpc_url()).await?;
+    let client = support::operator(&node).build(node.rpc_url()).await?;
     let req = DeployRequest {
         wasm_base64: Some(wasm.to_vec().into()),
         ..Default::default()

@@ -448,74 +448,6 @@ async fn restart_keeps_jobs_and_their_outputs() {
     node.stop().await;
 }
 
-/// A raw WebSocket client that subscribes to the job feed and then does not read at all, with
-/// a tiny receive buffer: the node must close its subscription with `lagged` and a cursor, and
-/// keep serving everyone else.
-mod stalled {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpSocket, TcpStream};
-
-    pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(addr).await.unwrap();
-        let handshake = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(handshake.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
-        assert!(
-            String::from_utf8_lossy(&head).contains(" 101 "),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        stream
-    }
-
-    pub async fn send_text(stream: &mut TcpStream, text: &str) {
-        let payload = text.as_bytes();
-        let mask = [0x11u8, 0x22, 0x33, 0x44];
-        let mut frame = vec![0x81];
-        if payload.len() < 126 {
-            frame.push(0x80 | payload.len() as u8);
-        } else {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        stream.write_all(&frame).await.unwrap();
-    }
-
-    /// The next text frame's payload (skipping control frames).
-    pub async fn read_text(stream: &mut TcpStream) -> String {
-        loop {
-            let mut h = [0u8; 2];
-            stream.read_exact(&mut h).await.unwrap();
-            let mut len = (h[1] & 0x7f) as u64;
-            if len == 126 {
-                let mut l = [0u8; 2];
-                stream.read_exact(&mut l).await.unwrap();
-                len = u16::from_be_bytes(l) as u64;
-            } else if len == 127 {
-                let mut l = [0u8; 8];
-                stream.read_exact(&mut l).await.unwrap();
-                len = u64::from_be_bytes(l);
-            }
-            let mut payload = vec![0u8; len as usize];
-            stream.read_exact(&mut payload).await.unwrap();
-            if h[0] & 0x0f == 1 {
-                return String::from_utf8(payload).unwrap();
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_is_closed_with_a_cursor_and_others_are_unaffected() {
     let node = TestNode::start_with(&[
@@ -570,12 +502,12 @@ async fn a_subscriber_that_never_reads_is_closed_with_a_cursor_and_others_are_un
 
     // A client with a tiny receive buffer asks for the whole history 16 times over (megabytes)
     // and never reads. Kernel buffers fill, then the node's per-connection buffer.
-    let mut stalled = stalled::connect(node.node().rpc_addr()).await;
+    let mut stalled = common::raw::ws_connect(node.node().rpc_addr(), Some(4096)).await;
     for id in 0..16 {
         let req = format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"job_subscribe_all","params":[null,1]}}"#
         );
-        stalled::send_text(&mut stalled, &req).await;
+        common::raw::send_text(&mut stalled, &req).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Everyone else is unaffected.
@@ -600,9 +532,12 @@ async fn a_subscriber_that_never_reads_is_closed_with_a_cursor_and_others_are_un
     let mut lagged: Vec<(u64, u64)> = Vec::new();
     let mut finished_or_closed = 0;
     while finished_or_closed < 16 {
-        let text = tokio::time::timeout(Duration::from_secs(30), stalled::read_text(&mut stalled))
-            .await
-            .expect("frames keep coming");
+        let text = tokio::time::timeout(
+            Duration::from_secs(30),
+            common::raw::read_text(&mut stalled),
+        )
+        .await
+        .expect("frames keep coming");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         if v.get("id").is_some() {
             continue; // a subscription acknowledgement

@@ -332,26 +332,9 @@ fn huge_put_body(data: &[u8]) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":1,"method":"blob_put","params":["{b64}"]}}"#)
 }
 
-/// A minimal HTTP/1.1 POST over a raw socket: status code and body.
+/// A POST over a raw socket: status code and body.
 async fn http_post(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The server may answer and close before reading the whole body.
-    let _ = stream.write_all(body.as_bytes()).await;
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let (status, _, body) = common::raw::http(addr, "POST", &[], body).await;
     (status, body)
 }
 
@@ -596,5 +579,95 @@ async fn concurrent_clients_upload_in_parallel() {
             .len(),
         8
     );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn strict_input_names_unknown_fields_ids_and_units() {
+    let node = TestNode::start_with(&["rpc.auth=false"]).await;
+    let addr = node.node().rpc_addr();
+    let client = node.client().await;
+    let program = common::deploy_kvstore(&client, None).await;
+    let mut ws = common::raw::ws_connect(addr, None).await;
+
+    // A typo in an option is an error naming the field, not a silently ignored idempotency key.
+    let typo = common::raw::ws_call(
+        &mut ws,
+        "program_execute",
+        &format!(r#"["{program}", "e30=", {{"requestId": "r1"}}]"#),
+    )
+    .await;
+    assert_eq!(typo["error"]["code"], codes::INVALID_PARAMS, "{typo}");
+    assert!(
+        typo.to_string().contains("unknown field `requestId`"),
+        "{typo}"
+    );
+    let job_typo = common::raw::ws_call(
+        &mut ws,
+        "job_submit",
+        &format!(r#"[{{"program_id": "{program}", "request_id": "j1", "retries": 3}}]"#),
+    )
+    .await;
+    assert!(
+        job_typo.to_string().contains("unknown field `retries`"),
+        "{job_typo}"
+    );
+    let deploy_typo =
+        common::raw::ws_call(&mut ws, "program_deploy", r#"[{"wasm": "AA=="}]"#).await;
+    assert!(
+        deploy_typo.to_string().contains("unknown field `wasm`"),
+        "{deploy_typo}"
+    );
+
+    // Fuel and timeouts: the same bounds and words for a call and a job.
+    for (params, needle) in [
+        (
+            format!(r#"["{program}", "e30=", {{"fuel": 0}}]"#),
+            "fuel must be 1..=",
+        ),
+        (
+            format!(r#"["{program}", "e30=", {{"timeout_ms": 0}}]"#),
+            "timeout_ms must be 1..=",
+        ),
+        (
+            format!(r#"["{program}", "e30=", {{"timeout_ms": 99999999}}]"#),
+            "ms (vm.max_call_ms)",
+        ),
+    ] {
+        let answer = common::raw::ws_call(&mut ws, "program_execute", &params).await;
+        assert_eq!(answer["error"]["code"], codes::INVALID_PARAMS, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+        assert!(!message.contains("bytes"), "{message}");
+    }
+    let job_fuel = common::raw::ws_call(
+        &mut ws,
+        "job_submit",
+        &format!(r#"[{{"program_id": "{program}", "request_id": "j2", "fuel": 0}}]"#),
+    )
+    .await;
+    assert!(
+        job_fuel["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fuel must be 1..="),
+        "{job_fuel}"
+    );
+
+    // Ids that are objects or arrays are invalid requests, answered with id null.
+    for id in ["{}", "[1]", r#"{"a":1}"#] {
+        common::raw::send_text(
+            &mut ws,
+            &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"node_health"}}"#),
+        )
+        .await;
+        let answer: serde_json::Value =
+            serde_json::from_str(&common::raw::read_text(&mut ws).await).unwrap();
+        assert_eq!(answer["error"]["code"], codes::INVALID_REQUEST, "{answer}");
+        assert!(answer["id"].is_null(), "{answer}");
+    }
+    // The connection still serves.
+    let health = common::raw::ws_call(&mut ws, "node_health", "[]").await;
+    assert_eq!(health["result"]["ready"], true);
     node.stop().await;
 }

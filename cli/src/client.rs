@@ -54,8 +54,32 @@ pub struct Session {
     pub(crate) json: bool,
 }
 
-pub async fn connect(url: &str, json: bool) -> Result<Session> {
+/// The port of a `ws://host:port/...` URL whose host is this machine.
+fn local_port(url: &str) -> Option<u16> {
+    let rest = url.strip_prefix("ws://")?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    local.then(|| port.parse().ok()).flatten()
+}
+
+/// Connects with `token`, else the cookie of a node on this machine, else anonymously.
+pub async fn connect(url: &str, token: Option<&str>, json: bool) -> Result<Session> {
+    let credential = token
+        .map(str::to_string)
+        .or_else(|| local_port(url).and_then(onvm_node::rpc::cookie::read_for));
+    let mut headers = jsonrpsee::ws_client::HeaderMap::new();
+    if let Some(credential) = credential {
+        let value = jsonrpsee::ws_client::HeaderValue::from_str(&format!("Bearer {credential}"))
+            .map_err(|_| anyhow!("the token contains characters that cannot be sent"))?;
+        headers.insert("authorization", value);
+    }
     let client = WsClientBuilder::default()
+        .set_headers(headers)
         .max_request_size(CLIENT_MESSAGE_MAX)
         .max_response_size(CLIENT_MESSAGE_MAX)
         .request_timeout(Duration::from_secs(300))
@@ -72,6 +96,31 @@ pub async fn connect(url: &str, json: bool) -> Result<Session> {
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+fn scope_names(scopes: &[onvm_rpc_api::auth::Scope]) -> String {
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn human_duration_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        7200..=172_799 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
 }
 
 pub(crate) fn human_bytes(n: u64) -> String {
@@ -104,6 +153,74 @@ fn progress_bar(total: u64, enabled: bool, verb: &str) -> ProgressBar {
 }
 
 impl Session {
+    pub async fn token_create(&self, request: onvm_rpc_api::auth::TokenRequest) -> Result<()> {
+        use onvm_rpc_api::api::TokenApiClient;
+        let created = TokenApiClient::create(&self.client, request)
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&created);
+        }
+        println!("{}", created.token);
+        eprintln!(
+            "token {} with scopes {} (shown once: keep it secret; revoke with `onvm token revoke {}`)",
+            created.info.id,
+            scope_names(&created.info.scopes),
+            created.info.id
+        );
+        Ok(())
+    }
+
+    pub async fn token_list(&self) -> Result<()> {
+        use onvm_rpc_api::api::TokenApiClient;
+        let tokens = TokenApiClient::list(&self.client).await.map_err(rpc_err)?;
+        if self.json {
+            return print_json(&tokens);
+        }
+        if tokens.is_empty() {
+            println!("no tokens (create one with `onvm token create --scope read`)");
+        }
+        for t in tokens {
+            let expires = match t.expires_at_ms {
+                Some(ms) => format!(
+                    "expires in {}",
+                    human_duration_ms(ms.saturating_sub(now_ms()),)
+                ),
+                None => "no expiry".into(),
+            };
+            let origins = if t.origins.is_empty() {
+                "any origin".to_string()
+            } else {
+                t.origins.join(" ")
+            };
+            println!(
+                "{}  {}  {}  {}  {}",
+                t.id,
+                scope_names(&t.scopes),
+                origins,
+                expires,
+                t.label.as_deref().unwrap_or("")
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn token_revoke(&self, id: &str) -> Result<()> {
+        use onvm_rpc_api::api::TokenApiClient;
+        let revoked = TokenApiClient::revoke(&self.client, id.to_string())
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&serde_json::json!({ "revoked": revoked }));
+        }
+        if revoked {
+            println!("revoked");
+            Ok(())
+        } else {
+            bail!("no token with id `{id}` (see `onvm token list`)")
+        }
+    }
+
     pub async fn node_info(&self) -> Result<()> {
         let info = NodeApiClient::info(&self.client).await.map_err(rpc_err)?;
         if self.json {

@@ -18,12 +18,17 @@ pub struct Overrides {
     pub offline: bool,
     pub set: Vec<String>,
     pub bootnodes: Vec<String>,
+    pub no_auth: bool,
 }
 
 impl Overrides {
     /// As `--set` items, applied after the file so flags win.
     fn as_set_items(&self) -> Vec<String> {
-        let mut items = self.set.clone();
+        let mut items = Vec::new();
+        if self.no_auth {
+            items.push("rpc.auth=false".into());
+        }
+        items.extend(self.set.iter().cloned());
         if let Some(rpc) = self.rpc {
             items.push(format!("rpc.listen=\"{rpc}\""));
         }
@@ -151,7 +156,20 @@ pub async fn dev(data_dir: Option<PathBuf>, overrides: &Overrides) -> Result<()>
             data_dir.display()
         );
     }
-    run_node(&data_dir, overrides).await
+    // A dev node is for one developer's machine: every method open, any web origin (a page
+    // opened from disk sends `Origin: null`). `--set rpc.auth=true` still closes it.
+    let mut open = overrides.clone();
+    open.set = [
+        "rpc.auth=false".to_string(),
+        "rpc.allowed_origins=[\"*\"]".to_string(),
+    ]
+    .into_iter()
+    .chain(overrides.set.iter().cloned())
+    .collect();
+    eprintln!(
+        "WARNING: dev node: its RPC is open to every program and every web page on this machine (no tokens, any origin). Use `onvm run-node` for anything shared."
+    );
+    run_node(&data_dir, &open).await
 }
 
 fn default_dev_dir() -> Result<PathBuf> {

@@ -29,6 +29,10 @@ struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
+    /// API token for client commands (`onvm token create`). Not needed on the node's own
+    /// machine: the CLI then reads the node's cookie file.
+    #[arg(long, global = true, env = "ONVM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +51,10 @@ struct NodeFlags {
     /// Join the network through this node's ticket (repeatable). Adds to net.bootnodes.
     #[arg(long = "bootnode", value_name = "TICKET")]
     bootnodes: Vec<String>,
+    /// Open every RPC method to every client, no token needed (trusted setups only). Sets
+    /// rpc.auth = false.
+    #[arg(long)]
+    no_auth: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -298,6 +306,11 @@ enum Command {
         #[arg(long)]
         from_seq: Option<u64>,
     },
+    /// API tokens: create, list and revoke (needs scope admin: the node's own CLI has it).
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// List blobs stored on the node.
     ListBlobs {
         #[arg(long)]
@@ -310,6 +323,56 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token; prints it once (keep it secret). Example:
+    /// `onvm token create --scope read,execute --expires 30d --origin https://app.example`
+    Create {
+        /// Scopes, comma-separated or repeated: read, execute, deploy, upload, peers, admin.
+        #[arg(long, required = true, value_delimiter = ',')]
+        scope: Vec<onvm_rpc_api::auth::Scope>,
+        /// Lifetime: seconds, or with a unit: 90s, 15m, 12h, 30d. Default: until revoked.
+        #[arg(long)]
+        expires: Option<Lifetime>,
+        /// Web origin allowed to use it, e.g. https://app.example (repeatable). Default: any
+        /// origin the node admits.
+        #[arg(long)]
+        origin: Vec<String>,
+        /// A name to recognise it by in `token list`.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List live tokens (ids, scopes, origins, expiry; never secrets).
+    List,
+    /// Revoke a token by id (or the whole token); it stops working at once.
+    Revoke { id: String },
+}
+
+/// A duration given as seconds or with a unit (s, m, h, d).
+#[derive(Debug, Clone, Copy)]
+struct Lifetime(u64);
+
+impl std::str::FromStr for Lifetime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => s.split_at(i),
+            None => (s, "s"),
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{s}` is not a lifetime like 3600, 90s, 15m, 12h or 30d"))?;
+        let unit = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+        };
+        Ok(Lifetime(n.saturating_mul(unit)))
+    }
+}
+
 fn overrides(rpc: Option<&str>, flags: &NodeFlags) -> Result<daemon::Overrides> {
     let parse = |s: &str| target::listen_addr(s).map_err(anyhow::Error::msg);
     Ok(daemon::Overrides {
@@ -318,6 +381,7 @@ fn overrides(rpc: Option<&str>, flags: &NodeFlags) -> Result<daemon::Overrides> 
         offline: flags.offline,
         set: flags.set.clone(),
         bootnodes: flags.bootnodes.clone(),
+        no_auth: flags.no_auth,
     })
 }
 
@@ -327,7 +391,7 @@ async fn run(cli: Cli) -> Result<()> {
     let rpc = cli.rpc.as_deref();
     let session = || async {
         let url = target::client_url(rpc.unwrap_or(DEFAULT_RPC)).map_err(anyhow::Error::msg)?;
-        client::connect(&url, cli.json).await
+        client::connect(&url, cli.token.as_deref(), cli.json).await
     };
     match &cli.command {
         Command::Init {
@@ -515,6 +579,24 @@ async fn run(cli: Cli) -> Result<()> {
             };
             session().await?.watch_jobs(filter, *from_seq).await
         }
+        Command::Token { action } => match action {
+            TokenCommand::Create {
+                scope,
+                expires,
+                origin,
+                label,
+            } => {
+                let request = onvm_rpc_api::auth::TokenRequest {
+                    scopes: scope.clone(),
+                    expires_in_secs: expires.map(|d| d.0),
+                    origins: origin.clone(),
+                    label: label.clone(),
+                };
+                session().await?.token_create(request).await
+            }
+            TokenCommand::List => session().await?.token_list().await,
+            TokenCommand::Revoke { id } => session().await?.token_revoke(id).await,
+        },
         Command::ListBlobs { cursor, limit, all } => {
             session()
                 .await?

@@ -18,11 +18,22 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
         .map_err(|_| anyhow!("timed out after {WAIT:?}: {what}"))
 }
 
+/// A client builder carrying `node`'s cookie, as the operator's CLI connects.
+pub fn operator(node: &Node) -> WsClientBuilder {
+    let mut headers = jsonrpsee::ws_client::HeaderMap::new();
+    if let Some(cookie) = onvm::node::rpc::cookie::read_for(node.rpc_addr().port())
+        && let Ok(value) = format!("Bearer {cookie}").parse()
+    {
+        headers.insert("authorization", value);
+    }
+    WsClientBuilder::default().set_headers(headers)
+}
+
 /// A WebSocket client for `node`, with room for large blobs and slow fetches.
 pub async fn client(node: &Node) -> Result<WsClient> {
     within(
         "WS connect",
-        WsClientBuilder::default()
+        operator(node)
             .max_request_size(64 * 1024 * 1024)
             .max_response_size(64 * 1024 * 1024)
             .request_timeout(Duration::from_secs(120))

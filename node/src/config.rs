@@ -106,6 +106,32 @@ pub struct VmConfig {
     pub max_clock_skew_ms: u64,
 }
 
+impl VmConfig {
+    /// Fuel and wall-clock limit of one call from the client's options (defaults filled in),
+    /// with the same bounds for `program_execute` and `job_submit`.
+    pub fn call_bounds(
+        &self,
+        fuel: Option<u64>,
+        timeout_ms: Option<u64>,
+    ) -> Result<(u64, u64), String> {
+        let fuel = fuel.unwrap_or(self.default_fuel);
+        if fuel == 0 || fuel > self.max_fuel {
+            return Err(format!(
+                "fuel must be 1..={} units (vm.max_fuel), got {fuel}",
+                self.max_fuel
+            ));
+        }
+        let timeout_ms = timeout_ms.unwrap_or(self.max_call_ms);
+        if timeout_ms == 0 || timeout_ms > self.max_call_ms {
+            return Err(format!(
+                "timeout_ms must be 1..={} ms (vm.max_call_ms), got {timeout_ms}",
+                self.max_call_ms
+            ));
+        }
+        Ok((fuel, timeout_ms))
+    }
+}
+
 impl Default for VmConfig {
     fn default() -> Self {
         Self {
@@ -147,6 +173,13 @@ pub struct RpcConfig {
     pub max_subscriptions_per_connection: u32,
     pub message_buffer: u32,
     pub subscriber_lag_ms: u64,
+    pub auth: bool,
+    pub anonymous_scopes: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub max_connections_per_ip: u32,
+    pub ping_interval_ms: u64,
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,6 +250,15 @@ impl Default for RpcConfig {
             max_subscriptions_per_connection: 64,
             message_buffer: 1024,
             subscriber_lag_ms: 5000,
+            auth: true,
+            anonymous_scopes: vec!["read".into()],
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            // A third of the slots: one address (or one misbehaving script) cannot take them
+            // all, while a busy local dApp with many tabs still fits.
+            max_connections_per_ip: 32,
+            ping_interval_ms: 15_000,
+            idle_timeout_ms: 30_000,
         }
     }
 }
@@ -311,6 +353,22 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "blobs.max_inline_bytes = {} does not fit in rpc.max_request_bytes / max_response_bytes once base64-encoded",
                 self.blobs.max_inline_bytes
+            )));
+        }
+        for scope in &self.rpc.anonymous_scopes {
+            scope
+                .parse::<onvm_rpc_api::auth::Scope>()
+                .map_err(|e| ConfigError::Invalid(format!("rpc.anonymous_scopes: {e}")))?;
+        }
+        if self.rpc.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "rpc.max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.rpc.ping_interval_ms > 0 && self.rpc.idle_timeout_ms < self.rpc.ping_interval_ms {
+            return Err(ConfigError::Invalid(format!(
+                "rpc.idle_timeout_ms = {} must be at least rpc.ping_interval_ms = {}: a client gets one ping before it counts as idle",
+                self.rpc.idle_timeout_ms, self.rpc.ping_interval_ms
             )));
         }
         if self.rpc.max_batch == 0 || self.rpc.max_connections == 0 {
@@ -446,6 +504,24 @@ message_buffer = {message_buffer}
 # A subscriber whose connection buffer stays full this long (ms) is closed with reason `lagged`
 # and a cursor to resume from; it never slows the node or other clients.
 subscriber_lag_ms = {subscriber_lag_ms}
+# true: every method outside anonymous_scopes needs an API token (`onvm token create`) or the
+# node's cookie file, which the CLI of the user running the node finds by itself. false opens
+# every method to everyone who can reach the port (`run-node --no-auth`, `onvm dev`).
+auth = {auth}
+# Scopes of clients that present no token: read, execute, deploy, upload, peers, admin.
+anonymous_scopes = {anonymous_scopes:?}
+# Web origins (scheme://host[:port]) whose pages may call this node; "*" admits any. Requests
+# from other origins get HTTP 403; clients that send no Origin (CLI, scripts) are not browsers.
+allowed_origins = {allowed_origins:?}
+# Host names accepted in the Host header besides localhost and IP addresses (DNS rebinding).
+allowed_hosts = {allowed_hosts:?}
+# Most concurrent requests and WebSocket connections from one IP address (HTTP 429 beyond).
+max_connections_per_ip = {max_connections_per_ip}
+# WebSocket ping period; 0 disables pings and idle reaping.
+ping_interval_ms = {rpc_ping_interval_ms}
+# A WebSocket that answers no ping and sends nothing for this long is closed (checked at each
+# ping, so it goes within idle_timeout_ms + ping_interval_ms).
+idle_timeout_ms = {rpc_idle_timeout_ms}
 
 [net]
 # UDP address of the iroh endpoint (QUIC). Port 0 picks a free port. CLI flag: --listen.
@@ -570,6 +646,13 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
             max_subscriptions_per_connection = rpc.max_subscriptions_per_connection,
             message_buffer = rpc.message_buffer,
             subscriber_lag_ms = rpc.subscriber_lag_ms,
+            auth = rpc.auth,
+            anonymous_scopes = rpc.anonymous_scopes,
+            allowed_origins = rpc.allowed_origins,
+            allowed_hosts = rpc.allowed_hosts,
+            max_connections_per_ip = rpc.max_connections_per_ip,
+            rpc_ping_interval_ms = rpc.ping_interval_ms,
+            rpc_idle_timeout_ms = rpc.idle_timeout_ms,
             net_listen = net.listen,
             offline = net.offline,
             bootnodes = net.bootnodes,

@@ -237,6 +237,8 @@ pub struct Node {
     ctx: Arc<NodeContext>,
     rpc_addr: SocketAddr,
     rpc_handle: ServerHandle,
+    /// Removed from disk when the node stops.
+    _rpc_cookie: Option<rpc::cookie::Cookie>,
     stop_tasks: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -338,7 +340,7 @@ impl Node {
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
         });
-        let (rpc_addr, rpc_handle) = match rpc::start(&config.rpc, ctx.clone()).await {
+        let rpc_server = match rpc::start(&config.rpc, ctx.clone()).await {
             Ok(started) => started,
             Err(e) => {
                 ctx.net.shutdown().await;
@@ -367,13 +369,14 @@ impl Node {
         ];
         tracing::info!(
             endpoint_id = %ctx.identity.endpoint_id(),
-            rpc = %rpc_addr,
+            rpc = %rpc_server.addr,
             "node started"
         );
         Ok(Self {
             ctx,
-            rpc_addr,
-            rpc_handle,
+            rpc_addr: rpc_server.addr,
+            rpc_handle: rpc_server.handle,
+            _rpc_cookie: rpc_server.cookie,
             stop_tasks,
             tasks,
         })

@@ -1152,21 +1152,10 @@ impl Programs {
                 key: "vm.max_input_bytes",
             });
         }
-        let fuel = options.fuel.unwrap_or(limits.default_fuel);
-        if fuel == 0 || fuel > limits.max_fuel {
-            return Err(ProgramError::TooLarge {
-                what: "fuel",
-                size: fuel,
-                max: limits.max_fuel,
-                key: "vm.max_fuel",
-            });
-        }
-        let timeout = Duration::from_millis(
-            options
-                .timeout_ms
-                .unwrap_or(limits.max_call_ms)
-                .clamp(1, limits.max_call_ms),
-        );
+        let (fuel, timeout_ms) = limits
+            .call_bounds(options.fuel, options.timeout_ms)
+            .map_err(ProgramError::BadRequest)?;
+        let timeout = Duration::from_millis(timeout_ms);
         let record = self.require(&id).await?;
         let manifest = record.manifest.manifest.clone();
         if !options.read_only {

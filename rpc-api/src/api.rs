@@ -252,3 +252,25 @@ pub trait DagApi {
     #[subscription(name = "subscribe" => "node", unsubscribe = "unsubscribe", item = crate::dag::DagStreamItem)]
     async fn subscribe_nodes(&self, from_seq: Option<u64>) -> SubscriptionResult;
 }
+
+/// `token_*`: API tokens for clients other than the node operator's CLI (which uses the
+/// node's cookie file). Scope `admin`.
+#[cfg_attr(not(feature = "client"), rpc(server, namespace = "token"))]
+#[cfg_attr(feature = "client", rpc(server, client, namespace = "token"))]
+pub trait TokenApi {
+    /// Creates a token; the answer is the only place its secret ever appears.
+    #[method(name = "create")]
+    async fn create(
+        &self,
+        request: crate::auth::TokenRequest,
+    ) -> RpcResult<crate::auth::CreatedToken>;
+
+    /// Every live (unexpired, unrevoked) token, without secrets.
+    #[method(name = "list")]
+    async fn list(&self) -> RpcResult<Vec<crate::auth::TokenInfo>>;
+
+    /// Revokes a token by id; true if it existed. It stops working at once, also on
+    /// connections already open with it.
+    #[method(name = "revoke")]
+    async fn revoke(&self, id: String) -> RpcResult<bool>;
+}

@@ -70,6 +70,7 @@ impl std::str::FromStr for JobStatus {
 
 /// `job_submit` parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     pub program_id: ProgramId,
     /// The client's idempotency key (1..=128 bytes).
@@ -170,6 +171,7 @@ pub struct AttemptLogs {
 
 /// `job_list` filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<JobStatus>,

@@ -3,6 +3,7 @@
 //! can depend on it cheaply.
 
 pub mod api;
+pub mod auth;
 pub mod bls;
 pub mod committee;
 pub mod dag;

@@ -420,6 +420,7 @@ pub fn verify_receipt(
 
 /// `program_deploy` parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The wasm module inline (base64) ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -475,6 +476,7 @@ pub struct ProgramPage {
 
 /// `program_execute` options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExecuteOptions {
     /// Fuel for this call; default `vm.default_fuel`, at most `vm.max_fuel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: real nodes in temp dirs, offline, on loopback port 0.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -131,8 +133,23 @@ impl TestNode {
     }
 }
 
+/// The cookie of the node serving `url` on this machine (the operator's credential).
+pub fn cookie_of(url: &str) -> Option<String> {
+    let port = url.rsplit(':').next()?.trim_end_matches('/').parse().ok()?;
+    onvm::node::rpc::cookie::read_for(port)
+}
+
+/// A client with the node's cookie, as the operator's CLI connects.
 pub async fn ws_client(url: &str) -> WsClient {
+    let mut headers = jsonrpsee::ws_client::HeaderMap::new();
+    if let Some(cookie) = cookie_of(url) {
+        headers.insert(
+            "authorization",
+            format!("Bearer {cookie}").parse().expect("header"),
+        );
+    }
     WsClientBuilder::default()
+        .set_headers(headers)
         .max_request_size(256 * 1024 * 1024)
         .max_response_size(256 * 1024 * 1024)
         .request_timeout(Duration::from_secs(120))

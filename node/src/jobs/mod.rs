@@ -156,20 +156,9 @@ impl Jobs {
                 cfg.max_retries
             )));
         }
-        let timeout_ms = req.timeout_ms.unwrap_or(vm.max_call_ms);
-        if timeout_ms == 0 || timeout_ms > vm.max_call_ms {
-            return Err(JobError::BadRequest(format!(
-                "timeout_ms must be 1..={} (vm.max_call_ms)",
-                vm.max_call_ms
-            )));
-        }
-        let fuel = req.fuel.unwrap_or(vm.default_fuel);
-        if fuel == 0 || fuel > vm.max_fuel {
-            return Err(JobError::BadRequest(format!(
-                "fuel must be 1..={} (vm.max_fuel)",
-                vm.max_fuel
-            )));
-        }
+        let (fuel, timeout_ms) = vm
+            .call_bounds(req.fuel, req.timeout_ms)
+            .map_err(JobError::BadRequest)?;
         if let Some(m) = &req.metadata
             && serde_json::to_vec(m)
                 .map(|v| v.len() as u64)

@@ -19,9 +19,11 @@ use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 mod attest;
 mod dag;
 mod jobs;
+mod tokens;
 pub use attest::{Evidence, Vote};
 pub use dag::{DagAuthor, DeployContext, ForeignInsert, ReplicatedCall};
 pub use jobs::{JobCommit, JobUpdate};
+pub use tokens::TokenRecord;
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
 /// 4: program ids bind the deployer (v2), refused and deferred DAG payloads are kept.
@@ -204,6 +206,7 @@ impl Store {
             jobs::create_tables(&tx)?;
             dag::create_tables(&tx)?;
             attest::create_tables(&tx)?;
+            tokens::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(())

@@ -13,8 +13,9 @@ use crate::net::{CallHandler, ForwardedCall, ForwardedReply};
 use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use onvm_rpc_api::api::{
     BlobApiServer, DagApiServer, JobApiServer, NodeApiServer, PeerApiServer, ProgramApiServer,
-    ReceiptApiServer, StateApiServer,
+    ReceiptApiServer, StateApiServer, TokenApiServer,
 };
+use onvm_rpc_api::auth::{CreatedToken, TokenInfo, TokenRequest};
 use onvm_rpc_api::error::{self as codes, rpc_error};
 use onvm_rpc_api::jobs::{
     JobEvent, JobFilter, JobInfo, JobLogs, JobOutput, JobPage, JobStreamItem, SubmitJob,
@@ -37,6 +38,9 @@ use crate::config::RpcConfig;
 use crate::jobs::{JobError, Jobs};
 use crate::node::NodeContext;
 use crate::programs::ProgramError;
+
+pub mod auth;
+pub mod cookie;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -358,6 +362,48 @@ async fn stream_events(
 #[derive(Clone)]
 struct Handlers {
     ctx: Arc<NodeContext>,
+    tokens: Arc<auth::Tokens>,
+}
+
+#[async_trait]
+impl TokenApiServer for Handlers {
+    async fn create(&self, request: TokenRequest) -> RpcResult<CreatedToken> {
+        let tokens = self.tokens.clone();
+        let created =
+            tokio::task::spawn_blocking(move || tokens.create(request, crate::util::now_ms()))
+                .await
+                .map_err(|e| {
+                    rpc_error(
+                        codes::INTERNAL_ERROR,
+                        "internal",
+                        e.to_string(),
+                        json!(null),
+                    )
+                })?
+                .map_err(|e| e.to_rpc())?;
+        tracing::info!(token = %created.info.id, scopes = ?created.info.scopes, "API token created");
+        Ok(created)
+    }
+
+    async fn list(&self) -> RpcResult<Vec<TokenInfo>> {
+        Ok(self.tokens.list(crate::util::now_ms()))
+    }
+
+    async fn revoke(&self, id: String) -> RpcResult<bool> {
+        let tokens = self.tokens.clone();
+        let revoked = tokio::task::spawn_blocking(move || tokens.revoke(&id))
+            .await
+            .map_err(|e| {
+                rpc_error(
+                    codes::INTERNAL_ERROR,
+                    "internal",
+                    e.to_string(),
+                    json!(null),
+                )
+            })?
+            .map_err(|e| e.to_rpc())?;
+        Ok(revoked)
+    }
 }
 
 #[async_trait]
@@ -1469,36 +1515,92 @@ impl crate::programs::Attestor for CommitteeLink {
     }
 }
 
-pub async fn start(
-    config: &RpcConfig,
-    ctx: Arc<NodeContext>,
-) -> Result<(SocketAddr, ServerHandle), RpcError> {
+/// The running JSON-RPC server.
+pub struct RpcServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    /// The operator's cookie file, removed when this is dropped.
+    pub cookie: Option<cookie::Cookie>,
+}
+
+/// How the server treats clients: set by `run-node` (tokens required for writes), `run-node
+/// --no-auth` and `onvm dev` (open) through `rpc.auth`.
+fn policy_of(config: &RpcConfig) -> Result<auth::Policy, RpcError> {
+    let anonymous = config
+        .anonymous_scopes
+        .iter()
+        .map(|s| s.parse::<onvm_rpc_api::auth::Scope>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| RpcError::Register(format!("rpc.anonymous_scopes: {e}")))?;
+    Ok(auth::Policy {
+        auth: config.auth,
+        anonymous,
+        origins: config.allowed_origins.clone(),
+        hosts: config.allowed_hosts.clone(),
+        max_per_ip: config.max_connections_per_ip as usize,
+    })
+}
+
+pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServer, RpcError> {
     ctx.programs
         .set_attestor(Arc::new(CommitteeLink(Arc::downgrade(&ctx))));
     ctx.net
         .peers()
         .set_call_handler(Arc::new(ForwardedCalls(Arc::downgrade(&ctx))));
-    let server_config = ServerConfig::builder()
+    let mut server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_bytes)
         .max_response_body_size(config.max_response_bytes)
         .max_connections(config.max_connections)
         .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
         .set_message_buffer_capacity(config.message_buffer)
-        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch))
-        .build();
+        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch));
+    if config.ping_interval_ms > 0 {
+        // A connection that answers no ping (nor sends anything) for idle_timeout_ms is closed,
+        // so idle sockets cannot hold the connection slots.
+        server_config = server_config.enable_ws_ping(
+            jsonrpsee::server::PingConfig::new()
+                .ping_interval(std::time::Duration::from_millis(config.ping_interval_ms))
+                .inactive_limit(std::time::Duration::from_millis(config.idle_timeout_ms))
+                .max_failures(1),
+        );
+    }
     let addr = config.listen;
-    let server = Server::builder()
-        .set_config(server_config)
-        .build(addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| RpcError::Bind { addr, source })?;
-    let local = server
+    let local = listener
         .local_addr()
         .map_err(|source| RpcError::Bind { addr, source })?;
-    let handlers = Handlers { ctx };
+    let tokens = Arc::new(
+        auth::Tokens::load(ctx.store.clone())
+            .map_err(|e| RpcError::Register(format!("loading API tokens: {e}")))?,
+    );
+    let cookie = if config.auth {
+        match cookie::Cookie::create(local.port()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(
+                    "could not write the RPC cookie file ({e}): local CLI writes will need a token"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let door = Arc::new(auth::FrontDoor {
+        policy: policy_of(config)?,
+        tokens: tokens.clone(),
+        cookie: cookie.as_ref().map(|c| c.secret.clone()),
+        per_ip: Arc::default(),
+    });
+    let handlers = Handlers {
+        ctx,
+        tokens: tokens.clone(),
+    };
     let h = handlers;
     let mut module = RpcModule::new(());
-    let namespaces: [jsonrpsee::Methods; 8] = [
+    let namespaces: [jsonrpsee::Methods; 9] = [
         NodeApiServer::into_rpc(h.clone()).into(),
         BlobApiServer::into_rpc(h.clone()).into(),
         ProgramApiServer::into_rpc(h.clone()).into(),
@@ -1506,6 +1608,7 @@ pub async fn start(
         ReceiptApiServer::into_rpc(h.clone()).into(),
         DagApiServer::into_rpc(h.clone()).into(),
         PeerApiServer::into_rpc(h.clone()).into(),
+        TokenApiServer::into_rpc(h.clone()).into(),
         JobApiServer::into_rpc(h).into(),
     ];
     for methods in namespaces {
@@ -1513,5 +1616,118 @@ pub async fn start(
             .merge(methods)
             .map_err(|e| RpcError::Register(e.to_string()))?;
     }
-    Ok((local, server.start(module)))
+    // Every method is in the scope table, so none is open by omission.
+    if let Some(unmapped) = module
+        .method_names()
+        .find(|m| onvm_rpc_api::auth::scope_of(m).is_none())
+    {
+        return Err(RpcError::Register(format!(
+            "method `{unmapped}` has no scope in onvm_rpc_api::auth::scope_of"
+        )));
+    }
+    let methods: jsonrpsee::Methods = module.into();
+    let services = Server::builder()
+        .set_config(server_config.build())
+        .set_rpc_middleware(
+            jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
+                .layer(auth::ScopeLayer(tokens)),
+        )
+        .to_service_builder();
+    let (stop, handle) = jsonrpsee::server::stop_channel();
+    tokio::spawn(accept_loop(listener, services, methods, stop, door));
+    Ok(RpcServer {
+        addr: local,
+        handle,
+        cookie,
+    })
+}
+
+/// Accepts TCP connections until the server is stopped. Each HTTP request (a WebSocket
+/// handshake is one) passes the front door first; the per-IP permit it takes lives as long as
+/// the request, or the WebSocket connection it opens.
+/// The jsonrpsee service with the scope check in front of every call.
+type Services = jsonrpsee::server::TowerServiceBuilder<
+    tower::layer::util::Stack<auth::ScopeLayer, tower::layer::util::Identity>,
+    tower::layer::util::Identity,
+>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    services: Services,
+    methods: jsonrpsee::Methods,
+    stop: jsonrpsee::server::StopHandle,
+    door: Arc<auth::FrontDoor>,
+) {
+    loop {
+        let (socket, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!("accepting an RPC connection: {e}");
+                    // Out of file descriptors: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.clone().shutdown() => break,
+        };
+        let (services, methods, stop_conn, door) = (
+            services.clone(),
+            methods.clone(),
+            stop.clone(),
+            door.clone(),
+        );
+        let service = tower::service_fn(
+            move |mut request: jsonrpsee::server::HttpRequest<hyper::body::Incoming>| {
+                let admission = door.admit(&mut request, crate::util::now_ms());
+                let permit = door.per_ip.acquire(remote.ip(), door.policy.max_per_ip);
+                let mut inner = services.clone().build(methods.clone(), stop_conn.clone());
+                let max_per_ip = door.policy.max_per_ip;
+                let reply: std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                                Output = Result<jsonrpsee::server::HttpResponse, BoxError>,
+                            > + Send,
+                    >,
+                > = Box::pin(async move {
+                    use tower::Service;
+                    let (grant, cors) = match admission {
+                        Err(refusal) => return Ok(refusal.into_response()),
+                        Ok(auth::Admission::Preflight { origin }) => {
+                            return Ok(auth::preflight(&origin));
+                        }
+                        Ok(auth::Admission::Pass { grant, cors }) => (grant, cors),
+                    };
+                    let Some(permit) = permit else {
+                        return Ok(auth::Refusal {
+                            status: 429,
+                            reason: format!(
+                                "too many open requests and connections from {} (rpc.max_connections_per_ip = {max_per_ip}); close some and retry",
+                                remote.ip()
+                            ),
+                        }
+                        .into_response());
+                    };
+                    request.extensions_mut().insert(grant);
+                    request.extensions_mut().insert(permit);
+                    let mut response: jsonrpsee::server::HttpResponse =
+                        match inner.call(request).await {
+                            Ok(response) => response,
+                            Err(e) => return Err(e),
+                        };
+                    if let Some(origin) = cors {
+                        auth::decorate(&mut response, &origin);
+                    }
+                    Ok(response)
+                });
+                reply
+            },
+        );
+        let stopped = stop.clone().shutdown();
+        // Connection errors (a client vanishing mid-request) are logged by jsonrpsee at debug.
+        tokio::spawn(jsonrpsee::server::serve_with_graceful_shutdown(
+            socket, service, stopped,
+        ));
+    }
 }

@@ -1,0 +1,384 @@
+//! The RPC front door, tried as an attacker and as a browser would: foreign origins and hosts,
+//! tokens with scopes (and forged, expired, revoked ones), the operator's cookie, idle sockets
+//! that never answer pings, and one address trying to take every connection slot.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestNode;
+use common::raw::{http, read_frame, ws_call, ws_connect, ws_handshake};
+use onvm::rpc_api::api::{NodeApiClient, ProgramApiClient, TokenApiClient};
+use onvm::rpc_api::auth::{Scope, TokenRequest};
+use onvm::rpc_api::error as codes;
+use onvm::rpc_api::program::DeployRequest;
+
+fn error_code(response: &serde_json::Value) -> Option<i64> {
+    response["error"]["code"].as_i64()
+}
+
+#[tokio::test]
+async fn foreign_origins_and_hosts_are_refused_and_admitted_origins_get_cors() {
+    let node = TestNode::start_with(&["rpc.allowed_origins=[\"https://app.example\"]"]).await;
+    let addr = node.node().rpc_addr();
+    let port = addr.port().to_string();
+
+    // A web page elsewhere cannot open a WebSocket, nor POST.
+    let evil = ws_handshake(addr, "/", &[("Origin", "http://evil.example")], None).await;
+    assert_eq!(evil.status, 403, "{}", evil.head);
+    assert!(evil.body.contains("rpc.allowed_origins"), "{}", evil.body);
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        &[("Origin", "http://evil.example")],
+        r#"{"jsonrpc":"2.0","id":1,"method":"node_info"}"#,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // DNS rebinding: a name that resolves to loopback is still not this node's name.
+    let rebound = ws_handshake(
+        addr,
+        "/",
+        &[("Host", &format!("rebind.evil.example:{port}"))],
+        None,
+    )
+    .await;
+    assert_eq!(rebound.status, 403);
+    assert!(
+        rebound.body.contains("rpc.allowed_hosts"),
+        "{}",
+        rebound.body
+    );
+    let localhost = ws_handshake(addr, "/", &[("Host", &format!("localhost:{port}"))], None).await;
+    assert_eq!(localhost.status, 101, "{}", localhost.head);
+
+    // The admitted origin: preflight, then a POST it may read, then a WebSocket.
+    let (status, head, _) = http(
+        addr,
+        "OPTIONS",
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 204, "{head}");
+    let head = head.to_lowercase();
+    assert!(head.contains("access-control-allow-origin: https://app.example"));
+    assert!(head.contains("access-control-allow-headers: content-type, authorization"));
+    let (status, head, body) = http(
+        addr,
+        "POST",
+        &[("Origin", "https://app.example")],
+        r#"{"jsonrpc":"2.0","id":1,"method":"node_health"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("access-control-allow-origin: https://app.example")
+    );
+    assert!(body.contains("\"ready\""), "{body}");
+    let app = ws_handshake(addr, "/", &[("Origin", "https://app.example")], None).await;
+    assert_eq!(app.status, 101);
+
+    // The node's own pages (same origin as the URL dialed).
+    let own = ws_handshake(
+        addr,
+        "/",
+        &[("Origin", &format!("http://127.0.0.1:{port}"))],
+        None,
+    )
+    .await;
+    assert_eq!(own.status, 101);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn each_scope_allows_exactly_its_methods_and_tokens_die_when_revoked() {
+    let node = TestNode::start().await;
+    let addr = node.node().rpc_addr();
+    // The operator (cookie) may do anything, including creating tokens.
+    let operator = common::ws_client(&node.url()).await;
+
+    // Without a token: reads only, and the refusal says what to do.
+    let mut anonymous = ws_connect(addr, None).await;
+    let info = ws_call(&mut anonymous, "node_info", "[]").await;
+    assert!(info["result"]["endpoint_id"].is_string(), "{info}");
+    let deploy = ws_call(
+        &mut anonymous,
+        "program_deploy",
+        r#"[{"wasm_base64":"AA=="}]"#,
+    )
+    .await;
+    assert_eq!(
+        error_code(&deploy),
+        Some(codes::FORBIDDEN as i64),
+        "{deploy}"
+    );
+    let message = deploy["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("needs scope `deploy`") && message.contains("onvm token create"),
+        "{message}"
+    );
+    assert_eq!(deploy["error"]["data"]["kind"], "scope_required");
+    // Inside a batch too, call by call.
+    let (_, _, body) = http(
+        addr,
+        "POST",
+        &[],
+        r#"[{"jsonrpc":"2.0","id":1,"method":"node_health"},{"jsonrpc":"2.0","id":2,"method":"program_deploy","params":[{"wasm_base64":"AA=="}]}]"#,
+    )
+    .await;
+    let answers: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let by_id = |id: i64| answers.iter().find(|a| a["id"] == id).unwrap().clone();
+    assert!(by_id(1)["result"]["ready"].is_boolean(), "{body}");
+    assert_eq!(
+        error_code(&by_id(2)),
+        Some(codes::FORBIDDEN as i64),
+        "{body}"
+    );
+
+    // One representative call per method family, with parameters that are valid enough to
+    // get past parsing; what matters is whether the answer is FORBIDDEN.
+    let calls: &[(&str, &str, Scope)] = &[
+        ("node_info", "[]", Scope::Read),
+        ("blob_list", "[]", Scope::Read),
+        ("program_list", "[]", Scope::Read),
+        ("dag_heads", "[]", Scope::Read),
+        ("peer_list", "[]", Scope::Read),
+        ("job_list", "[]", Scope::Read),
+        ("program_execute", r#"["prog00", "AA=="]"#, Scope::Execute),
+        ("job_cancel", r#"["job00"]"#, Scope::Execute),
+        (
+            "program_deploy",
+            r#"[{"wasm_base64":"AA=="}]"#,
+            Scope::Deploy,
+        ),
+        ("blob_put", r#"["aGk="]"#, Scope::Upload),
+        ("blob_upload_begin", "[10]", Scope::Upload),
+        ("peer_connect", r#"["not-a-ticket"]"#, Scope::Peers),
+        ("token_list", "[]", Scope::Admin),
+    ];
+    for scope in Scope::ALL {
+        let token = TokenApiClient::create(
+            &operator,
+            TokenRequest {
+                scopes: vec![scope],
+                expires_in_secs: None,
+                origins: vec![],
+                label: Some(format!("only {scope}")),
+            },
+        )
+        .await
+        .unwrap();
+        let path = format!("/?token={}", token.token);
+        let handshake = ws_handshake(addr, &path, &[], None).await;
+        assert_eq!(handshake.status, 101, "{}", handshake.head);
+        let mut client = handshake.stream;
+        for (method, params, needs) in calls {
+            let answer = ws_call(&mut client, method, params).await;
+            let forbidden = error_code(&answer) == Some(codes::FORBIDDEN as i64);
+            assert_eq!(
+                forbidden,
+                *needs != scope,
+                "token with scope {scope} calling {method}: {answer}"
+            );
+        }
+    }
+
+    // A token for a dApp: read + execute, revoked while its connection is open.
+    let dapp = TokenApiClient::create(
+        &operator,
+        TokenRequest {
+            scopes: vec![Scope::Read, Scope::Execute],
+            expires_in_secs: Some(3600),
+            origins: vec![],
+            label: Some("dapp".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let listed = TokenApiClient::list(&operator).await.unwrap();
+    assert!(listed.iter().any(|t| t.id == dapp.info.id));
+    assert!(
+        !serde_json::to_string(&listed)
+            .unwrap()
+            .contains(dapp.token.rsplit('_').next().unwrap()),
+        "token_list must never show a secret"
+    );
+    let mut open = ws_handshake(
+        addr,
+        "/",
+        &[("Authorization", &format!("Bearer {}", dapp.token))],
+        None,
+    )
+    .await
+    .stream;
+    let before = ws_call(&mut open, "job_cancel", r#"["job00"]"#).await;
+    assert_ne!(
+        error_code(&before),
+        Some(codes::FORBIDDEN as i64),
+        "{before}"
+    );
+    assert!(
+        TokenApiClient::revoke(&operator, dapp.info.id.clone())
+            .await
+            .unwrap()
+    );
+    let after = ws_call(&mut open, "job_cancel", r#"["job00"]"#).await;
+    assert_eq!(error_code(&after), Some(codes::FORBIDDEN as i64), "{after}");
+    assert!(
+        after["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    let again = ws_handshake(addr, &format!("/?token={}", dapp.token), &[], None).await;
+    assert_eq!(again.status, 401);
+
+    // Forged and malformed tokens are refused at the door, with a reason.
+    let forged = format!("onvm_{}_{}", dapp.info.id, "00".repeat(32));
+    for bad in [forged.as_str(), "onvm_nope", "hunter2"] {
+        let h = ws_handshake(
+            addr,
+            "/",
+            &[("Authorization", &format!("Bearer {bad}"))],
+            None,
+        )
+        .await;
+        assert_eq!(h.status, 401, "{bad}: {}", h.head);
+        assert!(h.body.contains("refused"), "{}", h.body);
+    }
+
+    // The operator's cookie still deploys.
+    let deployed = ProgramApiClient::deploy(
+        &operator,
+        DeployRequest {
+            wasm_base64: Some(common::program_wasm("echo").into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(deployed.is_ok(), "{deployed:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_bound_to_an_origin_works_only_from_that_origin_and_expires() {
+    let node = TestNode::start_with(&["rpc.allowed_origins=[\"*\"]"]).await;
+    let addr = node.node().rpc_addr();
+    let operator = common::ws_client(&node.url()).await;
+    let bound = TokenApiClient::create(
+        &operator,
+        TokenRequest {
+            scopes: vec![Scope::Read, Scope::Execute],
+            expires_in_secs: Some(2),
+            origins: vec!["https://app.example".into()],
+            label: None,
+        },
+    )
+    .await
+    .unwrap();
+    let path = format!("/?token={}", bound.token);
+    let from_app = ws_handshake(addr, &path, &[("Origin", "https://app.example")], None).await;
+    assert_eq!(from_app.status, 101);
+    let from_elsewhere =
+        ws_handshake(addr, &path, &[("Origin", "https://other.example")], None).await;
+    assert_eq!(from_elsewhere.status, 403);
+    let mut app = from_app.stream;
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let late = ws_handshake(addr, &path, &[("Origin", "https://app.example")], None).await;
+    assert_eq!(late.status, 401);
+    assert!(late.body.contains("expired"), "{}", late.body);
+    // The connection opened before expiry loses its scopes too.
+    let answer = ws_call(&mut app, "job_cancel", r#"["job00"]"#).await;
+    assert_eq!(
+        error_code(&answer),
+        Some(codes::FORBIDDEN as i64),
+        "{answer}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn idle_sockets_that_never_answer_pings_are_reaped_and_free_their_slots() {
+    let node = TestNode::start_with(&[
+        "rpc.max_connections=4",
+        "rpc.ping_interval_ms=200",
+        "rpc.idle_timeout_ms=400",
+    ])
+    .await;
+    let addr = node.node().rpc_addr();
+    // Four sockets that complete the handshake and then never read or answer a ping.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(ws_connect(addr, None).await);
+    }
+    let locked_out = ws_handshake(addr, "/", &[], None).await;
+    assert_eq!(locked_out.status, 429, "{}", locked_out.head);
+    // Each idle socket is closed by the node (EOF or a close frame, after pings it ignored).
+    let started = Instant::now();
+    for mut socket in idle {
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match read_frame(&mut socket).await {
+                    None | Some((8, _)) => break,
+                    Some(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle socket was not reaped");
+    }
+    println!(
+        "4 idle sockets reaped {} ms after the lockout",
+        started.elapsed().as_millis()
+    );
+    // The slots are free again: a real client connects and is served.
+    let mut fresh = None;
+    for _ in 0..50 {
+        match jsonrpsee::ws_client::WsClientBuilder::default()
+            .build(node.url())
+            .await
+        {
+            Ok(c) => {
+                fresh = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let fresh = fresh.expect("a fresh client connects once idle sockets are reaped");
+    assert!(NodeApiClient::health(&fresh).await.unwrap().ready);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    let node = TestNode::start_with(&["rpc.max_connections_per_ip=2"]).await;
+    let addr = node.node().rpc_addr();
+    let first = ws_connect(addr, None).await;
+    let _second = ws_connect(addr, None).await;
+    let third = ws_handshake(addr, "/", &[], None).await;
+    assert_eq!(third.status, 429);
+    assert!(
+        third.body.contains("rpc.max_connections_per_ip = 2"),
+        "{}",
+        third.body
+    );
+    // Closing one gives its share back.
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..50 {
+        if ws_handshake(addr, "/", &[], None).await.status == 101 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "a closed connection's slot was never returned");
+    node.stop().await;
+}
