@@ -93,6 +93,14 @@ impl Session {
                     signed.id
                 )
             };
+            if r.engine != onvm_node::vm::ENGINE_FINGERPRINT {
+                bail!(
+                    "audit CANNOT REPLAY height {}: the receipt was made by engine `{}`, this auditor runs `{}` (fuel costs and semantics differ); audit with a matching onvm version",
+                    r.height,
+                    r.engine,
+                    onvm_node::vm::ENGINE_FINGERPRINT
+                );
+            }
             if r.height != expected_height as u64 {
                 return Err(fail(format!("expected height {expected_height}")));
             }

@@ -100,6 +100,7 @@ pub struct VmConfig {
     pub max_key_bytes: u64,
     pub max_value_bytes: u64,
     pub max_writes_per_call: u64,
+    pub max_write_bytes_per_call: u64,
     pub max_blob_refs_bytes: u64,
     pub max_concurrent_calls: u32,
     pub module_cache_entries: u32,
@@ -147,6 +148,10 @@ impl Default for VmConfig {
             max_key_bytes: 256,
             max_value_bytes: MIB,
             max_writes_per_call: 10_000,
+            // Bounds what one call holds in memory before commit (and the database growth it
+            // causes): 16 MiB is far below the memory of a small machine, and above what
+            // the default fuel lets a call write (about 2.5 MB at 20 units per byte).
+            max_write_bytes_per_call: 16 * MIB,
             max_blob_refs_bytes: 64 * MIB,
             max_concurrent_calls: 32,
             module_cache_entries: 64,
@@ -595,6 +600,10 @@ max_key_bytes = {max_key_bytes}
 max_value_bytes = {max_value_bytes}
 # Most distinct keys one call may write or delete.
 max_writes_per_call = {max_writes_per_call}
+# Most bytes (keys + values) one call may have in its write set; a call over it ends with a
+# `host_limit` trap and writes nothing. The same on every node of a network, like the other
+# limits that decide a call's outcome.
+max_write_bytes_per_call = {max_write_bytes_per_call}
 # Total size of the blobs a program declares in blob_refs (loaded for each call).
 max_blob_refs_bytes = {max_blob_refs_bytes}
 # Calls running at once (sizes the instance pool).
@@ -683,6 +692,7 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
             max_key_bytes = vm.max_key_bytes,
             max_value_bytes = vm.max_value_bytes,
             max_writes_per_call = vm.max_writes_per_call,
+            max_write_bytes_per_call = vm.max_write_bytes_per_call,
             max_blob_refs_bytes = vm.max_blob_refs_bytes,
             max_concurrent_calls = vm.max_concurrent_calls,
             module_cache_entries = vm.module_cache_entries,

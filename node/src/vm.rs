@@ -145,7 +145,34 @@ struct HostState {
     logs: Vec<String>,
     log_bytes: usize,
     logs_truncated: bool,
+    /// Bytes of the pending write set (keys and values), bounded by
+    /// `vm.max_write_bytes_per_call` so one call cannot hold gigabytes in memory.
+    write_bytes: u64,
     limits: VmConfig,
+}
+
+impl HostState {
+    /// Accounts for writing `key` (a value of `value_len` bytes, or a delete) in the write set.
+    fn account_write(&mut self, key: &[u8], value_len: Option<usize>) -> wasmtime::Result<()> {
+        let size = |v: Option<usize>| key.len() as u64 + v.unwrap_or(0) as u64;
+        let old = self
+            .overlay
+            .get(key)
+            .map(|v| size(v.as_ref().map(Vec::len)))
+            .unwrap_or(0);
+        let new = self.write_bytes - old + size(value_len);
+        if new > self.limits.max_write_bytes_per_call {
+            return Err(host_trap(
+                "host_limit",
+                format!(
+                    "the call's state writes would reach {new} bytes, over vm.max_write_bytes_per_call = {}",
+                    self.limits.max_write_bytes_per_call
+                ),
+            ));
+        }
+        self.write_bytes = new;
+        Ok(())
+    }
 }
 
 impl ResourceLimiter for HostState {
@@ -338,7 +365,10 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<i64> {
             let key = read_guest(&mut c, "onvm_state_get", kp, kl)?;
             match c.data().get(&key)? {
-                Some(v) => fill(&mut c, "onvm_state_get", bp, bc, &v),
+                Some(v) => {
+                    charge(&mut c, v.len().min(bc as u32 as usize), FUEL_PER_BYTE_READ)?;
+                    fill(&mut c, "onvm_state_get", bp, bc, &v)
+                }
                 None => {
                     let mem = memory(&mut c)?;
                     span("onvm_state_get", bp, bc, mem.data_size(&c))?;
@@ -356,12 +386,13 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          vp: i32,
          vl: i32|
          -> wasmtime::Result<i32> {
-            let key = read_guest(&mut c, "onvm_state_put", kp, kl)?;
-            let value = read_guest(&mut c, "onvm_state_put", vp, vl)?;
-            let st = c.data_mut();
-            if st.read_only {
+            if c.data().read_only {
                 return Err(host_trap("read_only", "onvm_state_put in a read-only call"));
             }
+            let key = read_guest(&mut c, "onvm_state_put", kp, kl)?;
+            let value = read_guest(&mut c, "onvm_state_put", vp, vl)?;
+            charge(&mut c, key.len() + value.len(), FUEL_PER_BYTE_WRITTEN)?;
+            let st = c.data_mut();
             check_key(&st.limits, "onvm_state_put", &key)?;
             if value.len() as u64 > st.limits.max_value_bytes {
                 return Err(host_trap(
@@ -384,6 +415,7 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     ),
                 ));
             }
+            st.account_write(&key, Some(value.len()))?;
             st.overlay.insert(key, Some(value));
             Ok(0)
         },
@@ -397,6 +429,7 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Err(host_trap("read_only", "onvm_state_del in a read-only call"));
             }
             check_key(&c.data().limits, "onvm_state_del", &key)?;
+            charge(&mut c, key.len(), FUEL_PER_BYTE_WRITTEN)?;
             let existed = c.data().get(&key)?.is_some();
             let st = c.data_mut();
             if !st.overlay.contains_key(&key)
@@ -407,6 +440,7 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     "too many distinct keys written in one call",
                 ));
             }
+            st.account_write(&key, None)?;
             st.overlay.insert(key, None);
             Ok(i32::from(existed))
         },
@@ -429,7 +463,10 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Some(read_guest(&mut c, "onvm_state_next", ap, al)?)
             };
             match c.data().next_key(&prefix, after.as_deref())? {
-                Some(k) => fill(&mut c, "onvm_state_next", bp, bc, &k),
+                Some(k) => {
+                    charge(&mut c, k.len().min(bc as u32 as usize), FUEL_PER_BYTE_READ)?;
+                    fill(&mut c, "onvm_state_next", bp, bc, &k)
+                }
                 None => {
                     let mem = memory(&mut c)?;
                     span("onvm_state_next", bp, bc, mem.data_size(&c))?;
@@ -476,6 +513,7 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             let start = (offset.max(0) as u64).min(blob.len() as u64) as usize;
             let end = start.saturating_add(bc as u32 as usize).min(blob.len());
+            charge(&mut c, end - start, FUEL_PER_BYTE_READ)?;
             write_guest(&mut c, "onvm_blob_read", bp, &blob[start..end])?;
             Ok((end - start) as i64)
         },
@@ -485,6 +523,7 @@ fn define_abi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "onvm_log",
         |mut c: Caller<'_, HostState>, p: i32, l: i32| -> wasmtime::Result<()> {
             let bytes = read_guest(&mut c, "onvm_log", p, l)?;
+            charge(&mut c, bytes.len(), FUEL_PER_BYTE_LOGGED)?;
             let st = c.data_mut();
             if st.logs.len() >= MAX_LOG_LINES
                 || st.log_bytes + bytes.len() > st.limits.max_log_bytes as usize
@@ -595,7 +634,36 @@ impl Drop for Vm {
 
 /// Engine + ABI fingerprint recorded in manifests and receipts: fuel totals and semantics are
 /// only comparable between executors with the same fingerprint.
-pub const ENGINE_FINGERPRINT: &str = "onvm-abi-1/wasmtime-48/fuel-v1/nan-canonical";
+pub const ENGINE_FINGERPRINT: &str = "onvm-abi-1/wasmtime-48/fuel-v2/nan-canonical";
+
+/// Fuel per byte a call writes to state (key and value of `onvm_state_put`, key of
+/// `onvm_state_del`). A written byte costs every node of the network a hash in the Merkle
+/// tree, a database write, a copy in the replicated log and storage for good, where a wasm
+/// instruction costs one unit: 20 lets a default call (50M units) write about 2.5 MB.
+pub const FUEL_PER_BYTE_WRITTEN: u64 = 20;
+/// Fuel per byte logged with `onvm_log` (kept with the call's result, at most
+/// `vm.max_log_bytes`).
+pub const FUEL_PER_BYTE_LOGGED: u64 = 20;
+/// Fuel per byte copied into the guest by `onvm_state_get`, `onvm_state_next` and
+/// `onvm_blob_read`: a memory copy, like an instruction per byte.
+pub const FUEL_PER_BYTE_READ: u64 = 1;
+/// Fuel per byte of the call's output, charged when the entrypoint returns.
+pub const FUEL_PER_BYTE_RETURNED: u64 = 1;
+
+/// Takes `bytes × per_byte` fuel from the running call; running out is `out_of_fuel`, exactly
+/// as if the guest had spent it on instructions.
+fn charge(c: &mut Caller<'_, HostState>, bytes: usize, per_byte: u64) -> wasmtime::Result<()> {
+    let cost = (bytes as u64).saturating_mul(per_byte);
+    if cost == 0 {
+        return Ok(());
+    }
+    let left = c.get_fuel()?;
+    if left < cost {
+        c.set_fuel(0)?;
+        return Err(wasmtime::Error::new(Trap::OutOfFuel));
+    }
+    c.set_fuel(left - cost)
+}
 
 impl Vm {
     pub fn new(limits: VmConfig) -> Result<Self, VmError> {
@@ -802,6 +870,7 @@ impl Vm {
             logs: Vec::new(),
             log_bytes: 0,
             logs_truncated: false,
+            write_bytes: 0,
             limits: self.limits.clone(),
         };
         let mut store = Store::new(&self.engine, host);
@@ -829,6 +898,19 @@ impl Vm {
                 self.limits.max_output_bytes,
             ),
             Err(e) => Err(e),
+        };
+        // The output is paid for like any other byte the call makes the node handle.
+        let returned = match &result {
+            Ok(Ok(output)) => (output.len() as u64).saturating_mul(FUEL_PER_BYTE_RETURNED),
+            _ => 0,
+        };
+        let left = store.get_fuel().unwrap_or(0);
+        let result = if returned > left {
+            let _ = store.set_fuel(0);
+            Err(wasmtime::Error::new(Trap::OutOfFuel))
+        } else {
+            let _ = store.set_fuel(left - returned);
+            result
         };
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let host = store.into_data();
@@ -1094,6 +1176,77 @@ mod tests {
         (func (export "onvm_main") (param i32 i32 i32)
           local.get 0 local.get 1 i32.store local.get 0 local.get 2 i32.store offset=4))"#;
 
+    /// Writes `n` values of `size` bytes (input: n, size as little-endian u32s).
+    const WRITER: &str = r#"(module
+        (import "env" "onvm_state_put" (func $put (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 20)
+        (func (export "onvm_main") (param $p i32) (param $l i32) (result i32 i32)
+          (local $i i32) (local $n i32) (local $size i32)
+          (local.set $n (i32.load (local.get $p)))
+          (local.set $size (i32.load offset=4 (local.get $p)))
+          (block $done (loop $next
+            (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+            (i32.store (i32.const 0) (local.get $i))
+            (drop (call $put (i32.const 0) (i32.const 4) (i32.const 65536) (local.get $size)))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $next)))
+          (i32.const 0) (i32.const 0)))"#;
+
+    fn writes(n: u32, size: u32) -> Vec<u8> {
+        [n.to_le_bytes(), size.to_le_bytes()].concat()
+    }
+
+    #[test]
+    fn written_bytes_cost_fuel_and_running_out_is_out_of_fuel() {
+        let vm = vm();
+        let small = call_wat(&vm, WRITER, &writes(1, 1), MemoryState::default());
+        let large = call_wat(&vm, WRITER, &writes(1, 10_001), MemoryState::default());
+        assert_eq!(small.outcome, Outcome::Ok);
+        assert_eq!(large.outcome, Outcome::Ok);
+        assert_eq!(
+            large.fuel_used - small.fuel_used,
+            10_000 * FUEL_PER_BYTE_WRITTEN,
+            "the only difference is 10,000 more bytes written"
+        );
+        // 1 MiB at 20 units per byte is more than the 10M units the call has.
+        let broke = call_wat(&vm, WRITER, &writes(1, 1 << 20), MemoryState::default());
+        assert_eq!(broke.outcome, Outcome::OutOfFuel);
+        assert!(broke.writes.is_empty());
+        assert_eq!(broke.fuel_used, 10_000_000);
+    }
+
+    #[test]
+    fn a_call_cannot_hold_more_than_max_write_bytes_per_call() {
+        let vm = Vm::new(VmConfig {
+            max_memory_bytes: 4 * 1024 * 1024,
+            max_write_bytes_per_call: 2 * 1024 * 1024,
+            ..VmConfig::default()
+        })
+        .unwrap();
+        let compiled = vm
+            .compile(&wat::parse_str(WRITER).unwrap(), &["onvm_main".to_string()])
+            .unwrap();
+        let mut req = request(&writes(1000, 1 << 20));
+        req.fuel = 1_000_000_000;
+        let r = vm.call(&compiled, req, Arc::new(MemoryState::default()));
+        match &r.outcome {
+            Outcome::Trap { kind, message } => {
+                assert_eq!(kind, "host_limit");
+                assert!(message.contains("vm.max_write_bytes_per_call"), "{message}");
+            }
+            other => panic!("expected the write cap, got {other:?}"),
+        }
+        assert!(r.writes.is_empty());
+        // Overwriting one key stays within the cap however often it is done.
+        let mut req = request(&writes(1, 1 << 20));
+        req.fuel = 1_000_000_000;
+        assert_eq!(
+            vm.call(&compiled, req, Arc::new(MemoryState::default()))
+                .outcome,
+            Outcome::Ok
+        );
+    }
+
     #[test]
     fn three_entrypoint_shapes_return_the_input() {
         let vm = vm();
@@ -1343,6 +1496,7 @@ mod tests {
             logs: Vec::new(),
             log_bytes: 0,
             logs_truncated: false,
+            write_bytes: 0,
             limits: VmConfig::default(),
         };
         host.overlay.insert(b"p/b".to_vec(), Some(b"2".to_vec()));

@@ -1,0 +1,109 @@
+//! Limits that must hold against a hostile program: a call that tries to write a gibibyte is
+//! stopped early by the per-call write cap, costs fuel per byte, and leaves the node's memory
+//! bounded and its state untouched.
+
+mod common;
+
+use std::time::Instant;
+
+use onvm::rpc_api::api::{NodeApiClient, ProgramApiClient, StateApiClient};
+use onvm::rpc_api::error as codes;
+use onvm::rpc_api::program::{DeployRequest, ExecuteOptions};
+
+/// Writes `n` values of `size` bytes under 4-byte keys (input: n, size as little-endian u32s).
+const WRITER: &str = r#"(module
+    (import "env" "onvm_state_put" (func $put (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 20)
+    (func (export "onvm_main") (param $p i32) (param $l i32) (result i32 i32)
+      (local $i i32) (local $n i32) (local $size i32)
+      (local.set $n (i32.load (local.get $p)))
+      (local.set $size (i32.load offset=4 (local.get $p)))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (i32.store (i32.const 0) (local.get $i))
+        (drop (call $put (i32.const 0) (i32.const 4) (i32.const 65536) (local.get $size)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+      (i32.const 0) (i32.const 0)))"#;
+
+fn writes(n: u32, size: u32) -> Vec<u8> {
+    [n.to_le_bytes(), size.to_le_bytes()].concat()
+}
+
+/// Peak resident memory of a process, from /proc (Linux), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_writing_a_gibibyte_fails_fast_and_the_node_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    common::init_plaintext(dir.path());
+    // The highest fuel a node allows by default, so only the write cap can stop the call.
+    let (child, url) = common::spawn_node(dir.path(), &[]);
+    let client = common::ws_client(&url).await;
+    let program = ProgramApiClient::deploy(
+        &client,
+        DeployRequest {
+            wasm_base64: Some(wat::parse_str(WRITER).unwrap().into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    let root_before = StateApiClient::root(&client, program).await.unwrap();
+    let max_fuel = ExecuteOptions {
+        fuel: Some(1_000_000_000),
+        ..Default::default()
+    };
+
+    // 1,000 distinct values of 1 MiB each.
+    let started = Instant::now();
+    let err = ProgramApiClient::execute(
+        &client,
+        program,
+        writes(1000, 1 << 20).into(),
+        Some(max_fuel.clone()),
+    )
+    .await
+    .unwrap_err();
+    let elapsed = started.elapsed();
+    let jsonrpsee::core::ClientError::Call(err) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(err.code(), codes::EXECUTION_FAILED, "{}", err.message());
+    assert!(
+        err.message().contains("vm.max_write_bytes_per_call"),
+        "{}",
+        err.message()
+    );
+    let rss = peak_rss_mib(child.id());
+    println!(
+        "1000 x 1 MiB call refused after {} ms; node peak RSS {rss:?} MiB",
+        elapsed.as_millis()
+    );
+    if let Some(rss) = rss {
+        // Wave 1 reached 3.4 GB here; the write set is now capped at 16 MiB.
+        assert!(rss < 1024, "peak RSS {rss} MiB");
+    }
+    // Nothing was written; the node serves on.
+    assert_eq!(
+        StateApiClient::root(&client, program)
+            .await
+            .unwrap()
+            .state_root,
+        root_before.state_root
+    );
+    assert!(NodeApiClient::health(&client).await.unwrap().ready);
+
+    // A call within the cap pays for its bytes: 1 MiB written costs over 20M units.
+    let ok = ProgramApiClient::execute(&client, program, writes(1, 1 << 20).into(), Some(max_fuel))
+        .await
+        .unwrap();
+    assert!(ok.fuel_used > 20 * (1 << 20), "fuel {}", ok.fuel_used);
+    common::kill9(child);
+}
