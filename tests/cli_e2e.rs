@@ -796,3 +796,130 @@ fn two_nodes_ticket_connect_and_blob_across() {
     n1.stop();
     n2.stop();
 }
+
+/// A plaintext node started with `run-node --offline` and no `--listen`.
+fn start_offline(dir: &Path) -> RunningNode {
+    let mut child = onvm(&[
+        "run-node",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--rpc",
+        "127.0.0.1:0",
+        "--offline",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn run-node");
+    let rpc = common::rpc_url_of(&mut child);
+    RunningNode { child, rpc }
+}
+
+#[test]
+fn offline_nodes_bind_loopback_share_a_machine_and_a_busy_rpc_port_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["a", "b", "c"].iter().map(|d| tmp.path().join(d)).collect();
+    for d in &dirs {
+        common::init_plaintext(d);
+    }
+    // Two nodes with the default iroh port: the second takes a free one.
+    let a = start_offline(&dirs[0]);
+    let b = start_offline(&dirs[1]);
+    let mut ports = Vec::new();
+    for node in [&a, &b] {
+        let info: serde_json::Value =
+            serde_json::from_str(&run_ok(onvm(&["--rpc", &node.rpc, "--json", "node-info"])))
+                .unwrap();
+        let addresses: Vec<String> = info["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert!(!addresses.is_empty());
+        for addr in &addresses {
+            assert!(addr.starts_with("127.0.0.1:"), "--offline bound {addr}");
+        }
+        ports.push(addresses[0].clone());
+    }
+    assert_ne!(ports[0], ports[1]);
+
+    // A busy RPC port: one clear cause (not twice) and what to do.
+    let port = a.rpc.rsplit(':').next().unwrap();
+    let out = run_err(onvm(&[
+        "run-node",
+        "--data-dir",
+        dirs[2].to_str().unwrap(),
+        "--rpc",
+        &format!("127.0.0.1:{port}"),
+        "--offline",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds this port"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+
+    // Tokens from the CLI: the operator (cookie) creates one; a client elsewhere (no cookie)
+    // gets exactly its scopes.
+    let token = run_ok(onvm(&[
+        "--rpc",
+        &a.rpc,
+        "token",
+        "create",
+        "--scope",
+        "read",
+        "--expires",
+        "1h",
+        "--label",
+        "cli-test",
+    ]));
+    let token = token.trim();
+    assert!(token.starts_with("onvm_"), "{token}");
+    let listed = run_ok(onvm(&["--rpc", &a.rpc, "token", "list"]));
+    assert!(
+        listed.contains("cli-test") && !listed.contains(token),
+        "{listed}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let no_cookie = |args: &[&str]| {
+        let mut cmd = onvm(args);
+        cmd.env("ONVM_RUNTIME_DIR", elsewhere.path());
+        cmd
+    };
+    let wasm = tmp.path().join("echo.wasm");
+    std::fs::write(&wasm, common::program_wasm("echo")).unwrap();
+    let denied = run_err(no_cookie(&[
+        "--rpc",
+        &a.rpc,
+        "deploy",
+        "--file",
+        wasm.to_str().unwrap(),
+    ]));
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("needs scope `deploy`"), "{stderr}");
+    assert_eq!(denied.status.code(), Some(4));
+    let denied = run_err(no_cookie(&[
+        "--rpc",
+        &a.rpc,
+        "--token",
+        token,
+        "deploy",
+        "--file",
+        wasm.to_str().unwrap(),
+    ]));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("this token has only: read"));
+    run_ok(no_cookie(&["--rpc", &a.rpc, "--token", token, "health"]));
+    let id = token.trim_start_matches("onvm_").split('_').next().unwrap();
+    run_ok(onvm(&["--rpc", &a.rpc, "token", "revoke", id]));
+    let refused = run_err(no_cookie(&["--rpc", &a.rpc, "--token", token, "health"]));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("refused the token"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    a.stop();
+    b.stop();
+}

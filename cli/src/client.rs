@@ -86,9 +86,21 @@ pub async fn connect(url: &str, token: Option<&str>, json: bool) -> Result<Sessi
         .connection_timeout(Duration::from_secs(10))
         .build(url)
         .await
-        .map_err(|e| ClientError::Connect {
-            url: url.to_string(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            let reason = e.to_string();
+            let hint = if reason.contains("status code: 401") {
+                " (the node refused the token: it is unknown, revoked or expired; check --token or ONVM_TOKEN, or `onvm token list` on the node)"
+            } else if reason.contains("status code: 403") {
+                " (the node refused this client: its web origin or Host is not allowed, or the token is bound to other origins)"
+            } else if reason.contains("status code: 429") {
+                " (the node has no free connection for this address; retry, or raise rpc.max_connections_per_ip)"
+            } else {
+                ""
+            };
+            ClientError::Connect {
+                url: url.to_string(),
+                reason: format!("{reason}{hint}"),
+            }
         })?;
     Ok(Session { client, json })
 }

@@ -45,6 +45,14 @@ impl Overrides {
     fn config(&self, path: &Path) -> Result<Config> {
         let mut config = Config::load(path, &self.as_set_items())?;
         config.net.bootnodes.extend(self.bootnodes.iter().cloned());
+        // `--offline` means loopback unless an address was chosen: an all-interfaces bind
+        // would still expose the endpoint to the LAN.
+        if self.offline && self.listen.is_none() && config.net.listen.ip().is_unspecified() {
+            config
+                .net
+                .listen
+                .set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
         Ok(config)
     }
 }

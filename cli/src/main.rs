@@ -373,6 +373,22 @@ impl std::str::FromStr for Lifetime {
     }
 }
 
+/// The error and its causes on one line, skipping a cause whose text the line already holds
+/// (errors that print their source, as many library errors do, would otherwise say it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if line.contains(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
+}
+
 fn overrides(rpc: Option<&str>, flags: &NodeFlags) -> Result<daemon::Overrides> {
     let parse = |s: &str| target::listen_addr(s).map_err(anyhow::Error::msg);
     Ok(daemon::Overrides {
@@ -634,8 +650,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the outermost context and its causes.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
+            eprintln!("error: {}", error_chain(&e));
             let code = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<client::ClientError>())

@@ -236,6 +236,10 @@ impl std::fmt::Display for BlobReplication {
 
 const MIB: u64 = 1024 * 1024;
 
+/// The default iroh UDP port; when it is busy (another node on this machine), the node takes a
+/// free one instead, since peers dial the addresses in its ticket.
+pub const DEFAULT_NET_PORT: u16 = 7600;
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -271,7 +275,7 @@ impl Default for RpcConfig {
 impl Default for NetConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 7600)),
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_NET_PORT)),
             offline: false,
             bootnodes: Vec::new(),
             mdns: false,

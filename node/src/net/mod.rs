@@ -25,6 +25,49 @@ pub enum NetError {
     Bind { addr: SocketAddr, reason: String },
 }
 
+/// Binds the iroh endpoint on `addr` with the node's transport settings.
+async fn bind_endpoint(
+    secret_key: iroh::SecretKey,
+    config: &NetConfig,
+    addr: SocketAddr,
+) -> Result<Endpoint, NetError> {
+    let bad = |e: iroh::endpoint::InvalidSocketAddr| NetError::BadListen {
+        addr,
+        reason: e.to_string(),
+    };
+    let builder = if config.offline {
+        // Loopback/LAN only: no relays, no address lookup, no port mapping, no probes of
+        // public servers. Peers dial us with the direct addresses inside our ticket.
+        Endpoint::builder(presets::Minimal)
+            .clear_ip_transports()
+            .bind_addr(addr)
+            .map_err(bad)?
+            .portmapper_config(PortmapperConfig::Disabled)
+            .net_report_config(NetReportConfig::minimal())
+    } else {
+        Endpoint::builder(presets::N0)
+            .bind_addr(addr)
+            .map_err(bad)?
+    };
+    let idle = std::time::Duration::from_millis(config.idle_timeout_ms);
+    let keep_alive = idle / 3;
+    let transport = iroh::endpoint::QuicTransportConfig::builder()
+        .max_idle_timeout(idle.try_into().ok())
+        .keep_alive_interval(keep_alive)
+        .default_path_max_idle_timeout(idle)
+        .default_path_keep_alive_interval(keep_alive)
+        .build();
+    builder
+        .secret_key(secret_key)
+        .transport_config(transport)
+        .bind()
+        .await
+        .map_err(|e| NetError::Bind {
+            addr,
+            reason: e.to_string(),
+        })
+}
+
 /// The running network side of a node.
 pub struct Net {
     router: Router,
@@ -46,42 +89,21 @@ impl Net {
         replicate_all_blobs: bool,
     ) -> Result<Self, NetError> {
         let blob_store = blobs.store();
-        let addr = config.listen;
-        let bad = |e: iroh::endpoint::InvalidSocketAddr| NetError::BadListen {
-            addr,
-            reason: e.to_string(),
+        let endpoint = match bind_endpoint(secret_key.clone(), config, config.listen).await {
+            Err(e) if config.listen.port() == crate::config::DEFAULT_NET_PORT => {
+                // Another node on this machine holds the default port: any free port works,
+                // since peers dial the addresses inside this node's ticket.
+                let any = SocketAddr::new(config.listen.ip(), 0);
+                let endpoint = bind_endpoint(secret_key, config, any).await?;
+                tracing::warn!(
+                    "iroh port {} is busy ({e}); listening on {:?} instead (set net.listen or --listen to choose)",
+                    config.listen,
+                    endpoint.bound_sockets()
+                );
+                endpoint
+            }
+            other => other?,
         };
-        let builder = if config.offline {
-            // Loopback/LAN only: no relays, no address lookup, no port mapping, no probes of
-            // public servers. Peers dial us with the direct addresses inside our ticket.
-            Endpoint::builder(presets::Minimal)
-                .clear_ip_transports()
-                .bind_addr(addr)
-                .map_err(bad)?
-                .portmapper_config(PortmapperConfig::Disabled)
-                .net_report_config(NetReportConfig::minimal())
-        } else {
-            Endpoint::builder(presets::N0)
-                .bind_addr(addr)
-                .map_err(bad)?
-        };
-        let idle = std::time::Duration::from_millis(config.idle_timeout_ms);
-        let keep_alive = idle / 3;
-        let transport = iroh::endpoint::QuicTransportConfig::builder()
-            .max_idle_timeout(idle.try_into().ok())
-            .keep_alive_interval(keep_alive)
-            .default_path_max_idle_timeout(idle)
-            .default_path_keep_alive_interval(keep_alive)
-            .build();
-        let endpoint = builder
-            .secret_key(secret_key)
-            .transport_config(transport)
-            .bind()
-            .await
-            .map_err(|e| NetError::Bind {
-                addr,
-                reason: e.to_string(),
-            })?;
         // Addresses learned from tickets and hellos, for what dials by id only (gossip).
         let memory = iroh::address_lookup::memory::MemoryLookup::new();
         if let Ok(lookup) = endpoint.address_lookup() {

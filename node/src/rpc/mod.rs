@@ -44,13 +44,23 @@ pub mod cookie;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
-    #[error("starting the JSON-RPC server on {addr}: {source}")]
+    #[error("cannot serve RPC on {addr}: {cause}{}", bind_hint(cause))]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("registering RPC methods: {0}")]
     Register(String),
+}
+
+fn bind_hint(cause: &std::io::Error) -> &'static str {
+    match cause.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process, perhaps another onvm node, holds this port: `ss -ltnp` shows which; choose another with --rpc :PORT, and give a second node its own --data-dir)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        _ => "",
+    }
 }
 
 /// Maps a blob error to its stable code, message and `data.kind`.
@@ -1567,10 +1577,10 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
     let addr = config.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| RpcError::Bind { addr, source })?;
+        .map_err(|cause| RpcError::Bind { addr, cause })?;
     let local = listener
         .local_addr()
-        .map_err(|source| RpcError::Bind { addr, source })?;
+        .map_err(|cause| RpcError::Bind { addr, cause })?;
     let tokens = Arc::new(
         auth::Tokens::load(ctx.store.clone())
             .map_err(|e| RpcError::Register(format!("loading API tokens: {e}")))?,
