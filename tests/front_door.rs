@@ -382,3 +382,83 @@ async fn one_address_cannot_take_every_slot() {
     assert!(admitted, "a closed connection's slot was never returned");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_busy_with_a_retry_time_and_others_are_unaffected() {
+    let node = TestNode::start_with(&[
+        "rpc.calls_per_sec=5",
+        "rpc.calls_burst=5",
+        "rpc.client_calls_per_sec=8",
+        "rpc.client_calls_burst=8",
+    ])
+    .await;
+    let addr = node.node().rpc_addr();
+    let operator = common::ws_client(&node.url()).await;
+    let token = |label: &'static str| {
+        let operator = &operator;
+        async move {
+            TokenApiClient::create(
+                operator,
+                TokenRequest {
+                    scopes: vec![Scope::Read],
+                    expires_in_secs: None,
+                    origins: vec![],
+                    label: Some(label.into()),
+                },
+            )
+            .await
+            .unwrap()
+            .token
+        }
+    };
+    let (noisy, quiet) = (token("noisy").await, token("quiet").await);
+    async fn connect(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+        let bearer = format!("Bearer {token}");
+        ws_handshake(addr, "/", &[("Authorization", &bearer)], None)
+            .await
+            .stream
+    }
+    let mut noisy_a = connect(addr, &noisy).await;
+    let mut noisy_b = connect(addr, &noisy).await;
+    let mut quiet_conn = connect(addr, &quiet).await;
+
+    // One connection: a burst of 5, then busy with the wait named.
+    let mut busy = Vec::new();
+    for _ in 0..12 {
+        let answer = ws_call(&mut noisy_a, "node_health", "[]").await;
+        if error_code(&answer) == Some(codes::BUSY as i64) {
+            busy.push(answer);
+        }
+    }
+    assert!(busy.len() >= 6, "{} of 12 calls were limited", busy.len());
+    let first = &busy[0]["error"];
+    assert_eq!(first["data"]["kind"], "rate_limited");
+    assert!(first["data"]["retry_after_ms"].as_u64().unwrap() > 0);
+    assert_eq!(first["data"]["config_key"], "rpc.calls_per_sec");
+    // The same token on a second connection has its own connection budget but shares the
+    // client's (8, of which the first connection used 5): 3 more calls, then busy.
+    for i in 0..3 {
+        let answer = ws_call(&mut noisy_b, "node_health", "[]").await;
+        assert!(answer["result"]["ready"].is_boolean(), "call {i}: {answer}");
+    }
+    let on_b = ws_call(&mut noisy_b, "node_health", "[]").await;
+    assert_eq!(error_code(&on_b), Some(codes::BUSY as i64), "{on_b}");
+    assert_eq!(
+        on_b["error"]["data"]["config_key"],
+        "rpc.client_calls_per_sec"
+    );
+    // Another client is unaffected, and the operator is never limited.
+    for _ in 0..5 {
+        let answer = ws_call(&mut quiet_conn, "node_health", "[]").await;
+        assert!(answer["result"]["ready"].is_boolean(), "{answer}");
+    }
+    for _ in 0..50 {
+        NodeApiClient::health(&operator).await.unwrap();
+    }
+    // After the advertised wait, the limited connection is served again.
+    let wait = first["data"]["retry_after_ms"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(wait.max(250) + 250)).await;
+    let again = ws_call(&mut noisy_a, "node_health", "[]").await;
+    assert!(again["result"]["ready"].is_boolean(), "{again}");
+    node.stop().await;
+}

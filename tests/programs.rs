@@ -525,7 +525,12 @@ async fn hostile_programs_fail_cleanly_and_the_node_stays_healthy() {
         )
         .await,
     );
-    assert_eq!(err.code(), codes::LIMIT_EXCEEDED);
+    assert_eq!(err.code(), codes::INVALID_PARAMS);
+    assert!(
+        err.message().contains("fuel must be 1..="),
+        "{}",
+        err.message()
+    );
     let unknown = ProgramId::from_bytes([3; 32]);
     let err = call_error(ProgramApiClient::execute(&client, unknown, vec![].into(), None).await);
     assert_eq!(err.code(), codes::NOT_FOUND);

@@ -185,6 +185,10 @@ pub struct RpcConfig {
     pub max_connections_per_ip: u32,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
+    pub calls_per_sec: u32,
+    pub calls_burst: u32,
+    pub client_calls_per_sec: u32,
+    pub client_calls_burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +272,13 @@ impl Default for RpcConfig {
             max_connections_per_ip: 32,
             ping_interval_ms: 15_000,
             idle_timeout_ms: 30_000,
+            // Far above what a person or a dApp needs (reads are cheap, writes queue behind the
+            // VM slots anyway), low enough that one script cannot monopolise the node; the
+            // operator's cookie is never limited.
+            calls_per_sec: 200,
+            calls_burst: 400,
+            client_calls_per_sec: 500,
+            client_calls_burst: 1000,
         }
     }
 }
@@ -368,6 +379,15 @@ impl Config {
             scope
                 .parse::<onvm_rpc_api::auth::Scope>()
                 .map_err(|e| ConfigError::Invalid(format!("rpc.anonymous_scopes: {e}")))?;
+        }
+        if self.rpc.calls_per_sec == 0
+            || self.rpc.calls_burst == 0
+            || self.rpc.client_calls_per_sec == 0
+            || self.rpc.client_calls_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "rpc.calls_per_sec, calls_burst, client_calls_per_sec and client_calls_burst must be at least 1".into(),
+            ));
         }
         if self.rpc.max_connections_per_ip == 0 {
             return Err(ConfigError::Invalid(
@@ -531,6 +551,13 @@ ping_interval_ms = {rpc_ping_interval_ms}
 # A WebSocket that answers no ping and sends nothing for this long is closed (checked at each
 # ping, so it goes within idle_timeout_ms + ping_interval_ms).
 idle_timeout_ms = {rpc_idle_timeout_ms}
+# Calls per second (and burst) one connection may make, and one client (an API token, or the IP
+# address of a client without one) across its connections. Over it, calls fail with -32004
+# `rate_limited` and `retry_after_ms`. The node's cookie (its operator) is never limited.
+calls_per_sec = {calls_per_sec}
+calls_burst = {calls_burst}
+client_calls_per_sec = {client_calls_per_sec}
+client_calls_burst = {client_calls_burst}
 
 [net]
 # UDP address of the iroh endpoint (QUIC). Port 0 picks a free port. CLI flag: --listen.
@@ -666,6 +693,10 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
             max_connections_per_ip = rpc.max_connections_per_ip,
             rpc_ping_interval_ms = rpc.ping_interval_ms,
             rpc_idle_timeout_ms = rpc.idle_timeout_ms,
+            calls_per_sec = rpc.calls_per_sec,
+            calls_burst = rpc.calls_burst,
+            client_calls_per_sec = rpc.client_calls_per_sec,
+            client_calls_burst = rpc.client_calls_burst,
             net_listen = net.listen,
             offline = net.offline,
             bootnodes = net.bootnodes,

@@ -23,6 +23,7 @@ use onvm_rpc_api::auth::{
 use onvm_rpc_api::error::{self as codes, rpc_error};
 use serde_json::json;
 
+use super::limits::{Bucket, ClientBuckets, Rate};
 use crate::store::{Store, StoreError, TokenRecord};
 use crate::util::now_ms;
 
@@ -244,6 +245,9 @@ pub struct Grant {
     pub token: Option<String>,
     /// Whether a token (or the cookie) was presented at all: shapes the refusal message.
     pub presented: bool,
+    /// Whose rate limit the calls count against (`token:<id>` or `ip:<address>`); None for
+    /// the operator's cookie, which is never limited.
+    pub client: Option<String>,
 }
 
 /// Why a request was turned away before reaching JSON-RPC.
@@ -335,7 +339,12 @@ impl FrontDoor {
     /// Checks `Host`, `Origin` and the presented credential of one HTTP request. Reads the
     /// token from `Authorization: Bearer` or the `token` URL parameter (browsers cannot set
     /// WebSocket headers) and removes the parameter, so no later log line carries it.
-    pub fn admit<B>(&self, request: &mut http::Request<B>, now: u64) -> Result<Admission, Refusal> {
+    pub fn admit<B>(
+        &self,
+        request: &mut http::Request<B>,
+        remote: IpAddr,
+        now: u64,
+    ) -> Result<Admission, Refusal> {
         let headers = request.headers();
         let host = headers
             .get(http::header::HOST)
@@ -370,17 +379,20 @@ impl FrontDoor {
             return Ok(Admission::Preflight { origin });
         }
         let presented = take_token(request);
+        let by_address = Some(format!("ip:{remote}"));
         let grant = match presented {
             Some(token) => self.grant_for(&token, origin.as_deref(), now)?,
             None if !self.policy.auth => Grant {
                 scopes: Scopes::all(),
                 token: None,
                 presented: false,
+                client: by_address,
             },
             None => Grant {
                 scopes: self.policy.anonymous,
                 token: None,
                 presented: false,
+                client: by_address,
             },
         };
         Ok(Admission::Pass {
@@ -397,6 +409,7 @@ impl FrontDoor {
                 scopes: Scopes::all(),
                 token: None,
                 presented: true,
+                client: None,
             });
         }
         let record = self.tokens.check(token, now).map_err(|why| {
@@ -413,6 +426,7 @@ impl FrontDoor {
         }
         Ok(Grant {
             scopes: record.scopes.iter().copied().collect(),
+            client: Some(format!("token:{}", record.id)),
             token: Some(record.id),
             presented: true,
         })
@@ -588,16 +602,33 @@ fn no_notifications() -> ErrorObjectOwned {
     )
 }
 
-/// jsonrpsee RPC middleware: checks every call (also inside batches) against its grant.
+/// Call rates of clients other than the operator.
 #[derive(Clone)]
-pub struct ScopeLayer(pub Arc<Tokens>);
+pub struct Rates {
+    /// Per WebSocket connection (an HTTP request is its own connection).
+    pub connection: Rate,
+    /// Per API token, or per IP address of clients without one, across their connections.
+    pub client: Rate,
+    pub clients: Arc<ClientBuckets>,
+}
+
+/// jsonrpsee RPC middleware: checks every call (also inside batches) against its grant and
+/// its client's rate limits.
+#[derive(Clone)]
+pub struct ScopeLayer {
+    pub tokens: Arc<Tokens>,
+    pub rates: Rates,
+}
 
 impl<S> tower::Layer<S> for ScopeLayer {
     type Service = ScopeCheck<S>;
+    /// Called once per connection: the connection's bucket lives here.
     fn layer(&self, inner: S) -> Self::Service {
         ScopeCheck {
             inner,
-            tokens: self.0.clone(),
+            tokens: self.tokens.clone(),
+            rates: self.rates.clone(),
+            connection: Arc::new(Mutex::new(Bucket::full(self.rates.connection, now_ms()))),
         }
     }
 }
@@ -606,6 +637,36 @@ impl<S> tower::Layer<S> for ScopeLayer {
 pub struct ScopeCheck<S> {
     inner: S,
     tokens: Arc<Tokens>,
+    rates: Rates,
+    connection: Arc<Mutex<Bucket>>,
+}
+
+impl<S> ScopeCheck<S> {
+    /// The refusal of one call: outside the grant's scopes, or over a rate limit.
+    fn refuse(&self, grant: Option<&Grant>, method: &str, now: u64) -> Option<ErrorObjectOwned> {
+        if let Some(refusal) = refuse_call(grant, &self.tokens, method, now) {
+            return Some(refusal);
+        }
+        let client = grant.and_then(|g| g.client.as_deref())?;
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(self.rates.connection, now);
+        let (wait, key) = match connection {
+            Err(wait) => (wait, "rpc.calls_per_sec"),
+            Ok(()) => match self.rates.clients.take(client, self.rates.client, now) {
+                Err(wait) => (wait, "rpc.client_calls_per_sec"),
+                Ok(()) => return None,
+            },
+        };
+        Some(rpc_error(
+            codes::BUSY,
+            "rate_limited",
+            format!("too many calls: retry in {wait} ms ({key})"),
+            json!({"retry_after_ms": wait, "config_key": key}),
+        ))
+    }
 }
 
 impl<S> RpcServiceT for ScopeCheck<S>
@@ -627,18 +688,34 @@ where
         &self,
         request: Request<'a>,
     ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
-        let refusal = refuse_call(
+        let refusal = self.refuse(
             request.extensions().get::<Grant>(),
-            &self.tokens,
             request.method_name(),
             now_ms(),
         );
         let inner = self.inner.clone();
         async move {
-            match refusal {
-                Some(error) => MethodResponse::error(request.id, error),
-                None => inner.call(request).await,
+            if let Some(error) = refusal {
+                return MethodResponse::error(request.id, error);
             }
+            let id = request.id.clone().into_owned();
+            let response = inner.call(request).await;
+            // jsonrpsee answers a subscription over the per-connection cap with its own code
+            // -32006, which is ONVM's FORBIDDEN: answer with the limit error instead.
+            if response.as_error_code()
+                == Some(jsonrpsee::types::error::TOO_MANY_SUBSCRIPTIONS_CODE)
+            {
+                return MethodResponse::error(
+                    id,
+                    rpc_error(
+                        codes::LIMIT_EXCEEDED,
+                        "too_many_subscriptions",
+                        "this connection holds as many subscriptions as it may (rpc.max_subscriptions_per_connection): unsubscribe from one or open another connection",
+                        json!({"config_key": "rpc.max_subscriptions_per_connection"}),
+                    ),
+                );
+            }
+            response
         }
     }
 
@@ -646,15 +723,39 @@ where
         &self,
         mut batch: Batch<'a>,
     ) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
-        let grant = batch.extensions().get::<Grant>().cloned();
+        let batch_grant = batch.extensions().get::<Grant>().cloned();
         let now = now_ms();
         for entry in batch.iter_mut() {
-            let Ok(BatchEntry::Call(call)) = entry else {
-                continue;
-            };
-            if let Some(error) = refuse_call(grant.as_ref(), &self.tokens, call.method_name(), now)
-            {
-                *entry = Err(BatchEntryErr::new(call.id(), error));
+            match entry {
+                Ok(BatchEntry::Call(call)) => {
+                    // Each call carries its connection's extensions; the batch's may not.
+                    let grant = call
+                        .extensions()
+                        .get::<Grant>()
+                        .cloned()
+                        .or_else(|| batch_grant.clone());
+                    let method = call.method_name();
+                    if method.ends_with("_subscribe") || method.ends_with("_subscribe_all") {
+                        // Its answer and notifications would interleave with the batch's.
+                        *entry = Err(BatchEntryErr::new(
+                            call.id(),
+                            rpc_error(
+                                codes::INVALID_REQUEST,
+                                "subscribe_in_batch",
+                                format!(
+                                    "`{method}` opens a subscription: send it on its own, not inside a batch"
+                                ),
+                                json!(null),
+                            ),
+                        ));
+                    } else if let Some(error) = self.refuse(grant.as_ref(), method, now) {
+                        *entry = Err(BatchEntryErr::new(call.id(), error));
+                    }
+                }
+                Ok(BatchEntry::Notification(_)) => {
+                    *entry = Err(BatchEntryErr::new(Id::Null, no_notifications()));
+                }
+                Err(_) => {}
             }
         }
         self.inner.batch(batch)
@@ -674,6 +775,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn admit_at<B>(
+        door: &FrontDoor,
+        request: &mut http::Request<B>,
+        now: u64,
+    ) -> Result<Admission, Refusal> {
+        door.admit(request, LOCAL, now)
+    }
 
     fn front_door(auth: bool, origins: &[&str]) -> (FrontDoor, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -730,12 +841,12 @@ mod tests {
             assert!(!host_allowed(bad, &["node.example".into()]), "{bad}");
         }
         let (door, _d) = front_door(true, &[]);
-        let refused = door
-            .admit(
-                &mut request("/", &[("host", "rebind.evil.example:8080")]),
-                0,
-            )
-            .unwrap_err();
+        let refused = admit_at(
+            &door,
+            &mut request("/", &[("host", "rebind.evil.example:8080")]),
+            0,
+        )
+        .unwrap_err();
         assert_eq!(refused.status, 403);
         assert!(refused.reason.contains("rpc.allowed_hosts"));
     }
@@ -743,22 +854,27 @@ mod tests {
     #[test]
     fn foreign_origins_are_refused_and_clients_without_one_pass() {
         let (door, _d) = front_door(true, &["https://app.example"]);
-        let evil = door
-            .admit(
-                &mut request(
-                    "/",
-                    &[
-                        ("host", "127.0.0.1:8080"),
-                        ("origin", "http://evil.example"),
-                    ],
-                ),
-                0,
-            )
-            .unwrap_err();
+        let evil = admit_at(
+            &door,
+            &mut request(
+                "/",
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "http://evil.example"),
+                ],
+            ),
+            0,
+        )
+        .unwrap_err();
         assert_eq!(evil.status, 403);
-        let cli = grant(door.admit(&mut request("/", &[("host", "127.0.0.1:8080")]), 0));
+        let cli = grant(admit_at(
+            &door,
+            &mut request("/", &[("host", "127.0.0.1:8080")]),
+            0,
+        ));
         assert!(cli.scopes.allows(Scope::Read) && !cli.scopes.allows(Scope::Deploy));
-        let app = door.admit(
+        let app = admit_at(
+            &door,
             &mut request(
                 "/",
                 &[
@@ -770,7 +886,8 @@ mod tests {
         );
         assert!(matches!(app, Ok(Admission::Pass { cors: Some(_), .. })));
         // Same origin as the URL dialed: the node's own pages.
-        let own = door.admit(
+        let own = admit_at(
+            &door,
             &mut request(
                 "/",
                 &[
@@ -790,7 +907,7 @@ mod tests {
         );
         *preflight.method_mut() = http::Method::OPTIONS;
         assert!(matches!(
-            door.admit(&mut preflight, 0),
+            admit_at(&door, &mut preflight, 0),
             Ok(Admission::Preflight { .. })
         ));
     }
@@ -814,7 +931,7 @@ mod tests {
             &format!("/?a=1&token={}&b=2", created.token),
             &[("host", "127.0.0.1:8080")],
         );
-        let g = grant(door.admit(&mut req, 2_000));
+        let g = grant(admit_at(&door, &mut req, 2_000));
         assert!(g.scopes.allows(Scope::Execute) && !g.scopes.allows(Scope::Deploy));
         assert_eq!(req.uri().to_string(), "/?a=1&b=2");
         assert!(refuse_call(Some(&g), &door.tokens, "program_execute", 2_000).is_none());
@@ -826,7 +943,8 @@ mod tests {
             denied.message()
         );
         // Bound to its origin.
-        let other_site = door.admit(
+        let other_site = admit_at(
+            &door,
             &mut request(
                 "/",
                 &[
@@ -839,7 +957,8 @@ mod tests {
         );
         assert_eq!(other_site.unwrap_err().status, 403);
         // Expired.
-        let late = door.admit(
+        let late = admit_at(
+            &door,
             &mut request(
                 &format!("/?token={}", created.token),
                 &[("host", "127.0.0.1:8080")],
@@ -849,7 +968,8 @@ mod tests {
         assert_eq!(late.unwrap_err().status, 401);
         // A forged secret.
         let forged = format!("{}x", &created.token[..created.token.len() - 1]);
-        let bad = door.admit(
+        let bad = admit_at(
+            &door,
             &mut request(
                 "/",
                 &[
@@ -869,7 +989,8 @@ mod tests {
     #[test]
     fn the_cookie_grants_everything_and_no_auth_opens_everything() {
         let (door, _d) = front_door(true, &[]);
-        let g = grant(door.admit(
+        let g = grant(admit_at(
+            &door,
             &mut request(
                 "/",
                 &[
@@ -880,11 +1001,19 @@ mod tests {
             0,
         ));
         assert_eq!(g.scopes, Scopes::all());
-        let anonymous = grant(door.admit(&mut request("/", &[("host", "127.0.0.1:1")]), 0));
+        let anonymous = grant(admit_at(
+            &door,
+            &mut request("/", &[("host", "127.0.0.1:1")]),
+            0,
+        ));
         let denied = refuse_call(Some(&anonymous), &door.tokens, "token_create", 0).unwrap();
         assert!(denied.message().contains("onvm token create --scope admin"));
         let (open, _d2) = front_door(false, &["*"]);
-        let g = grant(open.admit(&mut request("/", &[("host", "127.0.0.1:1")]), 0));
+        let g = grant(admit_at(
+            &open,
+            &mut request("/", &[("host", "127.0.0.1:1")]),
+            0,
+        ));
         assert_eq!(g.scopes, Scopes::all());
     }
 

@@ -41,6 +41,7 @@ use crate::programs::ProgramError;
 
 pub mod auth;
 pub mod cookie;
+pub mod limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -1639,8 +1640,20 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
     let services = Server::builder()
         .set_config(server_config.build())
         .set_rpc_middleware(
-            jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new()
-                .layer(auth::ScopeLayer(tokens)),
+            jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new().layer(auth::ScopeLayer {
+                tokens,
+                rates: auth::Rates {
+                    connection: limits::Rate {
+                        per_sec: config.calls_per_sec,
+                        burst: config.calls_burst,
+                    },
+                    client: limits::Rate {
+                        per_sec: config.client_calls_per_sec,
+                        burst: config.client_calls_burst,
+                    },
+                    clients: Arc::default(),
+                },
+            }),
         )
         .to_service_builder();
     let (stop, handle) = jsonrpsee::server::stop_channel();
@@ -1690,7 +1703,7 @@ async fn accept_loop(
         );
         let service = tower::service_fn(
             move |mut request: jsonrpsee::server::HttpRequest<hyper::body::Incoming>| {
-                let admission = door.admit(&mut request, crate::util::now_ms());
+                let admission = door.admit(&mut request, remote.ip(), crate::util::now_ms());
                 let permit = door.per_ip.acquire(remote.ip(), door.policy.max_per_ip);
                 let mut inner = services.clone().build(methods.clone(), stop_conn.clone());
                 let max_per_ip = door.policy.max_per_ip;
