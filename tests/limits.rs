@@ -107,3 +107,99 @@ async fn a_call_writing_a_gibibyte_fails_fast_and_the_node_stays_small() {
     assert!(ok.fuel_used > 20 * (1 << 20), "fuel {}", ok.fuel_used);
     common::kill9(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_slot_flood_is_refused_fast_and_leaves_room_for_others() {
+    use onvm::rpc_api::api::{BlobApiClient, TokenApiClient};
+    use onvm::rpc_api::auth::{Scope, TokenRequest};
+    let dir = tempfile::tempdir().unwrap();
+    common::init_plaintext(dir.path());
+    let (child, url) = common::spawn_node(
+        dir.path(),
+        &["--set", "blobs.max_open_uploads_per_client=4"],
+    );
+    let operator = common::ws_client(&url).await;
+    let mut clients = Vec::new();
+    for label in ["flooder", "neighbour"] {
+        let token = TokenApiClient::create(
+            &operator,
+            TokenRequest {
+                scopes: vec![Scope::Upload],
+                expires_in_secs: None,
+                origins: vec![],
+                label: Some(label.into()),
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+        let mut headers = jsonrpsee::ws_client::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        clients.push(
+            jsonrpsee::ws_client::WsClientBuilder::default()
+                .set_headers(headers)
+                .build(&url)
+                .await
+                .unwrap(),
+        );
+    }
+    // 64 uploads declaring 4 GiB each: the client's share (4) at most, then fast refusals
+    // (busy for the share, or the free-disk rule if this disk has less than 16 GiB spare).
+    let started = Instant::now();
+    let mut open = 0;
+    let mut refusals = std::collections::BTreeMap::new();
+    for _ in 0..64 {
+        match BlobApiClient::upload_begin(&clients[0], 4 << 30, None).await {
+            Ok(_) => open += 1,
+            Err(jsonrpsee::core::ClientError::Call(e)) => {
+                assert!(
+                    e.code() == codes::BUSY || e.code() == codes::LIMIT_EXCEEDED,
+                    "{e:?}"
+                );
+                *refusals
+                    .entry(onvm::rpc_api::error::error_data(&e).unwrap().kind)
+                    .or_insert(0) += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(open <= 4, "{open} uploads of one client are open");
+    let rss = peak_rss_mib(child.id());
+    println!(
+        "64 x 4 GiB upload_begin: {open} open, refusals {refusals:?}, {} ms, node peak RSS {rss:?} MiB",
+        elapsed.as_millis()
+    );
+    // The neighbour still gets a slot.
+    let small = BlobApiClient::upload_begin(&clients[1], 1024, None).await;
+    assert!(small.is_ok(), "{small:?}");
+    common::kill9(child);
+}
+
+#[tokio::test]
+async fn uploads_and_puts_keep_the_configured_disk_reserve_free() {
+    use onvm::rpc_api::api::BlobApiClient;
+    // A reserve no disk can meet: every new upload and inline put is refused, with the numbers.
+    let node =
+        common::TestNode::start_with(&["blobs.min_free_disk_bytes=1000000000000000000"]).await;
+    let client = node.client().await;
+    let jsonrpsee::core::ClientError::Call(e) = BlobApiClient::upload_begin(&client, 10, None)
+        .await
+        .unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(e.code(), codes::LIMIT_EXCEEDED);
+    let data = onvm::rpc_api::error::error_data(&e).unwrap();
+    assert_eq!(data.kind, "disk_space");
+    assert!(data.detail["free"].as_u64().is_some(), "{data:?}");
+    assert!(
+        e.message().contains("blobs.min_free_disk_bytes"),
+        "{}",
+        e.message()
+    );
+    let put = BlobApiClient::put(&client, b"hello".to_vec().into(), None).await;
+    assert!(put.is_err());
+    assert!(NodeApiClient::health(&client).await.unwrap().ready);
+    node.stop().await;
+}

@@ -59,6 +59,19 @@ pub enum BlobError {
         "too many open uploads ({max}, blobs.max_open_uploads); finish or abort some, or retry later"
     )]
     TooManyUploads { max: u32 },
+    #[error(
+        "this client already has {max} open uploads (blobs.max_open_uploads_per_client); finish or abort some first"
+    )]
+    TooManyClientUploads { max: u32 },
+    #[error(
+        "not enough free disk space for {needed} more bytes: {free} bytes free, of which blobs.min_free_disk_bytes = {reserve} stay free and {pending} are promised to open uploads"
+    )]
+    DiskSpace {
+        needed: u64,
+        free: u64,
+        reserve: u64,
+        pending: u64,
+    },
     #[error("mime type longer than {MAX_MIME_LEN} bytes")]
     MimeTooLong,
     #[error("invalid cursor `{0}`: pass the next_cursor of the previous page")]
@@ -111,6 +124,9 @@ pub struct Blobs {
     limits: BlobsConfig,
     uploads_dir: PathBuf,
     upload_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Upload id -> the client that began it (in memory: after a restart, open uploads count
+    /// only against `blobs.max_open_uploads`).
+    upload_owners: Arc<Mutex<HashMap<String, String>>>,
     counters: Arc<Counters>,
 }
 
@@ -134,6 +150,7 @@ impl Blobs {
             limits,
             uploads_dir: uploads_dir.to_path_buf(),
             upload_locks: Arc::default(),
+            upload_owners: Arc::default(),
             counters,
         };
         blobs.reap_uploads().await?;
@@ -180,6 +197,7 @@ impl Blobs {
                 max: self.limits.max_inline_bytes,
             });
         }
+        self.check_free_space(size, 0)?;
         self.add(data, mime).await
     }
 
@@ -403,16 +421,45 @@ impl Blobs {
         &self,
         size: u64,
         mime: Option<String>,
+        owner: Option<String>,
     ) -> Result<UploadStatus, BlobError> {
         check_mime(&mime)?;
         self.check_size(size)?;
         let db = self.db.clone();
-        let open = blocking(move || Ok(db.uploads()?.len())).await?;
-        if open >= self.limits.max_open_uploads as usize {
+        let dir = self.uploads_dir.clone();
+        // Open sessions and the bytes they may still write.
+        let (open, pending) = blocking(move || {
+            let sessions = db.uploads()?;
+            let pending: u64 = sessions
+                .iter()
+                .map(|(key, record)| {
+                    let have = std::fs::metadata(dir.join(format!("{key}.part")))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                    record.size.saturating_sub(have)
+                })
+                .sum();
+            let open: std::collections::HashSet<String> =
+                sessions.into_iter().map(|(k, _)| k).collect();
+            Ok((open, pending))
+        })
+        .await?;
+        if open.len() >= self.limits.max_open_uploads as usize {
             return Err(BlobError::TooManyUploads {
                 max: self.limits.max_open_uploads,
             });
         }
+        if let Some(owner) = &owner {
+            let mut owners = self.upload_owners.lock().unwrap_or_else(|p| p.into_inner());
+            owners.retain(|id, _| open.contains(id));
+            let held = owners.values().filter(|o| *o == owner).count();
+            if held >= self.limits.max_open_uploads_per_client as usize {
+                return Err(BlobError::TooManyClientUploads {
+                    max: self.limits.max_open_uploads_per_client,
+                });
+            }
+        }
+        self.check_free_space(size, pending)?;
         let id = UploadId::from_random(rand::random());
         let path = self.part_path(&id);
         let record = UploadRecord {
@@ -429,8 +476,32 @@ impl Blobs {
             Ok(())
         })
         .await?;
+        if let Some(owner) = owner {
+            self.upload_owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), owner);
+        }
         metrics::add(&self.counters.uploads_started, 1);
         Ok(self.status_of(&id, &record, 0))
+    }
+
+    /// Refuses to promise `needed` more bytes unless the disk keeps `blobs.min_free_disk_bytes`
+    /// free after every open upload (`pending` bytes still to come) has finished.
+    fn check_free_space(&self, needed: u64, pending: u64) -> Result<(), BlobError> {
+        let Some(free) = crate::util::free_disk_bytes(&self.uploads_dir) else {
+            return Ok(());
+        };
+        let reserve = self.limits.min_free_disk_bytes;
+        if free < needed.saturating_add(pending).saturating_add(reserve) {
+            return Err(BlobError::DiskSpace {
+                needed,
+                free,
+                reserve,
+                pending,
+            });
+        }
+        Ok(())
     }
 
     fn status_of(&self, id: &UploadId, record: &UploadRecord, received: u64) -> UploadStatus {

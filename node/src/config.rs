@@ -216,6 +216,8 @@ pub struct BlobsConfig {
     pub max_inline_bytes: u64,
     pub max_chunk_bytes: u64,
     pub max_open_uploads: u32,
+    pub max_open_uploads_per_client: u32,
+    pub min_free_disk_bytes: u64,
     pub upload_ttl_secs: u64,
 }
 
@@ -310,7 +312,13 @@ impl Default for BlobsConfig {
             max_inline_bytes: 4 * MIB,
             max_chunk_bytes: 4 * MIB,
             max_open_uploads: 64,
-            upload_ttl_secs: 24 * 3600,
+            // One client (token or IP) cannot hold every upload slot.
+            max_open_uploads_per_client: 8,
+            // Room for the database, logs and the OS to keep working when uploads fill the
+            // disk: writes then fail cleanly instead of the database hitting ENOSPC mid-commit.
+            min_free_disk_bytes: 256 * MIB,
+            // An upload with no append for an hour is abandoned (a slow link still appends).
+            upload_ttl_secs: 3600,
         }
     }
 }
@@ -604,6 +612,11 @@ max_inline_bytes = {max_inline_bytes}
 max_chunk_bytes = {max_chunk_bytes}
 # Most upload sessions open at once; more fail with code -32004 (busy).
 max_open_uploads = {max_open_uploads}
+# Most upload sessions one client (API token, or IP address) may hold open.
+max_open_uploads_per_client = {max_open_uploads_per_client}
+# Free disk space that uploads and inline puts never eat into: a new upload is refused
+# (-32002 disk_space) unless this much stays free after every open upload completes.
+min_free_disk_bytes = {min_free_disk_bytes}
 # An upload session untouched for this many seconds is dropped with its partial data.
 upload_ttl_secs = {upload_ttl_secs}
 
@@ -714,6 +727,8 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
             max_inline_bytes = blobs.max_inline_bytes,
             max_chunk_bytes = blobs.max_chunk_bytes,
             max_open_uploads = blobs.max_open_uploads,
+            max_open_uploads_per_client = blobs.max_open_uploads_per_client,
+            min_free_disk_bytes = blobs.min_free_disk_bytes,
             upload_ttl_secs = blobs.upload_ttl_secs,
             default_fuel = vm.default_fuel,
             max_fuel = vm.max_fuel,

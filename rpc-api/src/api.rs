@@ -40,7 +40,7 @@ pub trait BlobApi {
     async fn put(&self, data_base64: Base64Bytes, mime: Option<String>) -> RpcResult<BlobStat>;
 
     /// Opens a chunked upload of `size` bytes; returns the session to append to.
-    #[method(name = "upload_begin")]
+    #[method(name = "upload_begin", with_extensions)]
     async fn upload_begin(&self, size: u64, mime: Option<String>) -> RpcResult<UploadStatus>;
 
     /// Appends a chunk at `offset`, which must equal the bytes received so far. Re-sending the

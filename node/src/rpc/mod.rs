@@ -134,6 +134,23 @@ fn blob_error(e: BlobError) -> ErrorObjectOwned {
         BlobError::TooManyUploads { max } => {
             rpc_error(codes::BUSY, "too_many_uploads", msg, json!({"max": max}))
         }
+        BlobError::TooManyClientUploads { max } => rpc_error(
+            codes::BUSY,
+            "too_many_uploads",
+            msg,
+            json!({"max": max, "config_key": "blobs.max_open_uploads_per_client"}),
+        ),
+        BlobError::DiskSpace {
+            needed,
+            free,
+            reserve,
+            pending,
+        } => rpc_error(
+            codes::LIMIT_EXCEEDED,
+            "disk_space",
+            msg,
+            json!({"needed": needed, "free": free, "reserve": reserve, "pending": pending}),
+        ),
         BlobError::MimeTooLong => {
             rpc_error(codes::INVALID_PARAMS, "mime_too_long", msg, json!(null))
         }
@@ -442,10 +459,18 @@ impl BlobApiServer for Handlers {
             .map_err(blob_error)
     }
 
-    async fn upload_begin(&self, size: u64, mime: Option<String>) -> RpcResult<UploadStatus> {
+    async fn upload_begin(
+        &self,
+        ext: &jsonrpsee::Extensions,
+        size: u64,
+        mime: Option<String>,
+    ) -> RpcResult<UploadStatus> {
+        // Open uploads count against the client (token or IP) that began them; the
+        // operator's cookie has no per-client cap.
+        let owner = ext.get::<auth::Grant>().and_then(|g| g.client.clone());
         self.ctx
             .blobs
-            .upload_begin(size, mime)
+            .upload_begin(size, mime, owner)
             .await
             .map_err(blob_error)
     }
