@@ -80,16 +80,19 @@ impl std::fmt::Display for Percentiles {
 
 /// A fresh node in a temp dir: offline, loopback, random ports. Keep the dir alive.
 pub async fn bench_node() -> Result<(tempfile::TempDir, Node)> {
+    bench_node_with(&[]).await
+}
+
+/// [`bench_node`] with extra config overrides (`section.key=value`).
+pub async fn bench_node_with(extra: &[String]) -> Result<(tempfile::TempDir, Node)> {
     let dir = tempfile::tempdir()?;
-    let config = Config::from_toml(
-        "",
-        "bench",
-        &[
-            "rpc.listen=127.0.0.1:0".into(),
-            "net.listen=127.0.0.1:0".into(),
-            "net.offline=true".into(),
-        ],
-    )?;
+    let mut items = vec![
+        "rpc.listen=127.0.0.1:0".to_string(),
+        "net.listen=127.0.0.1:0".to_string(),
+        "net.offline=true".to_string(),
+    ];
+    items.extend_from_slice(extra);
+    let config = Config::from_toml("", "bench", &items)?;
     let node = Node::start(dir.path(), config, Identity::generate()).await?;
     Ok((dir, node))
 }

@@ -1177,20 +1177,7 @@ mod tests {
           local.get 0 local.get 1 i32.store local.get 0 local.get 2 i32.store offset=4))"#;
 
     /// Writes `n` values of `size` bytes (input: n, size as little-endian u32s).
-    const WRITER: &str = r#"(module
-        (import "env" "onvm_state_put" (func $put (param i32 i32 i32 i32) (result i32)))
-        (memory (export "memory") 20)
-        (func (export "onvm_main") (param $p i32) (param $l i32) (result i32 i32)
-          (local $i i32) (local $n i32) (local $size i32)
-          (local.set $n (i32.load (local.get $p)))
-          (local.set $size (i32.load offset=4 (local.get $p)))
-          (block $done (loop $next
-            (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
-            (i32.store (i32.const 0) (local.get $i))
-            (drop (call $put (i32.const 0) (i32.const 4) (i32.const 65536) (local.get $size)))
-            (local.set $i (i32.add (local.get $i) (i32.const 1)))
-            (br $next)))
-          (i32.const 0) (i32.const 0)))"#;
+    const WRITER: &str = include_str!("../../tests/fixtures/writer.wat");
 
     fn writes(n: u32, size: u32) -> Vec<u8> {
         [n.to_le_bytes(), size.to_le_bytes()].concat()

@@ -559,29 +559,23 @@ fn refuse_call(
         return None;
     }
     let why = if grant.presented {
-        format!(
-            "this token has only: {}",
-            grant
-                .scopes
-                .list()
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!("this token has only: {}", scope_names(grant.scopes))
     } else {
         format!(
             "calls without a token may only use: {}. Send a token as `Authorization: Bearer onvm_…` or as `?token=` in the URL; the operator creates one with `onvm token create --scope {scope}` (the node's own CLI uses its cookie file)",
-            grant
-                .scopes
-                .list()
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            scope_names(grant.scopes)
         )
     };
     Some(forbidden(method, scope, why))
+}
+
+fn scope_names(scopes: Scopes) -> String {
+    scopes
+        .list()
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn forbidden(method: &str, scope: Scope, why: String) -> ErrorObjectOwned {
