@@ -923,3 +923,67 @@ fn offline_nodes_bind_loopback_share_a_machine_and_a_busy_rpc_port_is_explained(
     a.stop();
     b.stop();
 }
+
+#[test]
+fn every_flag_has_help_and_newcomer_errors_say_what_to_do() {
+    // Every subcommand's every option carries a description (`-h` puts it on the same line).
+    let top = run_ok(onvm(&["--help"]));
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() > 30, "{top}");
+    for command in &commands {
+        let help = run_ok(onvm(&[command.as_str(), "-h"]));
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            if !(t.starts_with("--") || t.starts_with("-h")) {
+                continue;
+            }
+            // "--flag <VALUE>  description", or the description alone on the next line (clap
+            // does that when some help of the command is long).
+            let same_line = t.split("  ").filter(|p| !p.trim().is_empty()).count() >= 2;
+            let next_line = lines.get(i + 1).is_some_and(|next| {
+                let n = next.trim_start();
+                !n.is_empty() && !n.starts_with('-') && next.len() - n.len() > line.len() - t.len()
+            });
+            assert!(
+                same_line || next_line,
+                "`onvm {command}`: no help for `{t}`"
+            );
+        }
+    }
+    let list_jobs = run_ok(onvm(&["list-jobs", "-h"]));
+    assert!(list_jobs.contains("timed_out"), "{list_jobs}");
+
+    // A second node on the same data dir: says why and what to do.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    common::init_plaintext(&dir);
+    let first = start_offline(&dir);
+    let out = run_err(onvm(&[
+        "run-node",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--rpc",
+        "127.0.0.1:0",
+        "--offline",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another running node") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
+    // --json on ticket; peers and blobs counted for people.
+    let ticket: serde_json::Value =
+        serde_json::from_str(&run_ok(onvm(&["--rpc", &first.rpc, "--json", "ticket"]))).unwrap();
+    assert!(ticket["ticket"].as_str().unwrap().len() > 20);
+    let blobs = onvm(&["--rpc", &first.rpc, "list-blobs"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&blobs.stderr).contains("0 blobs"));
+    first.stop();
+}

@@ -38,7 +38,7 @@ done
 
 if command -v python3 >/dev/null 2>&1; then
   echo
-  python3 check_wasm.py "${modules[@]}"
+  python3 check_wasm.py --require-alloc "${modules[@]}"
 else
   echo "python3 not found: skipping the ABI check (check_wasm.py)"
 fi

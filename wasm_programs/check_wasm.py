@@ -3,10 +3,11 @@
 
 For each .wasm file: every import must be one of the ABI functions, from module `env`, with the
 ABI's signature; `memory` must be exported; `onvm_main` must be exported with one of the three
-entrypoint shapes; `onvm_alloc`, if exported, must be `(i32) -> i32` and is required except for
-the programs in NO_ALLOC. Prints a summary per file; exits 1 on any violation.
+entrypoint shapes; `onvm_alloc` is optional (the host then places the input in fresh pages), but
+if exported it must be `(i32) -> i32`. Prints a summary per file; exits 1 on any violation.
 
-Usage: check_wasm.py [--no-alloc NAME.wasm]... FILE.wasm...
+Usage: check_wasm.py [--require-alloc] [--no-alloc NAME.wasm]... FILE.wasm...
+  --require-alloc       a missing onvm_alloc is an error (build.sh checks the samples this way)
   --no-alloc NAME.wasm  NAME.wasm must not export onvm_alloc (echo.wasm always)
 """
 
@@ -40,6 +41,8 @@ ALLOC_SIG = ((I32,), (I32,))
 
 # Programs that deliberately do not export onvm_alloc (host "fresh pages" input path).
 NO_ALLOC = {"echo.wasm"}
+# Set by --require-alloc.
+REQUIRE_ALLOC = [False]
 
 
 class Reader:
@@ -137,6 +140,7 @@ def parse(data):
 
 def check(path):
     errors = []
+    warnings = []
     with open(path, "rb") as f:
         data = f.read()
     imports, exports, func_types = parse(data)
@@ -172,12 +176,19 @@ def check(path):
         if name in NO_ALLOC:
             errors.append("onvm_alloc is exported but this program must not have it")
     elif name not in NO_ALLOC:
-        errors.append("onvm_alloc is not exported")
+        if REQUIRE_ALLOC[0]:
+            errors.append("onvm_alloc is not exported")
+        else:
+            warnings.append(
+                "onvm_alloc is not exported (optional: the host places the input in fresh pages)"
+            )
 
     print(f"{path}: {len(data)} bytes")
     print(f"  imports: {', '.join(f'{m}.{f}' for m, f, _, _ in imports) or '(none)'}")
     print(f"  exports: {', '.join(f'{n} ({kinds.get(k, k)})' for n, k, _ in exports)}")
     print(f"  entrypoint shape: {shape}; onvm_alloc: {'yes' if has_alloc else 'no'}")
+    for w in warnings:
+        print(f"  note: {w}")
     for e in errors:
         print(f"  ERROR: {e}")
     return not errors
@@ -191,7 +202,9 @@ def main():
     paths = []
     while args:
         a = args.pop(0)
-        if a == "--no-alloc" and args:
+        if a == "--require-alloc":
+            REQUIRE_ALLOC[0] = True
+        elif a == "--no-alloc" and args:
             NO_ALLOC.add(args.pop(0))
         else:
             paths.append(a)

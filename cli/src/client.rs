@@ -118,6 +118,23 @@ fn scope_names(scopes: &[onvm_rpc_api::auth::Scope]) -> String {
         .join(",")
 }
 
+/// "1 blob", "3 blobs".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// How long ago a unix-ms time was, for people: "3 s ago", "never" for 0.
+fn ago(at_ms: u64) -> String {
+    if at_ms == 0 {
+        return "never".into();
+    }
+    format!("{} ago", human_duration_ms(now_ms().saturating_sub(at_ms)))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -255,6 +272,9 @@ impl Session {
 
     pub async fn ticket(&self) -> Result<()> {
         let info = NodeApiClient::info(&self.client).await.map_err(rpc_err)?;
+        if self.json {
+            return print_json(&serde_json::json!({ "ticket": info.ticket }));
+        }
         println!("{}", info.ticket);
         Ok(())
     }
@@ -266,20 +286,20 @@ impl Session {
         }
         for p in &peers {
             println!(
-                "{}  {:<8} {:>9}  last seen {} ms{}",
+                "{}  {:<8} {:>9}  last seen {}{}",
                 p.endpoint_id,
                 p.connection,
                 p.latency_ms
                     .map(|l| format!("{l:.2} ms"))
                     .unwrap_or_else(|| "-".into()),
-                p.last_seen_ms,
+                ago(p.last_seen_ms),
                 p.last_error
                     .as_deref()
                     .map(|e| format!("  ({e})"))
                     .unwrap_or_default()
             );
         }
-        eprintln!("{} peers", peers.len());
+        eprintln!("{}", count(peers.len(), "peer"));
         Ok(())
     }
 
@@ -488,7 +508,12 @@ impl Session {
             return print_json(&stat);
         }
         if !to_stdout {
-            eprintln!("wrote {} to {}", human_bytes(stat.size), out.display());
+            eprintln!(
+                "wrote {} to {} (BLAKE3 verified: {})",
+                human_bytes(stat.size),
+                out.display(),
+                stat.id
+            );
         }
         Ok(())
     }
@@ -574,7 +599,7 @@ impl Session {
                 "{} blobs shown; more with --cursor {c} (or --all)",
                 items.len()
             ),
-            None => eprintln!("{} blobs", items.len()),
+            None => eprintln!("{}", count(items.len(), "blob")),
         }
         Ok(())
     }

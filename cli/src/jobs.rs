@@ -153,6 +153,9 @@ impl Session {
         let output = JobApiClient::output(&self.client, id)
             .await
             .map_err(rpc_err)?;
+        if self.json && out.is_none() {
+            return print_json(&output);
+        }
         let Some(bytes) = output.output_base64 else {
             bail!(
                 "output is {} bytes, too large to send inline: onvm get-blob --id {} --out FILE",

@@ -61,6 +61,7 @@ struct NodeFlags {
 enum Command {
     /// Create a data dir: identity (ed25519 + BLS) and a documented config.toml.
     Init {
+        /// Node data directory (identity, config.toml, database, blobs).
         #[arg(long)]
         data_dir: PathBuf,
         /// Store the identity unencrypted (only for throwaway or test nodes).
@@ -71,6 +72,7 @@ enum Command {
     },
     /// Run a node from an initialised data dir until SIGINT/SIGTERM.
     RunNode {
+        /// Node data directory (identity, config.toml, database, blobs).
         #[arg(long)]
         data_dir: PathBuf,
         #[command(flatten)]
@@ -100,8 +102,10 @@ enum Command {
     Metrics,
     /// Store a file as a blob; prints its id. Large files stream in chunks.
     UploadBlob {
+        /// The file to store.
         #[arg(long)]
         file: PathBuf,
+        /// MIME type stored with the blob, e.g. text/markdown.
         #[arg(long)]
         mime: Option<String>,
         /// Continue an interrupted upload.
@@ -110,18 +114,22 @@ enum Command {
     },
     /// Download a blob to a file (`-` for stdout), verifying its hash.
     GetBlob {
+        /// Blob id: blob + 64 hex digits (as printed by upload-blob).
         #[arg(long)]
         id: BlobId,
+        /// Where to write it (`-` for stdout).
         #[arg(long)]
         out: PathBuf,
     },
     /// Show a blob's size, mime type and creation time.
     BlobStat {
+        /// Blob id: blob + 64 hex digits (as printed by upload-blob).
         #[arg(long)]
         id: BlobId,
     },
     /// Deploy a wasm program; prints its program id. Same file and salt, same id.
     Deploy {
+        /// The wasm module to deploy.
         #[arg(long)]
         file: PathBuf,
         /// Exported function called by default (default onvm_main).
@@ -130,6 +138,7 @@ enum Command {
         /// More exported functions callable with `execute --entrypoint`.
         #[arg(long = "extra-entrypoint")]
         extra_entrypoints: Vec<String>,
+        /// Distinguishes deployments of the same wasm by the same node (same file and salt, same id).
         #[arg(long, default_value = "")]
         salt: String,
         /// Blobs the program may read (repeatable or comma-separated).
@@ -144,6 +153,7 @@ enum Command {
     },
     /// Call a program; prints its output (text when UTF-8, else base64).
     Execute {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
         /// Input from a file.
@@ -155,13 +165,16 @@ enum Command {
         /// Input given as plain text.
         #[arg(long, conflicts_with = "input_json")]
         input_text: Option<String>,
+        /// Fuel (wasm instructions plus bytes handled) for the call; default and cap from the node (vm.default_fuel, vm.max_fuel).
         #[arg(long)]
         fuel: Option<u64>,
         /// Run without writing and without a receipt.
         #[arg(long)]
         read_only: bool,
+        /// Exported function to call (default: the program's first entrypoint).
         #[arg(long)]
         entrypoint: Option<String>,
+        /// Wall-clock limit in milliseconds (default and cap vm.max_call_ms); a call stopped by it gets no receipt.
         #[arg(long)]
         timeout_ms: Option<u64>,
         /// Idempotency key: running the same request id again returns the first result
@@ -171,22 +184,28 @@ enum Command {
     },
     /// Show a program's manifest, state root and height.
     ProgramInfo {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
     },
     /// List deployed programs.
     ProgramCatalog {
+        /// Continue from the `next` cursor a previous page printed.
         #[arg(long)]
         cursor: Option<String>,
+        /// At most this many items (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
     },
     /// A program's receipts, newest first.
     ProgramReceipts {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
+        /// Only receipts below this height (to page back in history).
         #[arg(long)]
         before_height: Option<u64>,
+        /// At most this many items (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
         /// Write the receipts as JSON files into this directory (for verify-receipt).
@@ -196,25 +215,31 @@ enum Command {
     /// Replay every committed call of a program from its initial state on this machine and
     /// check every receipt, signature and state root; names the first height that differs.
     Audit {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
     },
     /// Print a program's committee as JSON (save it for `verify-receipt --committee`).
     ProgramCommittee {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
+        /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Fetch one receipt as JSON.
     GetReceipt {
+        /// Receipt id: rcpt + 64 hex digits.
         #[arg(long)]
         receipt_id: ReceiptId,
+        /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Read a key of a program's state.
     StateGet {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
         /// The key as UTF-8 text (e.g. `d/greeting` for kvstore's key `greeting`).
@@ -223,15 +248,19 @@ enum Command {
     },
     /// Get a Merkle proof for a key; with --verify, check it locally.
     StateProof {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
+        /// The key as UTF-8 text (e.g. `d/greeting` for kvstore's key `greeting`).
         #[arg(long)]
         key: String,
+        /// Check the proof locally against the state root (no trust in the node needed).
         #[arg(long)]
         verify: bool,
     },
     /// Check a receipt file offline: its id and BLS signature (no node needed).
     VerifyReceipt {
+        /// A receipt JSON file (from `program-receipts --save-dir` or `get-receipt --out`).
         #[arg(long)]
         file: PathBuf,
         /// Require this network id.
@@ -247,59 +276,76 @@ enum Command {
     },
     /// Submit a durable job; prints its id, or with --wait follows it live and prints the output.
     SubmitJob {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
+        /// Input from a file.
         #[arg(long, conflicts_with_all = ["input_json", "input_text"])]
         input: Option<PathBuf>,
+        /// Input given as JSON text (checked to be valid JSON).
         #[arg(long)]
         input_json: Option<String>,
+        /// Input given as plain text.
         #[arg(long, conflicts_with = "input_json")]
         input_text: Option<String>,
         /// Idempotency key: resubmitting it returns the same job.
         #[arg(long)]
         request_id: String,
+        /// Retries after a failed first attempt (default jobs.default_max_retries; at most jobs.max_retries).
         #[arg(long)]
         max_retries: Option<u32>,
         /// Per-attempt wall-clock limit in seconds.
         #[arg(long)]
         timeout: Option<f64>,
+        /// Fuel (wasm instructions plus bytes handled) for the call; default and cap from the node (vm.default_fuel, vm.max_fuel).
         #[arg(long)]
         fuel: Option<u64>,
+        /// Follow the job live and print its output when it ends.
         #[arg(long)]
         wait: bool,
     },
     /// Show a job's status and attempts.
     JobStatus {
+        /// Job id: job + 64 hex digits (as printed by submit-job).
         #[arg(long)]
         job_id: JobId,
     },
     /// Print or save a completed job's output.
     JobOutput {
+        /// Job id: job + 64 hex digits (as printed by submit-job).
         #[arg(long)]
         job_id: JobId,
+        /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Cancel a pending or running job.
     CancelJob {
+        /// Job id: job + 64 hex digits (as printed by submit-job).
         #[arg(long)]
         job_id: JobId,
     },
     /// List jobs, optionally by status and program.
     ListJobs {
+        /// Only jobs in this state: pending, running, completed, failed, cancelled, timed_out.
         #[arg(long)]
         status: Option<JobStatus>,
+        /// Only this program (prog + 64 hex digits).
         #[arg(long)]
         program_id: Option<ProgramId>,
+        /// Continue from the `next` cursor a previous page printed.
         #[arg(long)]
         cursor: Option<String>,
+        /// At most this many items (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
     },
     /// Follow job events live (resumes by itself if the node closes the feed for lag).
     WatchJobs {
+        /// Only jobs in this state: pending, running, completed, failed, cancelled, timed_out.
         #[arg(long)]
         status: Option<JobStatus>,
+        /// Only this program (prog + 64 hex digits).
         #[arg(long)]
         program_id: Option<ProgramId>,
         /// Start from this event sequence number (default: new events only).
@@ -313,8 +359,10 @@ enum Command {
     },
     /// List blobs stored on the node.
     ListBlobs {
+        /// Continue from the `next` cursor a previous page printed.
         #[arg(long)]
         cursor: Option<String>,
+        /// At most this many items (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
         /// Follow every page.
@@ -630,6 +678,8 @@ fn init_logging(command: &Command) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -261,7 +261,12 @@ impl Session {
             .map_err(|e| anyhow!("the node's proof does not verify: {e}"))?;
         }
         if self.json {
-            return print_json(&p);
+            // With --verify, the result of the local check rides along (an error never gets here).
+            let mut value = serde_json::to_value(&p)?;
+            if verify && let Some(map) = value.as_object_mut() {
+                map.insert("verified_locally".into(), serde_json::Value::Bool(true));
+            }
+            return print_json(&value);
         }
         let what = if p.value_base64.is_some() {
             "inclusion"

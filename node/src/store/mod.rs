@@ -55,6 +55,10 @@ const RECEIPT_INDEX: TableDefinition<&[u8; 32], &[u8; 40]> = TableDefinition::ne
 pub enum StoreError {
     #[error("node database: {0}")]
     Db(#[from] redb::Error),
+    #[error(
+        "the database {path} is in use by another running node: one data dir serves one node (start a second node with its own --data-dir, or stop the first)"
+    )]
+    InUse { path: String },
     #[error("node database record is corrupt ({table}): {source}")]
     Decode {
         table: &'static str,
@@ -158,7 +162,12 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.display().to_string(),
+            },
+            other => StoreError::from(redb::Error::from(other)),
+        })?;
         let store = Self {
             db: Arc::new(db),
             dag_author: Arc::default(),
