@@ -381,13 +381,15 @@ impl FrontDoor {
         let presented = take_token(request);
         let by_address = Some(format!("ip:{remote}"));
         let grant = match presented {
-            Some(token) => self.grant_for(&token, origin.as_deref(), now)?,
-            None if !self.policy.auth => Grant {
+            // Without auth every method is open: a presented credential (perhaps a stale
+            // cookie of an earlier node on this port) changes nothing and is not checked.
+            _ if !self.policy.auth => Grant {
                 scopes: Scopes::all(),
                 token: None,
                 presented: false,
                 client: by_address,
             },
+            Some(token) => self.grant_for(&token, origin.as_deref(), now)?,
             None => Grant {
                 scopes: self.policy.anonymous,
                 token: None,
@@ -1006,6 +1008,19 @@ mod tests {
         let g = grant(admit_at(
             &open,
             &mut request("/", &[("host", "127.0.0.1:1")]),
+            0,
+        ));
+        assert_eq!(g.scopes, Scopes::all());
+        // Even with a credential it cannot check (a stale cookie of an earlier node).
+        let g = grant(admit_at(
+            &open,
+            &mut request(
+                "/",
+                &[
+                    ("host", "127.0.0.1:1"),
+                    ("authorization", "Bearer onvm_cookie_stale"),
+                ],
+            ),
             0,
         ));
         assert_eq!(g.scopes, Scopes::all());
