@@ -51,21 +51,33 @@ struct RunningNode {
 
 impl RunningNode {
     fn start(data_dir: &Path, passphrase: &str) -> Self {
-        let mut child = onvm(&[
+        Self::spawn(
+            data_dir,
+            &["--listen", "127.0.0.1:0"],
+            Some(passphrase),
+            Stdio::inherit(),
+        )
+    }
+
+    /// `run-node --offline` on `data_dir` with RPC on a free port, plus `extra` arguments.
+    fn spawn(data_dir: &Path, extra: &[&str], passphrase: Option<&str>, stderr: Stdio) -> Self {
+        let mut cmd = onvm(&[
             "run-node",
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--rpc",
             "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
             "--offline",
-        ])
-        .env("ONVM_IDENTITY_PASSPHRASE", passphrase)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn run-node");
+        ]);
+        cmd.args(extra);
+        if let Some(p) = passphrase {
+            cmd.env("ONVM_IDENTITY_PASSPHRASE", p);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn run-node");
         let rpc = common::rpc_url_of(&mut child);
         Self { child, rpc }
     }
@@ -799,20 +811,7 @@ fn two_nodes_ticket_connect_and_blob_across() {
 
 /// A plaintext node started with `run-node --offline` and no `--listen`.
 fn start_offline(dir: &Path) -> RunningNode {
-    let mut child = onvm(&[
-        "run-node",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--rpc",
-        "127.0.0.1:0",
-        "--offline",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("spawn run-node");
-    let rpc = common::rpc_url_of(&mut child);
-    RunningNode { child, rpc }
+    RunningNode::spawn(dir, &[], None, Stdio::null())
 }
 
 #[test]

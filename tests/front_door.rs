@@ -394,24 +394,8 @@ async fn a_client_over_its_rate_gets_busy_with_a_retry_time_and_others_are_unaff
     .await;
     let addr = node.node().rpc_addr();
     let operator = common::ws_client(&node.url()).await;
-    let token = |label: &'static str| {
-        let operator = &operator;
-        async move {
-            TokenApiClient::create(
-                operator,
-                TokenRequest {
-                    scopes: vec![Scope::Read],
-                    expires_in_secs: None,
-                    origins: vec![],
-                    label: Some(label.into()),
-                },
-            )
-            .await
-            .unwrap()
-            .token
-        }
-    };
-    let (noisy, quiet) = (token("noisy").await, token("quiet").await);
+    let noisy = common::new_token(&operator, &[Scope::Read], "noisy").await;
+    let quiet = common::new_token(&operator, &[Scope::Read], "quiet").await;
     async fn connect(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
         let bearer = format!("Bearer {token}");
         ws_handshake(addr, "/", &[("Authorization", &bearer)], None)

@@ -97,8 +97,8 @@ async fn a_call_writing_a_gibibyte_fails_fast_and_the_node_stays_small() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_slot_flood_is_refused_fast_and_leaves_room_for_others() {
-    use onvm::rpc_api::api::{BlobApiClient, TokenApiClient};
-    use onvm::rpc_api::auth::{Scope, TokenRequest};
+    use onvm::rpc_api::api::BlobApiClient;
+    use onvm::rpc_api::auth::Scope;
     let dir = tempfile::tempdir().unwrap();
     common::init_plaintext(dir.path());
     let (child, url) = common::spawn_node(
@@ -108,27 +108,8 @@ async fn an_upload_slot_flood_is_refused_fast_and_leaves_room_for_others() {
     let operator = common::ws_client(&url).await;
     let mut clients = Vec::new();
     for label in ["flooder", "neighbour"] {
-        let token = TokenApiClient::create(
-            &operator,
-            TokenRequest {
-                scopes: vec![Scope::Upload],
-                expires_in_secs: None,
-                origins: vec![],
-                label: Some(label.into()),
-            },
-        )
-        .await
-        .unwrap()
-        .token;
-        let mut headers = jsonrpsee::ws_client::HeaderMap::new();
-        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-        clients.push(
-            jsonrpsee::ws_client::WsClientBuilder::default()
-                .set_headers(headers)
-                .build(&url)
-                .await
-                .unwrap(),
-        );
+        let token = common::new_token(&operator, &[Scope::Upload], label).await;
+        clients.push(common::ws_client_as(&url, Some(&token)).await);
     }
     // 64 uploads declaring 4 GiB each: the client's share (4) at most, then fast refusals
     // (busy for the share, or the free-disk rule if this disk has less than 16 GiB spare).

@@ -141,11 +141,16 @@ pub fn cookie_of(url: &str) -> Option<String> {
 
 /// A client with the node's cookie, as the operator's CLI connects.
 pub async fn ws_client(url: &str) -> WsClient {
+    ws_client_as(url, cookie_of(url).as_deref()).await
+}
+
+/// A client presenting `credential` (an API token or a cookie) as a bearer, or nothing.
+pub async fn ws_client_as(url: &str, credential: Option<&str>) -> WsClient {
     let mut headers = jsonrpsee::ws_client::HeaderMap::new();
-    if let Some(cookie) = cookie_of(url) {
+    if let Some(credential) = credential {
         headers.insert(
             "authorization",
-            format!("Bearer {cookie}").parse().expect("header"),
+            format!("Bearer {credential}").parse().expect("header"),
         );
     }
     WsClientBuilder::default()
@@ -156,6 +161,27 @@ pub async fn ws_client(url: &str) -> WsClient {
         .build(url)
         .await
         .expect("ws connect")
+}
+
+/// A fresh API token with `scopes`, created by the operator's client.
+pub async fn new_token(
+    operator: &WsClient,
+    scopes: &[onvm::rpc_api::auth::Scope],
+    label: &str,
+) -> String {
+    use onvm::rpc_api::api::TokenApiClient;
+    TokenApiClient::create(
+        operator,
+        onvm::rpc_api::auth::TokenRequest {
+            scopes: scopes.to_vec(),
+            expires_in_secs: None,
+            origins: vec![],
+            label: Some(label.to_string()),
+        },
+    )
+    .await
+    .expect("token_create")
+    .token
 }
 
 /// The node's ticket (to join other nodes to it).

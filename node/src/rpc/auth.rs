@@ -33,6 +33,8 @@ const SECRET_BYTES: usize = 32;
 const ID_BYTES: usize = 8;
 /// Most live tokens a node keeps: each is checked in memory on every call.
 pub const MAX_TOKENS: usize = 1024;
+/// Most origins one token may be bound to (each is compared on every admission).
+const MAX_ORIGINS: usize = 16;
 /// Longest token label and origin accepted.
 const MAX_LABEL: usize = 128;
 
@@ -107,6 +109,12 @@ impl Tokens {
         if request.label.as_ref().is_some_and(|l| l.len() > MAX_LABEL) {
             return Err(AuthError::BadRequest(format!(
                 "label is longer than {MAX_LABEL} bytes"
+            )));
+        }
+        if request.origins.len() > MAX_ORIGINS {
+            return Err(AuthError::BadRequest(format!(
+                "a token may name at most {MAX_ORIGINS} origins, got {}",
+                request.origins.len()
             )));
         }
         for origin in &request.origins {
@@ -1049,6 +1057,8 @@ mod tests {
         assert!(door.tokens.create(req.clone(), 0).is_err());
         req.scopes = vec![Scope::Read];
         req.origins = vec!["https://app.example/path".into()];
+        assert!(door.tokens.create(req.clone(), 0).is_err());
+        req.origins = vec!["https://app.example".into(); MAX_ORIGINS + 1];
         assert!(door.tokens.create(req.clone(), 0).is_err());
         req.origins = vec![];
         req.expires_in_secs = Some(0);
