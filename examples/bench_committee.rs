@@ -279,6 +279,7 @@ fn synthetic_receipt(program: ProgramId) -> ExecutionReceipt {
         input_hash: Hash32([2; 32]),
         caller: Hash32::ZERO,
         call_id: Hash32::ZERO,
+        caller_proof: None,
         timestamp_ms: 1,
         seed: Hash32([3; 32]),
         state_root_in: Hash32([4; 32]),

@@ -6,6 +6,10 @@
 //! with the process CPU time per call (client and server share this process, so it is the
 //! CPU of both ends; the ratio between rows is what matters).
 //!
+//! Then signed against anonymous writing calls (`program_execute` of a program that stores its
+//! caller id, committee of one), with the bare anchor of the difference: one ed25519
+//! `verify_strict` of a call signature, measured alone in the same run.
+//!
 //! `cargo run --release --example bench_front_door`
 
 #[path = "support/mod.rs"]
@@ -185,6 +189,7 @@ async fn main() -> Result<()> {
         )
         .await?,
     ];
+    let signed_rows = measure_signed_calls(&node).await?;
     node.shutdown().await;
 
     println!(
@@ -203,5 +208,104 @@ async fn main() -> Result<()> {
             r.cpu_us_per_call / anchor
         );
     }
+    println!();
+    println!(
+        "{:<50} {:>10} {:>10}",
+        "writing call (committee of one)", "p50 µs", "p99 µs"
+    );
+    for (name, p50, p99) in &signed_rows {
+        println!("{name:<50} {p50:>10.1} {p99:>10.1}");
+    }
     Ok(())
+}
+
+const SIGNED_CALLS: usize = 2000;
+
+/// p50/p99 of anonymous and signed writing calls, and of the signature check alone.
+async fn measure_signed_calls(node: &onvm::node::Node) -> Result<Vec<(String, f64, f64)>> {
+    use onvm::rpc_api::api::ProgramApiClient;
+    use onvm::rpc_api::caller::{SigningKey, call_signing_message, sign_call};
+    use onvm::rpc_api::program::{DeployRequest, ExecuteOptions};
+
+    let client = support::client(node).await?;
+    let wasm = wat::parse_str(include_str!("../tests/fixtures/whoami.wat"))?;
+    let program = ProgramApiClient::deploy(
+        &client,
+        DeployRequest {
+            wasm_base64: Some(wasm.into()),
+            ..Default::default()
+        },
+    )
+    .await?
+    .program_id;
+    let network = node.info().network_id;
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let expires = u64::MAX / 2;
+    let options = |i: usize, signed: bool| {
+        let request_id = format!("{}-{i}", if signed { "s" } else { "a" });
+        ExecuteOptions {
+            entrypoint: Some("onvm_main".into()),
+            request_id: Some(request_id.clone()),
+            signed: signed.then(|| {
+                sign_call(
+                    &key,
+                    &network,
+                    &program,
+                    "onvm_main",
+                    b"",
+                    &request_id,
+                    expires,
+                )
+            }),
+            ..Default::default()
+        }
+    };
+    let mut rows = Vec::new();
+    for signed in [false, true] {
+        // Signed before timing: the client's signing cost is not the node's.
+        let all: Vec<ExecuteOptions> = (0..SIGNED_CALLS + 100)
+            .map(|i| options(i, signed))
+            .collect();
+        let mut samples = Vec::with_capacity(SIGNED_CALLS);
+        for (i, o) in all.into_iter().enumerate() {
+            let t = Instant::now();
+            ProgramApiClient::execute(&client, program, Vec::new().into(), Some(o)).await?;
+            if i >= 100 {
+                samples.push(t.elapsed());
+            }
+        }
+        let p = support::percentiles(&samples)?;
+        let name = if signed {
+            "onvm execute, signed"
+        } else {
+            "onvm execute, anonymous"
+        };
+        rows.push((name.to_string(), p.p50 * 1e3, p.p99 * 1e3));
+    }
+    // The anchor of the difference: verifying one call signature, nothing else.
+    let sig = sign_call(&key, &network, &program, "onvm_main", b"", "r", expires);
+    let message = call_signing_message(
+        &network,
+        &program,
+        "onvm_main",
+        &onvm::rpc_api::Hash32::of(b""),
+        "r",
+        expires,
+    );
+    let public = key.verifying_key();
+    let signature =
+        onvm::rpc_api::caller::Signature::from_bytes(&sig.signature.0.as_slice().try_into()?);
+    let mut samples = Vec::with_capacity(SIGNED_CALLS);
+    for _ in 0..SIGNED_CALLS {
+        let t = Instant::now();
+        public.verify_strict(&message, &signature)?;
+        samples.push(t.elapsed());
+    }
+    let p = support::percentiles(&samples)?;
+    rows.push((
+        "ed25519 verify_strict alone (anchor)".to_string(),
+        p.p50 * 1e3,
+        p.p99 * 1e3,
+    ));
+    Ok(rows)
 }

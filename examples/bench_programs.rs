@@ -126,6 +126,7 @@ fn dummy_manifest(id: ProgramId) -> SignedManifest {
             threshold: 1,
             deploy_nonce: 0,
             candidates: vec![],
+            require_signed_calls: false,
         },
         signature: HexBytes(vec![]),
     }
@@ -143,6 +144,7 @@ fn receipt_template() -> ExecutionReceipt {
         input_hash: Hash32([3; 32]),
         caller: Hash32::ZERO,
         call_id: Hash32::ZERO,
+        caller_proof: None,
         timestamp_ms: 0,
         seed: Hash32([4; 32]),
         state_root_in: Hash32::ZERO,

@@ -986,3 +986,114 @@ fn every_flag_has_help_and_newcomer_errors_say_what_to_do() {
     assert!(String::from_utf8_lossy(&blobs.stderr).contains("0 blobs"));
     first.stop();
 }
+
+#[test]
+fn signed_calls_from_the_cli_key_new_execute_verify_and_audit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("node");
+    run_ok(
+        onvm(&["init", "--data-dir", data_dir.to_str().unwrap()])
+            .env("ONVM_IDENTITY_PASSPHRASE", PASS),
+    );
+    let node = RunningNode::start(&data_dir, PASS);
+    let rpc = node.rpc.clone();
+    let key = tmp.path().join("alice.key");
+    let key = key.to_str().unwrap();
+    let caller = run_ok(onvm(&["key", "new", "--out", key]))
+        .trim()
+        .to_string();
+    assert_eq!(caller.len(), 64, "{caller}");
+    let shown = run_ok(onvm(&["--json", "key", "show", "--key", key]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&shown).unwrap()["caller"],
+        caller.as_str()
+    );
+    // A key file is never overwritten.
+    let out = run_err(onvm(&["key", "new", "--out", key]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never overwritten"));
+
+    let wasm = tmp.path().join("whoami.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(include_str!("fixtures/whoami.wat")).unwrap(),
+    )
+    .unwrap();
+    let program = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "deploy",
+        "--file",
+        wasm.to_str().unwrap(),
+        "--extra-entrypoint",
+        "whoami",
+        "--require-signed-calls",
+    ]));
+    let program = program.trim();
+    // Anonymous writes are refused, and the error says how to sign.
+    let out = run_err(onvm(&["--rpc", &rpc, "execute", "--program-id", program]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("-32006") && stderr.contains("--key"),
+        "{stderr}"
+    );
+    // Signed: the program sees the key's caller id, and the receipt records it.
+    let out = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "--json",
+        "execute",
+        "--program-id",
+        program,
+        "--key",
+        key,
+        "--valid-for",
+        "2m",
+    ]));
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        result["receipt"]["receipt"]["caller"],
+        caller.as_str(),
+        "{out}"
+    );
+    use base64::Engine as _;
+    let output = base64::engine::general_purpose::STANDARD
+        .decode(result["output_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(hex::encode(output), caller);
+
+    // The saved receipt verifies offline, caller proof included; a tampered proof does not.
+    let receipts = tmp.path().join("receipts");
+    run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "program-receipts",
+        "--program-id",
+        program,
+        "--save-dir",
+        receipts.to_str().unwrap(),
+    ]));
+    let file = std::fs::read_dir(&receipts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = run_ok(onvm(&["verify-receipt", "--file", file.to_str().unwrap()]));
+    assert!(out.contains("is valid"), "{out}");
+    let mut receipt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    receipt["receipt"]["caller_proof"]["expires_at_ms"] = serde_json::json!(u64::MAX);
+    let tampered = tmp.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_vec(&receipt).unwrap()).unwrap();
+    let out = run_err(onvm(&[
+        "verify-receipt",
+        "--file",
+        tampered.to_str().unwrap(),
+    ]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID"));
+
+    // The audit replays the call as that caller and agrees.
+    let out = run_ok(onvm(&["--rpc", &rpc, "audit", "--program-id", program]));
+    assert!(out.starts_with("audit OK"), "{out}");
+    node.stop();
+}

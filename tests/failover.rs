@@ -80,7 +80,7 @@ async fn a_call_signed_before_the_sequencer_died_is_finished_once_by_the_next_me
     println!("retry after the sequencer died: {:?}", started.elapsed());
     let receipt = retried.receipt.unwrap();
     assert_eq!(receipt.receipt.height, 0);
-    assert_eq!(receipt.receipt.call_id, call_id(&p, "r1"));
+    assert_eq!(receipt.receipt.call_id, call_id(&p, &Hash32::ZERO, "r1"));
     assert_eq!(
         receipt.receipt.executor.to_string(),
         home,

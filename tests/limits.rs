@@ -168,6 +168,9 @@ async fn uploads_and_puts_keep_the_configured_disk_reserve_free() {
     );
     let put = BlobApiClient::put(&client, b"hello".to_vec().into(), None).await;
     assert!(put.is_err());
-    assert!(NodeApiClient::health(&client).await.unwrap().ready);
+    // Below the reserve the node says so: health is not ready, naming the disk.
+    let health = NodeApiClient::health(&client).await.unwrap();
+    assert!(!health.ready);
+    assert!(health.reason.unwrap_or_default().starts_with("disk:"));
     node.stop().await;
 }

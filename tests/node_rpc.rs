@@ -89,7 +89,10 @@ async fn node_info_health_and_metrics() {
     assert!(health.live && health.ready, "{health:?}");
     assert_eq!(health.reason, None);
     let names: Vec<_> = health.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["database", "blob_store", "endpoint", "jobs"]);
+    assert_eq!(
+        names,
+        ["database", "blob_store", "disk", "endpoint", "jobs"]
+    );
 
     BlobApiClient::put(&client, b"counted".to_vec().into(), None)
         .await

@@ -117,6 +117,11 @@ impl Session {
                     v.reason.unwrap_or_default()
                 )));
             }
+            if manifest.require_signed_calls && r.caller == Hash32::ZERO {
+                return Err(fail(
+                    "an anonymous call, but the program requires signed calls".into(),
+                ));
+            }
             if r.state_root_in != root {
                 return Err(fail(format!(
                     "state_root_in {} but the replay is at {root}",

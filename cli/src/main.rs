@@ -4,6 +4,7 @@ mod audit;
 mod client;
 mod daemon;
 mod jobs;
+mod keys;
 mod programs;
 mod target;
 
@@ -150,6 +151,9 @@ enum Command {
         /// Signatures a call needs (default: more than two thirds of the committee).
         #[arg(long)]
         threshold: Option<u32>,
+        /// Accept only signed writing calls (`execute --key`); anonymous calls and jobs are refused.
+        #[arg(long)]
+        require_signed_calls: bool,
     },
     /// Call a program; prints its output (text when UTF-8, else base64).
     Execute {
@@ -181,6 +185,13 @@ enum Command {
         /// instead of executing twice (default: a fresh id per call).
         #[arg(long)]
         request_id: Option<String>,
+        /// Call as the caller of this key file (from `onvm key new`): the call is signed, and
+        /// the program and receipt see the key's caller id. Default: an anonymous call.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// How long the signed call stays valid: seconds, or 90s, 15m, 12h, 30d (with --key).
+        #[arg(long, default_value = "5m", requires = "key")]
+        valid_for: Lifetime,
     },
     /// Show a program's manifest, state root and height.
     ProgramInfo {
@@ -352,6 +363,11 @@ enum Command {
         #[arg(long)]
         from_seq: Option<u64>,
     },
+    /// Caller keys for signed calls (offline: no node needed).
+    Key {
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
     /// API tokens: create, list and revoke (needs scope admin: the node's own CLI has it).
     Token {
         #[command(subcommand)]
@@ -368,6 +384,23 @@ enum Command {
         /// Follow every page.
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a caller key file (mode 600, never overwritten); prints the caller id. Example:
+    /// `onvm key new --out alice.key`, then `onvm execute --key alice.key ...`
+    New {
+        /// Where to write the key file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the caller id of a key file.
+    Show {
+        /// The key file (from `onvm key new`).
+        #[arg(long)]
+        key: PathBuf,
     },
 }
 
@@ -418,6 +451,15 @@ impl std::str::FromStr for Lifetime {
             _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
         };
         Ok(Lifetime(n.saturating_mul(unit)))
+    }
+}
+
+/// A caller id: the bare id, or `{"caller": …}` with --json.
+fn print_caller(caller: onvm_rpc_api::Hash32, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "caller": caller }));
+    } else {
+        println!("{caller}");
     }
 }
 
@@ -492,18 +534,20 @@ async fn run(cli: Cli) -> Result<()> {
             blob_refs,
             committee_size,
             threshold,
+            require_signed_calls,
         } => {
-            session()
-                .await?
-                .deploy(
-                    file,
-                    entrypoint.clone(),
-                    extra_entrypoints.clone(),
-                    salt.clone(),
-                    blob_refs.clone(),
-                    (*committee_size, *threshold),
-                )
-                .await
+            let request = onvm_rpc_api::program::DeployRequest {
+                wasm_base64: None,
+                code_blob: None,
+                entrypoint: entrypoint.clone(),
+                extra_entrypoints: extra_entrypoints.clone(),
+                blob_refs: blob_refs.clone(),
+                salt: salt.clone(),
+                committee_size: *committee_size,
+                threshold: *threshold,
+                require_signed_calls: *require_signed_calls,
+            };
+            session().await?.deploy(file, request).await
         }
         Command::Execute {
             program_id,
@@ -515,21 +559,31 @@ async fn run(cli: Cli) -> Result<()> {
             entrypoint,
             timeout_ms,
             request_id,
+            key,
+            valid_for,
         } => {
             let bytes = programs::input_bytes(
                 input.as_deref(),
                 input_json.as_deref(),
                 input_text.as_deref(),
             )?;
-            let options = onvm_rpc_api::program::ExecuteOptions {
+            let mut options = onvm_rpc_api::program::ExecuteOptions {
                 fuel: *fuel,
                 read_only: *read_only,
                 entrypoint: entrypoint.clone(),
                 timeout_ms: *timeout_ms,
                 timestamp_ms: None,
                 request_id: request_id.clone(),
+                signed: None,
             };
-            session().await?.execute(*program_id, bytes, options).await
+            let key = key.as_deref().map(keys::CallerKey::load).transpose()?;
+            let session = session().await?;
+            if let Some(key) = &key {
+                session
+                    .sign_call(key, *program_id, &bytes, &mut options, valid_for.0)
+                    .await?;
+            }
+            session.execute(*program_id, bytes, options).await
         }
         Command::ProgramInfo { program_id } => session().await?.program_info(*program_id).await,
         Command::ProgramCatalog { cursor, limit } => {
@@ -643,6 +697,22 @@ async fn run(cli: Cli) -> Result<()> {
             };
             session().await?.watch_jobs(filter, *from_seq).await
         }
+        Command::Key { action } => match action {
+            KeyCommand::New { out } => {
+                let key = keys::CallerKey::create(out)?;
+                print_caller(key.caller(), cli.json);
+                eprintln!(
+                    "caller key written to {} (keep it secret); call with `onvm execute --key {}`",
+                    out.display(),
+                    out.display()
+                );
+                Ok(())
+            }
+            KeyCommand::Show { key } => {
+                print_caller(keys::CallerKey::load(key)?.caller(), cli.json);
+                Ok(())
+            }
+        },
         Command::Token { action } => match action {
             TokenCommand::Create {
                 scope,

@@ -4,14 +4,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
-use onvm_rpc_api::api::{ProgramApiClient, ReceiptApiClient, StateApiClient};
+use onvm_rpc_api::api::{NodeApiClient, ProgramApiClient, ReceiptApiClient, StateApiClient};
+use onvm_rpc_api::caller::sign_call;
 use onvm_rpc_api::program::{
     DeployRequest, ExecuteOptions, ExecuteResult, SignedReceipt, verify_receipt,
 };
 use onvm_rpc_api::smt::verify_proof;
-use onvm_rpc_api::{BlobId, ProgramId, ReceiptId};
+use onvm_rpc_api::{ProgramId, ReceiptId};
 
 use crate::client::{ClientError, Session, print_json, rpc_err};
+use crate::keys::CallerKey;
 
 pub fn input_bytes(file: Option<&Path>, json: Option<&str>, text: Option<&str>) -> Result<Vec<u8>> {
     match (file, json, text) {
@@ -47,6 +49,9 @@ fn print_result_summary(r: &ExecuteResult) {
     );
     if let Some(rc) = &r.receipt {
         eprintln!("receipt {} (height {})", rc.id, rc.receipt.height);
+        if rc.receipt.caller != onvm_rpc_api::Hash32::ZERO {
+            eprintln!("caller  {} (signed)", rc.receipt.caller);
+        }
     }
     for line in &r.logs {
         eprintln!("log: {line}");
@@ -54,25 +59,12 @@ fn print_result_summary(r: &ExecuteResult) {
 }
 
 impl Session {
-    pub async fn deploy(
-        &self,
-        file: &Path,
-        entrypoint: Option<String>,
-        extra_entrypoints: Vec<String>,
-        salt: String,
-        blob_refs: Vec<BlobId>,
-        (committee_size, threshold): (Option<u32>, Option<u32>),
-    ) -> Result<()> {
+    /// Deploys the wasm in `file` with the rest of `request`.
+    pub async fn deploy(&self, file: &Path, request: DeployRequest) -> Result<()> {
         let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let request = DeployRequest {
             wasm_base64: Some(wasm.into()),
-            code_blob: None,
-            entrypoint,
-            extra_entrypoints,
-            blob_refs,
-            salt,
-            committee_size,
-            threshold,
+            ..request
         };
         let result = ProgramApiClient::deploy(&self.client, request)
             .await
@@ -93,6 +85,48 @@ impl Session {
             m.code_size,
             m.entrypoints.join(", ")
         );
+        Ok(())
+    }
+
+    /// Signs a call as `key`: the network id comes from the node, the entrypoint (when not
+    /// given) from the program, and a fresh request id is chosen when none was given, since
+    /// all three are signed.
+    pub async fn sign_call(
+        &self,
+        key: &CallerKey,
+        program: ProgramId,
+        input: &[u8],
+        options: &mut ExecuteOptions,
+        valid_for_secs: u64,
+    ) -> Result<()> {
+        let network_id = NodeApiClient::info(&self.client)
+            .await
+            .map_err(rpc_err)?
+            .network_id;
+        if options.entrypoint.is_none() {
+            let info = ProgramApiClient::info(&self.client, program)
+                .await
+                .map_err(rpc_err)?;
+            options.entrypoint = info.manifest.manifest.entrypoints.first().cloned();
+        }
+        let entrypoint = options.entrypoint.clone().unwrap_or_default();
+        let request_id = options
+            .request_id
+            .get_or_insert_with(|| hex::encode(rand::random::<[u8; 16]>()))
+            .clone();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        options.signed = Some(sign_call(
+            key.signing_key(),
+            &network_id,
+            &program,
+            &entrypoint,
+            input,
+            &request_id,
+            now_ms.saturating_add(valid_for_secs.saturating_mul(1000)),
+        ));
         Ok(())
     }
 
@@ -154,6 +188,14 @@ impl Session {
         println!("blob refs    {}", m.blob_refs.len());
         println!("engine       {}", m.engine);
         println!("deployer     {}", m.deployer);
+        println!(
+            "callers      {}",
+            if m.require_signed_calls {
+                "signed calls only"
+            } else {
+                "signed or anonymous"
+            }
+        );
         println!("state root   {}", info.state_root);
         println!("height       {}", info.height);
         println!("keys         {}", info.keys);

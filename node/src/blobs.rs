@@ -87,6 +87,26 @@ pub enum BlobError {
     },
 }
 
+impl BlobError {
+    /// Whether the blob store failed for lack of disk space. iroh-blobs reports its errors as
+    /// text, so for those the OS error number in the text is what tells.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            BlobError::Io { source, .. } => crate::store::is_disk_full(source),
+            BlobError::Backend(text) => {
+                text.contains("os error 28") || text.contains("No space left on device")
+            }
+            BlobError::Store(StoreError::DiskFull(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Below this much free disk space a node reports not ready whatever `blobs.min_free_disk_bytes`
+/// says: a database commit needs room to grow, and with less than this the next one may not
+/// find it.
+pub const MIN_FREE_FOR_READY: u64 = 1 << 20;
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlobError {
     let context = context.into();
     move |source| BlobError::Io { context, source }
@@ -484,6 +504,16 @@ impl Blobs {
         }
         metrics::add(&self.counters.uploads_started, 1);
         Ok(self.status_of(&id, &record, 0))
+    }
+
+    /// Free bytes on the data dir's disk and the floor below which the node is not ready
+    /// (`blobs.min_free_disk_bytes`, at least `MIN_FREE_FOR_READY`); None if it cannot be told.
+    pub fn disk_headroom(&self) -> Option<(u64, u64)> {
+        let free = crate::util::free_disk_bytes(&self.uploads_dir)?;
+        Some((
+            free,
+            self.limits.min_free_disk_bytes.max(MIN_FREE_FOR_READY),
+        ))
     }
 
     /// Refuses to promise `needed` more bytes unless the disk keeps `blobs.min_free_disk_bytes`

@@ -41,6 +41,7 @@ pub struct CommitteeConfig {
     pub attest_timeout_ms: u64,
     pub debug_corrupt_results: bool,
     pub debug_abandon_after_attest: bool,
+    pub debug_forge_callers: bool,
 }
 
 impl Default for CommitteeConfig {
@@ -53,6 +54,7 @@ impl Default for CommitteeConfig {
             attest_timeout_ms: 10_000,
             debug_corrupt_results: false,
             debug_abandon_after_attest: false,
+            debug_forge_callers: false,
         }
     }
 }
@@ -689,6 +691,9 @@ debug_corrupt_results = {debug_corrupt_results}
 # For tests of failover only: as sequencer, this node collects the committee's signatures and
 # then drops the call without committing it, as if it crashed at that instant.
 debug_abandon_after_attest = {debug_abandon_after_attest}
+# For tests of caller checks only: as sequencer, this node proposes every signed call under
+# another caller id (a call that caller never signed), so members must refuse it.
+debug_forge_callers = {debug_forge_callers}
 "#,
             network_id = node.network_id,
             rpc_listen = rpc.listen,
@@ -760,6 +765,7 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
             attest_timeout_ms = committee.attest_timeout_ms,
             debug_corrupt_results = committee.debug_corrupt_results,
             debug_abandon_after_attest = committee.debug_abandon_after_attest,
+            debug_forge_callers = committee.debug_forge_callers,
         )
     }
 }

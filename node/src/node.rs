@@ -162,7 +162,18 @@ impl NodeContext {
             true,
             &format!("{} pending, {} running", jobs.pending, jobs.running),
         );
-        let mut checks = vec![db_check, blob_check, net_check, jobs_check];
+        let disk_check = match self.blobs.disk_headroom() {
+            Some((free, floor)) if free < floor => check(
+                "disk",
+                false,
+                &format!(
+                    "only {free} bytes free on the data dir's disk (ready again above {floor}: blobs.min_free_disk_bytes, at least 1 MiB); writes may fail until space is freed"
+                ),
+            ),
+            Some((free, _)) => check("disk", true, &format!("{free} bytes free")),
+            None => check("disk", true, "free space cannot be told on this filesystem"),
+        };
+        let mut checks = vec![db_check, blob_check, disk_check, net_check, jobs_check];
         if self.shutting_down.load(Ordering::Relaxed) {
             checks.push(check("lifecycle", false, "node is shutting down"));
         }

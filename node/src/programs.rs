@@ -29,6 +29,7 @@ use crate::vm::{
     CallContext, CallRequest, CallResult, Compiled, ENGINE_FINGERPRINT, StateView, Vm, VmError,
 };
 use onvm_rpc_api::JobId;
+use onvm_rpc_api::caller::{CallerError, CallerProof};
 use onvm_rpc_api::committee::Member;
 use onvm_rpc_api::dag::DataRef;
 use onvm_rpc_api::jobs::{AttemptLogs, JobEvent, JobInfo};
@@ -61,6 +62,10 @@ pub enum ProgramError {
     },
     #[error("invalid request: {0}")]
     BadRequest(String),
+    /// The call's caller was refused: a signature that does not verify, an expired request, or
+    /// an anonymous call to a program that requires signed calls.
+    #[error("{message}")]
+    CallerRefused { kind: &'static str, message: String },
     #[error(
         "request id `{request_id}` was already committed (receipt {receipt}) with a different input or entrypoint"
     )]
@@ -325,6 +330,7 @@ impl Programs {
         let identity = self.identity.clone();
         let network_id = self.network_id.clone();
         let (salt, blob_refs, wanted_threshold) = (req.salt, req.blob_refs, req.threshold);
+        let require_signed_calls = req.require_signed_calls;
         let store = self.store.clone();
         let (record, created) = blocking(move || {
             store.insert_program_with(&id, |context| {
@@ -365,6 +371,7 @@ impl Programs {
                     threshold,
                     deploy_nonce: context.deploy_nonce,
                     candidates,
+                    require_signed_calls,
                 };
                 let signature =
                     HexBytes(identity.ed25519_sign(&manifest.signing_message()).to_vec());
@@ -544,6 +551,16 @@ impl Programs {
         if proposed.fuel_limit > self.vm.limits().max_fuel {
             return Err(AttestError::Refused(
                 "fuel over this node's vm.max_fuel".into(),
+            ));
+        }
+        // The caller's signature binds what the sequencer proposes to what the caller asked for:
+        // a member never attests a call nobody signed for, or one replayed under a new id.
+        if let Err(e) = onvm_rpc_api::caller::verify_caller(&proposed) {
+            return Err(AttestError::Refused(format!("caller: {e}")));
+        }
+        if manifest.require_signed_calls && proposed.caller == Hash32::ZERO {
+            return Err(AttestError::Refused(
+                "the program requires signed calls and this one is anonymous".into(),
             ));
         }
         if !proposed.outcome.is_reproducible() {
@@ -1186,10 +1203,18 @@ impl Programs {
             (None, Some(r)) => r,
             (None, None) => fresh_request_id(),
         };
-        let call_id = onvm_rpc_api::program::call_id(&id, &request_id);
+        let input_hash = Hash32::of(&input);
+        let caller = self.check_caller(
+            &manifest,
+            &options,
+            &entrypoint,
+            &input_hash,
+            &request_id,
+            job.is_some(),
+        )?;
+        let call_id = onvm_rpc_api::program::call_id(&id, &caller, &request_id);
         let compiled = self.compiled_for(&manifest).await?;
         let blobs = self.load_blob_refs(&manifest).await?;
-        let input_hash = Hash32::of(&input);
         // A committed call keeps its input (members re-execute it, auditors replay it).
         let call_input = if options.read_only {
             Vec::new()
@@ -1198,8 +1223,6 @@ impl Programs {
         };
         let input_for_committee =
             (!options.read_only && manifest.committee.len() > 1).then(|| call_input.clone());
-        // Calls are anonymous until API tokens exist (docs/ABI.md): the caller is all zeros.
-        let caller = Hash32::ZERO;
         let executor = Hash32(*self.identity.endpoint_id().as_bytes());
 
         // Writers hold the program's sequencer lock from reading the root to committing.
@@ -1241,6 +1264,16 @@ impl Programs {
             }
             None => now_ms().max(record.last_timestamp_ms),
         };
+        // The expiry is checked again where every node can repeat the check: against the
+        // call's timestamp, which the receipt records.
+        if let Some(signed) = &options.signed
+            && timestamp_ms > signed.expires_at_ms
+        {
+            return Err(caller_refused(CallerError::Expired {
+                expires_at_ms: signed.expires_at_ms,
+                at_ms: timestamp_ms,
+            }));
+        }
         let context = CallContext {
             height,
             timestamp_ms,
@@ -1305,6 +1338,11 @@ impl Programs {
             input_hash,
             caller,
             call_id,
+            caller_proof: options.signed.as_ref().map(|s| CallerProof {
+                request_id: request_id.clone(),
+                expires_at_ms: s.expires_at_ms,
+                signature: s.signature.clone(),
+            }),
             timestamp_ms: context.timestamp_ms,
             seed: context.seed,
             state_root_in: root_in,
@@ -1329,6 +1367,13 @@ impl Programs {
                 let root_out = blocking(move || Ok(preview.preview_root(&id, &proposed)?)).await?;
                 let mut body = receipt_body.clone();
                 body.state_root_out = root_out;
+                if self.committee.debug_forge_callers && body.caller != Hash32::ZERO {
+                    body.caller = Hash32::of(&body.caller.0);
+                    if let Some(proof) = &body.caller_proof {
+                        body.call_id =
+                            onvm_rpc_api::program::call_id(&id, &body.caller, &proof.request_id);
+                    }
+                }
                 let attestation = self.collect_attestation(&manifest, body, input).await?;
                 if self.committee.debug_abandon_after_attest {
                     return Err(ProgramError::Internal(
@@ -1382,6 +1427,64 @@ impl Programs {
                 receipt: Some(receipt),
             },
         )
+    }
+
+    /// Who is calling: the signer of a signed call (its signature checked over what it asks
+    /// for, and not expired by this node's clock), else the anonymous all-zero caller, which
+    /// a program deployed with `require_signed_calls` refuses for writing calls.
+    fn check_caller(
+        &self,
+        manifest: &ProgramManifest,
+        options: &ExecuteOptions,
+        entrypoint: &str,
+        input_hash: &Hash32,
+        request_id: &str,
+        is_job: bool,
+    ) -> Result<Hash32, ProgramError> {
+        let Some(signed) = &options.signed else {
+            if manifest.require_signed_calls && !options.read_only {
+                return Err(ProgramError::CallerRefused {
+                    kind: "signed_call_required",
+                    message: format!(
+                        "program {} accepts only signed calls{}: sign it with a caller key (`onvm execute --key FILE`, docs/RPC.md \"Signed calls\")",
+                        manifest.program_id,
+                        if is_job {
+                            " (jobs cannot be signed yet; use program_execute)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+            return Ok(Hash32::ZERO);
+        };
+        if options.request_id.is_none() {
+            return Err(caller_refused(CallerError::Missing(
+                "a request_id (it is signed, and makes the call id)",
+            )));
+        }
+        if options.entrypoint.is_none() {
+            return Err(caller_refused(CallerError::Missing(
+                "an explicit entrypoint (it is signed)",
+            )));
+        }
+        onvm_rpc_api::caller::verify_call_signature(
+            &self.network_id,
+            &manifest.program_id,
+            entrypoint,
+            input_hash,
+            request_id,
+            signed,
+        )
+        .map_err(caller_refused)?;
+        let now = now_ms();
+        if now > signed.expires_at_ms {
+            return Err(caller_refused(CallerError::Expired {
+                expires_at_ms: signed.expires_at_ms,
+                at_ms: now,
+            }));
+        }
+        Ok(signed.caller)
     }
 
     pub async fn state_get(&self, id: ProgramId, key: Vec<u8>) -> Result<StateValue, ProgramError> {
@@ -1457,6 +1560,18 @@ impl Programs {
 
 /// The answer to a request id that was already committed: the committed call's result (its
 /// logs are not kept), or a conflict if the request differs.
+fn caller_refused(e: CallerError) -> ProgramError {
+    let kind = match e {
+        CallerError::Expired { .. } => "call_expired",
+        CallerError::Missing(_) | CallerError::BadRequestId => "bad_signed_call",
+        _ => "bad_call_signature",
+    };
+    ProgramError::CallerRefused {
+        kind,
+        message: e.to_string(),
+    }
+}
+
 fn answer_committed(
     done: CommittedCall,
     request_id: String,

@@ -317,7 +317,7 @@ pub fn verify_signed(
         committee_size: size,
     };
     if let Err(e) = crate::program::verify_receipt(receipt, Some(network_id), None) {
-        return fail(format!("executor signature: {e}"));
+        return fail(format!("receipt: {e}"));
     }
     if !committee
         .committee

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod bls;
+pub mod caller;
 pub mod committee;
 pub mod dag;
 pub mod error;

@@ -17,18 +17,23 @@ pub const RECEIPT_ID_TAG: &[u8] = b"onvm/receipt-id/v1";
 pub const RECEIPT_SIG_TAG: &[u8] = b"onvm/receipt-sig/v1";
 pub const SEED_TAG: &[u8] = b"onvm/call-seed/v1";
 pub const WRITES_TAG: &[u8] = b"onvm/write-digest/v1";
-pub const CALL_ID_TAG: &[u8] = b"onvm/call-id/v1";
-/// `ExecutionReceipt::version` this build writes (2: receipts carry `call_id`).
-pub const RECEIPT_VERSION: u32 = 2;
+/// v2 binds the caller: a signed request is committed at most once per caller, and one caller
+/// can never take (or block) another caller's request id.
+pub const CALL_ID_TAG: &[u8] = b"onvm/call-id/v2";
+/// `ExecutionReceipt::version` this build writes (2: receipts carry `call_id`; 3: and the
+/// caller's proof of a signed call).
+pub const RECEIPT_VERSION: u32 = 3;
 /// Longest `request_id` of a call or a job, in bytes.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// BLAKE3(tag, program id, request id): the id under which a writing call is committed at most
-/// once, whichever committee member sequences it and however often it is retried.
-pub fn call_id(program: &ProgramId, request_id: &str) -> Hash32 {
+/// BLAKE3(tag, program id, caller, request id): the id under which a writing call is committed
+/// at most once, whichever committee member sequences it and however often it is retried or
+/// replayed. Anonymous calls have the all-zero caller.
+pub fn call_id(program: &ProgramId, caller: &Hash32, request_id: &str) -> Hash32 {
     let mut h = blake3::Hasher::new();
     h.update(CALL_ID_TAG)
         .update(program.as_bytes())
+        .update(&caller.0)
         .update(&(request_id.len() as u64).to_le_bytes())
         .update(request_id.as_bytes());
     Hash32(*h.finalize().as_bytes())
@@ -151,6 +156,9 @@ pub struct ProgramManifest {
     /// candidates the committee was chosen from. Replicas recompute both from the DAG and
     /// refuse a deploy whose committee does not follow `committee::select` over them.
     pub candidates: Vec<Hash32>,
+    /// Writing calls must be signed (`DeployRequest::require_signed_calls`); members and
+    /// replicas refuse anonymous receipts of this program.
+    pub require_signed_calls: bool,
 }
 
 impl ProgramManifest {
@@ -191,6 +199,8 @@ pub enum VerifyError {
         "committee must start with the deployer and have 1..=256 members, threshold 1..=members"
     )]
     BadCommittee,
+    #[error("caller: {0}")]
+    Caller(#[from] crate::caller::CallerError),
 }
 
 /// Checks the program id and the deployer's ed25519 signature.
@@ -301,10 +311,14 @@ pub struct ExecutionReceipt {
     /// Position of this call in the program's log (0, 1, 2, ...).
     pub height: u64,
     pub input_hash: Hash32,
+    /// The caller's ed25519 public key for a signed call, all zeros for an anonymous one.
     pub caller: Hash32,
-    /// `call_id(program, request_id)`: a retried request finds this receipt instead of
+    /// `call_id(program, caller, request_id)`: a retried request finds this receipt instead of
     /// running again.
     pub call_id: Hash32,
+    /// For a signed call, what lets anyone check that `caller` asked for it
+    /// (`caller::verify_caller`); absent for an anonymous call.
+    pub caller_proof: Option<crate::caller::CallerProof>,
     pub timestamp_ms: u64,
     pub seed: Hash32,
     pub state_root_in: Hash32,
@@ -380,8 +394,9 @@ impl SignedReceipt {
     }
 }
 
-/// Checks a receipt's id and signature, optionally that it belongs to `network_id` and was
-/// signed by `expected_key`. Pure: no re-execution, no node needed.
+/// Checks a receipt's id, its caller's proof (`caller::verify_caller`) and its signature,
+/// optionally that it belongs to `network_id` and was signed by `expected_key`. Pure: no
+/// re-execution, no node needed.
 pub fn verify_receipt(
     signed: &SignedReceipt,
     network_id: Option<&str>,
@@ -407,6 +422,7 @@ pub fn verify_receipt(
     {
         return Err(VerifyError::BadPublicKey);
     }
+    crate::caller::verify_caller(&signed.receipt)?;
     let pk = crate::bls::public_key(&signed.signer_bls_key.0).ok_or(VerifyError::BadPublicKey)?;
     let msg = receipt_signing_message(&signed.receipt.network_id, &signed.id);
     if crate::bls::verify_with_key(&pk, &msg, &signed.signature.0, crate::bls::SIG_DST) {
@@ -446,6 +462,10 @@ pub struct DeployRequest {
     /// Signatures a call needs (default more than two thirds of the committee).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
+    /// Refuse anonymous writing calls (and jobs, which cannot be signed yet): every committed
+    /// call then has a verified caller.
+    #[serde(default)]
+    pub require_signed_calls: bool,
 }
 
 /// `program_deploy` result.
@@ -502,6 +522,11 @@ pub struct ExecuteOptions {
     /// retries the call on another committee member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Make the call as a caller: its ed25519 signature over the network, program,
+    /// entrypoint, input hash, `request_id` and an expiry (`caller::sign_call`). Needs
+    /// `request_id` and `entrypoint`. Absent: the call is anonymous (caller all zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::caller::CallSignature>,
 }
 
 /// `program_execute` result (also the `data.result` of a failed call).
@@ -556,10 +581,15 @@ pub struct ReceiptPage {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample_receipt(outcome: Outcome) -> ExecutionReceipt {
+    /// A receipt with every field set (callers change what they test).
+    pub(crate) fn sample_receipt() -> ExecutionReceipt {
+        receipt_with(Outcome::Ok)
+    }
+
+    fn receipt_with(outcome: Outcome) -> ExecutionReceipt {
         ExecutionReceipt {
             version: 1,
             network_id: "net".into(),
@@ -571,6 +601,7 @@ mod tests {
             input_hash: Hash32([4; 32]),
             caller: Hash32([5; 32]),
             call_id: Hash32([16; 32]),
+            caller_proof: None,
             timestamp_ms: 6,
             seed: Hash32([7; 32]),
             state_root_in: Hash32([8; 32]),
@@ -598,7 +629,7 @@ mod tests {
                 message: "x".into(),
             },
         ] {
-            let r = sample_receipt(outcome);
+            let r = receipt_with(outcome);
             let bin = postcard::to_allocvec(&r).unwrap();
             assert_eq!(postcard::from_bytes::<ExecutionReceipt>(&bin).unwrap(), r);
             let json = serde_json::to_string(&r).unwrap();

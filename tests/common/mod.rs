@@ -51,6 +51,20 @@ impl TestNode {
         node
     }
 
+    /// A node whose data dir is `dir` (e.g. a small filesystem mounted there by the test).
+    pub async fn start_in(dir: tempfile::TempDir, overrides: &[&str]) -> Self {
+        Identity::generate()
+            .save(&dir.path().join("identity.json"), None, true)
+            .expect("save identity");
+        let mut node = Self {
+            dir,
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            node: None,
+        };
+        node.boot().await;
+        node
+    }
+
     /// A separate node (own data dir, not joined to anything) holding the same identity as
     /// `other`: the same deployer, so the same program ids (determinism tests).
     pub async fn start_as(other: &TestNode) -> Self {

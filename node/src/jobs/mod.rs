@@ -177,6 +177,16 @@ impl Jobs {
         } else {
             self.inner.programs.check_home(req.program_id).await?;
         }
+        let program = self.inner.programs.info(req.program_id).await?;
+        if program.manifest.manifest.require_signed_calls {
+            return Err(JobError::Program(ProgramError::CallerRefused {
+                kind: "signed_call_required",
+                message: format!(
+                    "program {} accepts only signed calls, and jobs cannot be signed yet: call it with `onvm execute --key FILE` (program_execute with `signed`)",
+                    req.program_id
+                ),
+            }));
+        }
         let (input_blob, input_hash, input_size) = match (req.input_base64, req.input_blob) {
             (Some(data), None) => {
                 let data = data.0;
@@ -635,6 +645,8 @@ impl Jobs {
             timestamp_ms: None,
             // The attempt's own request id is derived from the job id and attempt number.
             request_id: None,
+            // Jobs are anonymous calls (signed jobs are future work, docs/RPC.md).
+            signed: None,
         };
         let finished = Box::new(
             move |info: &mut JobInfo, receipt: &onvm_rpc_api::program::SignedReceipt, blob| {

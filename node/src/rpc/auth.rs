@@ -705,9 +705,12 @@ where
             let id = request.id.clone().into_owned();
             let response = inner.call(request).await;
             // jsonrpsee answers a subscription over the per-connection cap with its own code
-            // -32006, which is ONVM's FORBIDDEN: answer with the limit error instead.
+            // -32006, which is ONVM's FORBIDDEN: answer with the limit error instead. ONVM's
+            // own -32006 errors always carry an object `data` with a `kind`; jsonrpsee's `data`
+            // is a string.
             if response.as_error_code()
                 == Some(jsonrpsee::types::error::TOO_MANY_SUBSCRIPTIONS_CODE)
+                && !onvm_error_data(response.as_json().get())
             {
                 return MethodResponse::error(
                     id,
@@ -774,6 +777,19 @@ where
     ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
         std::future::ready(MethodResponse::error(Id::Null, no_notifications()))
     }
+}
+
+/// Whether a JSON-RPC error response carries ONVM's structured `data` (an object with `kind`).
+fn onvm_error_data(response: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(response)
+        .ok()
+        .and_then(|v| {
+            v.get("error")?
+                .get("data")?
+                .get("kind")
+                .map(serde_json::Value::is_string)
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -155,7 +155,11 @@ fn blob_error(e: BlobError) -> ErrorObjectOwned {
             rpc_error(codes::INVALID_PARAMS, "mime_too_long", msg, json!(null))
         }
         BlobError::BadCursor(_) => rpc_error(codes::INVALID_PARAMS, "bad_cursor", msg, json!(null)),
-        BlobError::Store(_) | BlobError::Backend(_) | BlobError::Io { .. } => {
+        BlobError::Store(s) => store_error(&s, msg, "blob request"),
+        e @ (BlobError::Backend(_) | BlobError::Io { .. }) if e.is_disk_full() => {
+            rpc_error(codes::UNAVAILABLE, "disk_full", msg, json!(null))
+        }
+        BlobError::Backend(_) | BlobError::Io { .. } => {
             tracing::error!("blob request failed: {msg}");
             rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
         }
@@ -202,6 +206,9 @@ fn program_error(e: ProgramError) -> ErrorObjectOwned {
         ProgramError::BadRequest(_) => {
             rpc_error(codes::INVALID_PARAMS, "bad_request", msg, json!(null))
         }
+        ProgramError::CallerRefused { kind, .. } => {
+            rpc_error(codes::FORBIDDEN, kind, msg, json!(null))
+        }
         ProgramError::RequestConflict {
             request_id,
             receipt,
@@ -237,7 +244,8 @@ fn program_error(e: ProgramError) -> ErrorObjectOwned {
             )
         }
         ProgramError::Blob(b) => blob_error(b),
-        ProgramError::Store(_) | ProgramError::Internal(_) => {
+        ProgramError::Store(s) => store_error(&s, msg, "program request"),
+        ProgramError::Internal(_) => {
             tracing::error!("program request failed: {msg}");
             rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
         }
@@ -277,8 +285,21 @@ fn job_error(e: JobError) -> ErrorObjectOwned {
         JobError::Store(crate::store::StoreError::QueueFull { max }) => {
             rpc_error(codes::BUSY, "queue_full", msg, json!({"max": max}))
         }
-        JobError::Store(_) => {
-            tracing::error!("job request failed: {msg}");
+        JobError::Store(s) => store_error(&s, msg, "job request"),
+    }
+}
+
+/// A storage failure: one the client can wait out (a full disk, the database reopening after
+/// a failed write) is `unavailable` with its kind; anything else is internal.
+fn store_error(e: &crate::store::StoreError, msg: String, what: &str) -> ErrorObjectOwned {
+    use crate::store::StoreError;
+    match e {
+        StoreError::DiskFull(_) => rpc_error(codes::UNAVAILABLE, "disk_full", msg, json!(null)),
+        StoreError::Recovering(_) => {
+            rpc_error(codes::UNAVAILABLE, "store_recovering", msg, json!(null))
+        }
+        _ => {
+            tracing::error!("{what} failed: {msg}");
             rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null))
         }
     }
@@ -588,9 +609,10 @@ impl ProgramApiServer for Handlers {
         options: Option<ExecuteOptions>,
     ) -> RpcResult<ExecuteResult> {
         let mut options = options.unwrap_or_default();
-        if !options.read_only && options.request_id.is_none() {
+        if !options.read_only && options.request_id.is_none() && options.signed.is_none() {
             // Named here, so that if this node has to retry the call on another committee
-            // member, the retry is recognised as the same call.
+            // member, the retry is recognised as the same call. (A signed call names its own:
+            // the caller signed it.)
             options.request_id = Some(crate::programs::fresh_request_id());
         }
         if !options.read_only

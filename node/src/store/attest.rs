@@ -4,7 +4,7 @@
 use onvm_rpc_api::program::ExecutionReceipt;
 use onvm_rpc_api::types::Base64Bytes;
 use onvm_rpc_api::{ProgramId, ReceiptId};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{Store, StoreError, decode, encode, receipt_key};
 
@@ -40,7 +40,7 @@ impl Store {
     ) -> Result<Result<(), ReceiptId>, StoreError> {
         let key = receipt_key(&receipt.program_id, receipt.height);
         let id = receipt.id();
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut votes = tx.open_table(VOTES)?;
             let existing = votes
@@ -69,7 +69,7 @@ impl Store {
 
     /// The receipt this node signed for `program` at `height`, if any.
     pub fn vote_at(&self, program: &ProgramId, height: u64) -> Result<Option<Vote>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         tx.open_table(VOTES)?
             .get(&receipt_key(program, height))?
             .map(|v| decode("votes", v.value()))
@@ -82,7 +82,7 @@ impl Store {
         height: u64,
         evidence: &Evidence,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(EVIDENCE)?
             .insert(&receipt_key(program, height), encode(evidence).as_slice())?;
         tx.commit()?;
@@ -91,7 +91,7 @@ impl Store {
 
     /// Every disagreement this node recorded for `program`, by height.
     pub fn evidence(&self, program: &ProgramId) -> Result<Vec<Evidence>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(EVIDENCE)?;
         let lo = receipt_key(program, 0);
         let hi = receipt_key(program, u64::MAX);

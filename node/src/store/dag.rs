@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use onvm_rpc_api::Hash32;
 use onvm_rpc_api::dag::{DagNode, DagPayload, MAX_PARENTS, build_node};
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use onvm_rpc_api::jobs::JobEvent;
 use onvm_rpc_api::program::Writes;
@@ -457,7 +455,7 @@ impl Store {
 
     /// Records an operation that has no other table to share a transaction with.
     pub fn record_dag(&self, payload: DagPayload) -> Result<Option<Hash32>, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let id = append(&tx, self.author(), payload)?;
         self.commit_dag(tx)?;
         Ok(id)
@@ -520,7 +518,7 @@ impl Store {
         id: &Hash32,
         call: Option<&ReplicatedCall>,
     ) -> Result<Applied, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         if !insert_node(&tx, node, id)? {
             return Ok(Applied::AlreadyStored);
         }
@@ -544,7 +542,7 @@ impl Store {
     }
 
     fn insert_refused(&self, node: &DagNode, id: &Hash32, reason: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         if insert_node(&tx, node, id)? {
             tx.open_table(DAG_REFUSED)?.insert(&id.0, reason)?;
         }
@@ -563,7 +561,7 @@ impl Store {
                 deferred_key(program, record.height, &Hash32([0xff; 32])),
             );
             let next = {
-                let tx = self.db.begin_read()?;
+                let tx = self.begin_read()?;
                 let table = tx.open_table(DAG_DEFERRED)?;
                 let mut range = table.range::<&[u8; 72]>(&start..=&end)?;
                 match range.next() {
@@ -584,7 +582,7 @@ impl Store {
             let node = self
                 .dag_node(&node_id)?
                 .ok_or(StoreError::DagMissingParent(node_id))?;
-            let tx = self.db.begin_write()?;
+            let tx = self.begin_write()?;
             tx.open_table(DAG_DEFERRED)?.remove(&key)?;
             let result = match &node.body.payload {
                 DagPayload::ExecutionCommitted { receipt, .. } => self
@@ -597,7 +595,7 @@ impl Store {
                 Err(StoreError::ReplicaRejected(reason)) => {
                     drop(tx);
                     tracing::warn!(node = %node_id, "deferred payload refused: {reason}");
-                    let tx = self.db.begin_write()?;
+                    let tx = self.begin_write()?;
                     tx.open_table(DAG_DEFERRED)?.remove(&key)?;
                     tx.open_table(DAG_REFUSED)?
                         .insert(&node_id.0, reason.as_str())?;
@@ -610,7 +608,7 @@ impl Store {
 
     /// DAG nodes whose payload this node refused, with the reason (at most `limit`).
     pub fn refused_dag_nodes(&self, limit: usize) -> Result<Vec<(Hash32, String)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(DAG_REFUSED)?;
         let mut out = Vec::new();
         for entry in table.iter()?.take(limit) {
@@ -622,7 +620,7 @@ impl Store {
 
     /// How many replicated calls wait for an earlier height or their program.
     pub fn deferred_calls(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx.open_table(DAG_DEFERRED)?.len()?)
     }
 
@@ -636,6 +634,14 @@ impl Store {
             return Ok(());
         };
         let manifest = &record.manifest.manifest;
+        // The caller's signature itself was checked with the node (`verify_receipt`); what only
+        // the manifest can say is whether an anonymous call was allowed.
+        if manifest.require_signed_calls && receipt.receipt.caller == Hash32::ZERO {
+            return Err(StoreError::ReplicaRejected(format!(
+                "{}: an anonymous call to a program that requires signed calls",
+                receipt.id
+            )));
+        }
         if manifest.committee.len() <= 1 {
             return Ok(());
         }
@@ -652,12 +658,12 @@ impl Store {
     }
 
     pub fn has_dag_node(&self, id: &Hash32) -> Result<bool, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx.open_table(DAG_NODES)?.get(&id.0)?.is_some())
     }
 
     pub fn dag_heads(&self) -> Result<Vec<Hash32>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let heads = tx.open_table(DAG_HEADS)?;
         let mut out = Vec::new();
         for entry in heads.iter()? {
@@ -668,7 +674,7 @@ impl Store {
     }
 
     pub fn dag_node(&self, id: &Hash32) -> Result<Option<DagNode>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let nodes = tx.open_table(DAG_NODES)?;
         let v = nodes.get(&id.0)?;
         v.map(|v| decode("dag_nodes", v.value())).transpose()
@@ -676,7 +682,7 @@ impl Store {
 
     /// Nodes in this node's arrival order after `seq` (at most `limit`), with their sequence.
     pub fn dag_log_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, DagNode)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let log = tx.open_table(DAG_LOG)?;
         let nodes = tx.open_table(DAG_NODES)?;
         let mut out = Vec::new();
@@ -691,7 +697,7 @@ impl Store {
 
     /// Every node announced in the DAG so far (committee candidates), by endpoint id.
     pub fn announced_members(&self) -> Result<Vec<onvm_rpc_api::committee::Member>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(DAG_ANNOUNCED)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -703,13 +709,13 @@ impl Store {
 
     /// Whether `id` announced itself (with a valid BLS proof of possession) in this node's DAG.
     pub fn is_announced(&self, id: &Hash32) -> Result<bool, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx.open_table(DAG_ANNOUNCED)?.get(&id.0)?.is_some())
     }
 
     /// The ticket each announced node published, by endpoint id.
     pub fn announced_tickets(&self) -> Result<Vec<(Hash32, String)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(DAG_TICKETS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -721,7 +727,7 @@ impl Store {
 
     /// The sequence number of the newest node in the arrival log (0 when empty).
     pub fn dag_last_seq(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx
             .open_table(DAG_LOG)?
             .last()?
@@ -730,7 +736,7 @@ impl Store {
     }
 
     pub fn dag_len(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx.open_table(DAG_NODES)?.len()?)
     }
 }
@@ -861,6 +867,7 @@ mod tests {
             committee,
             deploy_nonce: 0,
             candidates,
+            require_signed_calls: false,
         };
         let signature =
             onvm_rpc_api::HexBytes(deployer.ed25519_sign(&manifest.signing_message()).to_vec());
@@ -965,6 +972,7 @@ mod tests {
             input_hash: Hash32::of(&input),
             caller: Hash32::ZERO,
             call_id: Hash32::of(&input),
+            caller_proof: None,
             timestamp_ms: 0,
             seed: Hash32::ZERO,
             state_root_in: Hash32::ZERO,

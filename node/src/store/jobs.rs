@@ -7,9 +7,7 @@ use onvm_rpc_api::jobs::{
 };
 use onvm_rpc_api::program::SignedReceipt;
 use onvm_rpc_api::{Hash32, JobId, ProgramId};
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::dag::{self, DagAuthor};
 use super::{Store, StoreError};
@@ -332,7 +330,7 @@ impl Store {
         job: JobInfo,
         max_queue: u64,
     ) -> Result<(JobInfo, bool, Option<JobEvent>), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let existing = tx
             .open_table(JOB_REQUESTS)?
             .get(job.request_id.as_str())?
@@ -370,7 +368,7 @@ impl Store {
     }
 
     pub fn job(&self, id: &JobId) -> Result<Option<JobInfo>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let jobs = tx.open_table(JOBS)?;
         let v = jobs.get(id.as_bytes())?;
         v.map(|v| from_json(v.value())).transpose()
@@ -384,7 +382,7 @@ impl Store {
         logs: Option<AttemptLogs>,
         f: impl FnOnce(&mut JobInfo) -> bool,
     ) -> Result<(JobInfo, Option<JobEvent>), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let before = load(&tx, id)?.ok_or(StoreError::UnknownJob(*id))?;
         let mut after = before.clone();
         if !f(&mut after) {
@@ -401,7 +399,7 @@ impl Store {
 
     /// Pending jobs due at or before `now_ms`, oldest first.
     pub fn due_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<JobInfo>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let queue = tx.open_table(JOB_QUEUE)?;
         let jobs = tx.open_table(JOBS)?;
         let mut out = Vec::new();
@@ -423,14 +421,14 @@ impl Store {
 
     /// When the earliest pending job is due.
     pub fn next_due_at(&self) -> Result<Option<u64>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let queue = tx.open_table(JOB_QUEUE)?;
         let first = queue.first()?;
         Ok(first.map(|(k, _)| u64::from_be_bytes(k.value()[..8].try_into().unwrap_or([0; 8]))))
     }
 
     pub fn pending_job_count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx.open_table(JOB_QUEUE)?.len()?)
     }
 
@@ -441,7 +439,7 @@ impl Store {
         after: Option<&JobId>,
         limit: usize,
     ) -> Result<Vec<JobInfo>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let jobs = tx.open_table(JOBS)?;
         let range = match after {
             Some(a) => jobs.range::<&[u8; 32]>((
@@ -478,7 +476,7 @@ impl Store {
 
     /// Events with `seq >= from_seq`, in order.
     pub fn job_events(&self, from_seq: u64, limit: usize) -> Result<Vec<JobEvent>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let events = tx.open_table(JOB_EVENTS)?;
         let mut out = Vec::new();
         for entry in events.range(from_seq..)?.take(limit) {
@@ -495,7 +493,7 @@ impl Store {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<JobEvent>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let index = tx.open_table(JOB_EVENTS_BY_JOB)?;
         let events = tx.open_table(JOB_EVENTS)?;
         let (lo, hi) = (event_key(id, from_seq), event_key(id, u64::MAX));
@@ -512,14 +510,14 @@ impl Store {
 
     /// The newest event's sequence number (0 before the first event).
     pub fn last_job_event_seq(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let events = tx.open_table(JOB_EVENTS)?;
         let last = events.last()?;
         Ok(last.map(|(k, _)| k.value()).unwrap_or(0))
     }
 
     pub fn job_logs(&self, id: &JobId) -> Result<JobLogs, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(JOB_LOGS)?;
         let v = table.get(id.as_bytes())?;
         match v {

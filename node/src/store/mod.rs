@@ -27,7 +27,9 @@ pub use tokens::TokenRecord;
 
 /// Bumped when the layout of a table changes; a node refuses a database it does not understand.
 /// 4: program ids bind the deployer (v2), refused and deferred DAG payloads are kept.
-const SCHEMA_VERSION: u32 = 4;
+/// 5: receipts carry the caller's proof (v3), manifests `require_signed_calls`, call ids bind
+/// the caller (v2).
+const SCHEMA_VERSION: u32 = 5;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// BLAKE3 hash -> BlobRecord.
@@ -100,13 +102,37 @@ pub enum StoreError {
     },
     #[error("call {call_id} of program {program} is already committed")]
     CallCommitted { program: ProgramId, call_id: Hash32 },
+    /// A write failed because the disk is full. Nothing was committed by it; what was
+    /// committed before is intact.
+    #[error(
+        "the disk holding the node database is full ({0}): nothing was written; free space, then retry (the node recovers without a restart)"
+    )]
+    DiskFull(String),
+    /// An earlier write failed and the database is being reopened.
+    #[error(
+        "the node database is recovering from a failed write ({0}); retry shortly (free disk space if it is full)"
+    )]
+    Recovering(String),
+}
+
+/// Whether an I/O error means "no space left" (ENOSPC, or a quota: EDQUOT).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(libc::ENOSPC)
+        || e.raw_os_error() == Some(libc::EDQUOT)
 }
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
+                match redb::Error::from(e) {
+                    redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull(io.to_string()),
+                    redb::Error::PreviousIo => StoreError::Recovering(
+                        "a write failed earlier in this transaction's lifetime".into(),
+                    ),
+                    other => StoreError::Db(other),
+                }
             }
         }
     )*};
@@ -144,10 +170,84 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).unwrap_or_default()
 }
 
+/// The database, reopened in place after a failed write. redb refuses every transaction once a
+/// write has failed (a full disk, an I/O error) until the database is closed and opened again;
+/// doing that here lets a node recover as soon as space is back, without a restart.
+#[derive(Debug)]
+struct Db {
+    path: std::path::PathBuf,
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+    /// Set when a failed write was seen; the health probe then checks that writes work again.
+    suspect: std::sync::atomic::AtomicBool,
+}
+
+/// How long a reopen waits for transactions of the failed handle to finish (they hold the
+/// file's lock until they end; after a failed write they all fail fast).
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Db {
+    fn open_file(path: &Path) -> Result<Database, StoreError> {
+        Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.display().to_string(),
+            },
+            other => StoreError::from(redb::Error::from(other)),
+        })
+    }
+
+    fn handle(&self) -> Result<Arc<Database>, StoreError> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match current {
+            Some(db) => Ok(db),
+            None => self.reopen(None),
+        }
+    }
+
+    /// Replaces the handle `broken` (by address; the caller dropped its reference) with a
+    /// freshly opened database, unless another thread did so already.
+    fn reopen(&self, broken: Option<usize>) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
+        match (&*slot, broken) {
+            (Some(db), Some(addr)) if Arc::as_ptr(db) as usize != addr => return Ok(db.clone()),
+            (Some(db), None) => return Ok(db.clone()),
+            _ => {}
+        }
+        self.suspect
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Dropping the last handle closes the file once the failed transactions end.
+        *slot = None;
+        let deadline = std::time::Instant::now() + REOPEN_WAIT;
+        loop {
+            match Self::open_file(&self.path) {
+                Ok(db) => {
+                    tracing::warn!(path = %self.path.display(), "reopened the node database after a failed write");
+                    let db = Arc::new(db);
+                    *slot = Some(db.clone());
+                    return Ok(db);
+                }
+                Err(StoreError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), "reopening the node database failed: {e}");
+                    return Err(match e {
+                        StoreError::DiskFull(_) => e,
+                        other => StoreError::Recovering(other.to_string()),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Cloneable handle to the node database. Calls block: use them from `spawn_blocking`.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<Db>,
     dag_author: Arc<std::sync::OnceLock<DagAuthor>>,
     /// Bumped after every commit that may have added DAG nodes (gossip and `dag_subscribe`
     /// then read the log from their cursor).
@@ -162,20 +262,45 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                path: path.display().to_string(),
-            },
-            other => StoreError::from(redb::Error::from(other)),
-        })?;
+        let db = Db::open_file(path)?;
         let store = Self {
-            db: Arc::new(db),
+            db: Arc::new(Db {
+                path: path.to_path_buf(),
+                current: std::sync::RwLock::new(Some(Arc::new(db))),
+                suspect: std::sync::atomic::AtomicBool::new(false),
+            }),
             dag_author: Arc::default(),
             dag_changed: Arc::new(tokio::sync::watch::channel(0).0),
             committees: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// Starts a write transaction, reopening the database first if an earlier write failed.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let db = self.db.handle()?;
+        match db.begin_write() {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                let addr = Arc::as_ptr(&db) as usize;
+                drop(db);
+                Ok(self.db.reopen(Some(addr))?.begin_write()?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Starts a read transaction, reopening the database first if an earlier write failed.
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        let db = self.db.handle()?;
+        match db.begin_read() {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                let addr = Arc::as_ptr(&db) as usize;
+                drop(db);
+                Ok(self.db.reopen(Some(addr))?.begin_read()?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Commits a transaction that may have appended DAG nodes and wakes their readers.
@@ -191,7 +316,7 @@ impl Store {
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
@@ -221,11 +346,27 @@ impl Store {
         Ok(())
     }
 
-    /// A cheap read that proves the database answers (health check).
+    /// Proves the database answers (health check): a read, and after a failed write was seen,
+    /// a small write too, so a node whose disk is full reports it until writes work again.
     pub fn check(&self) -> Result<u32, StoreError> {
-        let tx = self.db.begin_read()?;
-        let meta = tx.open_table(META)?;
-        Ok(meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
+        use std::sync::atomic::Ordering;
+        let version = {
+            let tx = self.begin_read()?;
+            let meta = tx.open_table(META)?;
+            meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0)
+        };
+        if self.db.suspect.load(Ordering::Acquire) {
+            let tx = self.begin_write()?;
+            {
+                let mut meta = tx.open_table(META)?;
+                let probes = meta.get("write_probes")?.map(|v| v.value()).unwrap_or(0);
+                meta.insert("write_probes", probes.wrapping_add(1))?;
+            }
+            tx.commit()?;
+            self.db.suspect.store(false, Ordering::Release);
+            tracing::info!("writes to the node database work again");
+        }
+        Ok(version)
     }
 
     /// Records a blob unless already known; returns the record that is stored afterwards.
@@ -237,7 +378,7 @@ impl Store {
         record: &BlobRecord,
         publish: bool,
     ) -> Result<(BlobRecord, bool), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let result = {
             let mut blobs = tx.open_table(BLOBS)?;
             let existing = blobs
@@ -274,7 +415,7 @@ impl Store {
     }
 
     pub fn blob(&self, hash: &[u8; 32]) -> Result<Option<BlobRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let blobs = tx.open_table(BLOBS)?;
         blobs
             .get(hash)?
@@ -288,7 +429,7 @@ impl Store {
         after: Option<&[u8; 32]>,
         limit: usize,
     ) -> Result<Vec<([u8; 32], BlobRecord)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let blobs = tx.open_table(BLOBS)?;
         let range = match after {
             Some(after) => blobs.range::<&[u8; 32]>((
@@ -306,12 +447,12 @@ impl Store {
     }
 
     pub fn blob_count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx.open_table(BLOBS)?.len()?)
     }
 
     pub fn insert_upload(&self, id: &str, record: &UploadRecord) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(UPLOADS)?
             .insert(id, encode(record).as_slice())?;
         tx.commit()?;
@@ -319,7 +460,7 @@ impl Store {
     }
 
     pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let uploads = tx.open_table(UPLOADS)?;
         uploads
             .get(id)?
@@ -329,14 +470,14 @@ impl Store {
 
     /// Removes an upload; returns whether it existed.
     pub fn remove_upload(&self, id: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let existed = tx.open_table(UPLOADS)?.remove(id)?.is_some();
         tx.commit()?;
         Ok(existed)
     }
 
     pub fn uploads(&self) -> Result<Vec<(String, UploadRecord)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let uploads = tx.open_table(UPLOADS)?;
         let mut out = Vec::new();
         for entry in uploads.iter()? {
@@ -628,7 +769,7 @@ impl Store {
         id: &ProgramId,
         build: impl FnOnce(&DeployContext) -> Result<SignedManifest, E>,
     ) -> Result<(ProgramRecord, bool), E> {
-        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        let tx = self.begin_write()?;
         let existing = tx
             .open_table(PROGRAMS)
             .map_err(StoreError::from)?
@@ -664,7 +805,7 @@ impl Store {
     }
 
     pub fn program(&self, id: &ProgramId) -> Result<Option<ProgramRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let programs = tx.open_table(PROGRAMS)?;
         programs
             .get(id.as_bytes())?
@@ -677,7 +818,7 @@ impl Store {
         after: Option<&ProgramId>,
         limit: usize,
     ) -> Result<Vec<ProgramRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let programs = tx.open_table(PROGRAMS)?;
         let range = match after {
             Some(a) => programs.range::<&[u8; 32]>((
@@ -699,7 +840,7 @@ impl Store {
         &self,
         program: &ProgramId,
     ) -> Result<(ProgramRecord, StateSnapshot), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let record = require_program(&tx.open_table(PROGRAMS)?, program)?;
         let table = tx.open_table(STATE)?;
         Ok((
@@ -730,7 +871,7 @@ impl Store {
     /// The state root `writes` would lead to from `program`'s current state (nothing is
     /// written): what a sequencer proposes and a member checks before the call commits.
     pub fn preview_root(&self, program: &ProgramId, writes: &Writes) -> Result<Hash32, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let root = {
             let mut record = require_program(&tx.open_table(PROGRAMS)?, program)?;
             apply_writes(&tx, program, &mut record, writes)?
@@ -769,7 +910,7 @@ impl Store {
             output,
             call_id,
         } = call;
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let receipt = {
             let mut programs = tx.open_table(PROGRAMS)?;
             let mut record = require_program(&programs, program)?;
@@ -827,7 +968,7 @@ impl Store {
         program: &ProgramId,
         call_id: &Hash32,
     ) -> Result<Option<CommittedCall>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let Some(height) = tx
             .open_table(CALL_IDS)?
             .get(&call_id_key(program, call_id))?
@@ -852,7 +993,7 @@ impl Store {
 
     /// The input of the call a receipt commits (kept by the executor and every replica).
     pub fn call_input(&self, id: &ReceiptId) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let Some(key) = receipt_location(&tx, id)? else {
             return Ok(None);
         };
@@ -863,7 +1004,7 @@ impl Store {
     }
 
     pub fn receipt(&self, id: &ReceiptId) -> Result<Option<SignedReceipt>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let Some(key) = receipt_location(&tx, id)? else {
             return Ok(None);
         };
@@ -880,7 +1021,7 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<SignedReceipt>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let receipts = tx.open_table(RECEIPTS)?;
         let lo = receipt_key(program, 0);
         let hi = match before {
@@ -910,7 +1051,7 @@ impl Store {
         program: &ProgramId,
         key: &[u8],
     ) -> Result<(Hash32, Option<Vec<u8>>, SmtProof), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let record = require_program(&tx.open_table(PROGRAMS)?, program)?;
         let value = tx
             .open_table(STATE)?
@@ -1001,6 +1142,7 @@ mod tests {
                 threshold: 1,
                 deploy_nonce: 0,
                 candidates: vec![],
+                require_signed_calls: false,
             },
             signature: HexBytes(vec![]),
         };
@@ -1016,6 +1158,7 @@ mod tests {
                 input_hash: Hash32::ZERO,
                 caller: Hash32::ZERO,
                 call_id: Hash32::of(&height.to_le_bytes()),
+                caller_proof: None,
                 timestamp_ms: 0,
                 seed: Hash32::ZERO,
                 state_root_in: Hash32::ZERO,

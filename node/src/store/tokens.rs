@@ -3,7 +3,7 @@
 
 use onvm_rpc_api::Hash32;
 use onvm_rpc_api::auth::Scope;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{Store, StoreError, decode, encode};
 
@@ -28,7 +28,7 @@ pub struct TokenRecord {
 
 impl Store {
     pub fn insert_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(TOKENS)?
             .insert(record.id.as_str(), encode(record).as_slice())?;
         tx.commit()?;
@@ -37,14 +37,14 @@ impl Store {
 
     /// Removes a token; false if there was none with that id.
     pub fn remove_token(&self, id: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let existed = tx.open_table(TOKENS)?.remove(id)?.is_some();
         tx.commit()?;
         Ok(existed)
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(TOKENS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {

@@ -1,0 +1,307 @@
+//! Signed calls: a client's ed25519 key says "I ask for this call", and the receipt carries the
+//! proof so every member, replica and auditor (and anyone holding the receipt) can check it.
+//!
+//! The caller signs the network, program, entrypoint, input hash, request id and an expiry. The
+//! request id makes the call's `call_id` (bound to the caller), which a program commits at most
+//! once: a replayed request never runs twice. The expiry is checked against the node's clock
+//! when the call is accepted and against the receipt's timestamp everywhere else, so the check
+//! is the same on every node and in an audit years later. Pure: no IO, no clock.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash32::{Hash32, HexBytes};
+use crate::ids::ProgramId;
+use crate::program::{ExecutionReceipt, MAX_REQUEST_ID_BYTES, call_id};
+
+/// The key type clients sign with (re-exported so they need no direct ed25519 dependency).
+pub use ed25519_dalek::{Signature, SigningKey};
+
+pub const CALL_SIG_TAG: &[u8] = b"onvm/call-sig/v1";
+
+/// What a client adds to a call (`ExecuteOptions::signed`) to make it as itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallSignature {
+    /// The caller's ed25519 public key: the caller id the program sees (`onvm_caller`).
+    pub caller: Hash32,
+    /// Unix ms after which the call may no longer be committed.
+    pub expires_at_ms: u64,
+    /// ed25519 signature (64 bytes) by `caller` over `call_signing_message`.
+    pub signature: HexBytes,
+}
+
+/// What a receipt records of a signed call: with the receipt's own fields it is everything the
+/// signature covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerProof {
+    pub request_id: String,
+    pub expires_at_ms: u64,
+    pub signature: HexBytes,
+}
+
+/// Why a caller's signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallerError {
+    #[error(
+        "the call signature does not verify for caller {caller} (wrong key, or signed for other fields)"
+    )]
+    BadSignature { caller: Hash32 },
+    #[error("the caller is not a valid ed25519 public key")]
+    BadKey,
+    #[error("the signed call expired at {expires_at_ms} (unix ms); it was made at {at_ms}")]
+    Expired { expires_at_ms: u64, at_ms: u64 },
+    #[error("a signed call needs {0}")]
+    Missing(&'static str),
+    #[error("request_id must be 1..={MAX_REQUEST_ID_BYTES} bytes")]
+    BadRequestId,
+    #[error("the receipt's call_id is not derived from the caller and the signed request id")]
+    CallIdMismatch,
+    #[error("an anonymous receipt carries a caller proof, or a signed one lacks it")]
+    Inconsistent,
+}
+
+/// The bytes a caller signs.
+pub fn call_signing_message(
+    network_id: &str,
+    program: &ProgramId,
+    entrypoint: &str,
+    input_hash: &Hash32,
+    request_id: &str,
+    expires_at_ms: u64,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CALL_SIG_TAG.len() + 160 + network_id.len() + request_id.len());
+    m.extend_from_slice(CALL_SIG_TAG);
+    for field in [
+        network_id.as_bytes(),
+        entrypoint.as_bytes(),
+        request_id.as_bytes(),
+    ] {
+        m.extend_from_slice(&(field.len() as u64).to_le_bytes());
+        m.extend_from_slice(field);
+    }
+    m.extend_from_slice(program.as_bytes());
+    m.extend_from_slice(&input_hash.0);
+    m.extend_from_slice(&expires_at_ms.to_le_bytes());
+    m
+}
+
+/// Signs a call as `key` (clients: the CLI, Rust programs).
+pub fn sign_call(
+    key: &ed25519_dalek::SigningKey,
+    network_id: &str,
+    program: &ProgramId,
+    entrypoint: &str,
+    input: &[u8],
+    request_id: &str,
+    expires_at_ms: u64,
+) -> CallSignature {
+    use ed25519_dalek::Signer;
+    let message = call_signing_message(
+        network_id,
+        program,
+        entrypoint,
+        &Hash32::of(input),
+        request_id,
+        expires_at_ms,
+    );
+    CallSignature {
+        caller: Hash32(key.verifying_key().to_bytes()),
+        expires_at_ms,
+        signature: HexBytes(key.sign(&message).to_bytes().to_vec()),
+    }
+}
+
+/// Checks a caller's signature over a call's fields (the accepting node, before it runs the
+/// call; the expiry is checked separately against its clock).
+pub fn verify_call_signature(
+    network_id: &str,
+    program: &ProgramId,
+    entrypoint: &str,
+    input_hash: &Hash32,
+    request_id: &str,
+    signed: &CallSignature,
+) -> Result<(), CallerError> {
+    if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(CallerError::BadRequestId);
+    }
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&signed.caller.0)
+        .map_err(|_| CallerError::BadKey)?;
+    let sig: [u8; 64] =
+        signed
+            .signature
+            .0
+            .as_slice()
+            .try_into()
+            .map_err(|_| CallerError::BadSignature {
+                caller: signed.caller,
+            })?;
+    let message = call_signing_message(
+        network_id,
+        program,
+        entrypoint,
+        input_hash,
+        request_id,
+        signed.expires_at_ms,
+    );
+    key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig))
+        .map_err(|_| CallerError::BadSignature {
+            caller: signed.caller,
+        })
+}
+
+/// Checks that a receipt's caller really asked for the call: an anonymous receipt (caller all
+/// zeros) has no proof; a signed one has a proof whose signature verifies over the receipt's
+/// fields, whose request id gives the receipt's `call_id`, and which had not expired at the
+/// receipt's timestamp. Members run it before they attest, replicas before they apply, and
+/// `verify_receipt` for everyone else.
+pub fn verify_caller(receipt: &ExecutionReceipt) -> Result<(), CallerError> {
+    let proof = match (&receipt.caller_proof, receipt.caller == Hash32::ZERO) {
+        (None, true) => return Ok(()),
+        (Some(proof), false) => proof,
+        _ => return Err(CallerError::Inconsistent),
+    };
+    if receipt.timestamp_ms > proof.expires_at_ms {
+        return Err(CallerError::Expired {
+            expires_at_ms: proof.expires_at_ms,
+            at_ms: receipt.timestamp_ms,
+        });
+    }
+    if call_id(&receipt.program_id, &receipt.caller, &proof.request_id) != receipt.call_id {
+        return Err(CallerError::CallIdMismatch);
+    }
+    verify_call_signature(
+        &receipt.network_id,
+        &receipt.program_id,
+        &receipt.entrypoint,
+        &receipt.input_hash,
+        &proof.request_id,
+        &CallSignature {
+            caller: receipt.caller,
+            expires_at_ms: proof.expires_at_ms,
+            signature: proof.signature.clone(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt_signed_by(key: &ed25519_dalek::SigningKey, request_id: &str) -> ExecutionReceipt {
+        let program = ProgramId::from_bytes([3; 32]);
+        let input = b"hello";
+        let signed = sign_call(key, "net", &program, "main", input, request_id, 1_000);
+        let mut r = crate::program::tests::sample_receipt();
+        r.network_id = "net".into();
+        r.program_id = program;
+        r.entrypoint = "main".into();
+        r.input_hash = Hash32::of(input);
+        r.timestamp_ms = 999;
+        r.caller = signed.caller;
+        r.call_id = call_id(&program, &signed.caller, request_id);
+        r.caller_proof = Some(CallerProof {
+            request_id: request_id.into(),
+            expires_at_ms: signed.expires_at_ms,
+            signature: signed.signature,
+        });
+        r
+    }
+
+    #[test]
+    fn a_signed_receipt_verifies_and_every_covered_field_is_bound() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let good = receipt_signed_by(&key, "r1");
+        assert_eq!(verify_caller(&good), Ok(()));
+
+        let mut r = good.clone();
+        r.entrypoint = "other".into();
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+        let mut r = good.clone();
+        r.input_hash = Hash32::of(b"changed");
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+        let mut r = good.clone();
+        r.network_id = "other-net".into();
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+        // Another key cannot claim the signature.
+        let mut r = good.clone();
+        r.caller = Hash32(
+            ed25519_dalek::SigningKey::from_bytes(&[8; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        r.call_id = call_id(&r.program_id, &r.caller, "r1");
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+        // The expiry is signed: extending it breaks the signature.
+        let mut r = good.clone();
+        if let Some(p) = r.caller_proof.as_mut() {
+            p.expires_at_ms = 5_000;
+        }
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+        // Replaying the signature under another request id (a second execution) is refused.
+        let mut r = good.clone();
+        if let Some(p) = r.caller_proof.as_mut() {
+            p.request_id = "r2".into();
+        }
+        assert_eq!(verify_caller(&r), Err(CallerError::CallIdMismatch));
+        r.call_id = call_id(&r.program_id, &r.caller, "r2");
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn expiry_is_checked_against_the_receipt_timestamp() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let mut r = receipt_signed_by(&key, "r1");
+        r.timestamp_ms = 1_000;
+        assert_eq!(verify_caller(&r), Ok(()));
+        r.timestamp_ms = 1_001;
+        assert_eq!(
+            verify_caller(&r),
+            Err(CallerError::Expired {
+                expires_at_ms: 1_000,
+                at_ms: 1_001
+            })
+        );
+    }
+
+    #[test]
+    fn anonymous_and_signed_receipts_cannot_be_mixed_up() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let mut r = receipt_signed_by(&key, "r1");
+        r.caller = Hash32::ZERO;
+        assert_eq!(verify_caller(&r), Err(CallerError::Inconsistent));
+        let mut r = receipt_signed_by(&key, "r1");
+        r.caller_proof = None;
+        assert_eq!(verify_caller(&r), Err(CallerError::Inconsistent));
+        let mut anonymous = crate::program::tests::sample_receipt();
+        anonymous.caller = Hash32::ZERO;
+        anonymous.caller_proof = None;
+        assert_eq!(verify_caller(&anonymous), Ok(()));
+    }
+
+    #[test]
+    fn the_call_id_binds_the_caller() {
+        let p = ProgramId::from_bytes([1; 32]);
+        assert_ne!(
+            call_id(&p, &Hash32::ZERO, "r"),
+            call_id(&p, &Hash32([1; 32]), "r")
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! Signed calls: a client key signs what it asks for; the program sees the caller, the receipt
+//! records it with the proof, and a forged, replayed or expired request is refused: by the
+//! accepting node, by every committee member, and by replicas and auditors.
+
+mod common;
+
+use common::TestNode;
+use common::raw::{ws_call, ws_handshake};
+use onvm::rpc_api::api::{JobApiClient, PeerApiClient, ProgramApiClient};
+use onvm::rpc_api::auth::Scope;
+use onvm::rpc_api::caller::{SigningKey, sign_call};
+use onvm::rpc_api::error as codes;
+use onvm::rpc_api::program::{DeployRequest, ExecuteOptions, ExecuteResult, verify_receipt};
+use onvm::rpc_api::{Hash32, ProgramId};
+use serde_json::{Value, json};
+
+const WHOAMI: &str = include_str!("fixtures/whoami.wat");
+const NETWORK: &str = "onvm-devnet";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn deploy_whoami(client: &jsonrpsee::ws_client::WsClient, require_signed: bool) -> ProgramId {
+    ProgramApiClient::deploy(
+        client,
+        DeployRequest {
+            wasm_base64: Some(wat::parse_str(WHOAMI).unwrap().into()),
+            extra_entrypoints: vec!["whoami".into()],
+            require_signed_calls: require_signed,
+            salt: format!("signed={require_signed}"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id
+}
+
+/// The options of a call signed by `key` (the signature covers entrypoint, input, request id
+/// and expiry).
+fn signed_options(
+    key: &SigningKey,
+    program: &ProgramId,
+    entrypoint: &str,
+    input: &[u8],
+    request_id: &str,
+    expires_at_ms: u64,
+) -> ExecuteOptions {
+    ExecuteOptions {
+        entrypoint: Some(entrypoint.into()),
+        request_id: Some(request_id.into()),
+        signed: Some(sign_call(
+            key,
+            NETWORK,
+            program,
+            entrypoint,
+            input,
+            request_id,
+            expires_at_ms,
+        )),
+        ..Default::default()
+    }
+}
+
+/// `program_execute` over the raw socket: the result, or the error object.
+async fn execute(
+    ws: &mut tokio::net::TcpStream,
+    program: &ProgramId,
+    input: &[u8],
+    options: &ExecuteOptions,
+) -> Result<ExecuteResult, Value> {
+    let params = json!([program, b64(input), options]).to_string();
+    let response = ws_call(ws, "program_execute", &params).await;
+    match response.get("result") {
+        Some(result) => Ok(serde_json::from_value(result.clone()).unwrap()),
+        None => Err(response["error"].clone()),
+    }
+}
+
+fn kind(error: &Value) -> (i64, String) {
+    (
+        error["code"].as_i64().unwrap_or(0),
+        error["data"]["kind"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_calls_name_their_caller_and_forged_replayed_or_expired_ones_are_refused() {
+    let node = TestNode::start().await;
+    let operator = node.client().await;
+    let program = deploy_whoami(&operator, false).await;
+    // A dApp: a raw WebSocket with a token that may read and execute, nothing more.
+    let token = common::new_token(&operator, &[Scope::Read, Scope::Execute], "dapp").await;
+    let bearer = format!("Bearer {token}");
+    let handshake = ws_handshake(
+        node.node().rpc_addr(),
+        "/",
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(handshake.status, 101, "{}", handshake.head);
+    let mut ws = handshake.stream;
+    let (alice, bob) = (key(1), key(2));
+    let alice_id = Hash32(alice.verifying_key().to_bytes());
+    let bob_id = Hash32(bob.verifying_key().to_bytes());
+    let expires = now_ms() + 60_000;
+
+    // Two keys, two callers: the guest sees each, the receipt records each with its proof.
+    let mut heights = Vec::new();
+    for (who, id, request) in [(&alice, alice_id, "a-1"), (&bob, bob_id, "b-1")] {
+        let options = signed_options(who, &program, "onvm_main", b"", request, expires);
+        let r = execute(&mut ws, &program, b"", &options).await.unwrap();
+        assert_eq!(
+            r.output_base64.0,
+            id.0.to_vec(),
+            "the guest sees its caller"
+        );
+        let receipt = r.receipt.unwrap();
+        assert_eq!(receipt.receipt.caller, id);
+        let proof = receipt.receipt.caller_proof.clone().unwrap();
+        assert_eq!(proof.request_id, request);
+        verify_receipt(&receipt, Some(NETWORK), None).unwrap();
+        heights.push(receipt.receipt.height);
+    }
+    assert_eq!(heights, vec![0, 1]);
+    // An anonymous call still works and sees the zero caller.
+    let r = execute(&mut ws, &program, b"", &ExecuteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.output_base64.0, vec![0u8; 32]);
+    assert_eq!(r.receipt.unwrap().receipt.caller, Hash32::ZERO);
+    // A read-only signed call names its caller too (no receipt).
+    let mut options = signed_options(&bob, &program, "whoami", b"", "b-ro", expires);
+    options.read_only = true;
+    let r = execute(&mut ws, &program, b"", &options).await.unwrap();
+    assert_eq!(r.output_base64.0, bob_id.0.to_vec());
+    assert!(r.receipt.is_none());
+
+    // Replaying a signed request never executes it again: the committed answer comes back.
+    let options = signed_options(&alice, &program, "onvm_main", b"", "a-1", expires);
+    let replay = execute(&mut ws, &program, b"", &options).await.unwrap();
+    assert_eq!(replay.receipt.unwrap().receipt.height, 0);
+    let info = ProgramApiClient::info(&operator, program).await.unwrap();
+    assert_eq!(info.height, 3, "the replay took no height");
+
+    // Forged: Alice's signature presented as Bob's.
+    let mut forged = signed_options(&alice, &program, "onvm_main", b"", "f-1", expires);
+    if let Some(s) = forged.signed.as_mut() {
+        s.caller = bob_id;
+    }
+    let e = execute(&mut ws, &program, b"", &forged).await.unwrap_err();
+    assert_eq!(
+        kind(&e),
+        (codes::FORBIDDEN as i64, "bad_call_signature".into()),
+        "{e}"
+    );
+    // The signature replayed onto another request id, input, entrypoint or program.
+    let signed = signed_options(&alice, &program, "onvm_main", b"", "a-2", expires);
+    let mut other_id = signed.clone();
+    other_id.request_id = Some("a-3".into());
+    let mut other_ep = signed.clone();
+    other_ep.entrypoint = Some("whoami".into());
+    for (input, options) in [
+        (&b""[..], &other_id),
+        (&b"x"[..], &signed),
+        (&b""[..], &other_ep),
+    ] {
+        let e = execute(&mut ws, &program, input, options)
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&e).1, "bad_call_signature", "{e}");
+    }
+    let elsewhere = deploy_whoami(&operator, true).await;
+    let e = execute(&mut ws, &elsewhere, b"", &signed)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e).1, "bad_call_signature", "{e}");
+    // Expired.
+    let stale = signed_options(&alice, &program, "onvm_main", b"", "a-old", now_ms() - 1);
+    let e = execute(&mut ws, &program, b"", &stale).await.unwrap_err();
+    assert_eq!(
+        kind(&e),
+        (codes::FORBIDDEN as i64, "call_expired".into()),
+        "{e}"
+    );
+    // A signed call must name what it signed.
+    let mut no_id = signed.clone();
+    no_id.request_id = None;
+    let e = execute(&mut ws, &program, b"", &no_id).await.unwrap_err();
+    assert_eq!(kind(&e).1, "bad_signed_call", "{e}");
+    // A malformed signature object is a parameter error naming the field.
+    let params = json!([program, "", {"request_id": "z", "entrypoint": "onvm_main",
+        "signed": {"caller": alice_id, "expires_at_ms": expires, "signature": "00", "extra": 1}}]);
+    let response = ws_call(&mut ws, "program_execute", &params.to_string()).await;
+    assert_eq!(
+        response["error"]["code"],
+        codes::INVALID_PARAMS,
+        "{response}"
+    );
+    assert!(
+        response["error"].to_string().contains("extra"),
+        "{response}"
+    );
+    // Nothing refused took a height.
+    let info = ProgramApiClient::info(&operator, program).await.unwrap();
+    assert_eq!(info.height, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_requires_signed_calls_refuses_anonymous_writes_and_jobs() {
+    let node = TestNode::start().await;
+    let client = node.client().await;
+    let program = deploy_whoami(&client, true).await;
+    let info = ProgramApiClient::info(&client, program).await.unwrap();
+    assert!(info.manifest.manifest.require_signed_calls);
+
+    let e = ProgramApiClient::execute(&client, program, Vec::new().into(), None)
+        .await
+        .unwrap_err();
+    let data = match &e {
+        jsonrpsee::core::ClientError::Call(obj) => {
+            assert_eq!(obj.code(), codes::FORBIDDEN);
+            codes::error_data(obj).unwrap()
+        }
+        other => panic!("{other}"),
+    };
+    assert_eq!(data.kind, "signed_call_required");
+    let job = JobApiClient::submit(
+        &client,
+        onvm::rpc_api::jobs::SubmitJob {
+            program_id: program,
+            request_id: "j1".into(),
+            input_base64: Some(Vec::new().into()),
+            input_blob: None,
+            entrypoint: None,
+            max_retries: None,
+            timeout_ms: None,
+            fuel: None,
+            metadata: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(job.to_string().contains("signed"), "{job}");
+    // Reading anonymously is fine (it changes nothing); a signed write goes through.
+    let read = ExecuteOptions {
+        read_only: true,
+        entrypoint: Some("whoami".into()),
+        ..Default::default()
+    };
+    ProgramApiClient::execute(&client, program, Vec::new().into(), Some(read))
+        .await
+        .unwrap();
+    let alice = key(1);
+    let options = signed_options(&alice, &program, "onvm_main", b"", "r1", now_ms() + 60_000);
+    let r = ProgramApiClient::execute(&client, program, Vec::new().into(), Some(options))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.receipt.unwrap().receipt.caller,
+        Hash32(alice.verifying_key().to_bytes())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_check_the_caller_and_replicas_agree_on_it() {
+    // A proposes every signed call under a caller that never signed it; B and C must refuse.
+    let a = TestNode::start_with(&["committee.debug_forge_callers=true"]).await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    for n in [&b, &c] {
+        PeerApiClient::connect(&n.client().await, common::ticket(&a).await)
+            .await
+            .unwrap();
+    }
+    common::converge(&[&a, &b, &c]).await;
+    let program = ProgramApiClient::deploy(
+        &b.client().await,
+        DeployRequest {
+            wasm_base64: Some(wat::parse_str(WHOAMI).unwrap().into()),
+            committee_size: Some(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    common::converge(&[&a, &b, &c]).await;
+    let committee = ProgramApiClient::committee(&b.client().await, program)
+        .await
+        .unwrap();
+    assert_eq!(committee.members.len(), 3);
+
+    // B is the home and honest: a signed call is attested by the members (A included: the
+    // forging hook only acts when A sequences) and replicated with its caller everywhere.
+    let alice = key(1);
+    let alice_id = Hash32(alice.verifying_key().to_bytes());
+    let options = signed_options(&alice, &program, "onvm_main", b"", "r1", now_ms() + 60_000);
+    let r = ProgramApiClient::execute(&b.client().await, program, Vec::new().into(), Some(options))
+        .await
+        .unwrap();
+    let receipt = r.receipt.unwrap();
+    assert!(receipt.attestation.is_some());
+    assert_eq!(receipt.receipt.caller, alice_id);
+    common::converge(&[&a, &b, &c]).await;
+    for n in [&a, &b, &c] {
+        let seen = onvm::rpc_api::api::ReceiptApiClient::get(&n.client().await, receipt.id)
+            .await
+            .unwrap();
+        assert_eq!(seen.receipt.caller, alice_id);
+    }
+
+    // A program homed on A: its forged proposal is refused by both other members.
+    let forged_program = ProgramApiClient::deploy(
+        &a.client().await,
+        DeployRequest {
+            wasm_base64: Some(wat::parse_str(WHOAMI).unwrap().into()),
+            committee_size: Some(3),
+            threshold: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    common::converge(&[&a, &b, &c]).await;
+    let options = signed_options(
+        &alice,
+        &forged_program,
+        "onvm_main",
+        b"",
+        "r1",
+        now_ms() + 60_000,
+    );
+    let e = ProgramApiClient::execute(
+        &a.client().await,
+        forged_program,
+        Vec::new().into(),
+        Some(options),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("not_attested") || text.contains("did not attest"),
+        "{text}"
+    );
+    assert!(
+        text.contains("caller"),
+        "the members name the caller check: {text}"
+    );
+    let info = ProgramApiClient::info(&b.client().await, forged_program)
+        .await
+        .unwrap();
+    assert_eq!(info.height, 0, "nothing was committed");
+}
