@@ -78,6 +78,7 @@ async fn main() -> Result<()> {
             timeout_ms: None,
             fuel: None,
             metadata: None,
+            signed: None,
         };
         let r = JobApiClient::submit(&submitter, req).await?;
         submitted_at.insert(r.job.job_id, Instant::now());

@@ -594,8 +594,8 @@ fn jobs_from_the_cli_wait_cancel_and_survive_restart() {
         "cli-long",
         "--fuel",
         "1000000000000",
-        "--timeout",
-        "10",
+        "--timeout-ms",
+        "10000",
     ]));
     let long = long.trim().to_string();
     for _ in 0..200 {
@@ -959,6 +959,40 @@ fn every_flag_has_help_and_newcomer_errors_say_what_to_do() {
     }
     let list_jobs = run_ok(onvm(&["list-jobs", "-h"]));
     assert!(list_jobs.contains("timed_out"), "{list_jobs}");
+    // Every command that takes input shows an example (`--help`, the long form, prints it).
+    for command in &commands {
+        let help = run_ok(onvm(&[command.as_str(), "--help"]));
+        let takes_input = help.lines().any(|l| {
+            let t = l.trim_start();
+            let global = ["--help", "--rpc", "--json", "--token"]
+                .iter()
+                .any(|g| t.starts_with(g));
+            (t.starts_with("--") && !global) || l.starts_with("  <")
+        });
+        let has_subcommands = help.contains("Commands:");
+        if takes_input && !has_subcommands {
+            assert!(
+                help.contains("Example:\n  onvm "),
+                "`onvm {command} --help` has no example"
+            );
+        }
+    }
+    // Shell completions know the commands and their flags.
+    let bash = run_ok(onvm(&["completions", "bash"]));
+    assert!(bash.contains("_onvm") && bash.contains("submit-job") && bash.contains("--program-id"));
+    for shell in ["zsh", "fish"] {
+        let script = run_ok(onvm(&["completions", shell]));
+        assert!(script.contains("submit-job"), "{shell}");
+    }
+    for sub in [
+        ["key", "new"],
+        ["key", "show"],
+        ["token", "create"],
+        ["token", "revoke"],
+    ] {
+        let help = run_ok(onvm(&[sub[0], sub[1], "--help"]));
+        assert!(help.contains("Example:\n  onvm "), "onvm {sub:?}");
+    }
 
     // A second node on the same data dir: says why and what to do.
     let tmp = tempfile::tempdir().unwrap();
@@ -1091,6 +1125,23 @@ fn signed_calls_from_the_cli_key_new_execute_verify_and_audit() {
         tampered.to_str().unwrap(),
     ]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID"));
+
+    // A signed job: its attempt runs as the caller too.
+    let out = run_ok(onvm(&[
+        "--rpc",
+        &rpc,
+        "--json",
+        "submit-job",
+        "--program-id",
+        program,
+        "--request-id",
+        "j1",
+        "--key",
+        key,
+    ]));
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["job"]["signed"]["caller"], caller.as_str(), "{out}");
+    assert_eq!(job["job"]["max_retries"], 3, "the signed default: {out}");
 
     // The audit replays the call as that caller and agrees.
     let out = run_ok(onvm(&["--rpc", &rpc, "audit", "--program-id", program]));

@@ -237,6 +237,7 @@ async fn jobs_survive_kill_9_and_none_runs_twice() {
                         timeout_ms: None,
                         fuel: None,
                         metadata: None,
+                        signed: None,
                     };
                     match JobApiClient::submit(&c, req).await {
                         Ok(r) => ok.push(r.job.job_id),

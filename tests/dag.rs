@@ -65,6 +65,7 @@ async fn operations_become_signed_dag_nodes_that_validate_and_order() {
             timeout_ms: None,
             fuel: None,
             metadata: None,
+            signed: None,
         },
     )
     .await

@@ -418,6 +418,7 @@ async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home(
         timeout_ms: None,
         fuel: None,
         metadata: None,
+        signed: None,
     };
     let submitted = JobApiClient::submit(&c3, job.clone())
         .await

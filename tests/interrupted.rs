@@ -154,6 +154,7 @@ async fn a_committee_of_two_keeps_writing_after_a_timeout_and_a_cancelled_job() 
         timeout_ms: Some(10_000),
         fuel: Some(1_000_000_000_000),
         metadata: None,
+        signed: None,
     };
     let id = JobApiClient::submit(&ca, job).await.unwrap().job.job_id;
     wait_status(&ca, id, JobStatus::Running).await;

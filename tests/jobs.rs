@@ -31,6 +31,7 @@ fn submit(program: ProgramId, request_id: &str, input: &[u8]) -> SubmitJob {
         timeout_ms: None,
         fuel: Some(1_000_000_000),
         metadata: None,
+        signed: None,
     }
 }
 

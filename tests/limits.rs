@@ -174,3 +174,63 @@ async fn uploads_and_puts_keep_the_configured_disk_reserve_free() {
     assert!(health.reason.unwrap_or_default().starts_with("disk:"));
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_pipelining_calls_leaves_vm_slots_to_other_clients() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Four VM slots, two per connection: a client that pipelines six long calls holds two.
+    let node = common::TestNode::start_with(&[
+        "vm.max_concurrent_calls=4",
+        "rpc.max_calls_per_connection=2",
+        "vm.max_fuel=10000000000",
+    ])
+    .await;
+    let operator = node.client().await;
+    let program = ProgramApiClient::deploy(
+        &operator,
+        DeployRequest {
+            wasm_base64: Some(common::program_wasm("job_test").into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    let busy = ExecuteOptions {
+        fuel: Some(8_000_000_000),
+        read_only: true,
+        ..Default::default()
+    };
+    // Each call runs until its 8e9 fuel is spent (a good part of a second); its outcome,
+    // out of fuel, does not matter here.
+    let work = br#"{"task":"stress","iterations":100000000000}"#.to_vec();
+    let greedy = Arc::new(node.client().await);
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (greedy, done, work, busy) = (greedy.clone(), done.clone(), work.clone(), busy.clone());
+        calls.spawn(async move {
+            let ran = ProgramApiClient::execute(&*greedy, program, work.into(), Some(busy)).await;
+            assert!(ran.unwrap_err().to_string().contains("out of fuel"));
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    // Let the six calls reach the node first (ordering only; nothing is timed).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let other = node.client().await;
+    let ran =
+        ProgramApiClient::execute(&other, program, work.clone().into(), Some(busy.clone())).await;
+    assert!(ran.unwrap_err().to_string().contains("out of fuel"));
+    let greedy_done = done.load(Ordering::SeqCst);
+    // Without the share, the greedy client takes all four slots and the other call queues
+    // behind its two waiting calls: it ends with the second round, after four or more.
+    assert!(
+        greedy_done < 4,
+        "the other client waited for {greedy_done} of the greedy client's 6 calls"
+    );
+    while let Some(r) = calls.join_next().await {
+        r.unwrap();
+    }
+    node.stop().await;
+}

@@ -387,6 +387,7 @@ async fn calls_anywhere_commit_once_on_the_home_and_every_node_reaches_the_same_
         timeout_ms: None,
         fuel: None,
         metadata: Some(json!({"submitted_on": "c"})),
+        signed: None,
     };
     let submitted = JobApiClient::submit(&cc, job.clone()).await.unwrap();
     assert!(submitted.created);
@@ -626,6 +627,7 @@ async fn a_job_whose_input_blob_is_on_the_submitting_node_runs_on_the_home() {
         timeout_ms: None,
         fuel: None,
         metadata: None,
+        signed: None,
     };
     let job_id = JobApiClient::submit(&cb, job).await.unwrap().job.job_id;
     let started = Instant::now();

@@ -251,6 +251,7 @@ async fn a_program_that_requires_signed_calls_refuses_anonymous_writes_and_jobs(
             timeout_ms: None,
             fuel: None,
             metadata: None,
+            signed: None,
         },
     )
     .await
@@ -367,4 +368,115 @@ async fn members_check_the_caller_and_replicas_agree_on_it() {
         .await
         .unwrap();
     assert_eq!(info.height, 0, "nothing was committed");
+}
+
+/// A job submission signed by `key` for `program`'s `onvm_main`, allowing `max_retries`.
+fn signed_job(
+    key: &SigningKey,
+    program: ProgramId,
+    request_id: &str,
+    max_retries: u32,
+    expires_at_ms: u64,
+) -> onvm::rpc_api::jobs::SubmitJob {
+    onvm::rpc_api::jobs::SubmitJob {
+        program_id: program,
+        request_id: request_id.into(),
+        input_base64: Some(Vec::new().into()),
+        input_blob: None,
+        entrypoint: Some("onvm_main".into()),
+        max_retries: Some(max_retries),
+        timeout_ms: None,
+        fuel: None,
+        metadata: None,
+        signed: Some(onvm::rpc_api::caller::sign_job(
+            key,
+            NETWORK,
+            &program,
+            "onvm_main",
+            b"",
+            request_id,
+            expires_at_ms,
+            max_retries,
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_jobs_run_as_their_caller_and_forged_ones_are_refused() {
+    use onvm::rpc_api::jobs::JobStatus;
+    let node = TestNode::start().await;
+    let client = node.client().await;
+    // A program that accepts only signed calls: its jobs must be signed too.
+    let program = deploy_whoami(&client, true).await;
+    let alice = key(1);
+    let alice_id = Hash32(alice.verifying_key().to_bytes());
+    let expires = now_ms() + 60_000;
+
+    let submitted = JobApiClient::submit(&client, signed_job(&alice, program, "job-1", 1, expires))
+        .await
+        .unwrap();
+    assert_eq!(submitted.job.signed.as_ref().unwrap().caller, alice_id);
+    let job_id = submitted.job.job_id;
+    let mut job = submitted.job;
+    for _ in 0..600 {
+        if job.status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        job = JobApiClient::status(&client, job_id).await.unwrap();
+    }
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let output = JobApiClient::output(&client, job_id).await.unwrap();
+    assert_eq!(
+        output.output_base64.unwrap().0,
+        alice_id.0.to_vec(),
+        "the attempt ran as Alice"
+    );
+    let receipt = onvm::rpc_api::api::ReceiptApiClient::get(&client, job.receipt_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(receipt.receipt.caller, alice_id);
+    let proof = receipt.receipt.caller_proof.clone().unwrap();
+    assert_eq!(proof.request_id, "job-1");
+    assert_eq!(
+        proof.job,
+        Some(onvm::rpc_api::caller::JobAttemptProof {
+            attempt: 1,
+            max_attempts: 2
+        })
+    );
+    verify_receipt(&receipt, Some(NETWORK), None).unwrap();
+
+    let refused = |e: jsonrpsee::core::ClientError| match e {
+        jsonrpsee::core::ClientError::Call(obj) => {
+            (obj.code(), codes::error_data(&obj).unwrap().kind)
+        }
+        other => panic!("{other}"),
+    };
+    // The retry count is signed: raising it breaks the signature.
+    let mut more_retries = signed_job(&alice, program, "job-2", 1, expires);
+    more_retries.max_retries = Some(5);
+    let e = JobApiClient::submit(&client, more_retries)
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e), (codes::FORBIDDEN, "bad_call_signature".into()));
+    // So is the request id (a signature cannot be moved to a new job).
+    let mut moved = signed_job(&alice, program, "job-3", 1, expires);
+    moved.request_id = "job-4".into();
+    let e = JobApiClient::submit(&client, moved).await.unwrap_err();
+    assert_eq!(refused(e).1, "bad_call_signature");
+    // Expired.
+    let stale = signed_job(&alice, program, "job-5", 1, now_ms() - 1);
+    let e = JobApiClient::submit(&client, stale).await.unwrap_err();
+    assert_eq!(refused(e).1, "call_expired");
+    // Unsigned, to a program that requires signed calls.
+    let mut anonymous = signed_job(&alice, program, "job-6", 1, expires);
+    anonymous.signed = None;
+    let e = JobApiClient::submit(&client, anonymous).await.unwrap_err();
+    assert_eq!(refused(e).1, "signed_call_required");
+    // The max_retries must be named: the node's default is not what the caller signed.
+    let mut implicit = signed_job(&alice, program, "job-7", 3, expires);
+    implicit.max_retries = None;
+    let e = JobApiClient::submit(&client, implicit).await.unwrap_err();
+    assert_eq!(refused(e).1, "bad_signed_call");
 }

@@ -60,24 +60,46 @@ pub struct SubmitArgs {
     pub input: Vec<u8>,
     pub request_id: String,
     pub max_retries: Option<u32>,
-    pub timeout_secs: Option<f64>,
+    pub timeout_ms: Option<u64>,
     pub fuel: Option<u64>,
     pub wait: bool,
+    /// Sign the job as this caller, valid for this many seconds.
+    pub key: Option<(crate::keys::CallerKey, u64)>,
 }
 
 impl Session {
     pub async fn submit_job(&self, args: SubmitArgs) -> Result<()> {
-        let request = SubmitJob {
+        let mut request = SubmitJob {
             program_id: args.program_id,
             request_id: args.request_id,
-            input_base64: Some(args.input.into()),
+            input_base64: None,
             input_blob: None,
             entrypoint: None,
             max_retries: args.max_retries,
-            timeout_ms: args.timeout_secs.map(|s| (s * 1000.0) as u64),
+            timeout_ms: args.timeout_ms,
             fuel: args.fuel,
             metadata: None,
+            signed: None,
         };
+        if let Some((key, valid_for_secs)) = &args.key {
+            // The entrypoint and the retry count are signed, so they are named explicitly.
+            let (network_id, entrypoint) = self.signing_context(args.program_id, None).await?;
+            let max_retries = *request
+                .max_retries
+                .get_or_insert(onvm_node::config::JobsConfig::default().default_max_retries);
+            request.signed = Some(onvm_rpc_api::caller::sign_job(
+                key.signing_key(),
+                &network_id,
+                &args.program_id,
+                &entrypoint,
+                &args.input,
+                &request.request_id,
+                crate::programs::expiry_in(*valid_for_secs),
+                max_retries,
+            ));
+            request.entrypoint = Some(entrypoint);
+        }
+        request.input_base64 = Some(args.input.into());
         let submitted = JobApiClient::submit(&self.client, request)
             .await
             .map_err(rpc_err)?;

@@ -61,6 +61,9 @@ struct NodeFlags {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a data dir: identity (ed25519 + BLS) and a documented config.toml.
+    #[command(
+        after_help = "Example:\n  onvm init --data-dir ~/onvm-node   # asks for a passphrase (or ONVM_IDENTITY_PASSPHRASE)"
+    )]
     Init {
         /// Node data directory (identity, config.toml, database, blobs).
         #[arg(long)]
@@ -72,6 +75,9 @@ enum Command {
         flags: NodeFlags,
     },
     /// Run a node from an initialised data dir until SIGINT/SIGTERM.
+    #[command(
+        after_help = "Example:\n  onvm run-node --data-dir ~/onvm-node --rpc 127.0.0.1:8545 --bootnode TICKET"
+    )]
     RunNode {
         /// Node data directory (identity, config.toml, database, blobs).
         #[arg(long)]
@@ -80,6 +86,7 @@ enum Command {
         flags: NodeFlags,
     },
     /// Zero-config development node: creates a data dir if needed and runs on loopback.
+    #[command(after_help = "Example:\n  onvm dev --rpc :8081 --data-dir /tmp/onvm-dev2")]
     Dev {
         /// Defaults to $ONVM_DEV_DIR, else $XDG_DATA_HOME/onvm/dev, else ~/.local/share/onvm/dev.
         #[arg(long)]
@@ -94,6 +101,7 @@ enum Command {
     /// List known peers: connection type, latency, last seen.
     Peers,
     /// Join another node by its ticket.
+    #[command(after_help = "Example:\n  onvm --rpc :8081 connect $(onvm --rpc :8080 ticket)")]
     Connect { ticket: String },
     /// Show the DAG heads and how many nodes this node holds.
     DagHeads,
@@ -102,6 +110,7 @@ enum Command {
     /// Show the node's counters.
     Metrics,
     /// Store a file as a blob; prints its id. Large files stream in chunks.
+    #[command(after_help = "Example:\n  onvm upload-blob --file video.mp4 --mime video/mp4")]
     UploadBlob {
         /// The file to store.
         #[arg(long)]
@@ -114,6 +123,7 @@ enum Command {
         resume: Option<UploadId>,
     },
     /// Download a blob to a file (`-` for stdout), verifying its hash.
+    #[command(after_help = "Example:\n  onvm get-blob --id blob3f… --out /tmp/copy.mp4")]
     GetBlob {
         /// Blob id: blob + 64 hex digits (as printed by upload-blob).
         #[arg(long)]
@@ -123,12 +133,16 @@ enum Command {
         out: PathBuf,
     },
     /// Show a blob's size, mime type and creation time.
+    #[command(after_help = "Example:\n  onvm blob-stat --id blob3f…")]
     BlobStat {
         /// Blob id: blob + 64 hex digits (as printed by upload-blob).
         #[arg(long)]
         id: BlobId,
     },
     /// Deploy a wasm program; prints its program id. Same file and salt, same id.
+    #[command(
+        after_help = "Example:\n  onvm deploy --file kvstore.wasm --salt v2 --committee-size 4"
+    )]
     Deploy {
         /// The wasm module to deploy.
         #[arg(long)]
@@ -156,6 +170,9 @@ enum Command {
         require_signed_calls: bool,
     },
     /// Call a program; prints its output (text when UTF-8, else base64).
+    #[command(
+        after_help = "Example:\n  onvm execute --program-id prog49… --input-json '{\"op\":\"get\",\"key\":\"greeting\"}' --key alice.key"
+    )]
     Execute {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
@@ -194,12 +211,14 @@ enum Command {
         valid_for: Lifetime,
     },
     /// Show a program's manifest, state root and height.
+    #[command(after_help = "Example:\n  onvm program-info --program-id prog49…")]
     ProgramInfo {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
     },
     /// List deployed programs.
+    #[command(after_help = "Example:\n  onvm program-catalog --limit 20")]
     ProgramCatalog {
         /// Continue from the `next` cursor a previous page printed.
         #[arg(long)]
@@ -209,6 +228,9 @@ enum Command {
         limit: Option<u32>,
     },
     /// A program's receipts, newest first.
+    #[command(
+        after_help = "Example:\n  onvm program-receipts --program-id prog49… --save-dir /tmp/receipts/"
+    )]
     ProgramReceipts {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
@@ -225,12 +247,16 @@ enum Command {
     },
     /// Replay every committed call of a program from its initial state on this machine and
     /// check every receipt, signature and state root; names the first height that differs.
+    #[command(after_help = "Example:\n  onvm audit --program-id prog49…")]
     Audit {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
         program_id: ProgramId,
     },
     /// Print a program's committee as JSON (save it for `verify-receipt --committee`).
+    #[command(
+        after_help = "Example:\n  onvm program-committee --program-id prog49… --out /tmp/committee.json"
+    )]
     ProgramCommittee {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
@@ -240,6 +266,7 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Fetch one receipt as JSON.
+    #[command(after_help = "Example:\n  onvm get-receipt --receipt-id rcpt8c… --out /tmp/r.json")]
     GetReceipt {
         /// Receipt id: rcpt + 64 hex digits.
         #[arg(long)]
@@ -249,6 +276,7 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Read a key of a program's state.
+    #[command(after_help = "Example:\n  onvm state-get --program-id prog49… --key d/greeting")]
     StateGet {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
@@ -258,6 +286,9 @@ enum Command {
         key: String,
     },
     /// Get a Merkle proof for a key; with --verify, check it locally.
+    #[command(
+        after_help = "Example:\n  onvm state-proof --program-id prog49… --key d/greeting --verify"
+    )]
     StateProof {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
@@ -270,6 +301,9 @@ enum Command {
         verify: bool,
     },
     /// Check a receipt file offline: its id and BLS signature (no node needed).
+    #[command(
+        after_help = "Example:\n  onvm verify-receipt --file /tmp/r.json --committee /tmp/committee.json"
+    )]
     VerifyReceipt {
         /// A receipt JSON file (from `program-receipts --save-dir` or `get-receipt --out`).
         #[arg(long)]
@@ -286,6 +320,9 @@ enum Command {
         committee: Option<PathBuf>,
     },
     /// Submit a durable job; prints its id, or with --wait follows it live and prints the output.
+    #[command(
+        after_help = "Example:\n  onvm submit-job --program-id prog49… --input-json '{\"task\":\"compute\"}' --request-id order-42 --wait"
+    )]
     SubmitJob {
         /// Program id: prog + 64 hex digits (as printed by deploy).
         #[arg(long)]
@@ -305,23 +342,32 @@ enum Command {
         /// Retries after a failed first attempt (default jobs.default_max_retries; at most jobs.max_retries).
         #[arg(long)]
         max_retries: Option<u32>,
-        /// Per-attempt wall-clock limit in seconds.
+        /// Per-attempt wall-clock limit in milliseconds (default and cap vm.max_call_ms), as `execute --timeout-ms`.
         #[arg(long)]
-        timeout: Option<f64>,
+        timeout_ms: Option<u64>,
         /// Fuel (wasm instructions plus bytes handled) for the call; default and cap from the node (vm.default_fuel, vm.max_fuel).
         #[arg(long)]
         fuel: Option<u64>,
         /// Follow the job live and print its output when it ends.
         #[arg(long)]
         wait: bool,
+        /// Run the job as the caller of this key file (from `onvm key new`): every attempt is
+        /// signed by it (the retry count too: --max-retries defaults to 3 then).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// How long the signed job may run its attempts: seconds, or 90s, 15m, 12h, 30d (with --key).
+        #[arg(long, default_value = "1h", requires = "key")]
+        valid_for: Lifetime,
     },
     /// Show a job's status and attempts.
+    #[command(after_help = "Example:\n  onvm job-status --job-id job1d…")]
     JobStatus {
         /// Job id: job + 64 hex digits (as printed by submit-job).
         #[arg(long)]
         job_id: JobId,
     },
     /// Print or save a completed job's output.
+    #[command(after_help = "Example:\n  onvm job-output --job-id job1d… --out /tmp/out.json")]
     JobOutput {
         /// Job id: job + 64 hex digits (as printed by submit-job).
         #[arg(long)]
@@ -331,12 +377,14 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Cancel a pending or running job.
+    #[command(after_help = "Example:\n  onvm cancel-job --job-id job1d…")]
     CancelJob {
         /// Job id: job + 64 hex digits (as printed by submit-job).
         #[arg(long)]
         job_id: JobId,
     },
     /// List jobs, optionally by status and program.
+    #[command(after_help = "Example:\n  onvm list-jobs --status failed --program-id prog49…")]
     ListJobs {
         /// Only jobs in this state: pending, running, completed, failed, cancelled, timed_out.
         #[arg(long)]
@@ -352,6 +400,7 @@ enum Command {
         limit: Option<u32>,
     },
     /// Follow job events live (resumes by itself if the node closes the feed for lag).
+    #[command(after_help = "Example:\n  onvm watch-jobs --from-seq 1")]
     WatchJobs {
         /// Only jobs in this state: pending, running, completed, failed, cancelled, timed_out.
         #[arg(long)]
@@ -362,6 +411,14 @@ enum Command {
         /// Start from this event sequence number (default: new events only).
         #[arg(long)]
         from_seq: Option<u64>,
+    },
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Example:\n  onvm completions bash > ~/.local/share/bash-completion/completions/onvm\n  onvm completions zsh > ~/.zfunc/_onvm      # with fpath+=~/.zfunc before compinit\n  onvm completions fish > ~/.config/fish/completions/onvm.fish"
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
     },
     /// Caller keys for signed calls (offline: no node needed).
     Key {
@@ -374,6 +431,7 @@ enum Command {
         action: TokenCommand,
     },
     /// List blobs stored on the node.
+    #[command(after_help = "Example:\n  onvm list-blobs --all")]
     ListBlobs {
         /// Continue from the `next` cursor a previous page printed.
         #[arg(long)]
@@ -389,14 +447,16 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum KeyCommand {
-    /// Create a caller key file (mode 600, never overwritten); prints the caller id. Example:
-    /// `onvm key new --out alice.key`, then `onvm execute --key alice.key ...`
+    /// Create a caller key file (mode 600, never overwritten); prints the caller id. Then call
+    /// with `onvm execute --key FILE` or `onvm submit-job --key FILE`.
+    #[command(after_help = "Example:\n  onvm key new --out alice.key")]
     New {
         /// Where to write the key file.
         #[arg(long)]
         out: PathBuf,
     },
     /// Print the caller id of a key file.
+    #[command(after_help = "Example:\n  onvm key show --key alice.key")]
     Show {
         /// The key file (from `onvm key new`).
         #[arg(long)]
@@ -406,8 +466,10 @@ enum KeyCommand {
 
 #[derive(Subcommand, Debug)]
 enum TokenCommand {
-    /// Create a token; prints it once (keep it secret). Example:
-    /// `onvm token create --scope read,execute --expires 30d --origin https://app.example`
+    /// Create a token; prints it once (keep it secret).
+    #[command(
+        after_help = "Example:\n  onvm token create --scope read,execute --expires 30d --origin https://app.example"
+    )]
     Create {
         /// Scopes, comma-separated or repeated: read, execute, deploy, upload, peers, admin.
         #[arg(long, required = true, value_delimiter = ',')]
@@ -426,6 +488,7 @@ enum TokenCommand {
     /// List live tokens (ids, scopes, origins, expiry; never secrets).
     List,
     /// Revoke a token by id (or the whole token); it stops working at once.
+    #[command(after_help = "Example:\n  onvm token revoke 3fa94c1b2d0e7a65")]
     Revoke { id: String },
 }
 
@@ -646,9 +709,11 @@ async fn run(cli: Cli) -> Result<()> {
             input_text,
             request_id,
             max_retries,
-            timeout,
+            timeout_ms,
             fuel,
             wait,
+            key,
+            valid_for,
         } => {
             let input = programs::input_bytes(
                 input.as_deref(),
@@ -660,9 +725,14 @@ async fn run(cli: Cli) -> Result<()> {
                 input,
                 request_id: request_id.clone(),
                 max_retries: *max_retries,
-                timeout_secs: *timeout,
+                timeout_ms: *timeout_ms,
                 fuel: *fuel,
                 wait: *wait,
+                key: key
+                    .as_deref()
+                    .map(keys::CallerKey::load)
+                    .transpose()?
+                    .map(|k| (k, valid_for.0)),
             };
             session().await?.submit_job(args).await
         }
@@ -696,6 +766,11 @@ async fn run(cli: Cli) -> Result<()> {
                 program_id: *program_id,
             };
             session().await?.watch_jobs(filter, *from_seq).await
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(*shell, &mut Cli::command(), "onvm", &mut std::io::stdout());
+            Ok(())
         }
         Command::Key { action } => match action {
             KeyCommand::New { out } => {

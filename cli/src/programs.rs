@@ -99,25 +99,13 @@ impl Session {
         options: &mut ExecuteOptions,
         valid_for_secs: u64,
     ) -> Result<()> {
-        let network_id = NodeApiClient::info(&self.client)
-            .await
-            .map_err(rpc_err)?
-            .network_id;
-        if options.entrypoint.is_none() {
-            let info = ProgramApiClient::info(&self.client, program)
-                .await
-                .map_err(rpc_err)?;
-            options.entrypoint = info.manifest.manifest.entrypoints.first().cloned();
-        }
-        let entrypoint = options.entrypoint.clone().unwrap_or_default();
+        let (network_id, entrypoint) = self
+            .signing_context(program, options.entrypoint.clone())
+            .await?;
         let request_id = options
             .request_id
             .get_or_insert_with(|| hex::encode(rand::random::<[u8; 16]>()))
             .clone();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         options.signed = Some(sign_call(
             key.signing_key(),
             &network_id,
@@ -125,9 +113,36 @@ impl Session {
             &entrypoint,
             input,
             &request_id,
-            now_ms.saturating_add(valid_for_secs.saturating_mul(1000)),
+            expiry_in(valid_for_secs),
         ));
+        options.entrypoint = Some(entrypoint);
         Ok(())
+    }
+
+    /// What a signature binds that the user may not have typed: the node's network id, and the
+    /// program's default entrypoint when none was given.
+    pub async fn signing_context(
+        &self,
+        program: ProgramId,
+        entrypoint: Option<String>,
+    ) -> Result<(String, String)> {
+        let network_id = NodeApiClient::info(&self.client)
+            .await
+            .map_err(rpc_err)?
+            .network_id;
+        let entrypoint = match entrypoint {
+            Some(e) => e,
+            None => ProgramApiClient::info(&self.client, program)
+                .await
+                .map_err(rpc_err)?
+                .manifest
+                .manifest
+                .entrypoints
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        Ok((network_id, entrypoint))
     }
 
     pub async fn execute(
@@ -400,4 +415,13 @@ pub fn verify_receipt_file(
         println!("  attested by {n} of {size} committee members (threshold {threshold})");
     }
     Ok(())
+}
+
+/// Unix ms `secs` from now: when a signature made now expires.
+pub fn expiry_in(secs: u64) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now_ms.saturating_add(secs.saturating_mul(1000))
 }

@@ -191,6 +191,7 @@ pub struct RpcConfig {
     pub calls_burst: u32,
     pub client_calls_per_sec: u32,
     pub client_calls_burst: u32,
+    pub max_calls_per_connection: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,6 +284,9 @@ impl Default for RpcConfig {
             calls_burst: 400,
             client_calls_per_sec: 500,
             client_calls_burst: 1000,
+            // A quarter of the default vm.max_concurrent_calls (32): one connection pipelining
+            // calls leaves three quarters of the VM to everyone else.
+            max_calls_per_connection: 8,
         }
     }
 }
@@ -397,6 +401,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "rpc.calls_per_sec, calls_burst, client_calls_per_sec and client_calls_burst must be at least 1".into(),
+            ));
+        }
+        if self.rpc.max_calls_per_connection == 0 {
+            return Err(ConfigError::Invalid(
+                "rpc.max_calls_per_connection must be at least 1".into(),
             ));
         }
         if self.rpc.max_connections_per_ip == 0 {
@@ -568,6 +577,10 @@ calls_per_sec = {calls_per_sec}
 calls_burst = {calls_burst}
 client_calls_per_sec = {client_calls_per_sec}
 client_calls_burst = {client_calls_burst}
+# Most program calls (program_execute) one connection runs in the VM at once; more wait their
+# turn, so one client pipelining calls cannot take every vm.max_concurrent_calls slot. A batch
+# runs its calls one after another and holds one turn.
+max_calls_per_connection = {max_calls_per_connection}
 
 [net]
 # UDP address of the iroh endpoint (QUIC). Port 0 picks a free port. CLI flag: --listen.
@@ -709,6 +722,7 @@ debug_forge_callers = {debug_forge_callers}
             allowed_origins = rpc.allowed_origins,
             allowed_hosts = rpc.allowed_hosts,
             max_connections_per_ip = rpc.max_connections_per_ip,
+            max_calls_per_connection = rpc.max_calls_per_connection,
             rpc_ping_interval_ms = rpc.ping_interval_ms,
             rpc_idle_timeout_ms = rpc.idle_timeout_ms,
             calls_per_sec = rpc.calls_per_sec,

@@ -3,6 +3,7 @@
 pub mod blobs;
 pub mod config;
 pub mod consensus;
+pub mod dag_log;
 pub mod identity;
 pub mod jobs;
 pub mod metrics;

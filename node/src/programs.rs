@@ -29,7 +29,7 @@ use crate::vm::{
     CallContext, CallRequest, CallResult, Compiled, ENGINE_FINGERPRINT, StateView, Vm, VmError,
 };
 use onvm_rpc_api::JobId;
-use onvm_rpc_api::caller::{CallerError, CallerProof};
+use onvm_rpc_api::caller::{CallerError, CallerProof, JobAttemptProof};
 use onvm_rpc_api::committee::Member;
 use onvm_rpc_api::dag::DataRef;
 use onvm_rpc_api::jobs::{AttemptLogs, JobEvent, JobInfo};
@@ -399,6 +399,11 @@ impl Programs {
     }
 
     /// Installs how proposals reach committee members (the network layer).
+    /// The network this node's programs belong to (signatures are bound to it).
+    pub fn network_id(&self) -> &str {
+        &self.network_id
+    }
+
     pub fn set_attestor(&self, attestor: Arc<dyn Attestor>) {
         let _ = self.attestor.set(attestor);
     }
@@ -1194,7 +1199,7 @@ impl Programs {
         }
         let request_id = match (&job, options.request_id.clone()) {
             // An attempt is its own call: a retried attempt is a new call, a replayed one is not.
-            (Some(job), _) => format!("job:{}:{}", job.job_id, job.attempt),
+            (Some(job), _) => onvm_rpc_api::jobs::attempt_request_id(&job.job_id, job.attempt),
             (None, Some(r)) if r.is_empty() || r.len() > MAX_REQUEST_ID_BYTES => {
                 return Err(ProgramError::BadRequest(format!(
                     "request_id must be 1..={MAX_REQUEST_ID_BYTES} bytes"
@@ -1210,7 +1215,7 @@ impl Programs {
             &entrypoint,
             &input_hash,
             &request_id,
-            job.is_some(),
+            job.as_ref(),
         )?;
         let call_id = onvm_rpc_api::program::call_id(&id, &caller, &request_id);
         let compiled = self.compiled_for(&manifest).await?;
@@ -1339,9 +1344,16 @@ impl Programs {
             caller,
             call_id,
             caller_proof: options.signed.as_ref().map(|s| CallerProof {
-                request_id: request_id.clone(),
+                request_id: match &job {
+                    Some(job) => job.request_id.clone(),
+                    None => request_id.clone(),
+                },
                 expires_at_ms: s.expires_at_ms,
                 signature: s.signature.clone(),
+                job: job.as_ref().map(|job| JobAttemptProof {
+                    attempt: job.attempt,
+                    max_attempts: job.max_attempts,
+                }),
             }),
             timestamp_ms: context.timestamp_ms,
             seed: context.seed,
@@ -1439,41 +1451,43 @@ impl Programs {
         entrypoint: &str,
         input_hash: &Hash32,
         request_id: &str,
-        is_job: bool,
+        job: Option<&JobAttempt>,
     ) -> Result<Hash32, ProgramError> {
         let Some(signed) = &options.signed else {
             if manifest.require_signed_calls && !options.read_only {
                 return Err(ProgramError::CallerRefused {
                     kind: "signed_call_required",
                     message: format!(
-                        "program {} accepts only signed calls{}: sign it with a caller key (`onvm execute --key FILE`, docs/RPC.md \"Signed calls\")",
+                        "program {} accepts only signed calls: sign with a caller key (`onvm execute --key FILE`, `onvm submit-job --key FILE`; docs/RPC.md \"Signed calls\")",
                         manifest.program_id,
-                        if is_job {
-                            " (jobs cannot be signed yet; use program_execute)"
-                        } else {
-                            ""
-                        }
                     ),
                 });
             }
             return Ok(Hash32::ZERO);
         };
-        if options.request_id.is_none() {
-            return Err(caller_refused(CallerError::Missing(
-                "a request_id (it is signed, and makes the call id)",
-            )));
-        }
         if options.entrypoint.is_none() {
             return Err(caller_refused(CallerError::Missing(
                 "an explicit entrypoint (it is signed)",
             )));
         }
+        // A job attempt runs under the job's signed request id and attempt count; a call
+        // under its own request id, which the client must name.
+        let (signed_request_id, max_attempts) = match job {
+            Some(job) => (job.request_id.as_str(), job.max_attempts),
+            None if options.request_id.is_none() => {
+                return Err(caller_refused(CallerError::Missing(
+                    "a request_id (it is signed, and makes the call id)",
+                )));
+            }
+            None => (request_id, 1),
+        };
         onvm_rpc_api::caller::verify_call_signature(
             &self.network_id,
             &manifest.program_id,
             entrypoint,
             input_hash,
-            request_id,
+            signed_request_id,
+            max_attempts,
             signed,
         )
         .map_err(caller_refused)?;
@@ -1536,6 +1550,48 @@ impl Programs {
         blocking(move || store.receipt(&id)?.ok_or(ProgramError::ReceiptNotFound(id))).await
     }
 
+    /// The input of a committed call (auditors replay it), if this node holds it.
+    pub async fn call_input(&self, id: ReceiptId) -> Result<Option<Vec<u8>>, ProgramError> {
+        let store = self.store.clone();
+        blocking(move || Ok(store.call_input(&id)?)).await
+    }
+
+    /// Every disagreement this node recorded as a member of `program`'s committee.
+    pub async fn evidence(
+        &self,
+        program: ProgramId,
+    ) -> Result<Vec<onvm_rpc_api::committee::Evidence>, ProgramError> {
+        let store = self.store.clone();
+        blocking(move || Ok(store.evidence(&program)?)).await
+    }
+
+    /// Checks a receipt against its program's committee as this node knows it.
+    pub async fn verify_receipt(
+        &self,
+        receipt: SignedReceipt,
+    ) -> Result<onvm_rpc_api::committee::ReceiptVerification, ProgramError> {
+        let manifest = self
+            .require(&receipt.receipt.program_id)
+            .await?
+            .manifest
+            .manifest;
+        let store = self.store.clone();
+        let network = self.network_id.clone();
+        blocking(move || {
+            let committee = store.verified_committee(&manifest)?;
+            Ok(onvm_rpc_api::committee::verify_signed(
+                &receipt, &committee, &network,
+            ))
+        })
+        .await
+    }
+
+    /// Whether this node applied receipt `id` (a refused one is stored in the DAG but never
+    /// applied). Blocking: one indexed read.
+    pub fn is_applied(&self, id: &ReceiptId) -> bool {
+        self.store.receipt(id).ok().flatten().is_some()
+    }
+
     pub async fn receipts(
         &self,
         id: ProgramId,
@@ -1558,8 +1614,7 @@ impl Programs {
     }
 }
 
-/// The answer to a request id that was already committed: the committed call's result (its
-/// logs are not kept), or a conflict if the request differs.
+/// A refused caller signature as the error the client sees, by kind.
 fn caller_refused(e: CallerError) -> ProgramError {
     let kind = match e {
         CallerError::Expired { .. } => "call_expired",
@@ -1572,6 +1627,8 @@ fn caller_refused(e: CallerError) -> ProgramError {
     }
 }
 
+/// The answer to a request id that was already committed: the committed call's result (its
+/// logs are not kept), or a conflict if the request differs.
 fn answer_committed(
     done: CommittedCall,
     request_id: String,
@@ -1618,7 +1675,11 @@ pub type JobFinished = Box<dyn FnOnce(&mut JobInfo, &SignedReceipt, BlobId) + Se
 /// What a job attempt adds to a call.
 pub struct JobAttempt {
     pub job_id: JobId,
+    /// The job's request id (a signed job's caller signed it).
+    pub request_id: String,
     pub attempt: u32,
+    /// `max_retries + 1`: the attempts a signed job's caller allowed.
+    pub max_attempts: u32,
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
     /// Completes the job record (inside the commit) given its receipt and output blob.
     pub finished: JobFinished,

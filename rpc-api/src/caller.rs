@@ -1,9 +1,10 @@
 //! Signed calls: a client's ed25519 key says "I ask for this call", and the receipt carries the
 //! proof so every member, replica and auditor (and anyone holding the receipt) can check it.
 //!
-//! The caller signs the network, program, entrypoint, input hash, request id and an expiry. The
-//! request id makes the call's `call_id` (bound to the caller), which a program commits at most
-//! once: a replayed request never runs twice. The expiry is checked against the node's clock
+//! The caller signs the network, program, entrypoint, input hash, request id, an expiry and how
+//! many attempts it allows (1 for a call; a job's `max_retries + 1`). The request id makes the
+//! call's `call_id` (bound to the caller), which a program commits at most once: a replayed
+//! request never runs twice, and a signed job runs at most the attempts its caller allowed. The expiry is checked against the node's clock
 //! when the call is accepted and against the receipt's timestamp everywhere else, so the check
 //! is the same on every node and in an audit years later. Pure: no IO, no clock.
 
@@ -34,9 +35,20 @@ pub struct CallSignature {
 /// signature covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallerProof {
+    /// The request id the caller signed (for a job: the job's).
     pub request_id: String,
     pub expires_at_ms: u64,
     pub signature: HexBytes,
+    /// For an attempt of a signed job: which one, of how many the caller allowed.
+    pub job: Option<JobAttemptProof>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAttemptProof {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// `max_retries + 1` of the job, as signed.
+    pub max_attempts: u32,
 }
 
 /// Why a caller's signature was refused.
@@ -58,9 +70,11 @@ pub enum CallerError {
     CallIdMismatch,
     #[error("an anonymous receipt carries a caller proof, or a signed one lacks it")]
     Inconsistent,
+    #[error("attempt {attempt} of a job whose caller allowed {max_attempts}")]
+    TooManyAttempts { attempt: u32, max_attempts: u32 },
 }
 
-/// The bytes a caller signs.
+/// The bytes a caller signs. `max_attempts` is 1 for a call, `max_retries + 1` for a job.
 pub fn call_signing_message(
     network_id: &str,
     program: &ProgramId,
@@ -68,6 +82,7 @@ pub fn call_signing_message(
     input_hash: &Hash32,
     request_id: &str,
     expires_at_ms: u64,
+    max_attempts: u32,
 ) -> Vec<u8> {
     let mut m = Vec::with_capacity(CALL_SIG_TAG.len() + 160 + network_id.len() + request_id.len());
     m.extend_from_slice(CALL_SIG_TAG);
@@ -82,10 +97,11 @@ pub fn call_signing_message(
     m.extend_from_slice(program.as_bytes());
     m.extend_from_slice(&input_hash.0);
     m.extend_from_slice(&expires_at_ms.to_le_bytes());
+    m.extend_from_slice(&max_attempts.to_le_bytes());
     m
 }
 
-/// Signs a call as `key` (clients: the CLI, Rust programs).
+/// Signs a call (`program_execute`) as `key` (clients: the CLI, Rust programs).
 pub fn sign_call(
     key: &ed25519_dalek::SigningKey,
     network_id: &str,
@@ -95,6 +111,55 @@ pub fn sign_call(
     request_id: &str,
     expires_at_ms: u64,
 ) -> CallSignature {
+    sign(
+        key,
+        network_id,
+        program,
+        entrypoint,
+        input,
+        request_id,
+        expires_at_ms,
+        1,
+    )
+}
+
+/// Signs a job (`job_submit`) as `key`: its attempts may run until `expires_at_ms`, at most
+/// `max_retries + 1` of them.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_job(
+    key: &ed25519_dalek::SigningKey,
+    network_id: &str,
+    program: &ProgramId,
+    entrypoint: &str,
+    input: &[u8],
+    request_id: &str,
+    expires_at_ms: u64,
+    max_retries: u32,
+) -> CallSignature {
+    let max_attempts = max_retries.saturating_add(1);
+    sign(
+        key,
+        network_id,
+        program,
+        entrypoint,
+        input,
+        request_id,
+        expires_at_ms,
+        max_attempts,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sign(
+    key: &ed25519_dalek::SigningKey,
+    network_id: &str,
+    program: &ProgramId,
+    entrypoint: &str,
+    input: &[u8],
+    request_id: &str,
+    expires_at_ms: u64,
+    max_attempts: u32,
+) -> CallSignature {
     use ed25519_dalek::Signer;
     let message = call_signing_message(
         network_id,
@@ -103,6 +168,7 @@ pub fn sign_call(
         &Hash32::of(input),
         request_id,
         expires_at_ms,
+        max_attempts,
     );
     CallSignature {
         caller: Hash32(key.verifying_key().to_bytes()),
@@ -112,13 +178,15 @@ pub fn sign_call(
 }
 
 /// Checks a caller's signature over a call's fields (the accepting node, before it runs the
-/// call; the expiry is checked separately against its clock).
+/// call; the expiry is checked separately against its clock). `max_attempts`: 1 for a call,
+/// `max_retries + 1` for a job.
 pub fn verify_call_signature(
     network_id: &str,
     program: &ProgramId,
     entrypoint: &str,
     input_hash: &Hash32,
     request_id: &str,
+    max_attempts: u32,
     signed: &CallSignature,
 ) -> Result<(), CallerError> {
     if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID_BYTES {
@@ -142,6 +210,7 @@ pub fn verify_call_signature(
         input_hash,
         request_id,
         signed.expires_at_ms,
+        max_attempts,
     );
     key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig))
         .map_err(|_| CallerError::BadSignature {
@@ -151,8 +220,8 @@ pub fn verify_call_signature(
 
 /// Checks that a receipt's caller really asked for the call: an anonymous receipt (caller all
 /// zeros) has no proof; a signed one has a proof whose signature verifies over the receipt's
-/// fields, whose request id gives the receipt's `call_id`, and which had not expired at the
-/// receipt's timestamp. Members run it before they attest, replicas before they apply, and
+/// fields, whose request id (for a job: with the attempt, which must be one the caller allowed)
+/// gives the receipt's `call_id`, and which had not expired at the receipt's timestamp. Members run it before they attest, replicas before they apply, and
 /// `verify_receipt` for everyone else.
 pub fn verify_caller(receipt: &ExecutionReceipt) -> Result<(), CallerError> {
     let proof = match (&receipt.caller_proof, receipt.caller == Hash32::ZERO) {
@@ -166,7 +235,23 @@ pub fn verify_caller(receipt: &ExecutionReceipt) -> Result<(), CallerError> {
             at_ms: receipt.timestamp_ms,
         });
     }
-    if call_id(&receipt.program_id, &receipt.caller, &proof.request_id) != receipt.call_id {
+    let (call_request_id, max_attempts) = match proof.job {
+        None => (proof.request_id.clone(), 1),
+        Some(JobAttemptProof {
+            attempt,
+            max_attempts,
+        }) => {
+            if attempt == 0 || attempt > max_attempts {
+                return Err(CallerError::TooManyAttempts {
+                    attempt,
+                    max_attempts,
+                });
+            }
+            let job = crate::jobs::job_id(&receipt.program_id, &proof.request_id);
+            (crate::jobs::attempt_request_id(&job, attempt), max_attempts)
+        }
+    };
+    if call_id(&receipt.program_id, &receipt.caller, &call_request_id) != receipt.call_id {
         return Err(CallerError::CallIdMismatch);
     }
     verify_call_signature(
@@ -175,6 +260,7 @@ pub fn verify_caller(receipt: &ExecutionReceipt) -> Result<(), CallerError> {
         &receipt.entrypoint,
         &receipt.input_hash,
         &proof.request_id,
+        max_attempts,
         &CallSignature {
             caller: receipt.caller,
             expires_at_ms: proof.expires_at_ms,
@@ -203,8 +289,65 @@ mod tests {
             request_id: request_id.into(),
             expires_at_ms: signed.expires_at_ms,
             signature: signed.signature,
+            job: None,
         });
         r
+    }
+
+    #[test]
+    fn a_signed_job_allows_exactly_the_attempts_its_caller_signed() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let program = ProgramId::from_bytes([3; 32]);
+        let signed = sign_job(&key, "net", &program, "main", b"in", "job-1", 1_000, 2);
+        let job = crate::jobs::job_id(&program, "job-1");
+        let receipt_of = |attempt: u32, max_attempts: u32| {
+            let mut r = crate::program::tests::sample_receipt();
+            r.network_id = "net".into();
+            r.program_id = program;
+            r.entrypoint = "main".into();
+            r.input_hash = Hash32::of(b"in");
+            r.timestamp_ms = 10;
+            r.caller = signed.caller;
+            r.call_id = call_id(
+                &program,
+                &signed.caller,
+                &crate::jobs::attempt_request_id(&job, attempt),
+            );
+            r.caller_proof = Some(CallerProof {
+                request_id: "job-1".into(),
+                expires_at_ms: signed.expires_at_ms,
+                signature: signed.signature.clone(),
+                job: Some(JobAttemptProof {
+                    attempt,
+                    max_attempts,
+                }),
+            });
+            r
+        };
+        for attempt in 1..=3 {
+            assert_eq!(verify_caller(&receipt_of(attempt, 3)), Ok(()));
+        }
+        for attempt in [0, 4] {
+            assert!(matches!(
+                verify_caller(&receipt_of(attempt, 3)),
+                Err(CallerError::TooManyAttempts { .. })
+            ));
+        }
+        // Claiming more attempts than were signed breaks the signature.
+        assert!(matches!(
+            verify_caller(&receipt_of(4, 4)),
+            Err(CallerError::BadSignature { .. })
+        ));
+        // A job signature is not a call signature.
+        let mut as_call = receipt_of(1, 3);
+        if let Some(p) = as_call.caller_proof.as_mut() {
+            p.job = None;
+        }
+        as_call.call_id = call_id(&program, &signed.caller, "job-1");
+        assert!(matches!(
+            verify_caller(&as_call),
+            Err(CallerError::BadSignature { .. })
+        ));
     }
 
     #[test]

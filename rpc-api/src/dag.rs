@@ -79,6 +79,8 @@ pub struct SubmittedJob {
     /// The job's metadata as JSON text (postcard cannot carry free-form JSON values).
     pub metadata_json: Option<String>,
     pub created_at_ms: u64,
+    /// A signed job's signature: whichever member runs an attempt runs it as that caller.
+    pub signed: Option<crate::caller::CallSignature>,
 }
 
 /// Bytes a DAG node carries: inside the node when small, else in a blob. For a committed
@@ -282,6 +284,19 @@ impl DagNode {
                     return Err(DagError::BadPayload(
                         "job id does not match its program and request id".into(),
                     ));
+                }
+                // A signed job carries its caller's signature to every node that may run it.
+                if let Some(signed) = &job.signed {
+                    crate::caller::verify_call_signature(
+                        network_id,
+                        &job.program_id,
+                        job.entrypoint.as_deref().unwrap_or_default(),
+                        &job.input_hash,
+                        &job.request_id,
+                        job.max_retries.saturating_add(1),
+                        signed,
+                    )
+                    .map_err(|e| DagError::BadPayload(format!("job caller: {e}")))?;
                 }
             }
             DagPayload::BlobPublished { .. } | DagPayload::JobStateChanged { .. } => {}

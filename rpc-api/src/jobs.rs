@@ -18,6 +18,11 @@ pub fn job_id(program: &ProgramId, request_id: &str) -> JobId {
     JobId::from_bytes(*h.finalize().as_bytes())
 }
 
+/// The request id of one attempt of a job: each attempt is its own call, committed at most once.
+pub fn attempt_request_id(job: &JobId, attempt: u32) -> String {
+    format!("job:{job}:{attempt}")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -93,6 +98,10 @@ pub struct SubmitJob {
     /// Free-form client data kept with the job (at most 4 KiB of JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// Run the job's attempts as a caller (`caller::sign_job`): needs `entrypoint` and
+    /// `max_retries`, which are signed. Absent: the attempts are anonymous calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::caller::CallSignature>,
 }
 
 /// One execution attempt of a job.
@@ -135,6 +144,9 @@ pub struct JobInfo {
     pub output_size: Option<u64>,
     pub receipt_id: Option<ReceiptId>,
     pub cancel_requested: bool,
+    /// The caller's signature of a signed job (its attempts run as that caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::caller::CallSignature>,
 }
 
 /// `job_submit` result.

@@ -141,7 +141,11 @@ impl Jobs {
         self.submit_as(req, true).await
     }
 
-    async fn submit_as(&self, req: SubmitJob, takeover: bool) -> Result<SubmitResult, JobError> {
+    async fn submit_as(
+        &self,
+        mut req: SubmitJob,
+        takeover: bool,
+    ) -> Result<SubmitResult, JobError> {
         let cfg = &self.inner.config;
         let vm = &self.inner.vm;
         if req.request_id.is_empty() || req.request_id.len() > MAX_REQUEST_ID {
@@ -178,16 +182,16 @@ impl Jobs {
             self.inner.programs.check_home(req.program_id).await?;
         }
         let program = self.inner.programs.info(req.program_id).await?;
-        if program.manifest.manifest.require_signed_calls {
+        if program.manifest.manifest.require_signed_calls && req.signed.is_none() {
             return Err(JobError::Program(ProgramError::CallerRefused {
                 kind: "signed_call_required",
                 message: format!(
-                    "program {} accepts only signed calls, and jobs cannot be signed yet: call it with `onvm execute --key FILE` (program_execute with `signed`)",
+                    "program {} accepts only signed calls: sign the job with a caller key (`onvm submit-job --key FILE`)",
                     req.program_id
                 ),
             }));
         }
-        let (input_blob, input_hash, input_size) = match (req.input_base64, req.input_blob) {
+        let (input_blob, input_hash, input_size) = match (req.input_base64.take(), req.input_blob) {
             (Some(data), None) => {
                 let data = data.0;
                 if data.len() as u64 > vm.max_input_bytes {
@@ -221,6 +225,16 @@ impl Jobs {
             }
         };
         let now = now_ms();
+        if let Some(signed) = &req.signed {
+            check_job_signature(
+                self.inner.programs.network_id(),
+                &req,
+                input_hash,
+                max_retries,
+                signed,
+                now,
+            )?;
+        }
         let job = JobInfo {
             job_id: job_id(&req.program_id, &req.request_id),
             program_id: req.program_id,
@@ -243,6 +257,7 @@ impl Jobs {
             output_size: None,
             receipt_id: None,
             cancel_requested: false,
+            signed: req.signed,
         };
         let store = self.inner.store.clone();
         let max_queue = cfg.max_queue;
@@ -645,8 +660,8 @@ impl Jobs {
             timestamp_ms: None,
             // The attempt's own request id is derived from the job id and attempt number.
             request_id: None,
-            // Jobs are anonymous calls (signed jobs are future work, docs/RPC.md).
-            signed: None,
+            // A signed job's attempts run as its caller.
+            signed: job.signed.clone(),
         };
         let finished = Box::new(
             move |info: &mut JobInfo, receipt: &onvm_rpc_api::program::SignedReceipt, blob| {
@@ -668,7 +683,9 @@ impl Jobs {
         );
         let attempt = JobAttempt {
             job_id: job.job_id,
+            request_id: job.request_id.clone(),
             attempt: number,
+            max_attempts: job.max_retries.saturating_add(1),
             cancel,
             finished,
         };
@@ -769,4 +786,50 @@ impl Jobs {
             }
         }
     }
+}
+
+/// A signed job names what its caller signed (entrypoint and max_retries explicitly), the
+/// signature verifies over it, and it has not expired.
+fn check_job_signature(
+    network_id: &str,
+    req: &SubmitJob,
+    input_hash: Hash32,
+    max_retries: u32,
+    signed: &onvm_rpc_api::caller::CallSignature,
+    now: u64,
+) -> Result<(), JobError> {
+    use onvm_rpc_api::caller::CallerError;
+    let refused = |e: CallerError| {
+        let kind = match e {
+            CallerError::Expired { .. } => "call_expired",
+            CallerError::Missing(_) | CallerError::BadRequestId => "bad_signed_call",
+            _ => "bad_call_signature",
+        };
+        JobError::Program(ProgramError::CallerRefused {
+            kind,
+            message: e.to_string(),
+        })
+    };
+    let (Some(entrypoint), Some(_)) = (&req.entrypoint, req.max_retries) else {
+        return Err(refused(CallerError::Missing(
+            "an explicit entrypoint and max_retries (they are signed)",
+        )));
+    };
+    onvm_rpc_api::caller::verify_call_signature(
+        network_id,
+        &req.program_id,
+        entrypoint,
+        &input_hash,
+        &req.request_id,
+        max_retries.saturating_add(1),
+        signed,
+    )
+    .map_err(refused)?;
+    if now > signed.expires_at_ms {
+        return Err(refused(CallerError::Expired {
+            expires_at_ms: signed.expires_at_ms,
+            at_ms: now,
+        }));
+    }
+    Ok(())
 }

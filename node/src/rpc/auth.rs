@@ -48,24 +48,6 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-impl AuthError {
-    pub fn to_rpc(&self) -> ErrorObjectOwned {
-        let msg = self.to_string();
-        match self {
-            AuthError::BadRequest(_) => {
-                rpc_error(codes::INVALID_PARAMS, "bad_token_request", msg, json!(null))
-            }
-            AuthError::TooMany => rpc_error(
-                codes::LIMIT_EXCEEDED,
-                "too_many_tokens",
-                msg,
-                json!({"max": MAX_TOKENS}),
-            ),
-            AuthError::Store(_) => rpc_error(codes::INTERNAL_ERROR, "internal", msg, json!(null)),
-        }
-    }
-}
-
 /// The API tokens of this node: persisted in the store, served from memory.
 pub struct Tokens {
     store: Store,
@@ -622,7 +604,13 @@ pub struct Rates {
 pub struct ScopeLayer {
     pub tokens: Arc<Tokens>,
     pub rates: Rates,
+    /// `rpc.max_calls_per_connection`: the connection's share of the VM.
+    pub vm_share: usize,
 }
+
+/// The method that runs the VM on the caller's behalf (jobs run in the background, bounded by
+/// the job queue instead).
+const VM_METHOD: &str = "program_execute";
 
 impl<S> tower::Layer<S> for ScopeLayer {
     type Service = ScopeCheck<S>;
@@ -633,6 +621,7 @@ impl<S> tower::Layer<S> for ScopeLayer {
             tokens: self.tokens.clone(),
             rates: self.rates.clone(),
             connection: Arc::new(Mutex::new(Bucket::full(self.rates.connection, now_ms()))),
+            vm_share: Arc::new(tokio::sync::Semaphore::new(self.vm_share)),
         }
     }
 }
@@ -643,6 +632,8 @@ pub struct ScopeCheck<S> {
     tokens: Arc<Tokens>,
     rates: Rates,
     connection: Arc<Mutex<Bucket>>,
+    /// Turns in the VM this connection may hold at once.
+    vm_share: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S> ScopeCheck<S> {
@@ -698,10 +689,17 @@ where
             now_ms(),
         );
         let inner = self.inner.clone();
+        let share = (request.method_name() == VM_METHOD).then(|| self.vm_share.clone());
         async move {
             if let Some(error) = refusal {
                 return MethodResponse::error(request.id, error);
             }
+            // Held until the answer: a connection pipelining calls waits for its own turns
+            // and leaves the other VM slots to other clients.
+            let _turn = match share {
+                Some(share) => share.acquire_owned().await.ok(),
+                None => None,
+            };
             let id = request.id.clone().into_owned();
             let response = inner.call(request).await;
             // jsonrpsee answers a subscription over the per-connection cap with its own code
@@ -765,7 +763,19 @@ where
                 Err(_) => {}
             }
         }
-        self.inner.batch(batch)
+        let runs_vm = batch
+            .iter()
+            .any(|e| matches!(e, Ok(BatchEntry::Call(c)) if c.method_name() == VM_METHOD));
+        let share = runs_vm.then(|| self.vm_share.clone());
+        let inner = self.inner.clone();
+        async move {
+            // jsonrpsee runs a batch's calls one after another: one turn covers them all.
+            let _turn = match share {
+                Some(share) => share.acquire_owned().await.ok(),
+                None => None,
+            };
+            inner.batch(batch).await
+        }
     }
 
     /// Every ONVM method answers, so a message without an id is a mistake, most often a

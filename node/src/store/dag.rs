@@ -785,6 +785,7 @@ mod tests {
                     fuel: 1,
                     metadata_json: None,
                     created_at_ms: 1,
+                    signed: None,
                 }),
             },
         );

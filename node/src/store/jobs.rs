@@ -139,6 +139,7 @@ fn submitted_payload(job: &JobInfo) -> DagPayload {
             fuel: job.fuel,
             metadata_json: job.metadata.as_ref().map(|m| m.to_string()),
             created_at_ms: job.created_at_ms,
+            signed: job.signed.clone(),
         }),
     }
 }
@@ -247,6 +248,7 @@ pub(super) fn apply_replicated(
                 output_size: None,
                 receipt_id: None,
                 cancel_requested: false,
+                signed: job.signed.clone(),
             };
             tx.open_table(JOBS)?
                 .insert(info.job_id.as_bytes(), to_json(&info).as_slice())?;
