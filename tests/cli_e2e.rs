@@ -1148,3 +1148,61 @@ fn signed_calls_from_the_cli_key_new_execute_verify_and_audit() {
     assert!(out.starts_with("audit OK"), "{out}");
     node.stop();
 }
+
+#[test]
+fn dev_nodes_start_a_joined_network_and_stop_together_on_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev_dir = tmp.path().join("dev");
+    let mut child = onvm(&["dev", "--nodes", "3", "--rpc", "127.0.0.1:0"])
+        .env("ONVM_DEV_DIR", &dev_dir)
+        .env_remove("ONVM_IDENTITY_PASSPHRASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut urls = Vec::new();
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    for line in lines.by_ref() {
+        if let Some(u) = line.strip_prefix("rpc:") {
+            urls.push(u.trim().to_string());
+            if urls.len() == 3 {
+                break;
+            }
+        }
+    }
+    // Keep draining stdout so the nodes never block on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    assert_eq!(urls.len(), 3, "each node prints its RPC URL");
+    for i in 2..=3 {
+        let mut dir = dev_dir.clone().into_os_string();
+        dir.push(format!("-{i}"));
+        assert!(std::path::Path::new(&dir).join("identity.json").exists());
+    }
+    // The nodes joined: each sees the other two (the joins are asynchronous).
+    for url in &urls {
+        let mut peers = 0;
+        for _ in 0..200 {
+            let listed: serde_json::Value =
+                serde_json::from_str(&run_ok(onvm(&["--rpc", url, "--json", "peers"]))).unwrap();
+            peers = listed.as_array().map_or(0, |a| a.len());
+            if peers >= 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(peers >= 2, "{url} sees {peers} peers");
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("dev --nodes 3 did not stop within 30 s of Ctrl-C");
+}

@@ -79,7 +79,12 @@ fn the_readme_try_it_section_runs_as_written_and_leaves_the_checkout_clean() {
         for line in block.lines() {
             let mut line = line.replace("/tmp/", &format!("{}/", out.display()));
             if line.trim_start().starts_with("onvm watch-jobs") {
-                let command = line.split(" #").next().unwrap_or_default().trim().to_string();
+                let command = line
+                    .split(" #")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 line = format!("timeout 3 {command} || [ $? -eq 124 ]");
             }
             script.push_str(&line);

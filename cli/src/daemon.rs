@@ -122,6 +122,12 @@ fn load_identity(data_dir: &Path) -> Result<Identity> {
 
 pub async fn run_node(data_dir: &Path, overrides: &Overrides) -> Result<()> {
     let config = overrides.config(&data_dir.join(CONFIG_FILE))?;
+    let node = start(data_dir, config).await?;
+    serve_until_signal(vec![node]).await
+}
+
+/// Starts the node of `data_dir` and prints where it serves.
+async fn start(data_dir: &Path, config: Config) -> Result<Node> {
     let identity = load_identity(data_dir)?;
     let node = Node::start(data_dir, config, identity)
         .await
@@ -139,33 +145,75 @@ pub async fn run_node(data_dir: &Path, overrides: &Overrides) -> Result<()> {
     let _ = stdout
         .write_all(banner.as_bytes())
         .and_then(|()| stdout.flush());
-    drop(stdout);
+    Ok(node)
+}
+
+/// Runs until SIGINT/SIGTERM, then stops every node, the last started first.
+async fn serve_until_signal(nodes: Vec<Node>) -> Result<()> {
     wait_for_signal().await?;
     let _ = writeln!(std::io::stderr(), "shutting down...");
-    node.shutdown().await;
+    for node in nodes.into_iter().rev() {
+        node.shutdown().await;
+    }
     let _ = writeln!(std::io::stderr(), "stopped");
     Ok(())
 }
 
-/// The zero-config path: a plaintext dev identity and a loopback, offline node.
-pub async fn dev(data_dir: Option<PathBuf>, overrides: &Overrides) -> Result<()> {
+/// The zero-config path: a plaintext dev identity and a loopback, offline node; with
+/// `nodes > 1`, that many, joined to the first, in this one process (node i keeps its data in
+/// `<data dir>-i` and serves RPC on the first node's port + i - 1).
+pub async fn dev(data_dir: Option<PathBuf>, nodes: u32, overrides: &Overrides) -> Result<()> {
     let data_dir = match data_dir {
         Some(d) => d,
         None => default_dev_dir()?,
     };
-    if !data_dir.join(IDENTITY_FILE).exists() {
-        let mut dev_defaults = Config::default();
-        dev_defaults.net.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        dev_defaults.net.offline = true;
-        init_data_dir(&data_dir, &dev_defaults, None, true)
-            .with_context(|| format!("creating the dev node in {}", data_dir.display()))?;
-        println!(
-            "created dev node in {} (plaintext identity: for development only)",
-            data_dir.display()
-        );
+    if nodes == 0 || nodes > MAX_DEV_NODES {
+        bail!("--nodes must be 1..={MAX_DEV_NODES}");
     }
-    // A dev node is for one developer's machine: every method open, any web origin (a page
-    // opened from disk sends `Origin: null`). `--set rpc.auth=true` still closes it.
+    let open = dev_overrides(overrides);
+    eprintln!(
+        "WARNING: dev node: its RPC is open to every program and every web page on this machine (no tokens, any origin). Use `onvm run-node` for anything shared."
+    );
+    let mut running: Vec<Node> = Vec::new();
+    for i in 1..=nodes {
+        let dir = if i == 1 {
+            data_dir.clone()
+        } else {
+            let mut name = data_dir.clone().into_os_string();
+            name.push(format!("-{i}"));
+            PathBuf::from(name)
+        };
+        create_dev_dir(&dir)?;
+        let mut config = open.config(&dir.join(CONFIG_FILE))?;
+        if let Some(first) = running.first() {
+            let port = config.rpc.listen.port();
+            if port != 0 {
+                config.rpc.listen.set_port(port + (i - 1) as u16);
+            }
+            config.net.bootnodes.push(first.info().ticket);
+        }
+        match start(&dir, config).await {
+            Ok(node) => running.push(node),
+            Err(e) => {
+                for node in running.into_iter().rev() {
+                    node.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    if nodes > 1 {
+        eprintln!("{nodes} dev nodes joined into one network; Ctrl-C stops them all");
+    }
+    serve_until_signal(running).await
+}
+
+/// Most nodes `onvm dev --nodes` starts (each takes its own ports, files and memory).
+const MAX_DEV_NODES: u32 = 16;
+
+/// A dev node is for one developer's machine: every method open, any web origin (a page opened
+/// from disk sends `Origin: null`). `--set rpc.auth=true` still closes it.
+fn dev_overrides(overrides: &Overrides) -> Overrides {
     let mut open = overrides.clone();
     open.set = [
         "rpc.auth=false".to_string(),
@@ -174,10 +222,22 @@ pub async fn dev(data_dir: Option<PathBuf>, overrides: &Overrides) -> Result<()>
     .into_iter()
     .chain(overrides.set.iter().cloned())
     .collect();
-    eprintln!(
-        "WARNING: dev node: its RPC is open to every program and every web page on this machine (no tokens, any origin). Use `onvm run-node` for anything shared."
-    );
-    run_node(&data_dir, &open).await
+    open
+}
+
+fn create_dev_dir(data_dir: &Path) -> Result<()> {
+    if !data_dir.join(IDENTITY_FILE).exists() {
+        let mut dev_defaults = Config::default();
+        dev_defaults.net.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        dev_defaults.net.offline = true;
+        init_data_dir(data_dir, &dev_defaults, None, true)
+            .with_context(|| format!("creating the dev node in {}", data_dir.display()))?;
+        println!(
+            "created dev node in {} (plaintext identity: for development only)",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn default_dev_dir() -> Result<PathBuf> {

@@ -86,11 +86,17 @@ enum Command {
         flags: NodeFlags,
     },
     /// Zero-config development node: creates a data dir if needed and runs on loopback.
-    #[command(after_help = "Example:\n  onvm dev --rpc :8081 --data-dir /tmp/onvm-dev2")]
+    #[command(
+        after_help = "Example:\n  onvm dev --rpc :8081 --data-dir /tmp/onvm-dev2\n  onvm dev --nodes 3              # RPC on :8080, :8081, :8082"
+    )]
     Dev {
         /// Defaults to $ONVM_DEV_DIR, else $XDG_DATA_HOME/onvm/dev, else ~/.local/share/onvm/dev.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Start this many nodes joined into one network (node i in <data dir>-i, RPC on the
+        /// first node's port + i - 1); Ctrl-C stops them all.
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
         #[command(flatten)]
         flags: NodeFlags,
     },
@@ -571,9 +577,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::RunNode { data_dir, flags } => {
             daemon::run_node(data_dir, &overrides(rpc, flags)?).await
         }
-        Command::Dev { data_dir, flags } => {
-            daemon::dev(data_dir.clone(), &overrides(rpc, flags)?).await
-        }
+        Command::Dev {
+            data_dir,
+            nodes,
+            flags,
+        } => daemon::dev(data_dir.clone(), *nodes, &overrides(rpc, flags)?).await,
         Command::NodeInfo => session().await?.node_info().await,
         Command::Ticket => session().await?.ticket().await,
         Command::Peers => session().await?.peers().await,
