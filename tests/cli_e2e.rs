@@ -977,6 +977,28 @@ fn every_flag_has_help_and_newcomer_errors_say_what_to_do() {
             );
         }
     }
+    // --rpc typed on an offline command is a mistake, said as such; ONVM_RPC is fine.
+    let out = run_err(onvm(&[
+        "--rpc",
+        ":9",
+        "verify-receipt",
+        "--file",
+        "/nonexistent.json",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("works offline"));
+    let out =
+        run_err(onvm(&["verify-receipt", "--file", "/nonexistent.json"]).env("ONVM_RPC", ":9"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("works offline"));
+    let out = run_err(onvm(&[
+        "key",
+        "show",
+        "--key",
+        "/nonexistent.key",
+        "--rpc",
+        ":9",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("works offline"));
     // Shell completions know the commands and their flags.
     let bash = run_ok(onvm(&["completions", "bash"]));
     assert!(bash.contains("_onvm") && bash.contains("submit-job") && bash.contains("--program-id"));

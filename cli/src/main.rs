@@ -5,6 +5,7 @@ mod client;
 mod daemon;
 mod jobs;
 mod keys;
+mod logging;
 mod programs;
 mod target;
 
@@ -23,8 +24,9 @@ use onvm_rpc_api::{BlobId, JobId, ProgramId, ReceiptId, UploadId};
     about = "ONVM: a peer-to-peer compute network node and client"
 )]
 struct Cli {
-    /// Node RPC address for client commands (host:port, :port or ws:// URL); for run-node and
-    /// dev, the address to serve RPC on.
+    /// Node RPC address for client commands (host:port, :port or ws:// URL); for init, run-node
+    /// and dev, the address to serve RPC on. Not for the offline commands (verify-receipt, key,
+    /// completions).
     #[arg(long, global = true, env = "ONVM_RPC")]
     rpc: Option<String>,
     /// Machine-readable JSON output.
@@ -824,20 +826,60 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn init_logging(command: &Command) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let serving = matches!(command, Command::RunNode { .. } | Command::Dev { .. });
     let default = if serving { "info" } else { "warn" };
+    // With RUST_LOG set, every line as it comes; by default, failed pkarr publishes once.
+    let collapse_pkarr = std::env::var_os("RUST_LOG").is_none();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only on a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+            !(collapse_pkarr && logging::is_pkarr_warning(meta))
+        }));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(collapse_pkarr.then(logging::PkarrOnce::default))
         .try_init();
 }
 
+/// Commands that talk to no node, for which an `--rpc` typed on the command line is a mistake
+/// worth saying (`ONVM_RPC` in the environment is fine: it is meant for the other commands).
+fn offline_command(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::VerifyReceipt { .. } => Some("verify-receipt"),
+        Command::Key { .. } => Some("key"),
+        Command::Completions { .. } => Some("completions"),
+        _ => None,
+    }
+}
+
+fn rpc_typed(matches: &clap::ArgMatches) -> bool {
+    matches.value_source("rpc") == Some(clap::parser::ValueSource::CommandLine)
+        || matches.subcommand().is_some_and(|(_, sub)| rpc_typed(sub))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Some(name) = offline_command(&cli.command)
+        && rpc_typed(&matches)
+    {
+        eprintln!(
+            "error: `onvm {name}` works offline and talks to no node, so --rpc does nothing here: leave it out"
+        );
+        return ExitCode::from(2);
+    }
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

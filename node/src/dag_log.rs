@@ -48,6 +48,11 @@ impl DagLog {
         self.store.dag_log_after(seq, limit)
     }
 
+    /// Whether `id` announced itself in this network's DAG (only such nodes are served).
+    pub fn is_announced(&self, id: &Hash32) -> Result<bool, StoreError> {
+        self.store.is_announced(id)
+    }
+
     /// Changes whenever nodes may have been added (a wake-up, never the data itself).
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.store.dag_changes()

@@ -143,17 +143,17 @@ async fn admit_caller(
     call: &ForwardedCall,
 ) -> Result<(), String> {
     let caller = onvm_rpc_api::Hash32(*from.as_bytes());
-    let announced = |store: crate::store::Store| async move {
-        tokio::task::spawn_blocking(move || store.is_announced(&caller))
+    let announced = |dag: crate::dag_log::DagLog| async move {
+        tokio::task::spawn_blocking(move || dag.is_announced(&caller))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     };
-    if !announced(ctx.store.clone()).await? {
+    if !announced(ctx.dag.clone()).await? {
         if let Err(e) = ctx.net.peers().sync_from(caller).await {
             tracing::debug!(%from, "pulling an unknown caller's DAG: {e}");
         }
-        if !announced(ctx.store.clone()).await? {
+        if !announced(ctx.dag.clone()).await? {
             return Err(format!(
                 "{from} is not an announced node of network `{}`",
                 ctx.config.node.network_id
