@@ -1481,7 +1481,7 @@ impl Programs {
             }
             None => (request_id, 1),
         };
-        onvm_rpc_api::caller::verify_call_signature(
+        onvm_rpc_api::caller::check_signed_request(
             &self.network_id,
             &manifest.program_id,
             entrypoint,
@@ -1489,15 +1489,9 @@ impl Programs {
             signed_request_id,
             max_attempts,
             signed,
+            now_ms(),
         )
         .map_err(caller_refused)?;
-        let now = now_ms();
-        if now > signed.expires_at_ms {
-            return Err(caller_refused(CallerError::Expired {
-                expires_at_ms: signed.expires_at_ms,
-                at_ms: now,
-            }));
-        }
         Ok(signed.caller)
     }
 
@@ -1615,14 +1609,9 @@ impl Programs {
 }
 
 /// A refused caller signature as the error the client sees, by kind.
-fn caller_refused(e: CallerError) -> ProgramError {
-    let kind = match e {
-        CallerError::Expired { .. } => "call_expired",
-        CallerError::Missing(_) | CallerError::BadRequestId => "bad_signed_call",
-        _ => "bad_call_signature",
-    };
+pub(crate) fn caller_refused(e: CallerError) -> ProgramError {
     ProgramError::CallerRefused {
-        kind,
+        kind: e.kind(),
         message: e.to_string(),
     }
 }

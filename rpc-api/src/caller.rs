@@ -74,6 +74,48 @@ pub enum CallerError {
     TooManyAttempts { attempt: u32, max_attempts: u32 },
 }
 
+impl CallerError {
+    /// The `data.kind` a client sees for this refusal (docs/RPC.md, "Signed calls").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallerError::Expired { .. } => "call_expired",
+            CallerError::Missing(_) | CallerError::BadRequestId => "bad_signed_call",
+            _ => "bad_call_signature",
+        }
+    }
+}
+
+/// What the node accepting a signed call or job checks: the signature over what is asked, and
+/// that it has not expired by `now_ms` (its clock; everyone else checks the receipt's time).
+#[allow(clippy::too_many_arguments)]
+pub fn check_signed_request(
+    network_id: &str,
+    program: &ProgramId,
+    entrypoint: &str,
+    input_hash: &Hash32,
+    request_id: &str,
+    max_attempts: u32,
+    signed: &CallSignature,
+    now_ms: u64,
+) -> Result<(), CallerError> {
+    verify_call_signature(
+        network_id,
+        program,
+        entrypoint,
+        input_hash,
+        request_id,
+        max_attempts,
+        signed,
+    )?;
+    if now_ms > signed.expires_at_ms {
+        return Err(CallerError::Expired {
+            expires_at_ms: signed.expires_at_ms,
+            at_ms: now_ms,
+        });
+    }
+    Ok(())
+}
+
 /// The bytes a caller signs. `max_attempts` is 1 for a call, `max_retries + 1` for a job.
 pub fn call_signing_message(
     network_id: &str,

@@ -799,23 +799,13 @@ fn check_job_signature(
     now: u64,
 ) -> Result<(), JobError> {
     use onvm_rpc_api::caller::CallerError;
-    let refused = |e: CallerError| {
-        let kind = match e {
-            CallerError::Expired { .. } => "call_expired",
-            CallerError::Missing(_) | CallerError::BadRequestId => "bad_signed_call",
-            _ => "bad_call_signature",
-        };
-        JobError::Program(ProgramError::CallerRefused {
-            kind,
-            message: e.to_string(),
-        })
-    };
+    let refused = |e: CallerError| JobError::Program(crate::programs::caller_refused(e));
     let (Some(entrypoint), Some(_)) = (&req.entrypoint, req.max_retries) else {
         return Err(refused(CallerError::Missing(
             "an explicit entrypoint and max_retries (they are signed)",
         )));
     };
-    onvm_rpc_api::caller::verify_call_signature(
+    onvm_rpc_api::caller::check_signed_request(
         network_id,
         &req.program_id,
         entrypoint,
@@ -823,13 +813,7 @@ fn check_job_signature(
         &req.request_id,
         max_retries.saturating_add(1),
         signed,
+        now,
     )
-    .map_err(refused)?;
-    if now > signed.expires_at_ms {
-        return Err(refused(CallerError::Expired {
-            expires_at_ms: signed.expires_at_ms,
-            at_ms: now,
-        }));
-    }
-    Ok(())
+    .map_err(refused)
 }
