@@ -38,17 +38,7 @@ impl TestNode {
     }
 
     pub async fn start_with(overrides: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Identity::generate()
-            .save(&dir.path().join("identity.json"), None, true)
-            .expect("save identity");
-        let mut node = Self {
-            dir,
-            overrides: overrides.iter().map(|s| s.to_string()).collect(),
-            node: None,
-        };
-        node.boot().await;
-        node
+        Self::start_in(tempfile::tempdir().expect("temp dir"), overrides).await
     }
 
     /// A node whose data dir is `dir` (e.g. a small filesystem mounted there by the test).
