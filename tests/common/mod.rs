@@ -83,7 +83,12 @@ impl TestNode {
                 .expect("load identity");
             match Node::start(self.dir.path(), test_config(&self.overrides), identity).await {
                 Ok(node) => break node,
-                Err(e) if attempts < 50 && e.to_string().contains("already open") => {
+                // The store reports a held lock as "in use by another running node".
+                Err(e)
+                    if attempts < 50
+                        && (e.to_string().contains("already open")
+                            || e.to_string().contains("in use by another running node")) =>
+                {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
