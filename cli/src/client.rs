@@ -260,10 +260,19 @@ impl Session {
         println!("network        {}", info.network_id);
         println!("offline        {}", info.offline);
         println!("addresses      {}", info.addresses.join(", "));
-        println!(
-            "relay          {}",
-            info.relay_url.as_deref().unwrap_or("-")
-        );
+        let home = match (&info.relay_url, info.relay_connected) {
+            (Some(url), true) => format!("{url} (connected)"),
+            (Some(url), false) => format!("{url} (not connected)"),
+            (None, _) => "-".to_string(),
+        };
+        println!("home relay     {home}");
+        if !info.relays.is_empty() {
+            println!(
+                "relays         {}{}",
+                info.relays.join(", "),
+                if info.relay_only { " (relay only)" } else { "" }
+            );
+        }
         println!("bls public key {}", info.bls_public_key);
         println!("uptime         {}s", info.uptime_secs);
         println!("ticket         {}", info.ticket);

@@ -16,6 +16,8 @@ pub struct Overrides {
     pub rpc: Option<SocketAddr>,
     pub listen: Option<SocketAddr>,
     pub offline: bool,
+    pub relays: Vec<String>,
+    pub relay_only: bool,
     pub set: Vec<String>,
     pub bootnodes: Vec<String>,
     pub no_auth: bool,
@@ -37,6 +39,12 @@ impl Overrides {
         }
         if self.offline {
             items.push("net.offline=true".into());
+        }
+        if !self.relays.is_empty() {
+            items.push(format!("net.relays={:?}", self.relays));
+        }
+        if self.relay_only {
+            items.push("net.relay_only=true".into());
         }
         items
     }
@@ -251,6 +259,26 @@ fn default_dev_dir() -> Result<PathBuf> {
         Some(home) => Ok(PathBuf::from(home).join(".local/share/onvm/dev")),
         None => bail!("cannot pick a dev data dir: set ONVM_DEV_DIR or HOME, or pass --data-dir"),
     }
+}
+
+/// `onvm relay`: serves until SIGINT/SIGTERM. The URL goes to stdout (scripts read it), the
+/// rest to the log.
+pub async fn relay(options: onvm_node::relay::RelayOptions) -> Result<()> {
+    let tls = options.tls.is_some();
+    let token = options.token.is_some();
+    let relay = onvm_node::relay::Relay::start(options).await?;
+    println!("relay: {}", relay.url());
+    tracing::info!(
+        url = %relay.url(),
+        tls,
+        token,
+        "relay serving; give nodes --relay {} (net.relays){}",
+        relay.url(),
+        if token { " and the token (net.relay_token)" } else { "" }
+    );
+    wait_for_signal().await?;
+    relay.shutdown().await;
+    Ok(())
 }
 
 async fn wait_for_signal() -> Result<()> {

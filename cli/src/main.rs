@@ -12,7 +12,7 @@ mod target;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use onvm_rpc_api::jobs::{JobFilter, JobStatus};
 use onvm_rpc_api::{BlobId, JobId, ProgramId, ReceiptId, UploadId};
@@ -45,9 +45,16 @@ struct NodeFlags {
     /// iroh (QUIC) listen address, host:port or :port. Overrides net.listen.
     #[arg(long)]
     listen: Option<String>,
-    /// No relays and no external address lookup (loopback/LAN only). Sets net.offline.
+    /// No public relays and no external address lookup (loopback/LAN, and relays given with
+    /// --relay). Sets net.offline.
     #[arg(long)]
     offline: bool,
+    /// Use this relay (URL printed by `onvm relay`; repeatable). Replaces net.relays.
+    #[arg(long = "relay", value_name = "URL")]
+    relays: Vec<String>,
+    /// No direct paths: every connection goes through a relay. Sets net.relay_only.
+    #[arg(long)]
+    relay_only: bool,
     /// Override any config key, e.g. --set rpc.max_batch=64 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -420,6 +427,42 @@ enum Command {
         #[arg(long)]
         from_seq: Option<u64>,
     },
+    /// Run an iroh relay for a private network: nodes that cannot reach each other directly
+    /// (NATs, firewalls, blocked UDP) meet through it. Prints the URL to give nodes.
+    #[command(
+        after_help = "Example:\n  onvm relay --listen 0.0.0.0:3340             # prints relay: http://...; nodes: --relay http://<host>:3340/\n  onvm relay --tls-cert cert.pem --tls-key key.pem --hostname relay.example.org --token-file relay.token"
+    )]
+    Relay {
+        /// Plain-HTTP address: the whole relay without TLS; with TLS only the captive-portal
+        /// probe iroh makes over plain HTTP.
+        #[arg(long, default_value = "0.0.0.0:3340")]
+        listen: String,
+        /// TLS certificate chain (PEM) for --hostname; serves the relay over HTTPS.
+        #[arg(long, requires_all = ["tls_key", "hostname"])]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The host name the certificate is for (the URL nodes use).
+        #[arg(long, requires = "tls_cert")]
+        hostname: Option<String>,
+        /// HTTPS address, with --tls-cert.
+        #[arg(long, default_value = "0.0.0.0:443")]
+        https_listen: String,
+        /// Most bytes per second the relay reads from one node (default: unlimited).
+        #[arg(long)]
+        max_bytes_per_sec: Option<std::num::NonZeroU32>,
+        /// Burst allowed above --max-bytes-per-sec.
+        #[arg(long, requires = "max_bytes_per_sec")]
+        max_burst_bytes: Option<std::num::NonZeroU32>,
+        /// Capacity of the cache of node keys.
+        #[arg(long, default_value_t = onvm_node::relay::DEFAULT_KEY_CACHE)]
+        key_cache: usize,
+        /// File holding a token nodes must present (their net.relay_token); without it any
+        /// node may use the relay.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
     #[command(
         after_help = "Example:\n  onvm completions bash > ~/.local/share/bash-completion/completions/onvm\n  onvm completions zsh > ~/.zfunc/_onvm      # with fpath+=~/.zfunc before compinit\n  onvm completions fish > ~/.config/fish/completions/onvm.fish"
@@ -556,6 +599,8 @@ fn overrides(rpc: Option<&str>, flags: &NodeFlags) -> Result<daemon::Overrides> 
         rpc: rpc.map(parse).transpose()?,
         listen: flags.listen.as_deref().map(parse).transpose()?,
         offline: flags.offline,
+        relays: flags.relays.clone(),
+        relay_only: flags.relay_only,
         set: flags.set.clone(),
         bootnodes: flags.bootnodes.clone(),
         no_auth: flags.no_auth,
@@ -777,6 +822,46 @@ async fn run(cli: Cli) -> Result<()> {
             };
             session().await?.watch_jobs(filter, *from_seq).await
         }
+        Command::Relay {
+            listen,
+            tls_cert,
+            tls_key,
+            hostname,
+            https_listen,
+            max_bytes_per_sec,
+            max_burst_bytes,
+            key_cache,
+            token_file,
+        } => {
+            let parse = |s: &str| target::listen_addr(s).map_err(anyhow::Error::msg);
+            let tls = match (tls_cert, tls_key, hostname) {
+                (Some(cert), Some(key), Some(hostname)) => Some(onvm_node::relay::RelayTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    https_listen: parse(https_listen)?,
+                    hostname: hostname.clone(),
+                }),
+                _ => None,
+            };
+            let token = match token_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the relay token {}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            daemon::relay(onvm_node::relay::RelayOptions {
+                http_listen: parse(listen)?,
+                tls,
+                max_bytes_per_sec: *max_bytes_per_sec,
+                max_burst_bytes: *max_burst_bytes,
+                key_cache: *key_cache,
+                token,
+            })
+            .await
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(*shell, &mut Cli::command(), "onvm", &mut std::io::stdout());
@@ -829,7 +914,10 @@ fn init_logging(command: &Command) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let serving = matches!(command, Command::RunNode { .. } | Command::Dev { .. });
+    let serving = matches!(
+        command,
+        Command::RunNode { .. } | Command::Dev { .. } | Command::Relay { .. }
+    );
     let default = if serving { "info" } else { "warn" };
     // With RUST_LOG set, every line as it comes; by default, failed pkarr publishes once.
     let collapse_pkarr = std::env::var_os("RUST_LOG").is_none();
@@ -856,6 +944,7 @@ fn offline_command(command: &Command) -> Option<&'static str> {
         Command::VerifyReceipt { .. } => Some("verify-receipt"),
         Command::Key { .. } => Some("key"),
         Command::Completions { .. } => Some("completions"),
+        Command::Relay { .. } => Some("relay"),
         _ => None,
     }
 }

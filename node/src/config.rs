@@ -208,6 +208,9 @@ pub struct NetConfig {
     pub sync_interval_ms: u64,
     pub suspect_ms: u64,
     pub idle_timeout_ms: u64,
+    pub relays: Vec<String>,
+    pub relay_only: bool,
+    pub relay_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,6 +247,57 @@ impl std::fmt::Display for BlobReplication {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// The `net.relays` entry that stands for iroh's public relays (n0's), used unless offline.
+pub const PUBLIC_RELAYS: &str = "default";
+
+/// The relays a node uses: `net.relays` resolved against `net.offline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relays {
+    /// No relay: peers meet only through direct addresses.
+    None,
+    /// iroh's public relays (n0's).
+    Public,
+    /// Exactly these relays (e.g. `onvm relay` servers of a private network).
+    Custom(Vec<iroh::RelayUrl>),
+}
+
+impl NetConfig {
+    /// Which relays this node uses. `"default"` means the public relays, or none when offline
+    /// (an offline node talks to no public service); explicit URLs are used offline too.
+    pub fn relays(&self) -> Result<Relays, ConfigError> {
+        if self.relays.iter().any(|r| r == PUBLIC_RELAYS) {
+            if self.relays.len() > 1 {
+                return Err(ConfigError::Invalid(format!(
+                    "net.relays: \"{PUBLIC_RELAYS}\" (the public relays) cannot be mixed with relay URLs; list either it alone or your own relays"
+                )));
+            }
+            return Ok(if self.offline {
+                Relays::None
+            } else {
+                Relays::Public
+            });
+        }
+        if self.relays.is_empty() {
+            return Ok(Relays::None);
+        }
+        let mut urls = Vec::new();
+        for r in &self.relays {
+            let url: iroh::RelayUrl = r.parse().map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "net.relays: `{r}` is not a relay URL ({e}); give http(s)://host[:port] as printed by `onvm relay`"
+                ))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "net.relays: `{r}` must be an http:// or https:// URL"
+                )));
+            }
+            urls.push(url);
+        }
+        Ok(Relays::Custom(urls))
+    }
+}
 
 /// The default iroh UDP port; when it is busy (another node on this machine), the node takes a
 /// free one instead, since peers dial the addresses in its ticket.
@@ -305,6 +359,9 @@ impl Default for NetConfig {
             sync_interval_ms: 2_000,
             suspect_ms: 10_000,
             idle_timeout_ms: 15_000,
+            relays: vec![PUBLIC_RELAYS.to_string()],
+            relay_only: false,
+            relay_token: String::new(),
         }
     }
 }
@@ -440,6 +497,17 @@ impl Config {
         if !(1_000..=15_000).contains(&net.idle_timeout_ms) {
             return Err(ConfigError::Invalid(
                 "net.idle_timeout_ms must be within 1000..=15000".into(),
+            ));
+        }
+        let relays = net.relays()?;
+        if net.relay_only && relays == Relays::None {
+            return Err(ConfigError::Invalid(
+                "net.relay_only = true needs a relay: set net.relays to your relays' URLs (offline nodes do not use the public ones)".into(),
+            ));
+        }
+        if net.relay_token.len() > 1024 || net.relay_token.chars().any(|c| c.is_control()) {
+            return Err(ConfigError::Invalid(
+                "net.relay_token must be at most 1024 printable characters".into(),
             ));
         }
         if net.forward_timeout_ms == 0
@@ -612,6 +680,17 @@ suspect_ms = {suspect_ms}
 # third of it). It bounds how long a call in flight to a peer that vanished (kill -9, cable
 # pulled) waits before it is retried elsewhere. 1000..=15000.
 idle_timeout_ms = {idle_timeout_ms}
+# Relay servers, through which peers behind NATs and firewalls reach each other (iroh upgrades
+# to a direct path when one is found). "default": iroh's public relays, or none when offline;
+# []: no relay; or the URLs of your own relays, e.g. ["https://relay.example.org"] (run one with
+# `onvm relay`), used offline too. The node's home relay is the one closest to it.
+# CLI flag: --relay URL (repeatable; replaces this list).
+relays = {relays:?}
+# true: no direct paths at all, every connection goes through a relay (networks that block
+# UDP; tests of the relayed path). Needs a relay. CLI flag: --relay-only.
+relay_only = {relay_only}
+# Access token sent to relays that require one (`onvm relay --token-file`); empty: none.
+relay_token = {relay_token:?}
 
 [blobs]
 # "metadata": copy a peer's blob only when it is read here. "full": copy every blob announced in
@@ -740,6 +819,9 @@ debug_forge_callers = {debug_forge_callers}
             sync_interval_ms = net.sync_interval_ms,
             suspect_ms = net.suspect_ms,
             idle_timeout_ms = net.idle_timeout_ms,
+            relays = net.relays,
+            relay_only = net.relay_only,
+            relay_token = net.relay_token,
             replicate = blobs.replicate,
             fetch_from_peers = blobs.fetch_from_peers,
             max_blob_bytes = blobs.max_blob_bytes,
@@ -843,6 +925,39 @@ mod tests {
             Config::from_toml("", "empty", &[]).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn relays_resolve_against_offline_and_bad_ones_are_named() {
+        let relays = |items: &[&str]| {
+            let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+            Config::from_toml("", "t", &items).map(|c| c.net.relays().unwrap())
+        };
+        assert_eq!(relays(&[]).unwrap(), Relays::Public);
+        assert_eq!(relays(&["net.offline=true"]).unwrap(), Relays::None);
+        assert_eq!(relays(&["net.relays=[]"]).unwrap(), Relays::None);
+        let own = relays(&["net.offline=true", "net.relays=[\"http://10.0.0.1:3340\"]"]).unwrap();
+        assert_eq!(
+            own,
+            Relays::Custom(vec!["http://10.0.0.1:3340".parse().unwrap()])
+        );
+        for (bad, says) in [
+            (
+                "net.relays=[\"default\", \"http://a:1\"]",
+                "cannot be mixed",
+            ),
+            ("net.relays=[\"not a url\"]", "not a relay URL"),
+            ("net.relays=[\"ftp://a:1\"]", "http:// or https://"),
+        ] {
+            let err = relays(&[bad]).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        // Relay-only needs a relay; an offline node has none unless it names its own.
+        let err = relays(&["net.offline=true", "net.relay_only=true"]).unwrap_err();
+        assert!(err.to_string().contains("needs a relay"), "{err}");
+        assert!(relays(&["net.relay_only=true"]).is_ok());
+        let err = relays(&["net.relay_token=\"a\\nb\""]).unwrap_err();
+        assert!(err.to_string().contains("relay_token"), "{err}");
     }
 
     #[test]

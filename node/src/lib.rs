@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod programs;
+pub mod relay;
 pub mod rpc;
 pub mod state;
 pub mod store;

@@ -53,8 +53,19 @@ pub struct NodeInfo {
     pub network_id: String,
     /// Direct socket addresses the iroh endpoint is bound to or was seen at.
     pub addresses: Vec<String>,
-    /// The relay the endpoint uses, when not offline.
+    /// The node's home relay (the configured relay closest to it), once it has one; peers
+    /// that cannot reach its direct addresses reach it there.
     pub relay_url: Option<String>,
+    /// Whether the node is connected to its home relay right now.
+    #[serde(default)]
+    pub relay_connected: bool,
+    /// The relays the node is configured with (`net.relays` resolved: `default` is iroh's
+    /// public relays, empty when offline).
+    #[serde(default)]
+    pub relays: Vec<String>,
+    /// Whether every connection goes through a relay (`net.relay_only`).
+    #[serde(default)]
+    pub relay_only: bool,
     /// The node's BLS12-381 public key (min_sig: G2, 96 bytes compressed), hex.
     pub bls_public_key: String,
     /// Whether the node runs without relays and external address lookup.

@@ -5,12 +5,13 @@
 use std::net::SocketAddr;
 
 use iroh::Endpoint;
+use iroh::RelayMode;
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
 use iroh::protocol::Router;
 use iroh_blobs::BlobsProtocol;
 use iroh_tickets::endpoint::EndpointTicket;
 
-use crate::config::NetConfig;
+use crate::config::{NetConfig, Relays};
 
 mod gossip;
 mod mdns;
@@ -23,6 +24,33 @@ pub enum NetError {
     BadListen { addr: SocketAddr, reason: String },
     #[error("binding the iroh endpoint on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
+    #[error("{0}")]
+    Relays(String),
+}
+
+/// The relay transport of the endpoint: `net.relays` resolved (an access token, when set, is
+/// presented to every configured relay).
+fn relay_mode(config: &NetConfig) -> Result<RelayMode, NetError> {
+    let relays = config
+        .relays()
+        .map_err(|e| NetError::Relays(e.to_string()))?;
+    Ok(match relays {
+        Relays::None => RelayMode::Disabled,
+        Relays::Public => RelayMode::Default,
+        Relays::Custom(urls) => {
+            let map = iroh::RelayMap::empty();
+            for url in urls {
+                // No QUIC address discovery: `onvm relay` serves the relay protocol over
+                // HTTP(S) only, and probing a QUIC port nobody serves only delays the report.
+                let mut relay = iroh::RelayConfig::new(url.clone(), None);
+                if !config.relay_token.is_empty() {
+                    relay = relay.with_auth_token(config.relay_token.clone());
+                }
+                map.insert(url, std::sync::Arc::new(relay));
+            }
+            RelayMode::Custom(map)
+        }
+    })
 }
 
 /// Binds the iroh endpoint on `addr` with the node's transport settings.
@@ -35,19 +63,36 @@ async fn bind_endpoint(
         addr,
         reason: e.to_string(),
     };
-    let builder = if config.offline {
-        // Loopback/LAN only: no relays, no address lookup, no port mapping, no probes of
-        // public servers. Peers dial us with the direct addresses inside our ticket.
+    let relays = relay_mode(config)?;
+    let has_relays = !matches!(relays, RelayMode::Disabled);
+    let mut builder = if config.offline {
+        // No public service: no address lookup, no port mapping, no probes of public servers.
+        // Peers dial us with the addresses inside our ticket (direct ones, and our home relay
+        // when net.relays names one).
+        let report = if has_relays {
+            // The home relay is chosen from HTTPS latency probes of the configured relays
+            // (there is no QUIC address discovery on them); captive-portal checks stay off.
+            let mut report = NetReportConfig::minimal();
+            report.https_probes = true;
+            report
+        } else {
+            NetReportConfig::minimal()
+        };
         Endpoint::builder(presets::Minimal)
-            .clear_ip_transports()
-            .bind_addr(addr)
-            .map_err(bad)?
             .portmapper_config(PortmapperConfig::Disabled)
-            .net_report_config(NetReportConfig::minimal())
+            .net_report_config(report)
     } else {
         Endpoint::builder(presets::N0)
-            .bind_addr(addr)
-            .map_err(bad)?
+    };
+    builder = builder.relay_mode(relays);
+    builder = if config.relay_only {
+        // No UDP socket at all: the relay is the only way in or out.
+        builder.clear_ip_transports()
+    } else if config.offline {
+        // Only the configured address (the default also binds IPv6 on all interfaces).
+        builder.clear_ip_transports().bind_addr(addr).map_err(bad)?
+    } else {
+        builder.bind_addr(addr).map_err(bad)?
     };
     let idle = std::time::Duration::from_millis(config.idle_timeout_ms);
     let keep_alive = idle / 3;
@@ -68,10 +113,14 @@ async fn bind_endpoint(
         })
 }
 
+/// How long a starting node waits for its home relay before it goes on without one.
+const HOME_RELAY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The running network side of a node.
 pub struct Net {
     router: Router,
     offline: bool,
+    relays: Relays,
     peers: std::sync::Arc<Peers>,
     /// Gossip publisher and receiver, stopped at shutdown.
     tasks: Vec<tokio::task::AbortHandle>,
@@ -155,9 +204,27 @@ impl Net {
         if replicate_all_blobs {
             tasks.push(tokio::spawn(replicate::replicate_all_blobs(peers.clone())).abort_handle());
         }
+        let relays = config
+            .relays()
+            .map_err(|e| NetError::Relays(e.to_string()))?;
+        if let Relays::Custom(urls) = &relays {
+            // Our ticket names our home relay only once we have one; wait briefly so the
+            // ticket printed at start is one a relay-only peer can dial. (The public relays
+            // are not waited for: without internet they never answer.)
+            if tokio::time::timeout(HOME_RELAY_WAIT, router.endpoint().online())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "no connection to any of the relays {urls:?} after {} s; the node goes on and keeps trying (node_info shows relay_connected)",
+                    HOME_RELAY_WAIT.as_secs()
+                );
+            }
+        }
         Ok(Self {
             router,
             offline: config.offline,
+            relays,
             peers,
             tasks,
         })
@@ -195,12 +262,40 @@ impl Net {
         out
     }
 
+    /// The home relay: the one this node's ticket names.
     pub fn relay_url(&self) -> Option<String> {
-        self.endpoint()
-            .addr()
-            .relay_urls()
-            .next()
-            .map(|u| u.to_string())
+        use iroh::Watcher;
+        let mut home = self.endpoint().home_relay_status();
+        match home.get().first() {
+            Some(status) => Some(status.url().to_string()),
+            None => self
+                .endpoint()
+                .addr()
+                .relay_urls()
+                .next()
+                .map(|u| u.to_string()),
+        }
+    }
+
+    /// Whether the connection to the home relay is up.
+    pub fn relay_connected(&self) -> bool {
+        use iroh::Watcher;
+        let mut home = self.endpoint().home_relay_status();
+        home.get().iter().any(|s| s.is_connected())
+    }
+
+    /// The configured relays.
+    pub fn relays(&self) -> Vec<String> {
+        match &self.relays {
+            Relays::None => Vec::new(),
+            Relays::Public => iroh::RelayMode::Default
+                .relay_map()
+                .urls::<Vec<_>>()
+                .into_iter()
+                .map(|u| u.to_string())
+                .collect(),
+            Relays::Custom(urls) => urls.iter().map(|u| u.to_string()).collect(),
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -999,10 +1094,17 @@ impl Peers {
         None
     }
 
-    async fn answer(&self, remote: iroh::EndpointId, req: PeerRequest) -> PeerResponse {
+    /// Answers one peer request; `rtt_ms` is the QUIC round-trip estimate of the path the
+    /// request came over (a peer that dialed us has a latency before we ever ping it).
+    async fn answer(
+        &self,
+        remote: iroh::EndpointId,
+        req: PeerRequest,
+        rtt_ms: Option<f64>,
+    ) -> PeerResponse {
         match req {
             PeerRequest::Hello(h) => {
-                if self.remember(remote, &h, None) {
+                if self.remember(remote, &h, rtt_ms) {
                     PeerResponse::Hello(self.hello())
                 } else {
                     PeerResponse::Refused {
@@ -1062,6 +1164,13 @@ fn unreachable_info(id: iroh::EndpointId) -> onvm_rpc_api::types::PeerInfo {
     }
 }
 
+/// The QUIC round-trip estimate of the path a connection uses now (direct or relayed), in ms.
+fn path_rtt_ms(conn: &iroh::endpoint::Connection) -> Option<f64> {
+    let paths = conn.paths();
+    let selected = paths.iter().find(|p| p.is_selected());
+    selected.map(|p| p.rtt().as_secs_f64() * 1e3)
+}
+
 /// The accept side of [`PEER_ALPN`].
 #[derive(Debug, Clone)]
 pub struct PeerProtocol(pub std::sync::Arc<Peers>);
@@ -1075,6 +1184,7 @@ impl iroh::protocol::ProtocolHandler for PeerProtocol {
         // One request per stream; the connection lives until the peer closes it.
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let peers = self.0.clone();
+            let rtt_ms = path_rtt_ms(&conn);
             tokio::spawn(async move {
                 let bytes = match recv.read_to_end(MAX_PEER_MESSAGE).await {
                     Ok(b) => b,
@@ -1091,7 +1201,7 @@ impl iroh::protocol::ProtocolHandler for PeerProtocol {
                     let _ = send.reset(iroh::endpoint::VarInt::from_u32(MALFORMED));
                     return;
                 };
-                let reply = peers.answer(remote, req).await;
+                let reply = peers.answer(remote, req, rtt_ms).await;
                 if let Ok(out) = postcard::to_allocvec(&reply) {
                     let _ = send.write_all(&out).await;
                     let _ = send.finish();

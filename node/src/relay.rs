@@ -1,0 +1,223 @@
+//! A private iroh relay (`onvm relay`): the `iroh-relay` crate's server, the same version as the
+//! node's iroh, so nodes of a private network can meet through the operator's own relay instead
+//! of public ones. Peers reach each other through it when no direct path works (NATs,
+//! firewalls, blocked UDP); the relay forwards end-to-end encrypted QUIC packets and sees only
+//! endpoint ids.
+//!
+//! It serves the relay protocol over HTTP (for tests and trusted LANs) or HTTPS with a
+//! certificate from PEM files. QUIC address discovery (QAD) is not served: nodes find their
+//! public addresses without it, only more slowly behind some NATs.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use iroh_relay::server::{
+    Access, AccessControl, CertConfig, ClientRateLimit, ClientRequest, Limits, RelayConfig, Server,
+    ServerConfig, TlsConfig,
+};
+
+/// Default port of the relay's HTTP listener (the port iroh's own dev relay uses).
+pub const DEFAULT_HTTP_PORT: u16 = 3340;
+/// Default capacity of the server's cache of parsed endpoint keys (iroh-relay's own default is
+/// 1 MiB of keys; this bounds memory on a small private relay while still covering thousands of
+/// nodes).
+pub const DEFAULT_KEY_CACHE: usize = 16_384;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("{0}")]
+    Config(String),
+    #[error("reading {what} {path}: {reason}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("starting the relay: {0}")]
+    Spawn(String),
+}
+
+/// TLS: a certificate chain and its private key (PEM), and the address to serve HTTPS on.
+#[derive(Debug, Clone)]
+pub struct RelayTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub https_listen: SocketAddr,
+    /// The host name the certificate is for; the relay's URL is `https://<hostname>:<port>/`.
+    pub hostname: String,
+}
+
+/// What `onvm relay` runs.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Plain HTTP listener: the whole relay without TLS, or (with TLS) only the captive-portal
+    /// probe iroh needs over plain HTTP.
+    pub http_listen: SocketAddr,
+    pub tls: Option<RelayTls>,
+    /// Per-client limit on bytes per second the relay reads from one node (None: unlimited).
+    pub max_bytes_per_sec: Option<NonZeroU32>,
+    /// Burst allowed above `max_bytes_per_sec`.
+    pub max_burst_bytes: Option<NonZeroU32>,
+    pub key_cache: usize,
+    /// Nodes must present this token (`net.relay_token`); None admits every node.
+    pub token: Option<String>,
+}
+
+impl RelayOptions {
+    /// A plain-HTTP relay on `http_listen` with no limits and no token (tests).
+    pub fn plain(http_listen: SocketAddr) -> Self {
+        Self {
+            http_listen,
+            tls: None,
+            max_bytes_per_sec: None,
+            max_burst_bytes: None,
+            key_cache: DEFAULT_KEY_CACHE,
+            token: None,
+        }
+    }
+}
+
+/// Admits only nodes presenting the relay's token.
+#[derive(Clone)]
+struct TokenAccess(Arc<String>);
+
+impl std::fmt::Debug for TokenAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenAccess(..)")
+    }
+}
+
+impl AccessControl for TokenAccess {
+    async fn on_connect(&self, request: &ClientRequest) -> Access {
+        let presented = request.auth_token().unwrap_or_default();
+        // Compare digests so the time taken says nothing about how much of the token matched.
+        if blake3::hash(presented.as_bytes()) == blake3::hash(self.0.as_bytes()) {
+            Access::Allow
+        } else {
+            tracing::info!(endpoint = %request.endpoint_id(), "relay: refused a node without the right token");
+            Access::Deny {
+                reason: Some("this relay needs a token: set net.relay_token".into()),
+            }
+        }
+    }
+}
+
+/// A running relay; dropping it stops the server.
+pub struct Relay {
+    server: Server,
+    url: iroh::RelayUrl,
+}
+
+impl Relay {
+    pub async fn start(options: RelayOptions) -> Result<Relay, RelayError> {
+        let mut relay = RelayConfig::new(options.http_listen);
+        let mut limits = Limits::default();
+        if let Some(rate) = options.max_bytes_per_sec {
+            let mut client = ClientRateLimit::new(rate);
+            client.max_burst_bytes = options.max_burst_bytes;
+            limits.client_rx = Some(client);
+        } else if options.max_burst_bytes.is_some() {
+            return Err(RelayError::Config(
+                "a burst limit needs a rate limit (--max-bytes-per-sec)".into(),
+            ));
+        }
+        relay.limits = limits;
+        relay.key_cache_capacity = Some(options.key_cache.max(1));
+        if let Some(token) = &options.token {
+            if token.is_empty() {
+                return Err(RelayError::Config("the relay token is empty".into()));
+            }
+            relay.access = Arc::new(TokenAccess(Arc::new(token.clone())));
+        }
+        if let Some(tls) = &options.tls {
+            relay.tls = Some(TlsConfig::new(
+                tls.https_listen,
+                CertConfig::Manual {
+                    server_config: tls_server_config(tls)?,
+                },
+            ));
+        }
+        let mut config = ServerConfig::default();
+        config.relay = Some(relay);
+        let server = Server::spawn(config)
+            .await
+            .map_err(|e| RelayError::Spawn(format!("{e:#}")))?;
+        let url = match &options.tls {
+            Some(tls) => {
+                let port = server
+                    .https_addr()
+                    .map(|a| a.port())
+                    .unwrap_or(tls.https_listen.port());
+                format!("https://{}:{port}/", tls.hostname)
+            }
+            None => {
+                let addr = server.http_addr().ok_or_else(|| {
+                    RelayError::Spawn("the relay has no HTTP listener".to_string())
+                })?;
+                // A relay bound to all interfaces is reached at one of them; loopback is the
+                // one that surely exists (operators give nodes their public name instead).
+                let host = if addr.ip().is_unspecified() {
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                } else {
+                    addr.ip()
+                };
+                format!("http://{}/", SocketAddr::new(host, addr.port()))
+            }
+        };
+        let url = url
+            .parse()
+            .map_err(|e| RelayError::Config(format!("relay URL `{url}`: {e}")))?;
+        Ok(Relay { server, url })
+    }
+
+    /// The URL to give nodes in `net.relays`.
+    pub fn url(&self) -> &iroh::RelayUrl {
+        &self.url
+    }
+
+    /// The plain HTTP listener's address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.server.http_addr()
+    }
+
+    /// Stops serving and waits for the server's tasks to end.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.server.shutdown().await {
+            tracing::debug!("relay shutdown: {e:#}");
+        }
+    }
+}
+
+fn tls_server_config(tls: &RelayTls) -> Result<rustls::ServerConfig, RelayError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read_err = |what: &'static str, path: &PathBuf| {
+        let path = path.clone();
+        move |e: rustls::pki_types::pem::Error| RelayError::Read {
+            what,
+            path,
+            reason: e.to_string(),
+        }
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(read_err("certificate", &tls.cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err("certificate", &tls.cert))?;
+    if certs.is_empty() {
+        return Err(RelayError::Read {
+            what: "certificate",
+            path: tls.cert.clone(),
+            reason: "no PEM certificate in it".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(read_err("private key", &tls.key))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RelayError::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| RelayError::Config(format!("TLS certificate and key: {e}")))
+}
