@@ -28,7 +28,7 @@ use iroh_blobs::store::fs::FsStore;
 use jsonrpsee::ws_client::WsClient;
 use onvm::node::relay::{Relay, RelayOptions};
 use onvm::rpc_api::BlobId;
-use onvm::rpc_api::api::{BlobApiClient, PeerApiClient, ProgramApiClient};
+use onvm::rpc_api::api::{BlobApiClient, DagApiClient, PeerApiClient, ProgramApiClient};
 use support::{Percentiles, client, percentiles, within};
 
 const CHUNK: usize = 4 * 1024 * 1024;
@@ -211,6 +211,22 @@ async fn measure(
         }
     }
 
+    // Every node's announcement reached every node (the committee is drawn from them).
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let mut heads = Vec::new();
+        for c in &clients {
+            let mut h = DagApiClient::heads(c).await?;
+            h.heads.sort();
+            heads.push((h.heads, h.count));
+        }
+        if heads.windows(2).all(|w| w[0] == w[1]) && heads[0].1 >= 3 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the DAGs never converged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // 1. Blob: A holds it, B reads it.
     let expected = BlobId::of(bytes);
     let status = BlobApiClient::upload_begin(&clients[0], bytes.len() as u64, None).await?;
@@ -246,6 +262,12 @@ async fn measure(
     )
     .await?
     .program_id;
+    let committee = ProgramApiClient::committee(&clients[0], program).await?;
+    ensure!(
+        committee.members.len() == 3,
+        "the committee has {} members, not 3",
+        committee.members.len()
+    );
     let mut home = Vec::new();
     let mut forwarded = Vec::new();
     for (n, (who, out)) in [(0usize, &mut home), (1, &mut forwarded)]

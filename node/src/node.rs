@@ -275,6 +275,10 @@ impl Node {
             source,
         })?;
         let store = Store::open(&data_dir.join(DATABASE_FILE))?;
+        let woken = store.apply_all_deferred()?;
+        if woken > 0 {
+            tracing::info!("applied {woken} replicated calls left waiting by the last run");
+        }
         let counters = Arc::new(Counters::default());
         let blobs = Blobs::open(
             &data_dir.join(BLOBS_DIR),

@@ -182,6 +182,11 @@ impl Relay {
         self.server.http_addr()
     }
 
+    /// The HTTPS listener's address, with TLS.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.server.https_addr()
+    }
+
     /// Stops serving and waits for the server's tasks to end.
     pub async fn shutdown(self) {
         if let Err(e) = self.server.shutdown().await {
@@ -220,4 +225,123 @@ fn tls_server_config(tls: &RelayTls) -> Result<rustls::ServerConfig, RelayError>
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| RelayError::Config(format!("TLS certificate and key: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_files(
+        dir: &std::path::Path,
+    ) -> (PathBuf, PathBuf, rustls::pki_types::CertificateDer<'static>) {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("self-signed certificate");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        (cert, key, generated.cert.der().clone())
+    }
+
+    fn tls_options(cert: PathBuf, key: PathBuf) -> RelayOptions {
+        RelayOptions {
+            tls: Some(RelayTls {
+                cert,
+                key,
+                https_listen: "127.0.0.1:0".parse().unwrap(),
+                hostname: "localhost".into(),
+            }),
+            ..RelayOptions::plain("127.0.0.1:0".parse().unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tls_relay_serves_https_with_the_given_certificate() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, der) = tls_files(dir.path());
+        let relay = Relay::start(tls_options(cert, key)).await.unwrap();
+        let https = relay.https_addr().unwrap();
+        assert_eq!(
+            relay.url().to_string(),
+            format!("https://localhost:{}/", https.port())
+        );
+        // A client that trusts only this certificate completes the handshake and gets the
+        // probe iroh's net report makes.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with the relay");
+        tls.write_all(
+            b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        relay.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_tls_files_and_options_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, _) = tls_files(dir.path());
+        let missing = dir.path().join("nope.pem");
+        let err = Relay::start(tls_options(missing.clone(), key.clone()))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("certificate") && err.contains("nope.pem"),
+            "{err}"
+        );
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a key").unwrap();
+        let err = Relay::start(tls_options(cert.clone(), garbage))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("private key"), "{err}");
+        // The key of another certificate does not match this one.
+        let other = tempfile::tempdir().unwrap();
+        let (_, other_key, _) = tls_files(other.path());
+        let err = Relay::start(tls_options(cert, other_key))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("TLS"), "{err}");
+        let err = Relay::start(RelayOptions {
+            max_burst_bytes: NonZeroU32::new(10),
+            ..RelayOptions::plain("127.0.0.1:0".parse().unwrap())
+        })
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("rate limit"), "{err}");
+        let busy = Relay::start(RelayOptions::plain("127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
+        let err = Relay::start(RelayOptions::plain(busy.http_addr().unwrap()))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("starting the relay"), "{err}");
+        busy.shutdown().await;
+    }
 }

@@ -606,6 +606,32 @@ impl Store {
         }
     }
 
+    /// Applies, for every program with replicated calls waiting, those that continue from its
+    /// current height; returns how many applied (or were refused). Run at start: a crash after
+    /// a call applied but before the calls waiting for it did leaves them waiting, and nothing
+    /// else wakes them while their program stays idle.
+    pub fn apply_all_deferred(&self) -> Result<u64, StoreError> {
+        let before = self.deferred_calls()?;
+        if before == 0 {
+            return Ok(0);
+        }
+        let mut programs = std::collections::BTreeSet::new();
+        {
+            let tx = self.begin_read()?;
+            let table = tx.open_table(DAG_DEFERRED)?;
+            for entry in table.iter()? {
+                let (k, _) = entry?;
+                let mut program = [0u8; 32];
+                program.copy_from_slice(&k.value()[..32]);
+                programs.insert(program);
+            }
+        }
+        for program in programs {
+            self.apply_deferred(&onvm_rpc_api::ProgramId::from_bytes(program))?;
+        }
+        Ok(before - self.deferred_calls()?)
+    }
+
     /// DAG nodes whose payload this node refused, with the reason (at most `limit`).
     pub fn refused_dag_nodes(&self, limit: usize) -> Result<Vec<(Hash32, String)>, StoreError> {
         let tx = self.begin_read()?;
@@ -1072,5 +1098,51 @@ mod tests {
             "{reason:?}"
         );
         assert_eq!(store.program(&program).unwrap().unwrap().height, 2);
+    }
+
+    #[test]
+    fn calls_left_waiting_by_a_crash_apply_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let store = Store::open(&path).unwrap();
+        let deployer = crate::identity::Identity::generate();
+        let relay = crate::identity::Identity::generate();
+        let d = Hash32(*deployer.endpoint_id().as_bytes());
+        let (a_d, a_r) = (announce(&deployer), announce(&relay));
+        let good = deploy(
+            &deployer,
+            vec![a_d.id()],
+            "s",
+            vec![member(&deployer)],
+            vec![d],
+        );
+        let DagPayload::ProgramDeployed { manifest } = &good.body.payload else {
+            unreachable!()
+        };
+        let program = manifest.manifest.program_id;
+        let (payload0, call0) = committed(program, d, 0);
+        let early = node_by(&relay, vec![a_r.id()], payload0);
+        for n in [&a_d, &a_r] {
+            store.insert_foreign_dag(n, None).unwrap();
+        }
+        assert!(
+            store
+                .insert_foreign_dag(&early, Some(&call0))
+                .unwrap()
+                .deferred
+        );
+        // The deploy applies in its own transaction, and the process dies before the sweep of
+        // the calls that waited for it (insert_and_apply is the first half of
+        // insert_foreign_dag).
+        store.insert_and_apply(&good, &good.id(), None).unwrap();
+        assert_eq!(store.deferred_calls().unwrap(), 1);
+        assert_eq!(store.program(&program).unwrap().unwrap().height, 0);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.apply_all_deferred().unwrap(), 1);
+        assert_eq!(store.deferred_calls().unwrap(), 0);
+        assert_eq!(store.program(&program).unwrap().unwrap().height, 1);
+        // Nothing waits: a second sweep does nothing.
+        assert_eq!(store.apply_all_deferred().unwrap(), 0);
     }
 }
