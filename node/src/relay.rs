@@ -281,11 +281,9 @@ mod tests {
             .connect(name, tcp)
             .await
             .expect("TLS handshake with the relay");
-        tls.write_all(
-            b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
+        tls.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut answer = Vec::new();
         let _ = tls.read_to_end(&mut answer).await;
         let answer = String::from_utf8_lossy(&answer);
