@@ -1,7 +1,7 @@
 //! DAG push over iroh-gossip: every DAG node this node authors goes out on the network's topic
 //! as soon as its transaction commits; nodes received there are validated and stored like
 //! pulled ones. Gossip is best effort (messages can be missed while a peer is away or lagging);
-//! the periodic pull sync in `mod.rs` repairs whatever it misses.
+//! the periodic pull sync (`sync.rs`) repairs whatever it misses.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use onvm_rpc_api::Hash32;
 use onvm_rpc_api::dag::DagNode;
 
 use super::Peers;
+use super::wire::GossipMessage;
 
 /// Domain tag of the DAG topic id.
 pub const TOPIC_TAG: &[u8] = b"onvm/dag-topic/v1";
@@ -20,13 +21,6 @@ pub const TOPIC_TAG: &[u8] = b"onvm/dag-topic/v1";
 const GOSSIP_OVERHEAD: usize = 128;
 /// Local nodes read from the log per batch.
 const PUBLISH_BATCH: usize = 256;
-
-/// One gossip message, postcard-encoded. Variant order is the encoding: append, never reorder.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub enum GossipMessage {
-    /// A postcard-encoded `DagNode`.
-    DagNode(Vec<u8>),
-}
 
 /// The network's DAG topic: BLAKE3 of the tag and the network id.
 pub fn topic_id(network_id: &str) -> TopicId {
@@ -146,14 +140,14 @@ impl Peers {
             .clone()
     }
 
-    fn set_gossip_sender(&self, sender: GossipSender) {
+    pub(super) fn set_gossip_sender(&self, sender: GossipSender) {
         *self.gossip.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
     }
 
     /// One gossip message from neighbour `from` (which relayed it; the author may be anyone).
     /// Malformed or invalid nodes are dropped and counted against `from`; a valid node whose
     /// parents are missing makes this node pull from `from`; others are stored at once.
-    async fn on_gossip(self: &Arc<Self>, from: iroh::EndpointId, content: &[u8]) {
+    pub(super) async fn on_gossip(self: &Arc<Self>, from: iroh::EndpointId, content: &[u8]) {
         if self.is_banned(&from) {
             return;
         }
@@ -219,7 +213,7 @@ impl Peers {
     }
 
     /// Starts one pull from `peer` unless one is already running.
-    fn request_sync(self: &Arc<Self>, peer: iroh::EndpointId) {
+    pub(super) fn request_sync(self: &Arc<Self>, peer: iroh::EndpointId) {
         {
             let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
             if !syncing.insert(peer) {
@@ -227,7 +221,7 @@ impl Peers {
             }
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let addr = this.addr_of(&peer);
             if let Err(e) = this.sync_dag(addr).await {
                 tracing::debug!(%peer, "DAG sync after gossip: {e}");

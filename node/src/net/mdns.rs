@@ -10,10 +10,7 @@ use n0_future::StreamExt;
 use super::Peers;
 
 /// Starts advertising and looking up on the LAN; returns the task that dials what it finds.
-pub(super) fn start(
-    endpoint: &iroh::Endpoint,
-    peers: Arc<Peers>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+pub(super) fn start(endpoint: &iroh::Endpoint, peers: Arc<Peers>) -> Result<(), String> {
     let mdns = MdnsAddressLookup::builder()
         .build(endpoint.id())
         .map_err(|e| format!("starting mDNS: {e}"))?;
@@ -21,7 +18,8 @@ pub(super) fn start(
         .address_lookup()
         .map_err(|e| e.to_string())?
         .add(mdns.clone());
-    Ok(tokio::spawn(async move {
+    let tasks = peers.tasks.clone();
+    tasks.spawn(async move {
         let mut events = mdns.subscribe().await;
         while let Some(event) = events.next().await {
             let DiscoveryEvent::Discovered { endpoint_info, .. } = event else {
@@ -33,7 +31,7 @@ pub(super) fn start(
             }
             let ticket = iroh_tickets::endpoint::EndpointTicket::new(addr).to_string();
             let peers = peers.clone();
-            tokio::spawn(async move {
+            peers.tasks.clone().spawn(async move {
                 match peers.connect(&ticket).await {
                     Ok(info) => {
                         tracing::info!(peer = %info.endpoint_id, "joined a peer found by mDNS")
@@ -42,5 +40,6 @@ pub(super) fn start(
                 }
             });
         }
-    }))
+    });
+    Ok(())
 }

@@ -1,0 +1,142 @@
+//! Every ONVM wire type in one place: the ALPNs, the peer protocol (postcard), the call
+//! protocol (JSON) and the gossip message (postcard). A change here is a change to
+//! docs/PROTOCOL.md; postcard enums are encoded by variant order, so append, never reorder.
+
+/// Versioned ALPN of the ONVM peer protocol (hello, ping, blob lookup).
+pub const PEER_ALPN: &[u8] = b"/onvm/peer/1";
+/// Largest peer message accepted; longer streams are reset with [`TOO_LONG`].
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024;
+/// Stream reset code for a message over [`MAX_PEER_MESSAGE`].
+pub(super) const TOO_LONG: u32 = 1;
+/// Stream reset code for a message that does not decode.
+pub(super) const MALFORMED: u32 = 2;
+
+/// Requests on [`PEER_ALPN`], postcard-encoded, one per bi-directional stream. The variant
+/// order is the wire encoding: append new variants, never reorder.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum PeerRequest {
+    Hello(Hello),
+    Ping {
+        nonce: u64,
+    },
+    /// Does the peer hold this blob? (BLAKE3 hash)
+    HasBlob {
+        hash: [u8; 32],
+    },
+    /// The peer's current DAG heads.
+    DagHeads,
+    /// One DAG node by id.
+    DagGet {
+        id: [u8; 32],
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum PeerResponse {
+    Hello(Hello),
+    Pong {
+        nonce: u64,
+    },
+    HasBlob {
+        size: Option<u64>,
+        mime: Option<String>,
+    },
+    Refused {
+        reason: String,
+    },
+    DagHeads {
+        heads: Vec<[u8; 32]>,
+    },
+    /// The postcard-encoded node, or None if the peer does not have it.
+    DagNode {
+        node: Option<Vec<u8>>,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Hello {
+    pub network_id: String,
+    pub version: String,
+    /// The sender's own ticket, so the receiver can dial back.
+    pub ticket: String,
+    /// Tickets of other peers the sender knows (a bounded sample).
+    pub peers: Vec<String>,
+}
+
+/// Versioned ALPN on which a program's home accepts calls and jobs accepted by other nodes.
+pub const CALL_ALPN: &[u8] = b"/onvm/call/1";
+
+/// A call forwarded to a program's home. JSON-encoded (the RPC types, errors with their
+/// structured `data`), one per bi-directional stream.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ForwardedCall {
+    Execute {
+        program_id: onvm_rpc_api::ProgramId,
+        input_base64: onvm_rpc_api::types::Base64Bytes,
+        options: onvm_rpc_api::program::ExecuteOptions,
+    },
+    SubmitJob {
+        request: onvm_rpc_api::jobs::SubmitJob,
+    },
+    CancelJob {
+        job_id: onvm_rpc_api::JobId,
+    },
+    /// Sequence this call although this node is not the home: the home and the members ranked
+    /// before this one could not be reached (committee failover).
+    ExecuteTakeover {
+        program_id: onvm_rpc_api::ProgramId,
+        input_base64: onvm_rpc_api::types::Base64Bytes,
+        options: onvm_rpc_api::program::ExecuteOptions,
+    },
+    /// A committee member is asked to re-execute a proposed call and sign its receipt.
+    Attest {
+        receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
+        input_base64: onvm_rpc_api::types::Base64Bytes,
+    },
+    /// A member taking over asks the others what they signed at `height` (a proposal of the
+    /// previous sequencer that may have committed) and how far they have applied the program.
+    VoteAt {
+        program_id: onvm_rpc_api::ProgramId,
+        height: u64,
+    },
+    /// Accept and run this job although this node is not the home: the home and the members
+    /// ranked before this one could not be reached (job failover).
+    SubmitJobTakeover {
+        request: onvm_rpc_api::jobs::SubmitJob,
+    },
+}
+
+/// The home's answer: the RPC result, or the RPC error it would have returned to a client.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ForwardedReply {
+    Executed {
+        result: Box<onvm_rpc_api::program::ExecuteResult>,
+    },
+    Submitted {
+        result: Box<onvm_rpc_api::jobs::SubmitResult>,
+    },
+    Cancelled {
+        job: Box<onvm_rpc_api::jobs::JobInfo>,
+    },
+    /// The member's BLS signature over the receipt id.
+    Attested { signature: onvm_rpc_api::HexBytes },
+    /// The member's applied height of the program and its vote at the asked height, if any.
+    Vote {
+        applied_height: u64,
+        vote: Option<Box<crate::store::Vote>>,
+    },
+    Error {
+        code: i32,
+        message: String,
+        data: Option<serde_json::Value>,
+    },
+}
+
+/// One gossip message, postcard-encoded. Variant order is the encoding: append, never reorder.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum GossipMessage {
+    /// A postcard-encoded `DagNode`.
+    DagNode(Vec<u8>),
+}
