@@ -4,6 +4,8 @@
 //! argument and returns what to do, in the style of iroh-gossip's `proto`:
 //! - [`quorum`]: committee arithmetic (faults tolerated, quorum size, leader rotation, vote
 //!   tallies with equivocation evidence, view-timeout backoff);
+//! - [`routing`]: which committee member a writing call goes to, in which role, and which
+//!   members are suspected dead (time passed in);
 //! - [`pbft`]: PBFT (Castro & Liskov 1999) for one program and one member, per height with
 //!   views, prepared certificates, the lock rule on view change, persisted votes and catch-up;
 //!   `Member::handle(event, now_ms) -> Vec<Action>`;
@@ -22,5 +24,6 @@
 
 pub mod pbft;
 pub mod quorum;
+pub mod routing;
 #[cfg(test)]
 mod sim;

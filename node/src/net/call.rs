@@ -30,24 +30,28 @@ impl Peers {
         let _ = self.call_handler.set(handler);
     }
 
+    fn suspicion_clock_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Notes that a forwarded call to `peer` failed (it is tried last for `net.suspect_ms`).
     pub fn suspect(&self, peer: onvm_rpc_api::Hash32) {
+        let now = self.suspicion_clock_ms();
         let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-        s.insert(peer, std::time::Instant::now());
+        s.suspect(peer, now);
     }
 
     /// Whether a forwarded call to `peer` failed within the last `net.suspect_ms`.
     pub fn is_suspected(&self, peer: &onvm_rpc_api::Hash32) -> bool {
+        let now = self.suspicion_clock_ms();
         let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-        let for_ = self.suspect_for;
-        s.retain(|_, at| at.elapsed() < for_);
-        s.contains_key(peer)
+        s.is_suspected(peer, now)
     }
 
     /// `peer` answered a forwarded call.
     pub fn clear_suspect(&self, peer: &onvm_rpc_api::Hash32) {
         let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-        s.remove(peer);
+        s.clear(peer);
     }
 
     /// Sends `call` to `home` and waits for its reply (bounded by `net.forward_timeout_ms`).

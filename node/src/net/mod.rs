@@ -236,8 +236,10 @@ impl Net {
             syncing: Default::default(),
             rejected: Default::default(),
             known: Default::default(),
-            suspects: Default::default(),
-            suspect_for: std::time::Duration::from_millis(config.suspect_ms),
+            suspects: std::sync::Mutex::new(crate::consensus::routing::Suspicion::new(
+                config.suspect_ms,
+            )),
+            started: std::time::Instant::now(),
         });
         let router = Router::builder(endpoint)
             .accept(iroh_blobs::ALPN, blobs_protocol)

@@ -70,9 +70,9 @@ pub struct Peers {
     pub(super) rejected: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, u32>>,
     pub(super) known: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, PeerEntry>>,
     /// Peers a forwarded call recently failed to reach, and when (config `net.suspect_ms`).
-    pub(super) suspects:
-        std::sync::Mutex<std::collections::HashMap<onvm_rpc_api::Hash32, std::time::Instant>>,
-    pub(super) suspect_for: std::time::Duration,
+    pub(super) suspects: std::sync::Mutex<crate::consensus::routing::Suspicion>,
+    /// The clock of `suspects` (milliseconds since this instant).
+    pub(super) started: std::time::Instant,
 }
 
 pub(super) async fn request(

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::Handlers;
 use super::errors::rpc;
+use crate::consensus::routing::{Hop, Role, sequencer_route};
 use crate::net::{ForwardedCall, ForwardedReply};
 use crate::programs::ProgramError;
 
@@ -83,12 +84,12 @@ impl Handlers {
             .to_sequencer(program_id, home, |member| {
                 let (input_base64, options) = (input_base64.clone(), options.clone());
                 match member {
-                    Sequencer::Home => ForwardedCall::Execute {
+                    Role::Home => ForwardedCall::Execute {
                         program_id,
                         input_base64,
                         options,
                     },
-                    Sequencer::Takeover => ForwardedCall::ExecuteTakeover {
+                    Role::Takeover => ForwardedCall::ExecuteTakeover {
                         program_id,
                         input_base64,
                         options,
@@ -121,8 +122,8 @@ impl Handlers {
             .to_sequencer(request.program_id, home, |member| {
                 let request = request.clone();
                 match member {
-                    Sequencer::Home => ForwardedCall::SubmitJob { request },
-                    Sequencer::Takeover => ForwardedCall::SubmitJobTakeover { request },
+                    Role::Home => ForwardedCall::SubmitJob { request },
+                    Role::Takeover => ForwardedCall::SubmitJobTakeover { request },
                 }
             })
             .await?;
@@ -136,19 +137,19 @@ impl Handlers {
         }
     }
 
-    /// Sends `call(role)` to the members of `program_id`'s committee in rank order (live ones
-    /// first, then those suspected within `net.suspect_ms`) until one answers; returns its
-    /// reply, or None when the next member to try is this node itself. A member that does not
-    /// answer is suspected and the next one is tried. A committee of one has no other member
-    /// to fail over to: only the home is tried.
+    /// Sends `call(role)` along the route `consensus::routing::sequencer_route` plans (live
+    /// members in rank order, then those suspected within `net.suspect_ms`) until one
+    /// answers; returns its reply, or None when the next member to try is this node itself. A
+    /// member that does not answer is suspected and the next one is tried. A committee of one
+    /// has no other member to fail over to: only the home is tried.
     async fn to_sequencer(
         &self,
         program_id: ProgramId,
         home: onvm_rpc_api::Hash32,
-        call: impl Fn(Sequencer) -> ForwardedCall,
+        call: impl Fn(Role) -> ForwardedCall,
     ) -> RpcResult<Option<ForwardedReply>> {
         let peers = self.ctx.net.peers();
-        let mut committee: Vec<onvm_rpc_api::Hash32> = self
+        let committee: Vec<onvm_rpc_api::Hash32> = self
             .ctx
             .programs
             .info(program_id)
@@ -160,21 +161,13 @@ impl Handlers {
             .iter()
             .map(|m| m.endpoint_id)
             .collect();
-        if committee.is_empty() {
-            committee.push(home);
-        }
-        let (live, suspected): (Vec<_>, Vec<_>) =
-            committee.iter().partition(|m| !peers.is_suspected(m));
         let me = onvm_rpc_api::Hash32(*self.ctx.identity.endpoint_id().as_bytes());
+        let route = sequencer_route(&committee, home, me, |m| peers.is_suspected(m));
         let mut failure = None;
-        for member in live.into_iter().chain(suspected) {
-            if member == me {
-                return Ok(None);
-            }
-            let role = if member == home {
-                Sequencer::Home
-            } else {
-                Sequencer::Takeover
+        for hop in route {
+            let (member, role) = match hop {
+                Hop::Local => return Ok(None),
+                Hop::Forward { member, role } => (member, role),
             };
             match peers.forward(member, &call(role)).await {
                 Ok(reply) => {
@@ -224,11 +217,4 @@ pub(super) fn unexpected(reply: ForwardedReply) -> ErrorObjectOwned {
         format!("the program's home answered with an unexpected reply: {reply:?}"),
         json!(null),
     )
-}
-
-/// Whom a forwarded call addresses: the program's home, or a member taking over for it.
-#[derive(Debug, Clone, Copy)]
-enum Sequencer {
-    Home,
-    Takeover,
 }
