@@ -212,6 +212,41 @@ async fn relay_only_nodes_run_every_protocol_through_the_relay_and_survive_its_r
     relay.shutdown().await;
 }
 
+/// Two nodes that may go direct meet through the relay (the ticket names only the relay) and
+/// then move to the direct path iroh finds through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_introduced_by_the_relay_upgrade_to_a_direct_path() {
+    let relay = start_relay("127.0.0.1:0".parse().unwrap()).await;
+    let with_relay = format!("net.relays=[\"{}\"]", relay.url());
+    let a = TestNode::start_with(&[with_relay.as_str()]).await;
+    let b = TestNode::start_with(&[with_relay.as_str()]).await;
+    let info = NodeApiClient::info(&a.client().await).await.unwrap();
+    assert!(info.relay_connected && !info.relay_only, "{info:?}");
+    assert!(!info.addresses.is_empty());
+    // A's ticket stripped to its id and home relay: B can only start through the relay.
+    let full: iroh_tickets::endpoint::EndpointTicket = info.ticket.parse().unwrap();
+    let addr = full.endpoint_addr();
+    let relay_only_addr =
+        iroh::EndpointAddr::new(addr.id).with_relay_url(addr.relay_urls().next().unwrap().clone());
+    let ticket = iroh_tickets::endpoint::EndpointTicket::new(relay_only_addr).to_string();
+    PeerApiClient::connect(&b.client().await, ticket)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let peers = PeerApiClient::list(&b.client().await).await.unwrap();
+        let on_b = peers
+            .iter()
+            .find(|p| p.endpoint_id == a.node().endpoint_id());
+        if on_b.is_some_and(|p| p.connection == "direct") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never went direct: {peers:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_with_a_token_serves_only_nodes_that_present_it() {
     let token_relay = Relay::start(RelayOptions {

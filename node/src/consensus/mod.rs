@@ -22,6 +22,7 @@
 //! PBFT core here is verified by the simulator and is the next step of the call path, driven by
 //! `net` through a transport trait, which will give the node view changes.
 
+pub mod driver;
 pub mod pbft;
 pub mod quorum;
 pub mod routing;

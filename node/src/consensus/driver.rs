@@ -1,0 +1,445 @@
+//! The async shell around one program's [`pbft::Member`] on one node: it feeds the member its
+//! inputs (client calls, committee messages, timers, execution results) with the current time,
+//! and performs the actions it returns, in order, through three small traits the node
+//! implements: [`Transport`] (the network), [`Durable`] (votes in the store) and [`Executor`]
+//! (the VM and the program's state). No consensus decision is made here: the member decides,
+//! the driver only carries out (the simulator in `super::sim` drives the same member).
+//!
+//! Ordering rules the member relies on (`pbft::Action`): a `Persist` completes before any later
+//! action of the same batch (a vote is durable before the message revealing it leaves); a
+//! `Commit` completes before any later `Execute`/`Validate`, since those run on top of the
+//! committed state; executions and validations run concurrently with message handling and come
+//! back as events.
+//!
+//! Status: the node's call path does not use this driver yet (it runs the single-round
+//! attestation in `programs.rs`); wiring it in is the next step of issue 11 (docs/PROTOCOL.md,
+//! "Committees").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::pbft::{
+    Action, CallId, CallResult, Config, Decision, Digest, Event, Height, Member, MemberIndex,
+    Message, Persisted, PersistedChange, Proposal, View,
+};
+
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Carries consensus messages to the other members of the program's committee. Best effort:
+/// the member retransmits what matters, so a lost message is only a delay.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, to: MemberIndex, msg: Message);
+}
+
+/// Makes votes and decisions durable before the driver goes on.
+pub trait Durable: Send + Sync + 'static {
+    fn persist(&self, change: PersistedChange) -> BoxFuture<Result<(), String>>;
+}
+
+/// Runs calls against the program's state, which stands at the last committed height.
+pub trait Executor: Send + Sync + 'static {
+    /// Executes `call_id` at `height` (as leader): its receipt id, or why it could not run here
+    /// (a wall-clock timeout, a cancellation: the height is not consumed). Executions run
+    /// concurrently with commits: when the state is no longer at `height` (it was decided
+    /// meanwhile), say so with an error; the member ignores answers for past heights.
+    fn execute(&self, height: Height, call_id: CallId) -> BoxFuture<Result<Digest, String>>;
+    /// Re-executes a proposal at `height` (as replica): whether this node computes the same
+    /// receipt id.
+    fn validate(&self, height: Height, proposal: Proposal) -> BoxFuture<bool>;
+    /// Applies a finalized height (it was persisted just before). Must be idempotent: after a
+    /// crash the persisted log's unapplied tail is committed again.
+    fn commit(&self, decision: Decision) -> BoxFuture<Result<(), String>>;
+}
+
+enum Input {
+    Submit {
+        call_id: CallId,
+        reply: oneshot::Sender<CallResult>,
+    },
+    Event(Event),
+}
+
+/// A running driver; dropping every handle stops it.
+#[derive(Clone)]
+pub struct Driver {
+    inputs: mpsc::UnboundedSender<Input>,
+}
+
+impl Driver {
+    /// Starts the member `config.me` of a committee of `config.k` from what it persisted (the
+    /// default for a fresh member).
+    pub fn spawn(
+        config: Config,
+        persisted: Persisted,
+        transport: Arc<dyn Transport>,
+        durable: Arc<dyn Durable>,
+        executor: Arc<dyn Executor>,
+    ) -> Driver {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            member: Member::new(config),
+            transport,
+            durable,
+            executor,
+            inputs: tx.downgrade(),
+            waiting: HashMap::new(),
+            epoch: Instant::now(),
+        };
+        tokio::spawn(actor.run(rx, persisted));
+        Driver { inputs: tx }
+    }
+
+    /// Submits a client call and waits until it is finalized (or fails here).
+    pub async fn call(&self, call_id: CallId) -> CallResult {
+        let (reply, answer) = oneshot::channel();
+        if self.inputs.send(Input::Submit { call_id, reply }).is_err() {
+            return CallResult::Failed {
+                reason: "the committee driver stopped".into(),
+            };
+        }
+        answer.await.unwrap_or(CallResult::Failed {
+            reason: "the committee driver stopped".into(),
+        })
+    }
+
+    /// A message from committee member `from` (authenticated by the transport).
+    pub fn deliver(&self, from: MemberIndex, msg: Message) {
+        let _ = self.inputs.send(Input::Event(Event::Message { from, msg }));
+    }
+}
+
+struct Actor {
+    member: Member,
+    transport: Arc<dyn Transport>,
+    durable: Arc<dyn Durable>,
+    executor: Arc<dyn Executor>,
+    /// Weak, so the actor ends once every `Driver` handle is gone.
+    inputs: mpsc::WeakUnboundedSender<Input>,
+    waiting: HashMap<CallId, Vec<oneshot::Sender<CallResult>>>,
+    epoch: Instant,
+}
+
+impl Actor {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, persisted: Persisted) {
+        // The committed state may lag the persisted log (a crash between Persist(Finalized)
+        // and Commit): apply the log again (commit is idempotent), then rebuild the member.
+        for decision in &persisted.log {
+            if let Err(e) = self.executor.commit(decision.clone()).await {
+                tracing::error!(
+                    height = decision.height,
+                    "re-applying a finalized height: {e}"
+                );
+                return;
+            }
+        }
+        let actions = self
+            .member
+            .handle(Event::Restart { persisted }, self.now_ms());
+        if !self.perform(actions).await {
+            return;
+        }
+        while let Some(input) = rx.recv().await {
+            let event = match input {
+                Input::Submit { call_id, reply } => {
+                    self.waiting.entry(call_id).or_default().push(reply);
+                    Event::Submit { call_id }
+                }
+                Input::Event(event) => event,
+            };
+            let actions = self.member.handle(event, self.now_ms());
+            if !self.perform(actions).await {
+                return;
+            }
+        }
+    }
+
+    /// Performs `actions` in order; false when the driver must stop (the store failed: going
+    /// on could reveal a vote that is not durable).
+    async fn perform(&mut self, actions: Vec<Action>) -> bool {
+        for action in actions {
+            match action {
+                Action::Send { to, msg } => self.transport.send(to, msg),
+                Action::Broadcast { msg } => {
+                    let me = self.member.config().me;
+                    for to in (0..self.member.config().k).filter(|m| *m != me) {
+                        self.transport.send(to, msg.clone());
+                    }
+                }
+                Action::Persist(change) => {
+                    if let Err(e) = self.durable.persist(change).await {
+                        tracing::error!("persisting a consensus vote failed, stopping: {e}");
+                        return false;
+                    }
+                }
+                Action::Execute {
+                    height,
+                    view,
+                    call_id,
+                } => self.execute(height, view, call_id),
+                Action::Validate {
+                    height,
+                    view,
+                    proposal,
+                } => self.validate(height, view, proposal),
+                Action::Commit(decision) => {
+                    if let Err(e) = self.executor.commit(decision).await {
+                        tracing::error!("applying a finalized height failed, stopping: {e}");
+                        return false;
+                    }
+                }
+                Action::Reply { call_id, result } => {
+                    for waiter in self.waiting.remove(&call_id).unwrap_or_default() {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+                Action::SetTimer {
+                    height,
+                    view,
+                    at_ms,
+                } => {
+                    let wait = at_ms.saturating_sub(self.now_ms());
+                    let inputs = self.inputs.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                        if let Some(inputs) = inputs.upgrade() {
+                            let _ = inputs.send(Input::Event(Event::Timer { height, view }));
+                        }
+                    });
+                }
+            }
+        }
+        true
+    }
+
+    fn execute(&self, height: Height, view: View, call_id: CallId) {
+        let (executor, inputs) = (self.executor.clone(), self.inputs.clone());
+        tokio::spawn(async move {
+            let event = match executor.execute(height, call_id).await {
+                Ok(digest) => Event::Executed {
+                    height,
+                    view,
+                    call_id,
+                    digest,
+                },
+                Err(reason) => Event::ExecuteFailed {
+                    height,
+                    view,
+                    call_id,
+                    reason,
+                },
+            };
+            if let Some(inputs) = inputs.upgrade() {
+                let _ = inputs.send(Input::Event(event));
+            }
+        });
+    }
+
+    fn validate(&self, height: Height, view: View, proposal: Proposal) {
+        let (executor, inputs) = (self.executor.clone(), self.inputs.clone());
+        tokio::spawn(async move {
+            let ok = executor.validate(height, proposal).await;
+            let event = Event::Validated {
+                height,
+                view,
+                digest: proposal.digest,
+                ok,
+            };
+            if let Some(inputs) = inputs.upgrade() {
+                let _ = inputs.send(Input::Event(event));
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Four drivers in one process over an in-memory network: what the node will run, with
+    //! the network, store and VM replaced by the smallest things that behave like them.
+
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const K: usize = 4;
+
+    /// The receipt id of `call` at `height` on top of `prev`: deterministic, like re-execution.
+    fn receipt(height: Height, call: &CallId, prev: &Digest) -> Digest {
+        let mut h = blake3::Hasher::new();
+        h.update(&height.to_le_bytes()).update(call).update(prev);
+        *h.finalize().as_bytes()
+    }
+
+    #[derive(Default)]
+    struct Node {
+        persisted: Mutex<Persisted>,
+        /// Applied heights' digests (the "state").
+        applied: Mutex<Vec<Digest>>,
+        down: AtomicBool,
+    }
+
+    struct Net {
+        nodes: Vec<Arc<Node>>,
+        drivers: Mutex<Vec<Option<Driver>>>,
+    }
+
+    struct Link {
+        net: Arc<Net>,
+        me: MemberIndex,
+    }
+
+    impl Transport for Link {
+        fn send(&self, to: MemberIndex, msg: Message) {
+            if self.net.nodes[self.me].down.load(Ordering::SeqCst)
+                || self.net.nodes[to].down.load(Ordering::SeqCst)
+            {
+                return;
+            }
+            let driver = self.net.drivers.lock().unwrap()[to].clone();
+            if let Some(d) = driver {
+                d.deliver(self.me, msg);
+            }
+        }
+    }
+
+    impl Durable for Link {
+        fn persist(&self, change: PersistedChange) -> BoxFuture<Result<(), String>> {
+            self.net.nodes[self.me]
+                .persisted
+                .lock()
+                .unwrap()
+                .apply(&change);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    impl Executor for Link {
+        fn execute(&self, height: Height, call_id: CallId) -> BoxFuture<Result<Digest, String>> {
+            let applied = self.net.nodes[self.me].applied.lock().unwrap();
+            let prev = applied.last().copied().unwrap_or_default();
+            let result = if applied.len() as u64 == height {
+                Ok(receipt(height, &call_id, &prev))
+            } else {
+                Err(format!("the state is at height {}", applied.len()))
+            };
+            Box::pin(async move { result })
+        }
+
+        fn validate(&self, height: Height, proposal: Proposal) -> BoxFuture<bool> {
+            let applied = self.net.nodes[self.me].applied.lock().unwrap();
+            let prev = applied.last().copied().unwrap_or_default();
+            let ok = applied.len() as u64 == height
+                && receipt(height, &proposal.call_id, &prev) == proposal.digest;
+            Box::pin(async move { ok })
+        }
+
+        fn commit(&self, decision: Decision) -> BoxFuture<Result<(), String>> {
+            let mut applied = self.net.nodes[self.me].applied.lock().unwrap();
+            if decision.height == applied.len() as u64 {
+                applied.push(decision.proposal.digest);
+            }
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn start(net: &Arc<Net>, me: MemberIndex) {
+        let link = Arc::new(Link {
+            net: net.clone(),
+            me,
+        });
+        let persisted = net.nodes[me].persisted.lock().unwrap().clone();
+        let driver = Driver::spawn(
+            Config::new(K, me, 200),
+            persisted,
+            link.clone(),
+            link.clone(),
+            link,
+        );
+        net.drivers.lock().unwrap()[me] = Some(driver);
+    }
+
+    fn network() -> Arc<Net> {
+        let net = Arc::new(Net {
+            nodes: (0..K).map(|_| Arc::default()).collect(),
+            drivers: Mutex::new(vec![None; K]),
+        });
+        for me in 0..K {
+            start(&net, me);
+        }
+        net
+    }
+
+    fn driver(net: &Net, i: MemberIndex) -> Driver {
+        net.drivers.lock().unwrap()[i].clone().unwrap()
+    }
+
+    fn call_id(n: u8) -> CallId {
+        [n; 32]
+    }
+
+    async fn finalized(d: &Driver, call: CallId) -> Height {
+        let result = tokio::time::timeout(std::time::Duration::from_secs(30), d.call(call))
+            .await
+            .expect("the call finalizes in time");
+        match result {
+            CallResult::Finalized { height, .. } => height,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn logs_agree(net: &Net, members: &[MemberIndex], heights: usize) {
+        let first = net.nodes[members[0]].applied.lock().unwrap().clone();
+        assert!(first.len() >= heights, "{} < {heights}", first.len());
+        for &m in members {
+            let log = net.nodes[m].applied.lock().unwrap().clone();
+            let common = log.len().min(first.len());
+            assert_eq!(log[..common], first[..common], "member {m} disagrees");
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_submitted_at_any_member_finalize_once_in_one_order() {
+        let net = network();
+        let mut heights = Vec::new();
+        for n in 0..8u8 {
+            let at = driver(&net, (n as usize) % K);
+            heights.push(finalized(&at, call_id(n)).await);
+        }
+        heights.sort();
+        assert_eq!(heights, (0..8).collect::<Vec<_>>(), "each call once");
+        // A retry of a finalized call is answered from the log, not run again.
+        assert!(finalized(&driver(&net, 2), call_id(3)).await < 8);
+        // Every member applies every height (the last Commits may still be on their way).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        logs_agree(&net, &[0, 1, 2, 3], 8);
+    }
+
+    #[tokio::test]
+    async fn a_dead_leader_is_replaced_by_a_view_change_and_a_restart_resumes_from_its_votes() {
+        let net = network();
+        assert_eq!(finalized(&driver(&net, 1), call_id(1)).await, 0);
+        // Member 0 leads view 0; it goes silent. The others time out, change view, and go on.
+        net.nodes[0].down.store(true, Ordering::SeqCst);
+        assert_eq!(finalized(&driver(&net, 2), call_id(2)).await, 1);
+        assert_eq!(finalized(&driver(&net, 3), call_id(3)).await, 2);
+        logs_agree(&net, &[1, 2, 3], 3);
+        // Member 3 restarts from what it persisted (a crash: its in-memory driver is gone).
+        net.drivers.lock().unwrap()[3] = None;
+        start(&net, 3);
+        // Member 0 comes back; everyone catches up and agrees.
+        net.nodes[0].down.store(false, Ordering::SeqCst);
+        assert_eq!(finalized(&driver(&net, 0), call_id(4)).await, 3);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while net.nodes[0].applied.lock().unwrap().len() < 4 {
+            assert!(Instant::now() < deadline, "member 0 never caught up");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        logs_agree(&net, &[0, 1, 2, 3], 4);
+    }
+}
