@@ -54,6 +54,24 @@ pub trait Executor: Send + Sync + 'static {
     fn commit(&self, decision: Decision) -> BoxFuture<Result<(), String>>;
 }
 
+/// Votes in the node's database (`Store::persist_consensus`), written on the blocking pool.
+pub struct StoreDurable {
+    pub store: crate::store::Store,
+    pub program: onvm_rpc_api::ProgramId,
+}
+
+impl Durable for StoreDurable {
+    fn persist(&self, change: PersistedChange) -> BoxFuture<Result<(), String>> {
+        let (store, program) = (self.store.clone(), self.program);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.persist_consensus(&program, &change))
+                .await
+                .map_err(|e| format!("the store task failed: {e}"))?
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 enum Input {
     Submit {
         call_id: CallId,
@@ -260,8 +278,9 @@ impl Actor {
 
 #[cfg(test)]
 mod tests {
-    //! Four drivers in one process over an in-memory network: what the node will run, with
-    //! the network, store and VM replaced by the smallest things that behave like them.
+    //! Four drivers in one process, their votes in real redb stores, over an in-memory network
+    //! and with digests standing in for the VM: what the node will run, before `net` and
+    //! `programs` implement the transport and the executor.
 
     use super::*;
     use std::sync::Mutex;
@@ -276,12 +295,27 @@ mod tests {
         *h.finalize().as_bytes()
     }
 
-    #[derive(Default)]
+    const PROGRAM: onvm_rpc_api::ProgramId = onvm_rpc_api::ProgramId::from_bytes([3; 32]);
+
+    /// A member's node: its votes in a real redb store, its "state" the applied digests.
     struct Node {
-        persisted: Mutex<Persisted>,
-        /// Applied heights' digests (the "state").
+        _dir: tempfile::TempDir,
+        store: crate::store::Store,
         applied: Mutex<Vec<Digest>>,
         down: AtomicBool,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = crate::store::Store::open(&dir.path().join("node.redb")).unwrap();
+            Node {
+                _dir: dir,
+                store,
+                applied: Mutex::default(),
+                down: AtomicBool::new(false),
+            }
+        }
     }
 
     struct Net {
@@ -305,17 +339,6 @@ mod tests {
             if let Some(d) = driver {
                 d.deliver(self.me, msg);
             }
-        }
-    }
-
-    impl Durable for Link {
-        fn persist(&self, change: PersistedChange) -> BoxFuture<Result<(), String>> {
-            self.net.nodes[self.me]
-                .persisted
-                .lock()
-                .unwrap()
-                .apply(&change);
-            Box::pin(async { Ok(()) })
         }
     }
 
@@ -353,12 +376,17 @@ mod tests {
             net: net.clone(),
             me,
         });
-        let persisted = net.nodes[me].persisted.lock().unwrap().clone();
+        let store = net.nodes[me].store.clone();
+        let persisted = store.load_consensus(&PROGRAM).unwrap();
+        let durable = Arc::new(StoreDurable {
+            store,
+            program: PROGRAM,
+        });
         let driver = Driver::spawn(
             Config::new(K, me, 200),
             persisted,
             link.clone(),
-            link.clone(),
+            durable,
             link,
         );
         net.drivers.lock().unwrap()[me] = Some(driver);
@@ -366,7 +394,7 @@ mod tests {
 
     fn network() -> Arc<Net> {
         let net = Arc::new(Net {
-            nodes: (0..K).map(|_| Arc::default()).collect(),
+            nodes: (0..K).map(|_| Arc::new(Node::new())).collect(),
             drivers: Mutex::new(vec![None; K]),
         });
         for me in 0..K {
@@ -393,9 +421,20 @@ mod tests {
         }
     }
 
-    fn logs_agree(net: &Net, members: &[MemberIndex], heights: usize) {
+    /// Waits until every one of `members` applied `heights` heights (a member replies once
+    /// it finalized; the others' Commits may still be on their way), then checks they agree.
+    async fn logs_agree(net: &Net, members: &[MemberIndex], heights: usize) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        for &m in members {
+            while net.nodes[m].applied.lock().unwrap().len() < heights {
+                assert!(
+                    Instant::now() < deadline,
+                    "member {m} never applied {heights}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
         let first = net.nodes[members[0]].applied.lock().unwrap().clone();
-        assert!(first.len() >= heights, "{} < {heights}", first.len());
         for &m in members {
             let log = net.nodes[m].applied.lock().unwrap().clone();
             let common = log.len().min(first.len());
@@ -415,9 +454,7 @@ mod tests {
         assert_eq!(heights, (0..8).collect::<Vec<_>>(), "each call once");
         // A retry of a finalized call is answered from the log, not run again.
         assert!(finalized(&driver(&net, 2), call_id(3)).await < 8);
-        // Every member applies every height (the last Commits may still be on their way).
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        logs_agree(&net, &[0, 1, 2, 3], 8);
+        logs_agree(&net, &[0, 1, 2, 3], 8).await;
     }
 
     #[tokio::test]
@@ -428,18 +465,13 @@ mod tests {
         net.nodes[0].down.store(true, Ordering::SeqCst);
         assert_eq!(finalized(&driver(&net, 2), call_id(2)).await, 1);
         assert_eq!(finalized(&driver(&net, 3), call_id(3)).await, 2);
-        logs_agree(&net, &[1, 2, 3], 3);
-        // Member 3 restarts from what it persisted (a crash: its in-memory driver is gone).
+        logs_agree(&net, &[1, 2, 3], 3).await;
+        // Member 3 restarts from what its store holds (a crash: its in-memory driver is gone).
         net.drivers.lock().unwrap()[3] = None;
         start(&net, 3);
         // Member 0 comes back; everyone catches up and agrees.
         net.nodes[0].down.store(false, Ordering::SeqCst);
         assert_eq!(finalized(&driver(&net, 0), call_id(4)).await, 3);
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while net.nodes[0].applied.lock().unwrap().len() < 4 {
-            assert!(Instant::now() < deadline, "member 0 never caught up");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        logs_agree(&net, &[0, 1, 2, 3], 4);
+        logs_agree(&net, &[0, 1, 2, 3], 4).await;
     }
 }

@@ -70,7 +70,9 @@ pub const MAX_FORWARD: usize = 64;
 pub const SYNC_BATCH: u64 = 16;
 
 /// The value agreed on at one height.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Proposal {
     pub call_id: CallId,
     /// Receipt id; only valid on top of the value finalized at the previous height.
@@ -79,7 +81,7 @@ pub struct Proposal {
 
 /// Proof that `q` members prepared `proposal` in `view`: the leader (through its PrePrepare)
 /// and the senders of matching Prepares.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PreparedCert {
     pub view: View,
     pub proposal: Proposal,
@@ -87,7 +89,7 @@ pub struct PreparedCert {
 }
 
 /// A member's request to move `height` to `new_view`, with its highest prepared certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ViewChange {
     pub height: Height,
     pub new_view: View,
@@ -95,7 +97,7 @@ pub struct ViewChange {
 }
 
 /// A finalized height: the value and the `q` members whose Commits (signatures) certify it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decision {
     pub height: Height,
     pub proposal: Proposal,
@@ -103,7 +105,7 @@ pub struct Decision {
 }
 
 /// Messages between committee members of one program.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Message {
     PrePrepare {
         height: Height,
@@ -252,7 +254,7 @@ pub enum Action {
 }
 
 /// A vote this member sent at the current height.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SentVote {
     PrePrepare {
         view: View,
@@ -270,7 +272,7 @@ pub enum SentVote {
 }
 
 /// One durable update.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PersistedChange {
     Finalized(Decision),
     EnteredView {
@@ -295,7 +297,7 @@ pub enum PersistedChange {
 }
 
 /// Votes at the height being decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeightVotes {
     pub height: Height,
     pub highest_view: View,
@@ -338,11 +340,36 @@ pub struct Persisted {
 impl Persisted {
     /// Applies one change; the driver calls this for every [`Action::Persist`].
     pub fn apply(&mut self, change: &PersistedChange) {
+        let mut record = VoteRecord {
+            next_height: self.log.len() as u64,
+            votes: self.votes.take(),
+        };
+        if let Some(decided) = record.apply(change) {
+            self.log.push(decided);
+        }
+        self.votes = record.votes;
+    }
+}
+
+/// What a store keeps per program beside the finalized log: how many heights are final and
+/// the votes at the next one. [`Persisted::apply`] is defined through it, so a store that
+/// keeps the log elsewhere (one row per height) applies changes with the very same rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VoteRecord {
+    pub next_height: Height,
+    pub votes: Option<HeightVotes>,
+}
+
+impl VoteRecord {
+    /// Applies one change; returns the decision to append to the log, if it finalized the
+    /// next height.
+    pub fn apply(&mut self, change: &PersistedChange) -> Option<Decision> {
         match change {
             PersistedChange::Finalized(d) => {
-                if d.height == self.log.len() as u64 {
-                    self.log.push(d.clone());
+                if d.height == self.next_height {
+                    self.next_height += 1;
                     self.votes = None;
+                    return Some(d.clone());
                 }
             }
             PersistedChange::EnteredView { height, view } => {
@@ -373,10 +400,11 @@ impl Persisted {
                 }
             }
         }
+        None
     }
 
     fn votes_at(&mut self, height: Height) -> Option<&mut HeightVotes> {
-        if height != self.log.len() as u64 {
+        if height != self.next_height {
             return None;
         }
         if self.votes.as_ref().is_none_or(|v| v.height != height) {

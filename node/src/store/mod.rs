@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::{self as smt_state, NodeStore, SmtNode, StateError};
 
 mod attest;
+mod consensus;
 mod dag;
 mod jobs;
 mod tokens;
@@ -102,6 +103,8 @@ pub enum StoreError {
     },
     #[error("call {call_id} of program {program} is already committed")]
     CallCommitted { program: ProgramId, call_id: Hash32 },
+    #[error("node database: {0}")]
+    Corrupt(String),
     /// A write failed because the disk is full. Nothing was committed by it; what was
     /// committed before is intact.
     #[error(
@@ -340,6 +343,7 @@ impl Store {
             jobs::create_tables(&tx)?;
             dag::create_tables(&tx)?;
             attest::create_tables(&tx)?;
+            consensus::create_tables(&tx)?;
             tokens::create_tables(&tx)?;
         }
         tx.commit()?;
