@@ -247,6 +247,67 @@ async fn nodes_introduced_by_the_relay_upgrade_to_a_direct_path() {
     relay.shutdown().await;
 }
 
+/// A relay over HTTPS with a self-signed certificate: nodes that trust it (`net.relay_ca_file`)
+/// meet through it; a node that does not never connects to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_nodes_meet_through_a_tls_relay_whose_certificate_they_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let relay = Relay::start(RelayOptions {
+        tls: Some(onvm::node::relay::RelayTls {
+            cert: cert.clone(),
+            key,
+            https_listen: "127.0.0.1:0".parse().unwrap(),
+            hostname: "127.0.0.1".into(),
+        }),
+        ..RelayOptions::plain("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    let url = relay.url().to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let mut trusting = relay_only(&url);
+    trusting.push(format!(
+        "net.relay_ca_file={:?}",
+        cert.display().to_string()
+    ));
+    let refs: Vec<&str> = trusting.iter().map(|s| s.as_str()).collect();
+    let a = TestNode::start_with(&refs).await;
+    let b = TestNode::start_with(&refs).await;
+    for n in [&a, &b] {
+        let info = NodeApiClient::info(&n.client().await).await.unwrap();
+        assert!(info.relay_connected, "{info:?}");
+    }
+    PeerApiClient::connect(&b.client().await, ticket(&a).await)
+        .await
+        .unwrap();
+    for p in peers_of(&a, &[&b]).await {
+        assert_eq!(p.connection, "relayed", "{p:?}");
+    }
+    // Without the certificate, the relay's TLS handshake fails: no home relay.
+    let refs: Vec<String> = relay_only(&url);
+    let refs: Vec<&str> = refs.iter().map(|s| s.as_str()).collect();
+    let stranger = TestNode::start_with(&refs).await;
+    let info = NodeApiClient::info(&stranger.client().await).await.unwrap();
+    assert!(!info.relay_connected, "{info:?}");
+    // A certificate file that cannot be read stops the node at start, naming it.
+    let config = common::test_config(&["net.relay_ca_file=\"/nonexistent/ca.pem\"".to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    let err = onvm::node::Node::start(dir.path(), config, onvm::node::Identity::generate())
+        .await
+        .err()
+        .expect("a missing relay_ca_file is refused")
+        .to_string();
+    assert!(
+        err.contains("relay_ca_file") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_with_a_token_serves_only_nodes_that_present_it() {
     let token_relay = Relay::start(RelayOptions {

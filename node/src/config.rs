@@ -211,6 +211,7 @@ pub struct NetConfig {
     pub relays: Vec<String>,
     pub relay_only: bool,
     pub relay_token: String,
+    pub relay_ca_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -362,6 +363,7 @@ impl Default for NetConfig {
             relays: vec![PUBLIC_RELAYS.to_string()],
             relay_only: false,
             relay_token: String::new(),
+            relay_ca_file: String::new(),
         }
     }
 }
@@ -691,6 +693,9 @@ relays = {relays:?}
 relay_only = {relay_only}
 # Access token sent to relays that require one (`onvm relay --token-file`); empty: none.
 relay_token = {relay_token:?}
+# PEM file of extra root certificates trusted for relays' TLS certificates (a private CA, or a
+# relay's self-signed certificate), beside the usual public roots; empty: none.
+relay_ca_file = {relay_ca_file:?}
 
 [blobs]
 # "metadata": copy a peer's blob only when it is read here. "full": copy every blob announced in
@@ -822,6 +827,7 @@ debug_forge_callers = {debug_forge_callers}
             relays = net.relays,
             relay_only = net.relay_only,
             relay_token = net.relay_token,
+            relay_ca_file = net.relay_ca_file,
             replicate = blobs.replicate,
             fetch_from_peers = blobs.fetch_from_peers,
             max_blob_bytes = blobs.max_blob_bytes,

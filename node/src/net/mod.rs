@@ -71,6 +71,28 @@ fn relay_mode(config: &NetConfig) -> Result<RelayMode, NetError> {
     })
 }
 
+/// The certificates of `net.relay_ca_file`, trusted for relays beside the public roots.
+fn relay_roots(
+    config: &NetConfig,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, NetError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let path = &config.relay_ca_file;
+    let bad = |e: rustls::pki_types::pem::Error| {
+        NetError::Relays(format!("net.relay_ca_file: reading {path}: {e}"))
+    };
+    let roots = CertificateDer::pem_file_iter(path)
+        .map_err(bad)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    if roots.is_empty() {
+        return Err(NetError::Relays(format!(
+            "net.relay_ca_file: {path} holds no PEM certificate"
+        )));
+    }
+    Ok(roots)
+}
+
 /// Binds the iroh endpoint on `addr` with the node's transport settings.
 async fn bind_endpoint(
     secret_key: iroh::SecretKey,
@@ -103,6 +125,11 @@ async fn bind_endpoint(
         Endpoint::builder(presets::N0)
     };
     builder = builder.relay_mode(relays);
+    if !config.relay_ca_file.is_empty() {
+        builder = builder.ca_tls_config(
+            iroh_relay::tls::CaTlsConfig::default().with_extra_roots(relay_roots(config)?),
+        );
+    }
     builder = if config.relay_only {
         // No UDP socket at all: the relay is the only way in or out.
         builder.clear_ip_transports()
