@@ -27,8 +27,6 @@ use iroh::Endpoint;
 use iroh::address_lookup::memory::MemoryLookup;
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
 use iroh::protocol::Router;
-use iroh_blobs::BlobsProtocol;
-use iroh_blobs::store::fs::FsStore;
 use iroh_gossip::api::{GossipReceiver, GossipSender, JoinOptions};
 use iroh_gossip::net::Gossip;
 use iroh_gossip::proto::TopicId;
@@ -244,71 +242,8 @@ async fn bench_blob(mib: usize) -> Result<BlobResult> {
     within("node B shutdown", b.shutdown()).await?;
 
     // ---- the anchor: two bare endpoints, FsStore -> FsStore ----
-    let dir_p = tempfile::tempdir()?;
-    let dir_r = tempfile::tempdir()?;
-    let provider_store = FsStore::load(dir_p.path())
-        .await
-        .map_err(|e| anyhow!("opening the provider FsStore: {e}"))?;
-    let receiver_store = FsStore::load(dir_r.path())
-        .await
-        .map_err(|e| anyhow!("opening the receiver FsStore: {e}"))?;
-    let tag = provider_store
-        .add_bytes(bytes.clone())
-        .await
-        .map_err(|e| anyhow!("adding to the provider store: {e}"))?;
-    ensure!(tag.hash.as_bytes() == expected.as_bytes(), "hash mismatch");
-    let hash = tag.hash;
-    let provider_ep = bare_endpoint().await?;
-    let provider_addr = provider_ep.addr();
-    let provider = Router::builder(provider_ep)
-        .accept(iroh_blobs::ALPN, BlobsProtocol::new(&provider_store, None))
-        .spawn();
-    let receiver_ep = bare_endpoint().await?;
-
-    // Timed: connect + get_verified_size + fetch (what the node's fetch does on the wire).
-    let t = Instant::now();
-    let conn = within(
-        "dialing the provider",
-        receiver_ep.connect(provider_addr, iroh_blobs::ALPN),
-    )
-    .await?
-    .map_err(|e| anyhow!("dialing the provider: {e}"))?;
-    let (verified, _) = within(
-        "get_verified_size",
-        iroh_blobs::get::request::get_verified_size(&conn, &hash),
-    )
-    .await?
-    .map_err(|e| anyhow!("get_verified_size: {e}"))?;
-    within(
-        "raw fetch",
-        receiver_store
-            .remote()
-            .fetch(conn.clone(), hash)
-            .into_future(),
-    )
-    .await?
-    .map_err(|e| anyhow!("raw fetch: {e}"))?;
-    let raw_secs = t.elapsed().as_secs_f64();
-    ensure!(
-        verified == size as u64,
-        "verified size {verified} != {size}"
-    );
-    let back = receiver_store
-        .get_bytes(hash)
-        .await
-        .map_err(|e| anyhow!("reading the fetched blob: {e}"))?;
-    ensure!(back.as_ref() == bytes.as_slice(), "raw fetch bytes differ");
-
-    conn.close(0u32.into(), b"done");
-    within("receiver endpoint close", receiver_ep.close()).await?;
-    within("provider router shutdown", provider.shutdown())
-        .await?
-        .map_err(|e| anyhow!("router shutdown: {e}"))?;
-    // The router's BlobsProtocol shut the provider store down with it: nothing left to do.
-    drop(provider_store);
-    within("receiver store shutdown", receiver_store.shutdown())
-        .await?
-        .map_err(|e| anyhow!("receiver store shutdown: {e}"))?;
+    let raw_secs =
+        support::raw_blob_fetch(bare_endpoint().await?, bare_endpoint().await?, &bytes).await?;
     println!("blob: raw iroh-blobs fetch {raw_secs:.3} s");
     Ok(BlobResult {
         size,

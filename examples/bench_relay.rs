@@ -23,8 +23,6 @@ use anyhow::{Context, Result, anyhow, ensure};
 use iroh::Endpoint;
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
-use iroh_blobs::BlobsProtocol;
-use iroh_blobs::store::fs::FsStore;
 use jsonrpsee::ws_client::WsClient;
 use onvm::node::relay::{Relay, RelayOptions};
 use onvm::rpc_api::BlobId;
@@ -338,60 +336,9 @@ async fn pause_after_refusal(e: &jsonrpsee::core::ClientError) {
 }
 
 async fn raw_blob(path: Path, relay: &iroh::RelayUrl, bytes: &[u8]) -> Result<f64> {
-    let dir_p = tempfile::tempdir()?;
-    let dir_r = tempfile::tempdir()?;
-    let provider_store = FsStore::load(dir_p.path())
-        .await
-        .map_err(|e| anyhow!("provider FsStore: {e}"))?;
-    let receiver_store = FsStore::load(dir_r.path())
-        .await
-        .map_err(|e| anyhow!("receiver FsStore: {e}"))?;
-    let hash = provider_store
-        .add_bytes(bytes.to_vec())
-        .await
-        .map_err(|e| anyhow!("adding the blob: {e}"))?
-        .hash;
-    let provider_ep = bare_endpoint(path, relay).await?;
-    let provider_addr = provider_ep.addr();
-    let provider = Router::builder(provider_ep)
-        .accept(iroh_blobs::ALPN, BlobsProtocol::new(&provider_store, None))
-        .spawn();
-    let receiver_ep = bare_endpoint(path, relay).await?;
-    let t = Instant::now();
-    let conn = within(
-        "dialing the provider",
-        receiver_ep.connect(provider_addr, iroh_blobs::ALPN),
-    )
-    .await?
-    .map_err(|e| anyhow!("dialing the provider: {e}"))?;
-    let (size, _) = within(
-        "get_verified_size",
-        iroh_blobs::get::request::get_verified_size(&conn, &hash),
-    )
-    .await?
-    .map_err(|e| anyhow!("get_verified_size: {e}"))?;
-    within(
-        "fetch",
-        receiver_store
-            .remote()
-            .fetch(conn.clone(), hash)
-            .into_future(),
-    )
-    .await?
-    .map_err(|e| anyhow!("fetch: {e}"))?;
-    let secs = t.elapsed().as_secs_f64();
-    ensure!(size == bytes.len() as u64, "verified size {size}");
-    conn.close(0u32.into(), b"done");
-    receiver_ep.close().await;
-    provider
-        .shutdown()
-        .await
-        .map_err(|e| anyhow!("router shutdown: {e}"))?;
-    receiver_store
-        .shutdown()
-        .await
-        .map_err(|e| anyhow!("receiver store shutdown: {e}"))?;
-    Ok(secs)
+    let provider = bare_endpoint(path, relay).await?;
+    let receiver = bare_endpoint(path, relay).await?;
+    support::raw_blob_fetch(provider, receiver, bytes).await
 }
 
 /// Answers each 1-byte stream with the same byte.

@@ -65,21 +65,7 @@ async fn three_nodes_join_by_ticket_and_a_blob_on_a_is_readable_on_c() {
 
     // A blob uploaded on A is readable on C (fetched BAO-verified from A on first read).
     let data = pseudo_random_bytes(3 * 1024 * 1024 + 7, 55);
-    let status =
-        BlobApiClient::upload_begin(&ca, data.len() as u64, Some("application/x-test".into()))
-            .await
-            .unwrap();
-    let mut offset = 0u64;
-    for piece in data.chunks(1024 * 1024) {
-        BlobApiClient::upload_append(&ca, status.upload_id.clone(), offset, piece.to_vec().into())
-            .await
-            .unwrap();
-        offset += piece.len() as u64;
-    }
-    let id = BlobApiClient::upload_finish(&ca, status.upload_id, None)
-        .await
-        .unwrap()
-        .id;
+    let id = common::upload_chunked(&ca, &data, Some("application/x-test")).await;
     let stat = BlobApiClient::stat(&cc, id).await.unwrap();
     assert_eq!(stat.size, data.len() as u64);
     assert_eq!(stat.mime.as_deref(), Some("application/x-test"));

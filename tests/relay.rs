@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestNode, converge, pseudo_random_bytes, ticket};
 use onvm::node::relay::{Relay, RelayOptions};
-use onvm::rpc_api::api::{BlobApiClient, NodeApiClient, PeerApiClient, ProgramApiClient};
+use onvm::rpc_api::api::{NodeApiClient, PeerApiClient, ProgramApiClient};
 use onvm::rpc_api::committee::VerifiedCommittee;
 use onvm::rpc_api::types::PeerInfo;
 
@@ -143,29 +143,8 @@ async fn relay_only_nodes_run_every_protocol_through_the_relay_and_survive_its_r
 
     // A 10 MiB blob uploaded on A, read on C: fetched through the relay, BAO-verified.
     let data = pseudo_random_bytes(10 * 1024 * 1024, 14);
-    let status = BlobApiClient::upload_begin(&ca, data.len() as u64, None)
-        .await
-        .unwrap();
-    let mut offset = 0u64;
-    for piece in data.chunks(1024 * 1024) {
-        BlobApiClient::upload_append(&ca, status.upload_id.clone(), offset, piece.to_vec().into())
-            .await
-            .unwrap();
-        offset += piece.len() as u64;
-    }
-    let id = BlobApiClient::upload_finish(&ca, status.upload_id, None)
-        .await
-        .unwrap()
-        .id;
-    let cc = c.client().await;
-    let mut back = Vec::new();
-    while back.len() < data.len() {
-        let chunk = BlobApiClient::get(&cc, id, Some(back.len() as u64), Some(1024 * 1024))
-            .await
-            .unwrap();
-        assert!(!chunk.data_base64.0.is_empty());
-        back.extend_from_slice(&chunk.data_base64.0);
-    }
+    let id = common::upload_chunked(&ca, &data, None).await;
+    let back = common::read_blob(&c.client().await, id, data.len()).await;
     assert!(back == data, "the blob read on C differs from A's");
 
     // The DAG converges and every node holds the same state.

@@ -138,3 +138,79 @@ pub async fn joined_nodes(n: usize) -> Result<(Vec<tempfile::TempDir>, Vec<Node>
     }
     Ok((dirs, nodes, clients))
 }
+
+/// The bare iroh-blobs anchor of a blob transfer: `bytes` in a provider `FsStore` behind
+/// `provider_ep`, fetched into a receiver `FsStore` through `receiver_ep`. Timed: connect,
+/// `get_verified_size`, `fetch` (what the node's fetch does on the wire); the bytes are checked
+/// afterwards. Returns the seconds; closes both endpoints and stores.
+pub async fn raw_blob_fetch(
+    provider_ep: iroh::Endpoint,
+    receiver_ep: iroh::Endpoint,
+    bytes: &[u8],
+) -> Result<f64> {
+    use iroh_blobs::store::fs::FsStore;
+    let dir_p = tempfile::tempdir()?;
+    let dir_r = tempfile::tempdir()?;
+    let provider_store = FsStore::load(dir_p.path())
+        .await
+        .map_err(|e| anyhow!("opening the provider FsStore: {e}"))?;
+    let receiver_store = FsStore::load(dir_r.path())
+        .await
+        .map_err(|e| anyhow!("opening the receiver FsStore: {e}"))?;
+    let hash = provider_store
+        .add_bytes(bytes.to_vec())
+        .await
+        .map_err(|e| anyhow!("adding to the provider store: {e}"))?
+        .hash;
+    let provider_addr = provider_ep.addr();
+    let provider = iroh::protocol::Router::builder(provider_ep)
+        .accept(
+            iroh_blobs::ALPN,
+            iroh_blobs::BlobsProtocol::new(&provider_store, None),
+        )
+        .spawn();
+    let t = std::time::Instant::now();
+    let conn = within(
+        "dialing the provider",
+        receiver_ep.connect(provider_addr, iroh_blobs::ALPN),
+    )
+    .await?
+    .map_err(|e| anyhow!("dialing the provider: {e}"))?;
+    let (verified, _) = within(
+        "get_verified_size",
+        iroh_blobs::get::request::get_verified_size(&conn, &hash),
+    )
+    .await?
+    .map_err(|e| anyhow!("get_verified_size: {e}"))?;
+    within(
+        "raw fetch",
+        receiver_store
+            .remote()
+            .fetch(conn.clone(), hash)
+            .into_future(),
+    )
+    .await?
+    .map_err(|e| anyhow!("raw fetch: {e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    ensure!(
+        verified == bytes.len() as u64,
+        "verified size {verified} != {}",
+        bytes.len()
+    );
+    let back = receiver_store
+        .get_bytes(hash)
+        .await
+        .map_err(|e| anyhow!("reading the fetched blob: {e}"))?;
+    ensure!(back.as_ref() == bytes, "raw fetch bytes differ");
+    conn.close(0u32.into(), b"done");
+    within("receiver endpoint close", receiver_ep.close()).await?;
+    within("provider router shutdown", provider.shutdown())
+        .await?
+        .map_err(|e| anyhow!("router shutdown: {e}"))?;
+    // The router's BlobsProtocol shut the provider store down with it: nothing left to do.
+    drop(provider_store);
+    within("receiver store shutdown", receiver_store.shutdown())
+        .await?
+        .map_err(|e| anyhow!("receiver store shutdown: {e}"))?;
+    Ok(secs)
+}

@@ -232,6 +232,52 @@ pub async fn converge_urls(urls: &[String]) {
     }
 }
 
+/// Uploads `data` through the chunked upload API (1 MiB chunks); returns the blob id.
+pub async fn upload_chunked(
+    client: &WsClient,
+    data: &[u8],
+    mime: Option<&str>,
+) -> onvm::rpc_api::BlobId {
+    use onvm::rpc_api::api::BlobApiClient;
+    let status = BlobApiClient::upload_begin(client, data.len() as u64, mime.map(String::from))
+        .await
+        .expect("blob_upload_begin");
+    let mut offset = 0u64;
+    for piece in data.chunks(1024 * 1024) {
+        BlobApiClient::upload_append(
+            client,
+            status.upload_id.clone(),
+            offset,
+            piece.to_vec().into(),
+        )
+        .await
+        .expect("blob_upload_append");
+        offset += piece.len() as u64;
+    }
+    BlobApiClient::upload_finish(client, status.upload_id, None)
+        .await
+        .expect("blob_upload_finish")
+        .id
+}
+
+/// Reads a whole blob with `blob_get` in 1 MiB ranges.
+pub async fn read_blob(client: &WsClient, id: onvm::rpc_api::BlobId, size: usize) -> Vec<u8> {
+    use onvm::rpc_api::api::BlobApiClient;
+    let mut back = Vec::new();
+    while back.len() < size {
+        let chunk = BlobApiClient::get(client, id, Some(back.len() as u64), Some(1024 * 1024))
+            .await
+            .expect("blob_get");
+        assert!(
+            !chunk.data_base64.0.is_empty(),
+            "blob_get returned nothing at {}",
+            back.len()
+        );
+        back.extend_from_slice(&chunk.data_base64.0);
+    }
+    back
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures can be reproduced.
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;

@@ -1035,17 +1035,30 @@ mod tests {
         (payload, call)
     }
 
-    #[test]
-    fn a_call_that_arrives_before_its_program_waits_and_then_applies_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("node.redb")).unwrap();
+    /// A deploy and its first call, where the call reached this store first (through another
+    /// node's chain): the call is stored and waits for its program.
+    struct EarlyCall {
+        deployer: crate::identity::Identity,
+        relay: crate::identity::Identity,
+        d: Hash32,
+        good: DagNode,
+        early: DagNode,
+        program: onvm_rpc_api::ProgramId,
+    }
+
+    fn call_before_its_deploy(store: &Store) -> EarlyCall {
         let deployer = crate::identity::Identity::generate();
         let relay = crate::identity::Identity::generate();
         let d = Hash32(*deployer.endpoint_id().as_bytes());
         let (a_d, a_r) = (announce(&deployer), announce(&relay));
         // The relay's chain carries the deployer's first call before the deploy reached us.
-        let me = member(&deployer);
-        let good = deploy(&deployer, vec![a_d.id()], "s", vec![me], vec![d]);
+        let good = deploy(
+            &deployer,
+            vec![a_d.id()],
+            "s",
+            vec![member(&deployer)],
+            vec![d],
+        );
         let DagPayload::ProgramDeployed { manifest } = &good.body.payload else {
             unreachable!()
         };
@@ -1058,6 +1071,28 @@ mod tests {
         let inserted = store.insert_foreign_dag(&early, Some(&call0)).unwrap();
         assert!(inserted.new && inserted.deferred && inserted.refused.is_none());
         assert_eq!(store.deferred_calls().unwrap(), 1);
+        EarlyCall {
+            deployer,
+            relay,
+            d,
+            good,
+            early,
+            program,
+        }
+    }
+
+    #[test]
+    fn a_call_that_arrives_before_its_program_waits_and_then_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("node.redb")).unwrap();
+        let EarlyCall {
+            deployer,
+            relay,
+            d,
+            good,
+            early,
+            program,
+        } = call_before_its_deploy(&store);
         assert!(store.program(&program).unwrap().is_none());
         // The deploy arrives: the waiting call applies at height 0, once.
         assert!(
@@ -1105,32 +1140,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.redb");
         let store = Store::open(&path).unwrap();
-        let deployer = crate::identity::Identity::generate();
-        let relay = crate::identity::Identity::generate();
-        let d = Hash32(*deployer.endpoint_id().as_bytes());
-        let (a_d, a_r) = (announce(&deployer), announce(&relay));
-        let good = deploy(
-            &deployer,
-            vec![a_d.id()],
-            "s",
-            vec![member(&deployer)],
-            vec![d],
-        );
-        let DagPayload::ProgramDeployed { manifest } = &good.body.payload else {
-            unreachable!()
-        };
-        let program = manifest.manifest.program_id;
-        let (payload0, call0) = committed(program, d, 0);
-        let early = node_by(&relay, vec![a_r.id()], payload0);
-        for n in [&a_d, &a_r] {
-            store.insert_foreign_dag(n, None).unwrap();
-        }
-        assert!(
-            store
-                .insert_foreign_dag(&early, Some(&call0))
-                .unwrap()
-                .deferred
-        );
+        let EarlyCall { good, program, .. } = call_before_its_deploy(&store);
         // The deploy applies in its own transaction, and the process dies before the sweep of
         // the calls that waited for it (insert_and_apply is the first half of
         // insert_foreign_dag).
