@@ -268,6 +268,9 @@ pub async fn relay(options: onvm_node::relay::RelayOptions) -> Result<()> {
     let token = options.token.is_some();
     let relay = onvm_node::relay::Relay::start(options).await?;
     println!("relay: {}", relay.url());
+    if let Some(addr) = relay.metrics_addr() {
+        tracing::info!("relay metrics at http://{addr}/metrics");
+    }
     tracing::info!(
         url = %relay.url(),
         tls,

@@ -462,6 +462,9 @@ enum Command {
         /// node may use the relay.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Serve Prometheus metrics (clients, bytes relayed, refusals) at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
     #[command(
@@ -832,6 +835,7 @@ async fn run(cli: Cli) -> Result<()> {
             max_burst_bytes,
             key_cache,
             token_file,
+            metrics_listen,
         } => {
             let parse = |s: &str| target::listen_addr(s).map_err(anyhow::Error::msg);
             let tls = match (tls_cert, tls_key, hostname) {
@@ -859,6 +863,7 @@ async fn run(cli: Cli) -> Result<()> {
                 max_burst_bytes: *max_burst_bytes,
                 key_cache: *key_cache,
                 token,
+                metrics_listen: metrics_listen.as_deref().map(parse).transpose()?,
             })
             .await
         }

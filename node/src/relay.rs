@@ -63,6 +63,8 @@ pub struct RelayOptions {
     pub key_cache: usize,
     /// Nodes must present this token (`net.relay_token`); None admits every node.
     pub token: Option<String>,
+    /// Serve the relay's Prometheus metrics (clients, bytes relayed, refusals) over HTTP here.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl RelayOptions {
@@ -75,6 +77,7 @@ impl RelayOptions {
             max_burst_bytes: None,
             key_cache: DEFAULT_KEY_CACHE,
             token: None,
+            metrics_listen: None,
         }
     }
 }
@@ -108,6 +111,7 @@ impl AccessControl for TokenAccess {
 pub struct Relay {
     server: Server,
     url: iroh::RelayUrl,
+    metrics: Option<iroh_metrics::service::MetricsServer>,
 }
 
 impl Relay {
@@ -169,7 +173,22 @@ impl Relay {
         let url = url
             .parse()
             .map_err(|e| RelayError::Config(format!("relay URL `{url}`: {e}")))?;
-        Ok(Relay { server, url })
+        let metrics = match options.metrics_listen {
+            Some(addr) => {
+                let mut registry = iroh_metrics::Registry::default();
+                registry.register_all(server.metrics());
+                let served = iroh_metrics::service::MetricsServer::spawn(addr, Arc::new(registry))
+                    .await
+                    .map_err(|e| RelayError::Spawn(format!("metrics on {addr}: {e}")))?;
+                Some(served)
+            }
+            None => None,
+        };
+        Ok(Relay {
+            server,
+            url,
+            metrics,
+        })
     }
 
     /// The URL to give nodes in `net.relays`.
@@ -187,8 +206,16 @@ impl Relay {
         self.server.https_addr()
     }
 
+    /// Where the Prometheus metrics are served (`GET /metrics`), if asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr())
+    }
+
     /// Stops serving and waits for the server's tasks to end.
     pub async fn shutdown(self) {
+        if let Some(metrics) = self.metrics {
+            metrics.shutdown().await;
+        }
         if let Err(e) = self.server.shutdown().await {
             tracing::debug!("relay shutdown: {e:#}");
         }
@@ -288,6 +315,29 @@ mod tests {
         let _ = tls.read_to_end(&mut answer).await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        relay.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_relay_serves_its_metrics_when_asked() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let relay = Relay::start(RelayOptions {
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..RelayOptions::plain("127.0.0.1:0".parse().unwrap())
+        })
+        .await
+        .unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(relay.metrics_addr().unwrap())
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("relayserver_"), "{answer}");
         relay.shutdown().await;
     }
 
