@@ -2,7 +2,7 @@
 //! nodes, suspicion of members that did not answer, and the accept side that hands them to the
 //! RPC layer's handler.
 
-use super::wire::{CALL_ALPN, ForwardedCall, ForwardedReply, TOO_LONG};
+use super::wire::{CALL_ALPN, ForwardedCall, ForwardedReply, read_request};
 use super::{PeerError, Peers};
 
 /// Runs forwarded calls on the home (the RPC layer, which owns the error contract).
@@ -139,29 +139,23 @@ impl iroh::protocol::ProtocolHandler for CallProtocol {
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let peers = self.0.clone();
             self.0.tasks.spawn(async move {
-                let reply = match recv.read_to_end(max).await {
-                    Ok(bytes) => match serde_json::from_slice::<ForwardedCall>(&bytes) {
-                        Ok(call) => match peers.call_handler.get() {
-                            Some(handler) => handler.handle(remote, call).await,
-                            None => ForwardedReply::Error {
-                                code: onvm_rpc_api::error::UNAVAILABLE,
-                                message: "this node is still starting".into(),
-                                data: None,
-                            },
-                        },
-                        Err(e) => ForwardedReply::Error {
-                            code: onvm_rpc_api::error::INVALID_PARAMS,
-                            message: format!("malformed forwarded call: {e}"),
+                let Some(bytes) = read_request(&mut send, &mut recv, max, remote).await else {
+                    return;
+                };
+                let reply = match serde_json::from_slice::<ForwardedCall>(&bytes) {
+                    Ok(call) => match peers.call_handler.get() {
+                        Some(handler) => handler.handle(remote, call).await,
+                        None => ForwardedReply::Error {
+                            code: onvm_rpc_api::error::UNAVAILABLE,
+                            message: "this node is still starting".into(),
                             data: None,
                         },
                     },
-                    Err(iroh::endpoint::ReadToEndError::TooLong) => {
-                        tracing::debug!(%remote, "forwarded call over {max} bytes: stream reset");
-                        let _ = recv.stop(iroh::endpoint::VarInt::from_u32(TOO_LONG));
-                        let _ = send.reset(iroh::endpoint::VarInt::from_u32(TOO_LONG));
-                        return;
-                    }
-                    Err(_) => return,
+                    Err(e) => ForwardedReply::Error {
+                        code: onvm_rpc_api::error::INVALID_PARAMS,
+                        message: format!("malformed forwarded call: {e}"),
+                        data: None,
+                    },
                 };
                 if let Ok(mut out) = serde_json::to_vec(&reply) {
                     if out.len() > max {

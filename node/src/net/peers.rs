@@ -7,7 +7,7 @@ use iroh_tickets::endpoint::EndpointTicket;
 
 use super::call::{CallHandler, ForwardLimits};
 use super::wire::{
-    Hello, MALFORMED, MAX_PEER_MESSAGE, PEER_ALPN, PeerRequest, PeerResponse, TOO_LONG,
+    Hello, MALFORMED, MAX_PEER_MESSAGE, PEER_ALPN, PeerRequest, PeerResponse, read_request,
 };
 
 /// Invalid messages (forged, malformed or refused DAG nodes) after which a peer is ignored.
@@ -541,15 +541,10 @@ impl iroh::protocol::ProtocolHandler for PeerProtocol {
             let peers = self.0.clone();
             let rtt_ms = path_rtt_ms(&conn);
             self.0.tasks.spawn(async move {
-                let bytes = match recv.read_to_end(MAX_PEER_MESSAGE).await {
-                    Ok(b) => b,
-                    Err(iroh::endpoint::ReadToEndError::TooLong) => {
-                        tracing::debug!(%remote, "peer message over {MAX_PEER_MESSAGE} bytes: stream reset");
-                        let _ = recv.stop(iroh::endpoint::VarInt::from_u32(TOO_LONG));
-                        let _ = send.reset(iroh::endpoint::VarInt::from_u32(TOO_LONG));
-                        return;
-                    }
-                    Err(_) => return,
+                let Some(bytes) =
+                    read_request(&mut send, &mut recv, MAX_PEER_MESSAGE, remote).await
+                else {
+                    return;
                 };
                 let Ok(req) = postcard::from_bytes::<PeerRequest>(&bytes) else {
                     tracing::debug!(%remote, "malformed peer message: stream reset");

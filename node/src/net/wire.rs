@@ -7,7 +7,27 @@ pub const PEER_ALPN: &[u8] = b"/onvm/peer/1";
 /// Largest peer message accepted; longer streams are reset with [`TOO_LONG`].
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024;
 /// Stream reset code for a message over [`MAX_PEER_MESSAGE`].
-pub(super) const TOO_LONG: u32 = 1;
+const TOO_LONG: u32 = 1;
+/// Reads one request of at most `max` bytes from a stream; over it, both halves of the stream
+/// are reset with [`TOO_LONG`] and None is returned (as for a stream that broke).
+pub(super) async fn read_request(
+    send: &mut iroh::endpoint::SendStream,
+    recv: &mut iroh::endpoint::RecvStream,
+    max: usize,
+    remote: iroh::EndpointId,
+) -> Option<Vec<u8>> {
+    match recv.read_to_end(max).await {
+        Ok(bytes) => Some(bytes),
+        Err(iroh::endpoint::ReadToEndError::TooLong) => {
+            tracing::debug!(%remote, "request over {max} bytes: stream reset");
+            let _ = recv.stop(iroh::endpoint::VarInt::from_u32(TOO_LONG));
+            let _ = send.reset(iroh::endpoint::VarInt::from_u32(TOO_LONG));
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// Stream reset code for a message that does not decode.
 pub(super) const MALFORMED: u32 = 2;
 
