@@ -244,7 +244,9 @@ async fn stopping_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_twi
         .unwrap();
     let receipt = back.receipt.unwrap();
     assert_eq!(receipt.receipt.height, (STREAMS * CALLS) as u64);
-    assert_eq!(receipt.receipt.executor.to_string(), home);
+    // The lead stayed with the member that took over (PBFT's leader keeps the lead while it is
+    // healthy): the home, back, submits to the committee and votes.
+    assert_ne!(receipt.receipt.executor.to_string(), home);
     let mut everyone = urls.clone();
     everyone.push(a.url());
     converge_urls(&everyone).await;
@@ -328,10 +330,12 @@ async fn kill_9_of_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_tw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
-    // K=4, threshold 3: with two members down only two can sign.
-    let (mut nodes, p) = network(4, 4, &[]).await;
+    // K=4, quorum 3: with two members down only two take part. The call waits for its
+    // committee at most committee.attest_timeout_ms (4 s here), then says who was silent.
+    let (mut nodes, p) = network(4, 4, &["committee.attest_timeout_ms=4000"]).await;
     let d = nodes.pop().unwrap();
     let c = nodes.pop().unwrap();
+    let dead = [c.node().endpoint_id(), d.node().endpoint_id()];
     c.stop().await;
     d.stop().await;
     let a = &nodes[0];
@@ -347,15 +351,26 @@ async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
     let data = error_data(&err).unwrap();
     assert_eq!(data.kind, "not_attested");
     assert_eq!(data.detail["threshold"].as_u64(), Some(3));
-    assert_eq!(data.detail["signed"].as_u64(), Some(2));
-    // Each dead member is named with why it did not sign: the sequencer did not wait out
-    // committee.attest_timeout_ms (60 s in tests) for them.
-    let refusals = data.detail["refusals"].as_array().unwrap();
-    assert_eq!(refusals.len(), 2, "{refusals:?}");
-    for r in refusals {
-        let r = r.as_str().unwrap();
-        assert!(!r.contains("attest_timeout_ms"), "{r}");
+    assert_eq!(data.detail["signed"].as_u64(), Some(2), "A and B took part");
+    // Each dead member is named, and the client is told how to get the receipt if the call
+    // is decided later.
+    let refusals: Vec<String> = data.detail["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    for member in &dead {
+        assert!(
+            refusals.iter().any(|r| r.starts_with(member.as_str())),
+            "{member} named: {refusals:?}"
+        );
     }
+    assert!(
+        refusals[2].contains("retry with the same request_id"),
+        "{refusals:?}"
+    );
     // Nothing was finalized; the same request id is refused the same way, not run twice.
     for n in &nodes {
         let info = ProgramApiClient::info(&n.client().await, p).await.unwrap();

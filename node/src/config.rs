@@ -33,15 +33,24 @@ pub struct Config {
     pub committee: CommitteeConfig,
 }
 
+/// Default `committee.view_timeout_ms`.
+pub const DEFAULT_VIEW_TIMEOUT_MS: u64 = 2_000;
+/// Bounds of `committee.view_timeout_ms`.
+pub const MIN_VIEW_TIMEOUT_MS: u64 = 100;
+pub const MAX_VIEW_TIMEOUT_MS: u64 = 120_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommitteeConfig {
     pub default_size: u32,
     pub max_size: u32,
     pub attest_timeout_ms: u64,
+    pub view_timeout_ms: u64,
     pub debug_corrupt_results: bool,
     pub debug_abandon_after_attest: bool,
     pub debug_forge_callers: bool,
+    /// Endpoint ids this node exchanges no committee messages with (tests of split votes).
+    pub debug_partition: Vec<String>,
 }
 
 impl Default for CommitteeConfig {
@@ -52,9 +61,15 @@ impl Default for CommitteeConfig {
             default_size: 4,
             max_size: 16,
             attest_timeout_ms: 10_000,
+            // PBFT's view-0 timeout: a dead leader is replaced after about this long (doubling
+            // per failed view). Long enough for a call at the default fuel to run and be
+            // re-executed by the members on a loaded 2-core machine, short enough that
+            // failover stays well under the 5 s a client notices.
+            view_timeout_ms: DEFAULT_VIEW_TIMEOUT_MS,
             debug_corrupt_results: false,
             debug_abandon_after_attest: false,
             debug_forge_callers: false,
+            debug_partition: Vec::new(),
         }
     }
 }
@@ -448,6 +463,12 @@ impl Config {
                 self.blobs.max_inline_bytes
             )));
         }
+        if !(MIN_VIEW_TIMEOUT_MS..=MAX_VIEW_TIMEOUT_MS).contains(&self.committee.view_timeout_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "committee.view_timeout_ms = {} must be {MIN_VIEW_TIMEOUT_MS}..={MAX_VIEW_TIMEOUT_MS}: shorter makes members replace healthy leaders, longer leaves a dead one in charge",
+                self.committee.view_timeout_ms
+            )));
+        }
         for scope in &self.rpc.anonymous_scopes {
             scope
                 .parse::<onvm_rpc_api::auth::Scope>()
@@ -780,8 +801,12 @@ max_metadata_bytes = {max_metadata_bytes}
 # member; 3 or fewer need every member.
 default_size = {committee_default_size}
 max_size = {committee_max_size}
-# How long the sequencer waits for members' signatures before failing the call (-32005).
+# How long a call waits for its committee to decide it before failing (-32005); the call may
+# still be decided later, and a retry with the same request_id returns its receipt.
 attest_timeout_ms = {attest_timeout_ms}
+# PBFT view timeout of a height's first view: members replace a leader that did not get the
+# height decided within it (later views wait twice as long each).
+view_timeout_ms = {view_timeout_ms}
 # For tests of the attestation path only: this node's re-executions report a wrong output, so
 # it refuses to sign and records evidence. Never enable it on a real node.
 debug_corrupt_results = {debug_corrupt_results}
@@ -791,6 +816,9 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
 # For tests of caller checks only: as sequencer, this node proposes every signed call under
 # another caller id (a call that caller never signed), so members must refuse it.
 debug_forge_callers = {debug_forge_callers}
+# For tests of view changes only: endpoint ids this node sends no committee (PBFT) message to
+# and accepts none from, a partition of consensus alone (the DAG still flows).
+debug_partition = {debug_partition:?}
 "#,
             network_id = node.network_id,
             rpc_listen = rpc.listen,
@@ -865,9 +893,11 @@ debug_forge_callers = {debug_forge_callers}
             committee_default_size = committee.default_size,
             committee_max_size = committee.max_size,
             attest_timeout_ms = committee.attest_timeout_ms,
+            view_timeout_ms = committee.view_timeout_ms,
             debug_corrupt_results = committee.debug_corrupt_results,
             debug_abandon_after_attest = committee.debug_abandon_after_attest,
             debug_forge_callers = committee.debug_forge_callers,
+            debug_partition = committee.debug_partition,
         )
     }
 }

@@ -107,6 +107,7 @@ pub struct NodeContext {
     pub(crate) blobs: Blobs,
     pub(crate) programs: Programs,
     pub(crate) jobs: Jobs,
+    pub(crate) committees: Arc<crate::consensus::Committees>,
     pub(crate) store: Store,
     pub(crate) dag: crate::dag_log::DagLog,
     pub(crate) counters: Arc<Counters>,
@@ -347,8 +348,32 @@ impl Node {
                 ticket: net.ticket(),
             })?;
         }
+        let committees = crate::consensus::Committees::new(
+            programs.clone(),
+            store.clone(),
+            config.node.network_id.clone(),
+            onvm_rpc_api::Hash32(*identity.endpoint_id().as_bytes()),
+            crate::consensus::committees::Timing {
+                view_timeout_ms: config.committee.view_timeout_ms,
+                call_timeout_ms: config.committee.attest_timeout_ms,
+                debug_abandon_after_attest: config.committee.debug_abandon_after_attest,
+                debug_partition: config
+                    .committee
+                    .debug_partition
+                    .iter()
+                    .filter_map(|id| id.parse::<iroh::EndpointId>().ok())
+                    .map(|id| onvm_rpc_api::Hash32(*id.as_bytes()))
+                    .collect(),
+            },
+            Arc::new(CommitteePeers(net.peers().clone())),
+        );
+        net.peers()
+            .set_committee_handler(Arc::new(crate::consensus::committees::CommitteeInbox(
+                Arc::downgrade(&committees),
+            )));
         let ctx = Arc::new(NodeContext {
             identity,
+            committees,
             config: config.clone(),
             net,
             blobs,
@@ -430,6 +455,7 @@ impl Node {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
+        self.ctx.committees.shutdown();
         self.ctx.net.shutdown().await;
         // The router's blobs handler may already have closed the store; that is fine.
         if let Err(e) = self.ctx.blobs.shutdown().await {
@@ -545,5 +571,23 @@ async fn keep_peers(
                 }
             },
         }
+    }
+}
+
+/// The committees' view of the network: committee envelopes and DAG pulls.
+struct CommitteePeers(Arc<crate::net::Peers>);
+
+impl crate::consensus::committees::CommitteeNet for CommitteePeers {
+    fn send(&self, to: onvm_rpc_api::Hash32, envelope: Vec<u8>) {
+        self.0.send_committee(to, envelope);
+    }
+
+    fn sync_from(&self, peer: onvm_rpc_api::Hash32) -> crate::consensus::driver::BoxFuture<()> {
+        let peers = self.0.clone();
+        Box::pin(async move {
+            if let Err(e) = peers.sync_from(peer).await {
+                tracing::debug!(%peer, "pulling a committee member's DAG: {e}");
+            }
+        })
     }
 }

@@ -150,6 +150,9 @@ pub struct Programs {
     /// the program is still there, no other member sequenced in between, so a new call needs
     /// no round of `vote_at` questions first.
     sequenced_to: Arc<Mutex<HashMap<ProgramId, u64>>>,
+    /// The PBFT committees this node is a member of (installed at start; weak, since the
+    /// committees hold this `Programs` to execute and commit).
+    committees: Arc<std::sync::OnceLock<std::sync::Weak<crate::consensus::Committees>>>,
 }
 
 /// Asks a committee member to re-execute a proposed call and sign its receipt; returns the
@@ -186,10 +189,10 @@ pub fn fresh_request_id() -> String {
 }
 
 /// A proposed call re-run by this node: its own receipt, writes and output.
-struct Reexecuted {
-    computed: ExecutionReceipt,
-    writes: onvm_rpc_api::program::Writes,
-    output: Vec<u8>,
+pub struct Reexecuted {
+    pub computed: ExecutionReceipt,
+    pub writes: onvm_rpc_api::program::Writes,
+    pub output: Vec<u8>,
 }
 
 /// Why a member did not sign.
@@ -229,6 +232,7 @@ impl Programs {
             committee,
             attestor: Arc::default(),
             sequenced_to: Arc::default(),
+            committees: Arc::default(),
         }
     }
 
@@ -519,6 +523,33 @@ impl Programs {
         proposed: ExecutionReceipt,
         input: Vec<u8>,
     ) -> Result<Vec<u8>, AttestError> {
+        let receipt_id = proposed.id();
+        self.check_proposal(&proposed, input.clone()).await?;
+        let store = self.store.clone();
+        let height = proposed.height;
+        if let Err(other) = blocking(move || Ok(store.record_vote(&proposed, &input)?)).await? {
+            return Err(AttestError::Refused(format!(
+                "this node already signed receipt {other} at height {height}"
+            )));
+        }
+        Ok(self
+            .identity
+            .bls_sign(
+                crate::identity::BLS_SIG_DST,
+                &receipt_signing_message(&self.network_id, &receipt_id),
+            )
+            .to_vec())
+    }
+
+    /// A committee member's check of a proposal: the proposer, caller, input, network,
+    /// engine and limits, then a re-execution from the same state root that must compute the
+    /// identical receipt (a disagreement is stored as evidence). Returns the re-run's writes
+    /// and output, which the member applies if the proposal is decided.
+    pub async fn check_proposal(
+        &self,
+        proposed: &ExecutionReceipt,
+        input: Vec<u8>,
+    ) -> Result<Reexecuted, AttestError> {
         let id = proposed.program_id;
         let me = Hash32(*self.identity.endpoint_id().as_bytes());
         let record = self.require(&id).await?;
@@ -560,7 +591,7 @@ impl Programs {
         }
         // The caller's signature binds what the sequencer proposes to what the caller asked for:
         // a member never attests a call nobody signed for, or one replayed under a new id.
-        if let Err(e) = onvm_rpc_api::caller::verify_caller(&proposed) {
+        if let Err(e) = onvm_rpc_api::caller::verify_caller(proposed) {
             return Err(AttestError::Refused(format!("caller: {e}")));
         }
         if manifest.require_signed_calls && proposed.caller == Hash32::ZERO {
@@ -574,7 +605,7 @@ impl Programs {
                 proposed.outcome.kind()
             )));
         }
-        let rerun = self.reexecute(&manifest, &proposed, input.clone()).await?;
+        let rerun = self.reexecute(&manifest, proposed, input).await?;
         if !rerun.computed.outcome.is_reproducible() {
             // This node could not finish the re-run (too slow, or out of instances): that is
             // not evidence against the proposer, only a missing vote.
@@ -598,20 +629,7 @@ impl Programs {
             tracing::warn!(program = %id, height, "refused to sign: re-execution disagrees");
             return Err(AttestError::Mismatch(Box::new(rerun.computed)));
         }
-        let store = self.store.clone();
-        let height = proposed.height;
-        if let Err(other) = blocking(move || Ok(store.record_vote(&proposed, &input)?)).await? {
-            return Err(AttestError::Refused(format!(
-                "this node already signed receipt {other} at height {height}"
-            )));
-        }
-        Ok(self
-            .identity
-            .bls_sign(
-                crate::identity::BLS_SIG_DST,
-                &receipt_signing_message(&self.network_id, &receipt_id),
-            )
-            .to_vec())
+        Ok(rerun)
     }
 
     /// Re-runs a proposed call with the receipt's context (the seed derived here, not taken
@@ -963,6 +981,76 @@ impl Programs {
         })
     }
 
+    /// Installs the committees that sequence PBFT programs (the consensus layer).
+    pub fn set_committees(&self, committees: &Arc<crate::consensus::Committees>) {
+        let _ = self.committees.set(Arc::downgrade(committees));
+    }
+
+    fn committees(&self) -> Result<Arc<crate::consensus::Committees>, ProgramError> {
+        self.committees
+            .get()
+            .and_then(|c| c.upgrade())
+            .ok_or_else(|| ProgramError::Internal("the committees are not running".into()))
+    }
+
+    /// Commits a call its committee decided, with the committee's aggregated attestation.
+    pub async fn commit_decided(
+        &self,
+        body: ExecutionReceipt,
+        writes: onvm_rpc_api::program::Writes,
+        input: Vec<u8>,
+        output: Vec<u8>,
+        attestation: Attestation,
+    ) -> Result<SignedReceipt, ProgramError> {
+        self.commit(body, writes, input, output, Some(attestation), None)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// The program's applied height on this node.
+    pub async fn height(&self, id: ProgramId) -> Result<u64, ProgramError> {
+        Ok(self.require(&id).await?.height)
+    }
+
+    /// This node's BLS signature over a receipt id (its vote in a committee).
+    pub fn sign_receipt(&self, id: &ReceiptId) -> Vec<u8> {
+        self.identity
+            .bls_sign(
+                crate::identity::BLS_SIG_DST,
+                &receipt_signing_message(&self.network_id, id),
+            )
+            .to_vec()
+    }
+
+    /// Completes a job whose attempt its committee decided, when the commit on this node did
+    /// not (it came from the leader, or through replication): stores the output blob, then
+    /// updates the job record. A crash in between is repaired by job recovery, which finds the
+    /// attempt's call committed.
+    pub async fn complete_job(
+        &self,
+        job: JobAttempt,
+        receipt: &SignedReceipt,
+        output: Vec<u8>,
+        logs: Option<AttemptLogs>,
+    ) -> Result<Option<JobEvent>, ProgramError> {
+        let output_blob = self.blobs.add(output, None).await?.id;
+        let store = self.store.clone();
+        let (receipt, id) = (receipt.clone(), job.job.job_id);
+        let finished = job.finished;
+        blocking(move || {
+            let mut finished = Some(finished);
+            Ok(store
+                .update_job(&id, logs, |info| {
+                    if let Some(f) = finished.take() {
+                        f(info, &receipt, output_blob);
+                    }
+                    true
+                })?
+                .1)
+        })
+        .await
+    }
+
     fn attestor(&self) -> Result<Arc<dyn Attestor>, ProgramError> {
         self.attestor
             .get()
@@ -978,8 +1066,7 @@ impl Programs {
 
     /// One write path per program: its home (the deployer). Replicas apply the home's committed
     /// writes, so they answer state reads and read-only calls, but never commit a call.
-    fn require_home(&self, record: &ProgramRecord) -> Result<(), ProgramError> {
-        let m = &record.manifest.manifest;
+    fn require_home(&self, m: &ProgramManifest) -> Result<(), ProgramError> {
         if m.deployer != Hash32(*self.identity.endpoint_id().as_bytes()) {
             return Err(ProgramError::NotHome {
                 program: m.program_id,
@@ -990,8 +1077,7 @@ impl Programs {
     }
 
     /// Failover sequencing is open to the members of a committee of more than one.
-    fn require_member(&self, record: &ProgramRecord) -> Result<(), ProgramError> {
-        let m = &record.manifest.manifest;
+    fn require_member(&self, m: &ProgramManifest) -> Result<(), ProgramError> {
         let me = Hash32(*self.identity.endpoint_id().as_bytes());
         if m.committee.len() < 2 || !m.committee.iter().any(|c| c.endpoint_id == me) {
             return Err(ProgramError::NotHome {
@@ -1008,13 +1094,25 @@ impl Programs {
 
     /// Fails with `NotHome` unless this node is `id`'s home (jobs check this at submit).
     pub async fn check_home(&self, id: ProgramId) -> Result<(), ProgramError> {
-        self.require_home(&self.require(&id).await?)
+        self.require_home(&self.require(&id).await?.manifest.manifest)
+    }
+
+    /// Fails with `NotHome` unless a writing call of `id` may run here: on its home, or, for a
+    /// PBFT committee, on any member (its committee sequences the call). Jobs keep one
+    /// accepting node (`check_home`), so a job is recorded once.
+    pub async fn check_accepts_calls(&self, id: ProgramId) -> Result<(), ProgramError> {
+        let manifest = self.require(&id).await?.manifest.manifest;
+        if crate::consensus::runs_pbft(&manifest) {
+            self.require_member(&manifest)
+        } else {
+            self.require_home(&manifest)
+        }
     }
 
     /// Fails with `NotHome` unless this node may sequence `id` when its home is down: a member
     /// of a committee of more than one (job failover checks this at submit).
     pub async fn check_member(&self, id: ProgramId) -> Result<(), ProgramError> {
-        self.require_member(&self.require(&id).await?)
+        self.require_member(&self.require(&id).await?.manifest.manifest)
     }
 
     pub async fn info(&self, id: ProgramId) -> Result<ProgramInfo, ProgramError> {
@@ -1157,36 +1255,28 @@ impl Programs {
             .await
     }
 
-    async fn execute_inner(
-        &self,
-        id: ProgramId,
-        input: Vec<u8>,
-        options: ExecuteOptions,
-        job: Option<JobAttempt>,
-        takeover: bool,
-    ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
+    /// Checks a writing or read-only call as far as any node can before running it: sizes and
+    /// bounds, the entrypoint, the request id (a fresh one is chosen here, and recorded in the
+    /// payload so every member derives the same call id), the caller's signature. A member
+    /// that runs a call another node accepted admits it again: it trusts no other node's checks.
+    pub async fn admit(&self, mut payload: CallPayload) -> Result<AdmittedCall, ProgramError> {
+        let id = payload.program_id;
         let limits = self.vm.limits().clone();
-        if input.len() as u64 > limits.max_input_bytes {
+        let input_len = payload.input.0.len() as u64;
+        if input_len > limits.max_input_bytes {
             return Err(ProgramError::TooLarge {
                 what: "input",
-                size: input.len() as u64,
+                size: input_len,
                 max: limits.max_input_bytes,
                 key: "vm.max_input_bytes",
             });
         }
+        let options = &payload.options;
         let (fuel, timeout_ms) = limits
             .call_bounds(options.fuel, options.timeout_ms)
             .map_err(ProgramError::BadRequest)?;
-        let timeout = Duration::from_millis(timeout_ms);
         let record = self.require(&id).await?;
-        let manifest = record.manifest.manifest.clone();
-        if !options.read_only {
-            if takeover {
-                self.require_member(&record)?;
-            } else {
-                self.require_home(&record)?;
-            }
-        }
+        let manifest = record.manifest.manifest;
         let entrypoint = options
             .entrypoint
             .clone()
@@ -1197,7 +1287,7 @@ impl Programs {
                 manifest.entrypoints.join(", ")
             )));
         }
-        let request_id = match (&job, options.request_id.clone()) {
+        let request_id = match (&payload.job, options.request_id.clone()) {
             // An attempt is its own call: a retried attempt is a new call, a replayed one is not.
             (Some(job), _) => onvm_rpc_api::jobs::attempt_request_id(&job.job_id, job.attempt),
             (None, Some(r)) if r.is_empty() || r.len() > MAX_REQUEST_ID_BYTES => {
@@ -1208,45 +1298,49 @@ impl Programs {
             (None, Some(r)) => r,
             (None, None) => fresh_request_id(),
         };
-        let input_hash = Hash32::of(&input);
+        let input_hash = Hash32::of(&payload.input.0);
         let caller = self.check_caller(
             &manifest,
-            &options,
+            options,
             &entrypoint,
             &input_hash,
             &request_id,
-            job.as_ref(),
+            payload.job.as_ref(),
         )?;
-        let call_id = onvm_rpc_api::program::call_id(&id, &caller, &request_id);
-        let compiled = self.compiled_for(&manifest).await?;
-        let blobs = self.load_blob_refs(&manifest).await?;
-        // A committed call keeps its input (members re-execute it, auditors replay it).
-        let call_input = if options.read_only {
-            Vec::new()
-        } else {
-            input.clone()
-        };
-        let input_for_committee =
-            (!options.read_only && manifest.committee.len() > 1).then(|| call_input.clone());
-        let executor = Hash32(*self.identity.endpoint_id().as_bytes());
-
-        // Writers hold the program's sequencer lock from reading the root to committing.
-        let sequencer = self.sequencer(&id);
-        let _turn = if options.read_only {
-            None
-        } else {
-            Some(sequencer.lock().await)
-        };
-        if !options.read_only {
-            if manifest.committee.len() > 1 {
-                self.settle_pending(&manifest).await?;
-            }
-            let store = self.store.clone();
-            if let Some(done) = blocking(move || Ok(store.committed_call(&id, &call_id)?)).await? {
-                metrics::add(&self.counters.calls_deduplicated, 1);
-                return answer_committed(done, request_id, &input_hash, &entrypoint);
-            }
+        if payload.job.is_none() {
+            payload.options.request_id = Some(request_id.clone());
         }
+        let call_id = onvm_rpc_api::program::call_id(&id, &caller, &request_id);
+        Ok(AdmittedCall {
+            manifest,
+            payload,
+            entrypoint,
+            request_id,
+            input_hash,
+            caller,
+            call_id,
+            fuel,
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+
+    /// Runs an admitted call against the program's latest committed state, which must be at
+    /// `at_height` when one is given (a committee leader executes for one height). A writing
+    /// call with a reproducible outcome comes back as a proposed receipt with its writes (for
+    /// a committee, with the state root its writes produce); anything else (a read-only call,
+    /// a wall-clock timeout, a cancellation, an engine failure) as a result without receipt.
+    pub async fn run(
+        &self,
+        call: &AdmittedCall,
+        at_height: Option<u64>,
+        cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Result<Ran, ProgramError> {
+        let id = call.payload.program_id;
+        let manifest = &call.manifest;
+        let options = &call.payload.options;
+        let limits = self.vm.limits().clone();
+        let compiled = self.compiled_for(manifest).await?;
+        let blobs = self.load_blob_refs(manifest).await?;
         let _slot = self
             .slots
             .acquire()
@@ -1255,6 +1349,13 @@ impl Programs {
         let store = self.store.clone();
         let (record, snapshot) = blocking(move || Ok(store.snapshot(&id)?)).await?;
         let height = record.height;
+        if let Some(wanted) = at_height
+            && wanted != height
+        {
+            return Err(ProgramError::Internal(format!(
+                "the program's state is at height {height}, not {wanted}"
+            )));
+        }
         let root_in = record.state_root;
         let timestamp_ms = match options.timestamp_ms {
             Some(t) => {
@@ -1282,19 +1383,20 @@ impl Programs {
         let context = CallContext {
             height,
             timestamp_ms,
-            seed: call_seed(&id, height, &root_in, &input_hash),
-            caller,
+            seed: call_seed(&id, height, &root_in, &call.input_hash),
+            caller: call.caller,
             state_root_in: root_in,
         };
+        let input = call.payload.input.0.clone();
         let request = CallRequest {
-            entrypoint: entrypoint.clone(),
-            input,
-            fuel,
-            timeout,
+            entrypoint: call.entrypoint.clone(),
+            input: input.clone(),
+            fuel: call.fuel,
+            timeout: call.timeout,
             read_only: options.read_only,
             context: context.clone(),
             blobs,
-            cancel: job.as_ref().map(|j| j.cancel.clone()),
+            cancel,
         };
         let result = self.run_in_vm(compiled, request, snapshot).await?;
         metrics::add(&self.counters.calls_executed, 1);
@@ -1302,7 +1404,17 @@ impl Programs {
         if !result.outcome.is_ok() {
             metrics::add(&self.counters.calls_failed, 1);
         }
-
+        let mut answer = ExecuteResult {
+            program_id: id,
+            outcome: result.outcome.clone(),
+            output_base64: result.output.clone().into(),
+            fuel_used: result.fuel_used,
+            state_root_in: root_in,
+            state_root_out: root_in,
+            logs: result.logs,
+            logs_truncated: result.logs_truncated,
+            receipt: None,
+        };
         // A wall-clock timeout, a cancellation or an engine failure happened on this node only:
         // no member could reproduce it, so it never takes a height. The call changes nothing,
         // gets no receipt, and its request id stays free for a retry.
@@ -1310,47 +1422,34 @@ impl Programs {
             if !options.read_only {
                 metrics::add(&self.counters.calls_interrupted, 1);
             }
-            return finish_with(
-                None,
-                ExecuteResult {
-                    program_id: id,
-                    outcome: result.outcome,
-                    output_base64: result.output.into(),
-                    fuel_used: result.fuel_used,
-                    state_root_in: root_in,
-                    state_root_out: root_in,
-                    logs: result.logs,
-                    logs_truncated: result.logs_truncated,
-                    receipt: None,
-                },
-            );
+            return Ok(Ran::Interrupted(Box::new(answer)));
         }
-
         let digest = write_digest(
             result
                 .writes
                 .iter()
                 .map(|(k, v)| (k.as_slice(), v.as_deref())),
         );
-        let receipt_body = ExecutionReceipt {
+        let job = call.payload.job.as_ref();
+        let mut body = ExecutionReceipt {
             version: onvm_rpc_api::program::RECEIPT_VERSION,
             network_id: self.network_id.clone(),
             program_id: id,
             code_hash: manifest.code,
             engine: ENGINE_FINGERPRINT.to_string(),
-            entrypoint,
+            entrypoint: call.entrypoint.clone(),
             height,
-            input_hash,
-            caller,
-            call_id,
+            input_hash: call.input_hash,
+            caller: call.caller,
+            call_id: call.call_id,
             caller_proof: options.signed.as_ref().map(|s| CallerProof {
-                request_id: match &job {
+                request_id: match job {
                     Some(job) => job.request_id.clone(),
-                    None => request_id.clone(),
+                    None => call.request_id.clone(),
                 },
                 expires_at_ms: s.expires_at_ms,
                 signature: s.signature.clone(),
-                job: job.as_ref().map(|job| JobAttemptProof {
+                job: job.map(|job| JobAttemptProof {
                     attempt: job.attempt,
                     max_attempts: job.max_attempts,
                 }),
@@ -1362,83 +1461,155 @@ impl Programs {
             write_digest: digest,
             output_hash: Hash32::of(&result.output),
             output_len: result.output.len() as u64,
-            fuel_limit: fuel,
+            fuel_limit: call.fuel,
             fuel_used: result.fuel_used,
-            outcome: result.outcome.clone(),
-            executor,
+            outcome: result.outcome,
+            executor: Hash32(*self.identity.endpoint_id().as_bytes()),
         };
         let writes = result.writes;
-        // With a committee, the call commits only once a threshold of members re-executed it
-        // and signed the same receipt. The root is computed by a dry run and the writes are
-        // applied again at commit: keeping the write transaction open across the members'
-        // round trips would block every other writer of the database.
-        let attestation = match input_for_committee {
-            Some(input) => {
-                let preview = self.store.clone();
-                let proposed = writes.clone();
-                let root_out = blocking(move || Ok(preview.preview_root(&id, &proposed)?)).await?;
-                let mut body = receipt_body.clone();
-                body.state_root_out = root_out;
-                if self.committee.debug_forge_callers && body.caller != Hash32::ZERO {
-                    body.caller = Hash32::of(&body.caller.0);
-                    if let Some(proof) = &body.caller_proof {
-                        body.call_id =
-                            onvm_rpc_api::program::call_id(&id, &body.caller, &proof.request_id);
-                    }
+        // A committee signs the receipt before it commits: its state root comes from a dry
+        // run here, and the writes are applied again at commit (keeping the write transaction
+        // open across the members' round trips would block every other writer).
+        if manifest.committee.len() > 1 {
+            let preview = self.store.clone();
+            let proposed = writes.clone();
+            body.state_root_out =
+                blocking(move || Ok(preview.preview_root(&id, &proposed)?)).await?;
+            answer.state_root_out = body.state_root_out;
+            if self.committee.debug_forge_callers && body.caller != Hash32::ZERO {
+                body.caller = Hash32::of(&body.caller.0);
+                if let Some(proof) = &body.caller_proof {
+                    body.call_id =
+                        onvm_rpc_api::program::call_id(&id, &body.caller, &proof.request_id);
                 }
-                let attestation = self.collect_attestation(&manifest, body, input).await?;
-                if self.committee.debug_abandon_after_attest {
-                    return Err(ProgramError::Internal(
-                        "committee.debug_abandon_after_attest: the call was attested and dropped"
-                            .into(),
-                    ));
-                }
-                Some(attestation)
             }
-            None => None,
+        }
+        Ok(Ran::Proposed(Box::new(Proposed {
+            body,
+            writes,
+            input,
+            output: result.output,
+            result: answer,
+        })))
+    }
+
+    async fn execute_inner(
+        &self,
+        id: ProgramId,
+        input: Vec<u8>,
+        options: ExecuteOptions,
+        job: Option<JobAttempt>,
+        takeover: bool,
+    ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
+        let read_only = options.read_only;
+        let call = self
+            .admit(CallPayload {
+                program_id: id,
+                input: input.into(),
+                options,
+                job: job.as_ref().map(|j| j.job.clone()),
+            })
+            .await?;
+        if read_only {
+            return match self.run(&call, None, None).await? {
+                Ran::Interrupted(result) => finish_with(None, *result),
+                Ran::Proposed(_) => Err(ProgramError::Internal(
+                    "a read-only call produced a receipt".into(),
+                )),
+            };
+        }
+        let manifest = call.manifest.clone();
+        if crate::consensus::runs_pbft(&manifest) {
+            self.require_member(&manifest)?;
+            let committees = self.committees()?;
+            return committees.execute(call, job).await;
+        }
+        if takeover {
+            self.require_member(&manifest)?;
+        } else {
+            self.require_home(&manifest)?;
+        }
+
+        // Writers hold the program's sequencer lock from reading the root to committing.
+        let sequencer = self.sequencer(&id);
+        let _turn = sequencer.lock().await;
+        if manifest.committee.len() > 1 {
+            self.settle_pending(&manifest).await?;
+        }
+        if let Some(done) = self.committed(id, call.call_id).await? {
+            metrics::add(&self.counters.calls_deduplicated, 1);
+            return answer_committed(done, call.request_id, &call.input_hash, &call.entrypoint);
+        }
+        let cancel = job.as_ref().map(|j| j.cancel.clone());
+        let proposed = match self.run(&call, None, cancel).await? {
+            Ran::Interrupted(result) => return finish_with(None, *result),
+            Ran::Proposed(p) => *p,
         };
-        // A successful job attempt stores its output first (content-addressed, harmless if the
-        // commit below never happens), then completes the job inside the commit.
+        // With a committee, the call commits only once a threshold of members re-executed it
+        // and signed the same receipt.
+        let attestation = if manifest.committee.len() > 1 {
+            let attestation = self
+                .collect_attestation(&manifest, proposed.body.clone(), proposed.input.clone())
+                .await?;
+            if self.committee.debug_abandon_after_attest {
+                return Err(ProgramError::Internal(
+                    "committee.debug_abandon_after_attest: the call was attested and dropped"
+                        .into(),
+                ));
+            }
+            Some(attestation)
+        } else {
+            None
+        };
         let job_commit = match job {
-            Some(job) if result.outcome.is_ok() => {
-                let output_blob = self.blobs.add(result.output.clone(), None).await?.id;
-                let finished = job.finished;
-                Some(JobCommit {
-                    job_id: job.job_id,
-                    update: Box::new(move |info, receipt| finished(info, receipt, output_blob)),
-                    logs: Some(AttemptLogs {
-                        attempt: job.attempt,
-                        lines: result.logs.clone(),
-                        truncated: result.logs_truncated,
-                    }),
-                })
+            Some(job) if proposed.result.outcome.is_ok() => {
+                Some(self.job_commit(job, &proposed).await?)
             }
             _ => None,
         };
+        let Proposed {
+            body,
+            writes,
+            input,
+            output,
+            mut result,
+        } = proposed;
         let (receipt, job_event) = self
-            .commit(
-                receipt_body,
-                writes,
-                call_input,
-                result.output.clone(),
-                attestation,
-                job_commit,
-            )
+            .commit(body, writes, input, output, attestation, job_commit)
             .await?;
-        finish_with(
-            job_event,
-            ExecuteResult {
-                program_id: id,
-                outcome: result.outcome,
-                output_base64: result.output.into(),
-                fuel_used: result.fuel_used,
-                state_root_in: root_in,
-                state_root_out: receipt.receipt.state_root_out,
-                logs: result.logs,
-                logs_truncated: result.logs_truncated,
-                receipt: Some(receipt),
-            },
-        )
+        result.state_root_out = receipt.receipt.state_root_out;
+        result.receipt = Some(receipt);
+        finish_with(job_event, result)
+    }
+
+    /// A successful job attempt stores its output first (content-addressed, harmless if the
+    /// commit never happens), then completes the job inside the commit.
+    async fn job_commit(
+        &self,
+        job: JobAttempt,
+        proposed: &Proposed,
+    ) -> Result<JobCommit, ProgramError> {
+        let output_blob = self.blobs.add(proposed.output.clone(), None).await?.id;
+        let finished = job.finished;
+        Ok(JobCommit {
+            job_id: job.job.job_id,
+            update: Box::new(move |info, receipt| finished(info, receipt, output_blob)),
+            logs: Some(AttemptLogs {
+                attempt: job.job.attempt,
+                lines: proposed.result.logs.clone(),
+                truncated: proposed.result.logs_truncated,
+            }),
+        })
+    }
+
+    /// The call committed under `call_id`, if any (a retried request id).
+    pub async fn committed(
+        &self,
+        id: ProgramId,
+        call_id: Hash32,
+    ) -> Result<Option<CommittedCall>, ProgramError> {
+        let store = self.store.clone();
+        blocking(move || Ok(store.committed_call(&id, &call_id)?)).await
     }
 
     /// Who is calling: the signer of a signed call (its signature checked over what it asks
@@ -1451,7 +1622,7 @@ impl Programs {
         entrypoint: &str,
         input_hash: &Hash32,
         request_id: &str,
-        job: Option<&JobAttempt>,
+        job: Option<&JobRef>,
     ) -> Result<Hash32, ProgramError> {
         let Some(signed) = &options.signed else {
             if manifest.require_signed_calls && !options.read_only {
@@ -1618,7 +1789,7 @@ pub(crate) fn caller_refused(e: CallerError) -> ProgramError {
 
 /// The answer to a request id that was already committed: the committed call's result (its
 /// logs are not kept), or a conflict if the request differs.
-fn answer_committed(
+pub(crate) fn answer_committed(
     done: CommittedCall,
     request_id: String,
     input_hash: &Hash32,
@@ -1647,7 +1818,7 @@ fn answer_committed(
     )
 }
 
-fn finish_with(
+pub(crate) fn finish_with(
     event: Option<JobEvent>,
     result: ExecuteResult,
 ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
@@ -1663,15 +1834,64 @@ pub type JobFinished = Box<dyn FnOnce(&mut JobInfo, &SignedReceipt, BlobId) + Se
 
 /// What a job attempt adds to a call.
 pub struct JobAttempt {
+    pub job: JobRef,
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Completes the job record (inside the commit) given its receipt and output blob.
+    pub finished: JobFinished,
+}
+
+/// The part of a job attempt that travels with its call to the member that runs it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobRef {
     pub job_id: JobId,
     /// The job's request id (a signed job's caller signed it).
     pub request_id: String,
     pub attempt: u32,
     /// `max_retries + 1`: the attempts a signed job's caller allowed.
     pub max_attempts: u32,
-    pub cancel: Arc<std::sync::atomic::AtomicBool>,
-    /// Completes the job record (inside the commit) given its receipt and output blob.
-    pub finished: JobFinished,
+}
+
+/// A writing (or read-only) call as it travels between nodes: what the client sent, with the
+/// request id chosen by the node that accepted it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallPayload {
+    pub program_id: ProgramId,
+    pub input: onvm_rpc_api::types::Base64Bytes,
+    pub options: ExecuteOptions,
+    pub job: Option<JobRef>,
+}
+
+/// A call that passed [`Programs::admit`].
+#[derive(Clone, Debug)]
+pub struct AdmittedCall {
+    pub manifest: ProgramManifest,
+    pub payload: CallPayload,
+    pub entrypoint: String,
+    pub request_id: String,
+    pub input_hash: Hash32,
+    pub caller: Hash32,
+    pub call_id: Hash32,
+    pub fuel: u64,
+    pub timeout: Duration,
+}
+
+/// What [`Programs::run`] produced.
+pub enum Ran {
+    /// A read-only call, or one interrupted on this node: no receipt, nothing to commit.
+    Interrupted(Box<ExecuteResult>),
+    Proposed(Box<Proposed>),
+}
+
+/// A writing call run to a reproducible outcome, ready to be attested and committed.
+pub struct Proposed {
+    /// The receipt before its executor's signature (for a committee, with the state root
+    /// its writes produce).
+    pub body: ExecutionReceipt,
+    pub writes: onvm_rpc_api::program::Writes,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+    /// The answer for the client (its receipt is added at commit).
+    pub result: ExecuteResult,
 }
 
 fn info_of(r: ProgramRecord) -> ProgramInfo {

@@ -74,6 +74,13 @@ impl TestNode {
     }
 
     async fn boot(&mut self) {
+        // ONVM_TEST_LOG=onvm_node=debug shows what the in-process nodes log (off by default).
+        if let Ok(filter) = std::env::var("ONVM_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         // In-process restarts only: a blocking store task of the previous instance (cancelled
         // by its shutdown, but already running on the blocking pool) can hold the database
         // lock for a moment after `shutdown` returns. A new process never sees this.
@@ -123,6 +130,11 @@ impl TestNode {
     }
 
     /// Graceful shutdown, keeping the data dir for [`TestNode::resume`].
+    /// Config overrides for the next `resume` (e.g. a test hook switched off).
+    pub fn set_overrides(&mut self, overrides: &[&str]) {
+        self.overrides = overrides.iter().map(|s| s.to_string()).collect();
+    }
+
     pub async fn halt(&mut self) {
         if let Some(node) = self.node.take() {
             node.shutdown().await;
@@ -379,6 +391,18 @@ pub fn test_seed() -> u64 {
 
 /// `onvm run-node` (offline, loopback, ports chosen by the OS, plus `extra` arguments) on a
 /// plaintext data dir; returns the child and its RPC URL.
+/// Where a spawned node's stderr goes: nowhere, or with `ONVM_TEST_LOG_DIR=<dir>` a file per
+/// process there (set `RUST_LOG` for the level).
+fn child_log() -> Stdio {
+    let Ok(dir) = std::env::var("ONVM_TEST_LOG_DIR") else {
+        return Stdio::null();
+    };
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = Path::new(&dir).join(format!("node-{}-{n}.log", std::process::id()));
+    std::fs::File::create(path).map_or(Stdio::null(), Stdio::from)
+}
+
 pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(onvm_bin())
         .args([
@@ -395,7 +419,7 @@ pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
         .env_remove("ONVM_IDENTITY_PASSPHRASE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(child_log())
         .spawn()
         .expect("spawn run-node");
     let url = rpc_url_of(&mut child);

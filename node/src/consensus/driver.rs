@@ -11,9 +11,7 @@
 //! committed state; executions and validations run concurrently with message handling and come
 //! back as events.
 //!
-//! Status: the node's call path does not use this driver yet (it runs the single-round
-//! attestation in `programs.rs`); wiring it in is the next step of issue 11 (docs/PROTOCOL.md,
-//! "Committees").
+//! The node runs one driver per PBFT program it is a member of (`super::committees`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,13 +43,17 @@ pub trait Executor: Send + Sync + 'static {
     /// (a wall-clock timeout, a cancellation: the height is not consumed). Executions run
     /// concurrently with commits: when the state is no longer at `height` (it was decided
     /// meanwhile), say so with an error; the member ignores answers for past heights.
-    fn execute(&self, height: Height, call_id: CallId) -> BoxFuture<Result<Digest, String>>;
+    fn execute(
+        self: Arc<Self>,
+        height: Height,
+        call_id: CallId,
+    ) -> BoxFuture<Result<Digest, String>>;
     /// Re-executes a proposal at `height` (as replica): whether this node computes the same
     /// receipt id.
-    fn validate(&self, height: Height, proposal: Proposal) -> BoxFuture<bool>;
+    fn validate(self: Arc<Self>, height: Height, proposal: Proposal) -> BoxFuture<bool>;
     /// Applies a finalized height (it was persisted just before). Must be idempotent: after a
     /// crash the persisted log's unapplied tail is committed again.
-    fn commit(&self, decision: Decision) -> BoxFuture<Result<(), String>>;
+    fn commit(self: Arc<Self>, decision: Decision) -> BoxFuture<Result<(), String>>;
 }
 
 /// Votes in the node's database (`Store::persist_consensus`), written on the blocking pool.
@@ -149,7 +151,7 @@ impl Actor {
         // The committed state may lag the persisted log (a crash between Persist(Finalized)
         // and Commit): apply the log again (commit is idempotent), then rebuild the member.
         for decision in &persisted.log {
-            if let Err(e) = self.executor.commit(decision.clone()).await {
+            if let Err(e) = self.executor.clone().commit(decision.clone()).await {
                 tracing::error!(
                     height = decision.height,
                     "re-applying a finalized height: {e}"
@@ -207,7 +209,7 @@ impl Actor {
                     proposal,
                 } => self.validate(height, view, proposal),
                 Action::Commit(decision) => {
-                    if let Err(e) = self.executor.commit(decision).await {
+                    if let Err(e) = self.executor.clone().commit(decision).await {
                         tracing::error!("applying a finalized height failed, stopping: {e}");
                         return false;
                     }
@@ -343,7 +345,11 @@ mod tests {
     }
 
     impl Executor for Link {
-        fn execute(&self, height: Height, call_id: CallId) -> BoxFuture<Result<Digest, String>> {
+        fn execute(
+            self: Arc<Self>,
+            height: Height,
+            call_id: CallId,
+        ) -> BoxFuture<Result<Digest, String>> {
             let applied = self.net.nodes[self.me].applied.lock().unwrap();
             let prev = applied.last().copied().unwrap_or_default();
             let result = if applied.len() as u64 == height {
@@ -354,7 +360,7 @@ mod tests {
             Box::pin(async move { result })
         }
 
-        fn validate(&self, height: Height, proposal: Proposal) -> BoxFuture<bool> {
+        fn validate(self: Arc<Self>, height: Height, proposal: Proposal) -> BoxFuture<bool> {
             let applied = self.net.nodes[self.me].applied.lock().unwrap();
             let prev = applied.last().copied().unwrap_or_default();
             let ok = applied.len() as u64 == height
@@ -362,7 +368,7 @@ mod tests {
             Box::pin(async move { ok })
         }
 
-        fn commit(&self, decision: Decision) -> BoxFuture<Result<(), String>> {
+        fn commit(self: Arc<Self>, decision: Decision) -> BoxFuture<Result<(), String>> {
             let mut applied = self.net.nodes[self.me].applied.lock().unwrap();
             if decision.height == applied.len() as u64 {
                 applied.push(decision.proposal.digest);

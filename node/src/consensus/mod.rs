@@ -16,11 +16,15 @@
 //!   step. `ONVM_SIM_SEED=<n> cargo test -p onvm-node --lib consensus::sim -- --nocapture`
 //!   replays one seed with its trace; `ONVM_SIM_SEEDS=<n>` runs n seeds.
 //!
-//! Where the node stands (docs/PROTOCOL.md, "Committees"): the node's call path still runs the
-//! single-round attestation in `programs.rs` (sequencer proposes, members re-execute and sign,
-//! a takeover settles signed proposals first). Its quorum arithmetic comes from [`quorum`]; the
-//! PBFT core here is verified by the simulator and is the next step of the call path, driven by
-//! `net` through a transport trait, which will give the node view changes.
+//! - [`driver`]: the async shell that runs one program's member over `Transport`, `Durable` and
+//!   `Executor` traits;
+//! - [`committees`]: the node's committees: a driver per PBFT program this node is a member of,
+//!   its transport over `net`'s `/onvm/pbft/1` and its executor over `programs`.
+//!
+//! The node's call path (docs/PROTOCOL.md, "Committees"): a committee of K > 1 with the default
+//! threshold (the PBFT quorum) is sequenced by PBFT through [`committees`]; a committee deployed
+//! with another threshold keeps the single-round attestation in `programs.rs` (the sequencer
+//! proposes, members re-execute and sign, a takeover settles signed proposals first).
 
 pub mod driver;
 pub mod pbft;
@@ -28,3 +32,14 @@ pub mod quorum;
 pub mod routing;
 #[cfg(test)]
 mod sim;
+
+pub mod committees;
+pub use committees::Committees;
+
+/// Whether a program's writing calls are sequenced by PBFT on its committee: a committee of
+/// more than one whose threshold is the PBFT quorum (the default threshold). A committee
+/// deployed with another threshold keeps the single-round attestation (docs/PROTOCOL.md).
+pub fn runs_pbft(manifest: &onvm_rpc_api::program::ProgramManifest) -> bool {
+    let k = manifest.committee.len();
+    k > 1 && manifest.threshold as usize == quorum::quorum(k)
+}

@@ -7,7 +7,10 @@
 //! Heights are decided strictly one after the other because a receipt at height `h` binds the
 //! state root produced by height `h - 1`. Within a height:
 //!
-//! * view `v` is led by member `v % k`; view 0 needs no NewView;
+//! * view `v` is led by member `(first + v) % k`, where `first` led the view that decided the
+//!   previous height (0 for height 0): a leader keeps the lead while it is healthy, and a
+//!   failover moves it for good instead of costing every later height a view timeout; view 0
+//!   needs no NewView;
 //! * the leader asks the driver to execute a call ([`Action::Execute`]) and broadcasts a
 //!   PrePrepare, which also counts as its own Prepare;
 //! * a replica accepts one PrePrepare per view from that view's leader, has the driver re-execute
@@ -77,6 +80,12 @@ pub struct Proposal {
     pub call_id: CallId,
     /// Receipt id; only valid on top of the value finalized at the previous height.
     pub digest: Digest,
+    /// The leader that first proposed it (in the node, the receipt's executor). Once the
+    /// value is decided, it leads the next height's view 0 ([`quorum::leader`]): every member
+    /// decides the same proposal, so all agree on it whatever view each decided in. A lying
+    /// leader can name anyone; that costs one view timeout at the next height, never safety
+    /// (two quorums of Prepares in one view still share an honest member).
+    pub proposer: MemberIndex,
 }
 
 /// Proof that `q` members prepared `proposal` in `view`: the leader (through its PrePrepare)
@@ -496,6 +505,8 @@ impl ViewState {
 #[derive(Debug)]
 struct Round {
     height: Height,
+    /// Leader of this height's view 0: the leader that decided the previous height.
+    first_leader: MemberIndex,
     view: View,
     /// View 0, or a NewView for `view` was sent/accepted. An inactive member waits for NewView
     /// and accepts no PrePrepare.
@@ -527,9 +538,10 @@ enum TimerKind {
 }
 
 impl Round {
-    fn new(height: Height, k: usize) -> Self {
+    fn new(height: Height, k: usize, first_leader: MemberIndex) -> Self {
         Round {
             height,
+            first_leader,
             view: 0,
             active: true,
             views: BTreeMap::new(),
@@ -600,7 +612,7 @@ impl Member {
             q: quorum::quorum(k),
             log: Vec::new(),
             decided_calls: HashMap::new(),
-            round: Round::new(0, k),
+            round: Round::new(0, k, 0),
             pending: VecDeque::new(),
             waiting_clients: HashSet::new(),
             future_msgs: Vec::new(),
@@ -682,7 +694,7 @@ impl Member {
     }
 
     fn leader(&self, view: View) -> MemberIndex {
-        quorum::leader(self.config.k, view)
+        quorum::leader(self.config.k, self.round.first_leader, view)
     }
 
     fn me(&self) -> MemberIndex {
@@ -914,7 +926,11 @@ impl Member {
             return;
         }
         let me = self.me();
-        let proposal = Proposal { call_id, digest };
+        let proposal = Proposal {
+            call_id,
+            digest,
+            proposer: self.me(),
+        };
         let vs = self.view_state(view);
         if vs.pre_prepare.is_some() {
             return;
@@ -1241,7 +1257,7 @@ impl Member {
             });
         }
         let next = height + 1;
-        self.round = Round::new(next, self.config.k);
+        self.round = Round::new(next, self.config.k, proposal.proposer);
         // Replay what arrived early for the new height; keep what is still ahead.
         let buffered = std::mem::take(&mut self.future_msgs);
         for (from, msg) in buffered {
@@ -1348,6 +1364,30 @@ impl Member {
             return; // an older timer of the same view
         }
         self.round.timer_deadline = None;
+        // Still executing the call as leader, or re-executing the leader's proposal (a slow
+        // first compile, a long call): the delay is ours, so the view gets another full
+        // timeout instead of a view change; both always end (fuel and time bounded). Other
+        // members still time out on a leader that is slow or silent.
+        if self.round.timer_kind == TimerKind::Progress
+            && (self.round.executing.is_some()
+                || self
+                    .round
+                    .views
+                    .get(&self.round.view)
+                    .is_some_and(|vs| vs.validation == Validation::Pending))
+        {
+            self.arm_timer_if_needed();
+            return;
+        }
+        // A call still pending when a timer fires may never have reached the leader (a lost
+        // Forward): relay it to every member (PBFT §4.4), so a live leader still sequences it
+        // and the others start their own timers, making a view change possible.
+        if !self.pending.is_empty() {
+            let call_ids = self.pending.iter().take(MAX_FORWARD).copied().collect();
+            self.emit(Action::Broadcast {
+                msg: Message::Forward { call_ids },
+            });
+        }
         if self.round.timer_kind == TimerKind::Retransmit {
             if !self.round.active
                 && let Some(vc) = self
@@ -1599,7 +1639,8 @@ impl Member {
             self.log.push(d);
         }
         let height = self.log.len() as u64;
-        self.round = Round::new(height, self.config.k);
+        let first_leader = self.log.last().map_or(0, |d| d.proposal.proposer);
+        self.round = Round::new(height, self.config.k, first_leader);
         #[cfg(test)]
         let restore = !self.config.planted.forget_votes_on_restart;
         #[cfg(not(test))]
@@ -1876,6 +1917,7 @@ mod tests {
         Proposal {
             call_id,
             digest: receipt(height, &call_id, &h.prev(at, height)),
+            proposer: 0,
         }
     }
 
@@ -1958,14 +2000,14 @@ mod tests {
             _ => None,
         });
         assert_eq!(new_view, Some((1, 1, Some(locked))));
+        // Height 0 keeps the lock; height 1's view 0 is led by the member that proposed height
+        // 0's value (the dark member 0), so it takes one more view change.
         for m in 1..4 {
-            assert_eq!(h.committed[m].len(), 1, "member {m}");
             assert_eq!(
                 h.committed[m][0].proposal, locked,
                 "member {m} kept the lock"
             );
         }
-        // Height 1 starts again at view 0, led by the dark member 0: one more view change.
         h.fire_timers(&[1, 2, 3]);
         for m in 1..4 {
             assert_eq!(h.committed[m].len(), 2, "member {m}");
@@ -1978,6 +2020,7 @@ mod tests {
         let locked = Proposal {
             call_id: call(1),
             digest: receipt(0, &call(1), &[0; 32]),
+            proposer: 0,
         };
         let vc = |prepared: Option<PreparedCert>| ViewChange {
             height: 0,
@@ -2004,6 +2047,7 @@ mod tests {
         let fresh = Proposal {
             call_id: call(9),
             digest: receipt(0, &call(9), &[0; 32]),
+            proposer: 0,
         };
         assert!(
             m.handle(new_view(Some(fresh)), 0).is_empty(),
@@ -2022,10 +2066,12 @@ mod tests {
         let a = Proposal {
             call_id: call(1),
             digest: receipt(0, &call(1), &[0; 32]),
+            proposer: 0,
         };
         let b = Proposal {
             call_id: call(2),
             digest: receipt(0, &call(2), &[0; 32]),
+            proposer: 0,
         };
         let pre_prepare = |from, proposal| Event::Message {
             from,
@@ -2081,10 +2127,12 @@ mod tests {
         let a = Proposal {
             call_id: call(1),
             digest: receipt(0, &call(1), &[0; 32]),
+            proposer: 0,
         };
         let b = Proposal {
             call_id: call(2),
             digest: receipt(0, &call(2), &[0; 32]),
+            proposer: 0,
         };
         let msg = |from, msg| Event::Message { from, msg };
         let run = |forget: bool| {
@@ -2129,6 +2177,24 @@ mod tests {
             };
             let after_b = feed(&mut m, p, msg(0, pp_b), 1000);
             actions.extend(after_b.iter().cloned());
+            // A validation still running postpones the view change: finish it first.
+            let validating = after_b.iter().find_map(|x| match x {
+                Action::Validate {
+                    height,
+                    view,
+                    proposal,
+                } => Some((*height, *view, proposal.digest)),
+                _ => None,
+            });
+            if let Some((height, view, digest)) = validating {
+                let validated = Event::Validated {
+                    height,
+                    view,
+                    digest,
+                    ok: true,
+                };
+                actions.extend(feed(&mut m, p, validated, 1000));
+            }
             let timer = actions.iter().find_map(|x| match x {
                 Action::SetTimer {
                     height,
@@ -2218,6 +2284,7 @@ mod tests {
                     proposal: Proposal {
                         call_id: call(1),
                         digest,
+                        proposer: 0,
                     },
                     signers: vec![2, 2, 2, 99],
                 }),
@@ -2280,6 +2347,7 @@ mod tests {
         let a = Proposal {
             call_id: call(1),
             digest: receipt(0, &call(1), &[0; 32]),
+            proposer: 0,
         };
         let decided = Message::Decided(Decision {
             height: 0,
@@ -2302,6 +2370,7 @@ mod tests {
         let again = Proposal {
             call_id: call(1),
             digest: receipt(1, &call(1), &a.digest),
+            proposer: 0,
         };
         let pp = Message::PrePrepare {
             height: 1,
@@ -2362,7 +2431,10 @@ mod tests {
         m.handle(vc(2), 450);
         let actions = m.handle(vc(3), 460);
         assert_eq!(timer_at(&actions), Some((1, 660)));
-        m.handle(Event::Timer { height: 0, view: 1 }, 660);
-        assert_eq!(m.view(), 2);
+        // Member 1 leads view 1 and is still executing the call when the timer fires: the
+        // delay is its own, so it keeps the view and waits another full timeout.
+        let actions = m.handle(Event::Timer { height: 0, view: 1 }, 660);
+        assert_eq!(m.view(), 1);
+        assert_eq!(timer_at(&actions), Some((1, 860)));
     }
 }

@@ -25,14 +25,16 @@ pub fn recovery_answers(k: usize, q: usize) -> usize {
     (k + 1).saturating_sub(q)
 }
 
-/// Leader of a view: members take turns in rank order, so view 0 of every height is led by
-/// member 0 (the program's home) and each view change moves to the next rank.
-/// The height does not enter the formula on purpose: a healthy home keeps leading every height.
-pub fn leader(k: usize, view: u64) -> usize {
+/// Leader of a view: members take turns in rank order starting from `first`, the leader of a
+/// height's view 0, and each view change moves to the next rank. A height's `first` is the
+/// leader that got the previous height decided (0, the program's home, for height 0): a healthy
+/// leader keeps leading, and after a failover the new leader keeps the lead instead of every
+/// later height waiting out a view timeout for the dead one.
+pub fn leader(k: usize, first: usize, view: u64) -> usize {
     if k == 0 {
         return 0;
     }
-    (view % k as u64) as usize
+    ((first % k) + (view % k as u64) as usize) % k
 }
 
 /// The view timeout doubles with each view (`base_ms * 2^view`) so that, after the network heals,
@@ -195,12 +197,14 @@ mod tests {
 
     #[test]
     fn leader_rotates_in_rank_order() {
-        assert_eq!(leader(4, 0), 0);
-        assert_eq!(leader(4, 1), 1);
-        assert_eq!(leader(4, 5), 1);
-        assert_eq!(leader(1, 99), 0);
-        assert_eq!(leader(0, 3), 0);
-        assert_eq!(leader(7, u64::MAX), (u64::MAX % 7) as usize);
+        assert_eq!(leader(4, 0, 0), 0);
+        assert_eq!(leader(4, 0, 1), 1);
+        assert_eq!(leader(4, 0, 5), 1);
+        assert_eq!(leader(4, 2, 0), 2);
+        assert_eq!(leader(4, 2, 3), 1);
+        assert_eq!(leader(1, 0, 99), 0);
+        assert_eq!(leader(0, 1, 3), 0);
+        assert_eq!(leader(7, 6, u64::MAX), (6 + (u64::MAX % 7) as usize) % 7);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   reordering) and partitions that heal; a slow node whose messages and executions lag;
 //! * disk: a [`Persisted`] per node and program, updated from `Action::Persist` only, which is
 //!   all a node gets back after a crash;
-//! * executor: a receipt id is `receipt(height, call, previous finalized receipt)`; a proposal
+//! * executor: a receipt id is `receipt(height, call, previous finalized receipt, proposer)`
+//!   (the node's receipt id binds its executor too); a proposal
 //!   validates iff its digest is that value on top of the validator's own log; during the fault
 //!   phase some executions fail locally (`ExecuteFailed`, a wall-clock timeout);
 //! * clients: each submits one call to a random node and retries the same call id on another
@@ -100,9 +101,10 @@ impl Rng {
     }
 }
 
-/// Fake receipt id: what executing `call_id` at `height` on top of `prev` produces.
-fn receipt(height: Height, call_id: &CallId, prev: &Digest) -> Digest {
-    let mut acc = mix(height ^ 0x5EED_0F0B_ADCA_FE00);
+/// Fake receipt id: what member `proposer` executing `call_id` at `height` on top of `prev`
+/// produces.
+fn receipt(height: Height, call_id: &CallId, prev: &Digest, proposer: usize) -> Digest {
+    let mut acc = mix(height ^ 0x5EED_0F0B_ADCA_FE00 ^ ((proposer as u64) << 48));
     for chunk in call_id.chunks_exact(8).chain(prev.chunks_exact(8)) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
@@ -558,7 +560,7 @@ impl Checker {
             0 => Some([0u8; 32]),
             _ => log.get(h as usize - 1).map(|d| d.proposal.digest),
         };
-        if prev.is_none_or(|prev| receipt(h, &p.call_id, &prev) != p.digest) {
+        if prev.is_none_or(|prev| receipt(h, &p.call_id, &prev, p.proposer) != p.digest) {
             return Err((
                 Invariant::Agreement,
                 format!(
@@ -798,6 +800,12 @@ impl Sim {
             detail,
             trace: self.trace.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// The member index of `node` in `program`'s committee (see `member_config`).
+    fn member_index(&self, program: usize, node: usize) -> usize {
+        let k = self.k();
+        (node + k - program % k) % k
     }
 
     fn k(&self) -> usize {
@@ -1138,7 +1146,12 @@ impl Sim {
                             height,
                             view,
                             call_id,
-                            digest: receipt(height, &call_id, &prev),
+                            digest: receipt(
+                                height,
+                                &call_id,
+                                &prev,
+                                self.member_index(program, node),
+                            ),
                         }
                     };
                     let item = Item::Driver {
@@ -1158,7 +1171,8 @@ impl Sim {
                         let detail = format!("n{node} asked to validate at h={height} off its log");
                         return Err((Invariant::Driver, detail));
                     };
-                    let ok = receipt(height, &proposal.call_id, &prev) == proposal.digest;
+                    let ok = receipt(height, &proposal.call_id, &prev, proposal.proposer)
+                        == proposal.digest;
                     let delay = self.driver_delay(node);
                     let event = Event::Validated {
                         height,
@@ -1356,11 +1370,16 @@ impl Sim {
             i = (i + 1) % calls.len();
         }
         let call_id = calls[i];
+        let proposer = self.member_index(program, node);
         let digest = match self.prev_digest(node, program, height) {
-            Some(prev) => receipt(height, &call_id, &prev),
-            None => receipt(height, &call_id, &[0xEE; 32]),
+            Some(prev) => receipt(height, &call_id, &prev, proposer),
+            None => receipt(height, &call_id, &[0xEE; 32], proposer),
         };
-        Proposal { call_id, digest }
+        Proposal {
+            call_id,
+            digest,
+            proposer,
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::blobs::{BlobError, Blobs};
 use crate::config::{JobsConfig, VmConfig};
 use crate::metrics::{self, Counters};
-use crate::programs::{JobAttempt, ProgramError, Programs};
+use crate::programs::{JobAttempt, JobRef, ProgramError, Programs};
 use crate::store::{Store, StoreError};
 use crate::util::now_ms;
 
@@ -682,10 +682,12 @@ impl Jobs {
             },
         );
         let attempt = JobAttempt {
-            job_id: job.job_id,
-            request_id: job.request_id.clone(),
-            attempt: number,
-            max_attempts: job.max_retries.saturating_add(1),
+            job: JobRef {
+                job_id: job.job_id,
+                request_id: job.request_id.clone(),
+                attempt: number,
+                max_attempts: job.max_retries.saturating_add(1),
+            },
             cancel,
             finished,
         };

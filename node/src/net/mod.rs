@@ -6,6 +6,7 @@
 //! - `sync`: DAG pull sync and finding blobs at peers;
 //! - `gossip`: DAG push over iroh-gossip;
 //! - `call`: calls, jobs and committee requests forwarded between nodes;
+//! - `committee`: PBFT messages between the members of a program's committee;
 //! - `mdns`, `replicate`: LAN discovery and full blob replication.
 //!
 //! Every task it spawns goes through [`Tasks`] and ends on shutdown.
@@ -22,6 +23,7 @@ use iroh_tickets::endpoint::EndpointTicket;
 use crate::config::{NetConfig, Relays};
 
 mod call;
+mod committee;
 mod gossip;
 mod mdns;
 mod peers;
@@ -29,11 +31,12 @@ mod replicate;
 mod sync;
 mod wire;
 pub use call::{CallHandler, CallProtocol, ForwardLimits};
+pub use committee::CommitteeHandler;
 pub use gossip::{TOPIC_TAG, max_payload, topic_id};
 pub use peers::{BAN_AFTER, PeerError, PeerProtocol, Peers};
 pub use wire::{
-    CALL_ALPN, ForwardedCall, ForwardedReply, GossipMessage, Hello, MAX_PEER_MESSAGE, PEER_ALPN,
-    PeerRequest, PeerResponse,
+    Attachment, CALL_ALPN, COMMITTEE_ALPN, CommitteeEnvelope, ForwardedCall, ForwardedReply,
+    GossipMessage, Hello, MAX_PEER_MESSAGE, PEER_ALPN, PeerRequest, PeerResponse,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +255,8 @@ impl Net {
             store: store.clone(),
             job_events,
             call_handler: std::sync::OnceLock::new(),
+            committee_handler: std::sync::OnceLock::new(),
+            committee_conns: std::sync::Mutex::default(),
             forward_limits: ForwardLimits {
                 max_bytes: usize::try_from(config.max_forward_bytes).unwrap_or(usize::MAX),
                 timeout: std::time::Duration::from_millis(config.forward_timeout_ms),
@@ -272,6 +277,7 @@ impl Net {
             .accept(iroh_blobs::ALPN, blobs_protocol)
             .accept(PEER_ALPN, PeerProtocol(peers.clone()))
             .accept(CALL_ALPN, CallProtocol(peers.clone()))
+            .accept(COMMITTEE_ALPN, committee::CommitteeProtocol(peers.clone()))
             .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
         tasks.spawn(gossip::receive(peers.clone(), gossip));

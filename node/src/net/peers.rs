@@ -59,6 +59,12 @@ pub struct Peers {
     /// Wakes job subscribers when a replicated job changes.
     pub(super) job_events: tokio::sync::broadcast::Sender<onvm_rpc_api::jobs::JobEvent>,
     pub(super) call_handler: std::sync::OnceLock<std::sync::Arc<dyn CallHandler>>,
+    pub(super) committee_handler:
+        std::sync::OnceLock<std::sync::Arc<dyn super::committee::CommitteeHandler>>,
+    /// One connection per committee peer, reused for every PBFT message.
+    pub(super) committee_conns: std::sync::Mutex<
+        std::collections::HashMap<iroh::EndpointId, super::committee::ConnectionSlot>,
+    >,
     pub(super) forward_limits: ForwardLimits,
     pub(super) memory: iroh::address_lookup::memory::MemoryLookup,
     pub(super) max_gossip_bytes: usize,

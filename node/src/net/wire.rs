@@ -154,6 +154,48 @@ pub enum ForwardedReply {
     },
 }
 
+/// Versioned ALPN of the committee protocol: PBFT messages between the members of a
+/// program's committee (docs/PROTOCOL.md, "Committees").
+pub const COMMITTEE_ALPN: &[u8] = b"/onvm/pbft/1";
+
+/// One committee message, JSON-encoded, one per unidirectional stream: a PBFT message of one
+/// program, with the data the consensus core leaves out of its messages.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitteeEnvelope {
+    pub network_id: String,
+    pub program_id: onvm_rpc_api::ProgramId,
+    pub message: crate::consensus::pbft::Message,
+    pub attachment: Attachment,
+}
+
+/// What a PBFT message carries beside itself.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Attachment {
+    None,
+    /// With a `Forward`: the calls' payloads (the leader admits them again before running).
+    Calls {
+        calls: Vec<crate::programs::CallPayload>,
+    },
+    /// With a `PrePrepare`, a `NewView` that forces a value, or a `ViewChange` with a prepared
+    /// certificate: the proposed receipt body (its id is the digest) and the call's input.
+    Proposal {
+        receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
+        input_base64: onvm_rpc_api::types::Base64Bytes,
+    },
+    /// With a `Commit`: the member's BLS signature over the receipt id
+    /// (`receipt_signing_message`); `q` of them aggregate into the receipt's attestation.
+    CommitSignature {
+        signature: onvm_rpc_api::HexBytes,
+    },
+    /// With an `Abandon`: the leader's result of the interrupted call (outcome, fuel used,
+    /// logs; no receipt), so a client waiting on another member learns what happened.
+    Interrupted {
+        result: Box<onvm_rpc_api::program::ExecuteResult>,
+    },
+}
+
 /// One gossip message, postcard-encoded. Variant order is the encoding: append, never reorder.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum GossipMessage {

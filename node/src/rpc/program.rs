@@ -47,7 +47,7 @@ impl ProgramApiServer for Handlers {
             options.request_id = Some(crate::programs::fresh_request_id());
         }
         if !options.read_only
-            && let Some(home) = self.elsewhere(program_id).await?
+            && let Some(home) = self.calls_elsewhere(program_id).await?
         {
             return self
                 .execute_with_failover(program_id, home, input_base64, options)

@@ -18,16 +18,21 @@ use crate::net::{ForwardedCall, ForwardedReply};
 use crate::programs::ProgramError;
 
 impl Handlers {
-    /// The home of `program` when it is another node (calls for it are forwarded there).
+    /// The home of `program` when it is another node (jobs for it are forwarded there).
     pub(super) async fn elsewhere(
         &self,
         program: ProgramId,
     ) -> RpcResult<Option<onvm_rpc_api::Hash32>> {
-        match self.ctx.programs.check_home(program).await {
-            Ok(()) => Ok(None),
-            Err(ProgramError::NotHome { home, .. }) => Ok(Some(home)),
-            Err(e) => Err(rpc(e)),
-        }
+        not_home(self.ctx.programs.check_home(program).await)
+    }
+
+    /// The home of `program` when a writing call cannot run here (forwarded): None on its
+    /// home and, for a PBFT committee, on any member.
+    pub(super) async fn calls_elsewhere(
+        &self,
+        program: ProgramId,
+    ) -> RpcResult<Option<onvm_rpc_api::Hash32>> {
+        not_home(self.ctx.programs.check_accepts_calls(program).await)
     }
 
     /// Forwards a call to the program's home and, once it answers, pulls the home's new DAG
@@ -190,6 +195,14 @@ impl Handlers {
                 json!({"home": home}),
             ),
         })
+    }
+}
+
+fn not_home(check: Result<(), ProgramError>) -> RpcResult<Option<onvm_rpc_api::Hash32>> {
+    match check {
+        Ok(()) => Ok(None),
+        Err(ProgramError::NotHome { home, .. }) => Ok(Some(home)),
+        Err(e) => Err(rpc(e)),
     }
 }
 

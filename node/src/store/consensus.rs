@@ -91,6 +91,7 @@ mod tests {
         Proposal {
             call_id: [n; 32],
             digest: [n ^ 0xff; 32],
+            proposer: 0,
         }
     }
 
