@@ -419,6 +419,76 @@ async fn the_feed_is_gap_free_and_resumable() {
     node.stop().await;
 }
 
+/// Under a PBFT committee an attempt's call can commit before its job is marked complete (on a
+/// member that did not run the call, completion is a step of its own). A node stopped in that
+/// window completes the job from the committed call when it starts again; it never runs the
+/// work a second time.
+#[tokio::test]
+async fn a_job_whose_call_committed_before_a_crash_completes_from_it_at_restart() {
+    let mut node = TestNode::start().await;
+    let (p, id, height, output) = {
+        let client = node.client().await;
+        let p = job_test(&client).await;
+        let id = JobApiClient::submit(
+            &client,
+            submit(p, "window", &example("job-test", "hash.json")),
+        )
+        .await
+        .unwrap()
+        .job
+        .job_id;
+        assert_eq!(
+            wait_terminal(&client, id).await.status,
+            JobStatus::Completed
+        );
+        let height = ProgramApiClient::info(&client, p).await.unwrap().height;
+        let output = JobApiClient::output(&client, id)
+            .await
+            .unwrap()
+            .output_base64;
+        (p, id, height, output)
+    };
+    node.halt().await;
+    // Put the job back into the window: running, its attempt unfinished, its call committed.
+    {
+        let store = onvm::node::store::Store::open(&node.path().join("node.redb")).unwrap();
+        store
+            .update_job(&id, None, |job| {
+                job.status = JobStatus::Running;
+                job.output_blob = None;
+                job.receipt_id = None;
+                if let Some(a) = job.attempts.last_mut() {
+                    a.finished_at_ms = None;
+                    a.outcome = None;
+                    a.receipt_id = None;
+                }
+                true
+            })
+            .unwrap();
+    }
+    node.resume().await;
+    let client = node.client().await;
+    let info = wait_terminal(&client, id).await;
+    assert_eq!(info.status, JobStatus::Completed, "{info:?}");
+    assert_eq!(
+        info.attempts.len(),
+        1,
+        "completed from its call, not retried"
+    );
+    assert!(info.receipt_id.is_some());
+    assert_eq!(
+        ProgramApiClient::info(&client, p).await.unwrap().height,
+        height,
+        "the work did not run again"
+    );
+    let again = JobApiClient::output(&client, id)
+        .await
+        .unwrap()
+        .output_base64;
+    assert_eq!(again, output);
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn restart_keeps_jobs_and_their_outputs() {
     let mut node = TestNode::start().await;

@@ -18,7 +18,7 @@ use onvm_rpc_api::jobs::{
     JobPage, JobStatus, SubmitJob, SubmitResult, job_id,
 };
 use onvm_rpc_api::program::{ExecuteOptions, Outcome};
-use onvm_rpc_api::{Hash32, JobId};
+use onvm_rpc_api::{BlobId, Hash32, JobId};
 use tokio::sync::{Notify, broadcast};
 
 use crate::blobs::{BlobError, Blobs};
@@ -454,6 +454,44 @@ impl Jobs {
         l.push_back(job.updated_at_ms.saturating_sub(job.created_at_ms));
     }
 
+    /// Completes `job` if the call of its last attempt is committed with a successful outcome;
+    /// false when it is not.
+    async fn complete_from_committed(&self, job: &JobInfo) -> Result<bool, JobError> {
+        let Some(attempt) = job.attempts.last() else {
+            return Ok(false);
+        };
+        let caller = job
+            .signed
+            .as_ref()
+            .map(|s| s.caller)
+            .unwrap_or(onvm_rpc_api::Hash32::ZERO);
+        let request_id = onvm_rpc_api::jobs::attempt_request_id(&job.job_id, attempt.number);
+        let call_id = onvm_rpc_api::program::call_id(&job.program_id, &caller, &request_id);
+        let Some(done) = self
+            .inner
+            .programs
+            .committed(job.program_id, call_id)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if !done.receipt.receipt.outcome.is_ok() {
+            return Ok(false);
+        }
+        let blob = self.inner.blobs.add(done.output, None).await?.id;
+        let store = self.inner.store.clone();
+        let (id, receipt) = (job.job_id, done.receipt);
+        let (_, event) = blocking(move || {
+            store.update_job(&id, None, |info| {
+                complete_job(info, &receipt, blob);
+                true
+            })
+        })
+        .await?;
+        self.publish(event);
+        Ok(true)
+    }
+
     /// Attempts that were running when the node stopped never committed (completion is atomic
     /// with the commit): retry them by policy, or fail them if no retries are left.
     async fn recover(&self) -> Result<(), JobError> {
@@ -461,6 +499,12 @@ impl Jobs {
         let interrupted = blocking(move || store.jobs_with_status(JobStatus::Running)).await?;
         for job in interrupted {
             let id = job.job_id;
+            // Under a PBFT committee an attempt's call may be decided and committed (by the
+            // leader, or through replication) before this node completed the job: complete it
+            // from that receipt, never run the work a second time.
+            if self.complete_from_committed(&job).await? {
+                continue;
+            }
             let store = self.inner.store.clone();
             let now = now_ms();
             let (_, event) = blocking(move || {
@@ -663,24 +707,7 @@ impl Jobs {
             // A signed job's attempts run as its caller.
             signed: job.signed.clone(),
         };
-        let finished = Box::new(
-            move |info: &mut JobInfo, receipt: &onvm_rpc_api::program::SignedReceipt, blob| {
-                let now = now_ms();
-                info.status = JobStatus::Completed;
-                info.output_blob = Some(blob);
-                info.output_size = Some(receipt.receipt.output_len);
-                info.receipt_id = Some(receipt.id);
-                info.error = None;
-                info.updated_at_ms = now;
-                info.next_run_at_ms = None;
-                if let Some(a) = info.attempts.last_mut() {
-                    a.finished_at_ms = Some(now);
-                    a.outcome = Some("ok".into());
-                    a.fuel_used = receipt.receipt.fuel_used;
-                    a.receipt_id = Some(receipt.id);
-                }
-            },
-        );
+        let finished = Box::new(complete_job);
         let attempt = JobAttempt {
             job: JobRef {
                 job_id: job.job_id,
@@ -787,6 +814,24 @@ impl Jobs {
                 None
             }
         }
+    }
+}
+
+/// Marks a job completed by its last attempt's committed call.
+fn complete_job(info: &mut JobInfo, receipt: &onvm_rpc_api::program::SignedReceipt, blob: BlobId) {
+    let now = now_ms();
+    info.status = JobStatus::Completed;
+    info.output_blob = Some(blob);
+    info.output_size = Some(receipt.receipt.output_len);
+    info.receipt_id = Some(receipt.id);
+    info.error = None;
+    info.updated_at_ms = now;
+    info.next_run_at_ms = None;
+    if let Some(a) = info.attempts.last_mut() {
+        a.finished_at_ms = Some(now);
+        a.outcome = Some("ok".into());
+        a.fuel_used = receipt.receipt.fuel_used;
+        a.receipt_id = Some(receipt.id);
     }
 }
 
