@@ -469,6 +469,13 @@ impl Config {
                 self.committee.view_timeout_ms
             )));
         }
+        for id in &self.committee.debug_partition {
+            id.parse::<iroh::EndpointId>().map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "committee.debug_partition: `{id}` is not an endpoint id: {e}"
+                ))
+            })?;
+        }
         for scope in &self.rpc.anonymous_scopes {
             scope
                 .parse::<onvm_rpc_api::auth::Scope>()
@@ -994,6 +1001,27 @@ mod tests {
         assert!(relays(&["net.relay_only=true"]).is_ok());
         let err = relays(&["net.relay_token=\"a\\nb\""]).unwrap_err();
         assert!(err.to_string().contains("relay_token"), "{err}");
+    }
+
+    #[test]
+    fn committee_view_timeout_and_partition_ids_are_checked() {
+        let load = |item: &str| Config::from_toml("", "t", &[item.to_string()]);
+        for bad in [
+            "committee.view_timeout_ms=10",
+            "committee.view_timeout_ms=1000000",
+        ] {
+            let err = load(bad).unwrap_err().to_string();
+            assert!(err.contains("committee.view_timeout_ms"), "{bad}: {err}");
+        }
+        assert!(load("committee.view_timeout_ms=100").is_ok());
+        let err = load("committee.debug_partition=[\"nope\"]").unwrap_err();
+        assert!(
+            err.to_string().contains("`nope` is not an endpoint id"),
+            "{err}"
+        );
+        let id = "5d100f0d31422528b8ea407c1752135a74c20ea3da1dea0901c1bab908e1f037";
+        let config = load(&format!("committee.debug_partition=[\"{id}\"]")).unwrap();
+        assert_eq!(config.committee.debug_partition, vec![id.to_string()]);
     }
 
     #[test]

@@ -353,7 +353,7 @@ impl Node {
             store.clone(),
             config.node.network_id.clone(),
             onvm_rpc_api::Hash32(*identity.endpoint_id().as_bytes()),
-            crate::consensus::committees::Timing {
+            crate::consensus::committees::Settings {
                 view_timeout_ms: config.committee.view_timeout_ms,
                 call_timeout_ms: config.committee.attest_timeout_ms,
                 debug_abandon_after_attest: config.committee.debug_abandon_after_attest,
@@ -361,6 +361,7 @@ impl Node {
                     .committee
                     .debug_partition
                     .iter()
+                    // Checked by `Config::validate`.
                     .filter_map(|id| id.parse::<iroh::EndpointId>().ok())
                     .map(|id| onvm_rpc_api::Hash32(*id.as_bytes()))
                     .collect(),

@@ -46,9 +46,9 @@ pub trait CommitteeNet: Send + Sync + 'static {
     fn sync_from(&self, peer: Hash32) -> BoxFuture<()>;
 }
 
-/// Timing of the committees (config `committee.*`).
+/// Settings of the committees (config `committee.*`).
 #[derive(Debug, Clone)]
-pub struct Timing {
+pub struct Settings {
     /// PBFT's view-0 timeout (`committee.view_timeout_ms`).
     pub view_timeout_ms: u64,
     /// How long a client waits for its call's decision (`committee.attest_timeout_ms`).
@@ -65,7 +65,7 @@ pub struct Committees {
     store: crate::store::Store,
     network_id: String,
     me: Hash32,
-    timing: Timing,
+    settings: Settings,
     net: Arc<dyn CommitteeNet>,
     running: Mutex<HashMap<ProgramId, Arc<Running>>>,
     stopped: AtomicBool,
@@ -82,7 +82,7 @@ impl Committees {
         store: crate::store::Store,
         network_id: String,
         me: Hash32,
-        timing: Timing,
+        settings: Settings,
         net: Arc<dyn CommitteeNet>,
     ) -> Arc<Self> {
         let committees = Arc::new(Committees {
@@ -90,7 +90,7 @@ impl Committees {
             store,
             network_id,
             me,
-            timing,
+            settings,
             net,
             running: Mutex::default(),
             stopped: AtomicBool::new(false),
@@ -158,13 +158,13 @@ impl Committees {
             manifest,
             me,
             net: self.net.clone(),
-            fallback: Duration::from_millis(self.timing.view_timeout_ms),
-            abandon_own: self.timing.debug_abandon_after_attest,
-            partition: self.timing.debug_partition.clone(),
+            fallback: Duration::from_millis(self.settings.view_timeout_ms),
+            abandon_own: self.settings.debug_abandon_after_attest,
+            partition: self.settings.debug_partition.clone(),
             state: Mutex::default(),
         });
         let driver = Driver::spawn(
-            pbft::Config::new(exec.k, me, self.timing.view_timeout_ms),
+            pbft::Config::new(exec.k, me, self.settings.view_timeout_ms),
             persisted,
             exec.clone(),
             Arc::new(StoreDurable {
@@ -202,10 +202,10 @@ impl Committees {
             call.payload.clone(),
             job.as_ref().map(|j| j.cancel.clone()),
         )?;
-        let wait = Duration::from_millis(self.timing.call_timeout_ms);
+        let wait = Duration::from_millis(self.settings.call_timeout_ms);
         let submitted = Instant::now();
         let decided = tokio::time::timeout(wait, running.driver.call(call_id.0)).await;
-        let local = running.exec.take_result(&call_id.0);
+        let local = running.exec.take_result(&call_id.0, decided.is_err());
         match decided {
             Err(_) => {
                 let silent = running.exec.silent_since(submitted);
@@ -215,7 +215,7 @@ impl Committees {
                     .collect();
                 refusals.push(format!(
                     "not decided within committee.attest_timeout_ms ({} ms); it may still be decided: retry with the same request_id to get its receipt",
-                    self.timing.call_timeout_ms
+                    self.settings.call_timeout_ms
                 ));
                 Err(ProgramError::NotAttested {
                     signed: (running.exec.k - silent.len()) as u32,
@@ -223,7 +223,7 @@ impl Committees {
                     refusals,
                 })
             }
-            Ok(CallResult::Finalized { .. }) if self.timing.debug_abandon_after_attest => {
+            Ok(CallResult::Finalized { .. }) if self.settings.debug_abandon_after_attest => {
                 Err(ProgramError::Internal(
                     "committee.debug_abandon_after_attest: the call was decided and dropped".into(),
                 ))
@@ -267,7 +267,14 @@ impl Committees {
         let receipt = done.receipt.clone();
         let output = done.output.clone();
         let (result, _) = match ran_here {
-            Some(mut result) if result.outcome == receipt.receipt.outcome => {
+            // Our own run is the answer only if it is the execution that was committed (a
+            // view change may have committed another leader's run of the same call).
+            Some(mut result)
+                if result.outcome == receipt.receipt.outcome
+                    && result.state_root_in == receipt.receipt.state_root_in
+                    && result.fuel_used == receipt.receipt.fuel_used
+                    && Hash32::of(&result.output_base64.0) == receipt.receipt.output_hash =>
+            {
                 result.state_root_out = receipt.receipt.state_root_out;
                 result.receipt = Some(receipt.clone());
                 (result, None)
@@ -313,13 +320,18 @@ impl Committees {
             return;
         }
         let sender = Hash32(*from.as_bytes());
-        if self.timing.debug_partition.contains(&sender) {
+        if self.settings.debug_partition.contains(&sender) {
             return;
         }
         let program = envelope.program_id;
         let mut running = self.member(program).await;
-        if matches!(running, Ok(None)) && self.programs.info(program).await.is_err() {
-            // A call right after a deploy: the member pulls the program from the sender.
+        if matches!(running, Ok(None))
+            && self.programs.info(program).await.is_err()
+            && self.is_announced(sender).await
+        {
+            // A call right after a deploy: the member pulls the program from the sender (only
+            // from a node of this network, so a stranger naming made-up programs costs a read,
+            // not a DAG pull).
             self.net.sync_from(sender).await;
             running = self.member(program).await;
         }
@@ -351,6 +363,17 @@ impl Committees {
         {
             running.driver.deliver(index, envelope.message);
         }
+    }
+}
+
+impl Committees {
+    async fn is_announced(&self, node: Hash32) -> bool {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.is_announced(&node))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false)
     }
 }
 
@@ -463,11 +486,42 @@ impl ProgramCommittee {
             .collect()
     }
 
-    fn take_result(&self, call_id: &CallId) -> Option<Result<ExecuteResult, ProgramError>> {
+    /// This node's result for a call its client stopped waiting for. Unless the call is still
+    /// pending (the wait timed out), its payload goes too.
+    fn take_result(
+        &self,
+        call_id: &CallId,
+        still_pending: bool,
+    ) -> Option<Result<ExecuteResult, ProgramError>> {
         let mut state = self.state();
         state.local.remove(call_id);
         state.cancels.remove(call_id);
+        if !still_pending {
+            state.calls.remove(call_id);
+        }
         state.results.remove(call_id)
+    }
+
+    /// This member's BLS vote for a receipt id: signed once, then kept with the others (a
+    /// Commit is sent to every member and retransmitted).
+    fn own_signature(&self, digest: &Digest) -> Vec<u8> {
+        if let Some(sig) = self
+            .state()
+            .signatures
+            .get(digest)
+            .and_then(|s| s.get(&self.me))
+        {
+            return sig.clone();
+        }
+        let signature = self
+            .programs
+            .sign_receipt(&onvm_rpc_api::ReceiptId::from_bytes(*digest));
+        self.state()
+            .signatures
+            .entry(*digest)
+            .or_default()
+            .insert(self.me, signature.clone());
+        signature
     }
 
     fn signing_message(&self, digest: &Digest) -> Vec<u8> {
@@ -526,15 +580,19 @@ impl ProgramCommittee {
                 }
                 fits
             }
-            (Message::Abandon { call_id, .. }, Attachment::Interrupted { result }) => {
-                // Only the outcome of an interrupted call (it commits nothing) for a client
-                // waiting here; anything else is ignored.
+            (Message::Abandon { call_id, .. }, attachment) => {
                 let mut state = self.state();
-                if result.receipt.is_none()
+                if !state.local.contains(call_id) {
+                    // The call is over; a copy of its payload forwarded here is not needed
+                    // (the member that accepted it keeps its own while its client waits).
+                    state.calls.remove(call_id);
+                } else if let Attachment::Interrupted { result } = attachment
+                    && result.receipt.is_none()
                     && result.program_id == self.program
                     && !result.outcome.is_reproducible()
-                    && state.local.contains(call_id)
                 {
+                    // Only the outcome of an interrupted call (it commits nothing), for the
+                    // client waiting here.
                     state.results.insert(*call_id, Ok(*result));
                 }
                 true
@@ -567,14 +625,7 @@ impl ProgramCommittee {
             };
         }
         if let Message::Commit { digest, .. } = message {
-            let signature = self
-                .programs
-                .sign_receipt(&onvm_rpc_api::ReceiptId::from_bytes(*digest));
-            self.state()
-                .signatures
-                .entry(*digest)
-                .or_default()
-                .insert(self.me, signature.clone());
+            let signature = self.own_signature(digest);
             return Attachment::CommitSignature {
                 signature: HexBytes(signature),
             };
@@ -603,21 +654,20 @@ impl ProgramCommittee {
     /// The decided height's parts this node holds: body, effects and the signers' signatures.
     fn decided_parts(&self, decision: &Decision) -> Option<(Body, Attestation, Effects)> {
         let digest = decision.proposal.digest;
-        // Our own vote is signed again when needed (a restart forgets signatures).
-        let own = self
-            .programs
-            .sign_receipt(&onvm_rpc_api::ReceiptId::from_bytes(digest));
+        if !self.state().effects.contains_key(&digest) {
+            return None;
+        }
+        // Our own vote is signed again if a restart forgot it.
+        if decision.signers.contains(&self.me) {
+            self.own_signature(&digest);
+        }
         let mut state = self.state();
         let body = state.bodies.get(&digest)?.clone();
         let signatures = state.signatures.get(&digest)?;
         let mut bitmap = Vec::new();
         let mut sigs: Vec<&[u8]> = Vec::new();
         for signer in &decision.signers {
-            if *signer == self.me {
-                sigs.push(&own);
-            } else {
-                sigs.push(signatures.get(signer)?);
-            }
+            sigs.push(signatures.get(signer)?);
             onvm_rpc_api::committee::set_signer(&mut bitmap, self.k, *signer);
         }
         let aggregate = crate::identity::bls_aggregate(&sigs)?;
@@ -840,6 +890,8 @@ impl ProgramCommittee {
             Err(e) => e.to_string(),
         };
         let mut state = self.state();
+        // The leader abandons the call: nothing keeps its payload any more.
+        state.calls.remove(&call_id);
         if let Ok(r) = &result {
             if state.interrupted.len() >= MAX_INTERRUPTED {
                 state.interrupted.clear();
