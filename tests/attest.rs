@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestNode, converge, ticket};
+use common::{TestNode, converge};
 use jsonrpsee::core::ClientError;
-use onvm::rpc_api::api::{PeerApiClient, ProgramApiClient, ReceiptApiClient};
+use onvm::rpc_api::api::{ProgramApiClient, ReceiptApiClient};
 use onvm::rpc_api::committee::{ReceiptStreamItem, VerifiedCommittee};
 use onvm::rpc_api::error::{self as codes, error_data};
 use onvm::rpc_api::program::DeployRequest;
@@ -24,12 +24,7 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
     let c = TestNode::start().await;
     // D's re-executions disagree (a test hook standing in for a different program build).
     let d = TestNode::start_with(&["committee.debug_corrupt_results=true"]).await;
-    for n in [&b, &c, &d] {
-        PeerApiClient::connect(&n.client().await, ticket(&a).await)
-            .await
-            .unwrap();
-    }
-    converge(&[&a, &b, &c, &d]).await;
+    common::join(&a, &[&b, &c, &d]).await;
     let ca = a.client().await;
     let wasm = common::program_wasm("kvstore");
     // Four members, three signatures needed: D's refusal does not stop the call.
@@ -184,12 +179,7 @@ async fn when_the_sequencer_is_down_the_next_member_takes_over() {
     let b = TestNode::start().await;
     let c = TestNode::start().await;
     let d = TestNode::start().await;
-    for n in [&b, &c, &d] {
-        PeerApiClient::connect(&n.client().await, ticket(&a).await)
-            .await
-            .unwrap();
-    }
-    converge(&[&a, &b, &c, &d]).await;
+    common::join(&a, &[&b, &c, &d]).await;
     // Four members, three signatures: the committee survives one member down.
     let p = common::deploy_kvstore(&a.client().await, Some(4)).await;
     converge(&[&a, &b, &c, &d]).await;

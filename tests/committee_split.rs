@@ -10,23 +10,9 @@ mod common;
 
 use std::time::Instant;
 
-use common::{TestNode, converge, ticket};
-use onvm::rpc_api::api::{PeerApiClient, ProgramApiClient};
+use common::{TestNode, converge, kv_put, with_request_id};
+use onvm::rpc_api::api::ProgramApiClient;
 use onvm::rpc_api::committee::VerifiedCommittee;
-use onvm::rpc_api::program::ExecuteOptions;
-
-fn put(key: &str) -> onvm::rpc_api::types::Base64Bytes {
-    serde_json::to_vec(&serde_json::json!({"op": "put", "key": key, "data_base64": "dg=="}))
-        .unwrap()
-        .into()
-}
-
-fn request(id: &str) -> Option<ExecuteOptions> {
-    Some(ExecuteOptions {
-        request_id: Some(id.into()),
-        ..Default::default()
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
@@ -40,12 +26,7 @@ async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
         d.node().endpoint_id()
     );
     let mut a = TestNode::start_with(&[partition.as_str()]).await;
-    for n in [&b, &c, &d] {
-        PeerApiClient::connect(&n.client().await, ticket(&a).await)
-            .await
-            .unwrap();
-    }
-    converge(&[&a, &b, &c, &d]).await;
+    common::join(&a, &[&b, &c, &d]).await;
     let p = common::deploy_kvstore(&a.client().await, Some(4)).await;
     converge(&[&a, &b, &c, &d]).await;
     let committee = ProgramApiClient::committee(&a.client().await, p)
@@ -58,8 +39,8 @@ async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
     let started = Instant::now();
     let (ca, cc) = (a.client().await, c.client().await);
     let (x, y) = tokio::join!(
-        ProgramApiClient::execute(&ca, p, put("x"), request("x")),
-        ProgramApiClient::execute(&cc, p, put("y"), request("y")),
+        ProgramApiClient::execute(&ca, p, kv_put("x"), with_request_id("x")),
+        ProgramApiClient::execute(&cc, p, kv_put("y"), with_request_id("y")),
     );
     println!("both calls answered after {:?}", started.elapsed());
     let (x, y) = (x.unwrap().receipt.unwrap(), y.unwrap().receipt.unwrap());
@@ -78,7 +59,7 @@ async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
     a.halt().await;
     a.set_overrides(&[]);
     a.resume().await;
-    let z = ProgramApiClient::execute(&a.client().await, p, put("z"), request("z"))
+    let z = ProgramApiClient::execute(&a.client().await, p, kv_put("z"), with_request_id("z"))
         .await
         .unwrap()
         .receipt
@@ -92,6 +73,124 @@ async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
     }
     assert!(states.windows(2).all(|w| w[0] == w[1]), "{states:?}");
     assert_eq!(states[0].0, 3);
+    for n in [a, b, c, d] {
+        n.stop().await;
+    }
+}
+
+/// A hostile stranger on `/onvm/pbft/1`: garbage, an oversized stream, unknown fields, forged
+/// votes for a real program, and a flood of envelopes naming made-up programs. None of it is
+/// a member's message, so nothing changes: the committee keeps deciding calls and every node
+/// agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_forgeries_on_the_committee_protocol_change_nothing() {
+    use iroh::endpoint::presets;
+    use onvm::node::consensus::pbft::{Message, Proposal};
+    use onvm::node::net::{Attachment, COMMITTEE_ALPN, CommitteeEnvelope};
+
+    let a = TestNode::start().await;
+    let (b, c, d) = (
+        TestNode::start().await,
+        TestNode::start().await,
+        TestNode::start().await,
+    );
+    common::join(&a, &[&b, &c, &d]).await;
+    let p = common::deploy_kvstore(&a.client().await, Some(4)).await;
+    converge(&[&a, &b, &c, &d]).await;
+    ProgramApiClient::execute(&a.client().await, p, kv_put("before"), None)
+        .await
+        .unwrap();
+
+    let addr: iroh_tickets::endpoint::EndpointTicket = common::ticket(&a).await.parse().unwrap();
+    let stranger = iroh::Endpoint::builder(presets::Minimal)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let conn = stranger
+        .connect(addr.endpoint_addr().clone(), COMMITTEE_ALPN)
+        .await
+        .unwrap();
+    let send = |bytes: Vec<u8>| {
+        let conn = conn.clone();
+        async move {
+            let mut s = conn.open_uni().await.unwrap();
+            let _ = s.write_all(&bytes).await;
+            let _ = s.finish();
+        }
+    };
+    let envelope = |program, message| {
+        serde_json::to_vec(&CommitteeEnvelope {
+            network_id: "onvm-devnet".into(),
+            program_id: program,
+            message,
+            attachment: Attachment::None,
+        })
+        .unwrap()
+    };
+    let junk = Proposal {
+        call_id: [7; 32],
+        digest: [8; 32],
+        proposer: 0,
+    };
+    send(b"\xff not json".to_vec()).await;
+    // Over net.max_forward_bytes (16 MiB): dropped unread.
+    send(vec![b'{'; 17 * 1024 * 1024]).await;
+    let mut unknown: serde_json::Value =
+        serde_json::from_slice(&envelope(p, Message::SyncRequest { from_height: 0 })).unwrap();
+    unknown["extra"] = serde_json::json!(1);
+    send(serde_json::to_vec(&unknown).unwrap()).await;
+    // Forged votes for the real program, from a node that is not a member.
+    send(envelope(
+        p,
+        Message::PrePrepare {
+            height: 1,
+            view: 0,
+            proposal: junk,
+        },
+    ))
+    .await;
+    send(envelope(
+        p,
+        Message::Commit {
+            height: 1,
+            view: 0,
+            digest: junk.digest,
+        },
+    ))
+    .await;
+    // Made-up programs: each costs the node a lookup, never a DAG pull from the stranger.
+    for i in 0..200u32 {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        send(envelope(
+            onvm::rpc_api::ProgramId::from_bytes(id),
+            Message::Forward {
+                call_ids: vec![[1; 32]],
+            },
+        ))
+        .await;
+    }
+
+    // The committee goes on deciding, and every node agrees.
+    let after = ProgramApiClient::execute(&a.client().await, p, kv_put("after"), None)
+        .await
+        .unwrap()
+        .receipt
+        .unwrap();
+    assert_eq!(after.receipt.height, 1);
+    assert_ne!(after.receipt.call_id.0, junk.call_id);
+    converge(&[&a, &b, &c, &d]).await;
+    let mut states = Vec::new();
+    for n in [&a, &b, &c, &d] {
+        let info = ProgramApiClient::info(&n.client().await, p).await.unwrap();
+        states.push((info.height, info.state_root));
+    }
+    assert!(states.windows(2).all(|w| w[0] == w[1]), "{states:?}");
+    assert_eq!(states[0].0, 2);
+    stranger.close().await;
     for n in [a, b, c, d] {
         n.stop().await;
     }

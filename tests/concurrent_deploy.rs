@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestNode, converge, program_wasm, ticket};
+use common::{TestNode, converge, program_wasm};
 use jsonrpsee::ws_client::WsClient;
 use onvm::rpc_api::ProgramId;
 use onvm::rpc_api::api::{DagApiClient, PeerApiClient, ProgramApiClient};
@@ -46,12 +46,7 @@ async fn one_wasm_and_salt_deployed_on_two_nodes_at_once_never_splits_the_networ
     let a = TestNode::start().await;
     let b = TestNode::start().await;
     let c = TestNode::start().await;
-    for n in [&b, &c] {
-        PeerApiClient::connect(&n.client().await, ticket(&a).await)
-            .await
-            .unwrap();
-    }
-    converge(&[&a, &b, &c]).await;
+    common::join(&a, &[&b, &c]).await;
     let (ca, cb, cc) = (a.client().await, b.client().await, c.client().await);
 
     let (on_a, on_b) = tokio::join!(deploy(&ca), deploy(&cb));

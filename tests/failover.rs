@@ -7,26 +7,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{TestNode, converge, converge_urls, ticket};
+use common::{TestNode, converge, converge_urls, kv_put, with_request_id};
 use jsonrpsee::core::ClientError;
 use onvm::rpc_api::api::{NodeApiClient, PeerApiClient, ProgramApiClient, ReceiptApiClient};
 use onvm::rpc_api::committee::VerifiedCommittee;
 use onvm::rpc_api::error::{self as codes, error_data};
-use onvm::rpc_api::program::{ExecuteOptions, SignedReceipt, call_id};
+use onvm::rpc_api::program::{SignedReceipt, call_id};
 use onvm::rpc_api::{Hash32, ProgramId};
-
-fn put(key: &str) -> onvm::rpc_api::types::Base64Bytes {
-    serde_json::to_vec(&serde_json::json!({"op": "put", "key": key, "data_base64": "dg=="}))
-        .unwrap()
-        .into()
-}
-
-fn with_request_id(id: &str) -> Option<ExecuteOptions> {
-    Some(ExecuteOptions {
-        request_id: Some(id.into()),
-        ..Default::default()
-    })
-}
 
 /// `n` nodes joined to the first, with the kvstore deployed on the first with a committee of
 /// `k` (threshold ⌊2k/3⌋+1).
@@ -35,14 +22,9 @@ async fn network(n: usize, k: u32, first: &[&str]) -> (Vec<TestNode>, ProgramId)
     for _ in 1..n {
         nodes.push(TestNode::start().await);
     }
-    let t = ticket(&nodes[0]).await;
-    for node in &nodes[1..] {
-        PeerApiClient::connect(&node.client().await, t.clone())
-            .await
-            .unwrap();
-    }
+    let others: Vec<&TestNode> = nodes[1..].iter().collect();
+    common::join(&nodes[0], &others).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
-    converge(&all).await;
     let p = common::deploy_kvstore(&nodes[0].client().await, Some(k)).await;
     converge(&all).await;
     (nodes, p)
@@ -66,7 +48,7 @@ async fn a_call_signed_before_the_sequencer_died_is_finished_once_by_the_next_me
     let a = nodes.remove(0);
     let (b, c, d) = (&nodes[0], &nodes[1], &nodes[2]);
     let lost =
-        ProgramApiClient::execute(&a.client().await, p, put("k1"), with_request_id("r1")).await;
+        ProgramApiClient::execute(&a.client().await, p, kv_put("k1"), with_request_id("r1")).await;
     assert!(lost.is_err(), "the hook drops the call: {lost:?}");
     let home = a.node().endpoint_id();
     a.stop().await;
@@ -74,9 +56,10 @@ async fn a_call_signed_before_the_sequencer_died_is_finished_once_by_the_next_me
     // The client retries r1 through B. B cannot reach A, so the next member takes over; it
     // first finishes the proposal its predecessor left signed, then finds r1 committed.
     let started = Instant::now();
-    let retried = ProgramApiClient::execute(&b.client().await, p, put("k1"), with_request_id("r1"))
-        .await
-        .unwrap();
+    let retried =
+        ProgramApiClient::execute(&b.client().await, p, kv_put("k1"), with_request_id("r1"))
+            .await
+            .unwrap();
     println!("retry after the sequencer died: {:?}", started.elapsed());
     let receipt = retried.receipt.unwrap();
     assert_eq!(receipt.receipt.height, 0);
@@ -95,11 +78,13 @@ async fn a_call_signed_before_the_sequencer_died_is_finished_once_by_the_next_me
         .unwrap();
 
     // Asking again, anywhere, gives the same receipt; a different call under r1 is refused.
-    let again = ProgramApiClient::execute(&c.client().await, p, put("k1"), with_request_id("r1"))
-        .await
-        .unwrap();
+    let again =
+        ProgramApiClient::execute(&c.client().await, p, kv_put("k1"), with_request_id("r1"))
+            .await
+            .unwrap();
     assert_eq!(again.receipt.unwrap().id, receipt.id);
-    match ProgramApiClient::execute(&d.client().await, p, put("other"), with_request_id("r1")).await
+    match ProgramApiClient::execute(&d.client().await, p, kv_put("other"), with_request_id("r1"))
+        .await
     {
         Err(ClientError::Call(e)) => {
             assert_eq!(e.code(), codes::CONFLICT);
@@ -107,7 +92,7 @@ async fn a_call_signed_before_the_sequencer_died_is_finished_once_by_the_next_me
         }
         other => panic!("expected request_id_conflict, got {other:?}"),
     }
-    let next = ProgramApiClient::execute(&c.client().await, p, put("k2"), with_request_id("r2"))
+    let next = ProgramApiClient::execute(&c.client().await, p, kv_put("k2"), with_request_id("r2"))
         .await
         .unwrap();
     assert_eq!(next.receipt.unwrap().receipt.height, 1);
@@ -139,7 +124,7 @@ fn start_streams(urls: &[String], p: ProgramId) -> tokio::task::JoinSet<Vec<Sign
             let mut receipts = Vec::new();
             for i in 0..CALLS {
                 let key = format!("s{s}-{i}");
-                let r = ProgramApiClient::execute(&client, p, put(&key), None)
+                let r = ProgramApiClient::execute(&client, p, kv_put(&key), None)
                     .await
                     .unwrap_or_else(|e| panic!("call {key} failed: {e}"));
                 receipts.push(r.receipt.unwrap());
@@ -239,7 +224,7 @@ async fn stopping_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_twi
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let back = ProgramApiClient::execute(&a.client().await, p, put("back"), None)
+    let back = ProgramApiClient::execute(&a.client().await, p, kv_put("back"), None)
         .await
         .unwrap();
     let receipt = back.receipt.unwrap();
@@ -271,12 +256,12 @@ async fn spawn_joined(
     n: usize,
 ) -> (
     tempfile::TempDir,
-    Vec<std::process::Child>,
+    common::Processes,
     Vec<String>,
     onvm::rpc_api::types::NodeInfo,
 ) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut children = Vec::new();
+    let mut children = common::Processes::default();
     let mut urls = Vec::new();
     for i in 0..n {
         let dir = tmp.path().join(format!("n{i}"));
@@ -323,9 +308,7 @@ async fn kill_9_of_the_sequencer_mid_stream_loses_nothing_and_applies_nothing_tw
     wait_for_height(&survivors[3], p, kill_at).await;
     common::kill9(children.remove(0));
     check_after_failover(streams, &survivors, p, &info.endpoint_id).await;
-    for child in children {
-        common::kill9(child);
-    }
+    drop(children);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,12 +323,13 @@ async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
     d.stop().await;
     let a = &nodes[0];
     let started = Instant::now();
-    let err = match ProgramApiClient::execute(&a.client().await, p, put("k"), with_request_id("q1"))
-        .await
-    {
-        Err(ClientError::Call(e)) => e,
-        other => panic!("expected not_attested, got {other:?}"),
-    };
+    let err =
+        match ProgramApiClient::execute(&a.client().await, p, kv_put("k"), with_request_id("q1"))
+            .await
+        {
+            Err(ClientError::Call(e)) => e,
+            other => panic!("expected not_attested, got {other:?}"),
+        };
     println!("not_attested after {:?}", started.elapsed());
     assert_eq!(err.code(), codes::UNAVAILABLE);
     let data = error_data(&err).unwrap();
@@ -376,7 +360,8 @@ async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
         let info = ProgramApiClient::info(&n.client().await, p).await.unwrap();
         assert_eq!(info.height, 0);
     }
-    match ProgramApiClient::execute(&a.client().await, p, put("k"), with_request_id("q1")).await {
+    match ProgramApiClient::execute(&a.client().await, p, kv_put("k"), with_request_id("q1")).await
+    {
         Err(ClientError::Call(e)) => {
             assert_eq!(error_data(&e).unwrap().kind, "not_attested", "{e:?}")
         }
@@ -401,7 +386,7 @@ async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home(
     let committee = ProgramApiClient::committee(&first, p).await.unwrap();
     assert_eq!((committee.members.len(), committee.threshold), (4, 3));
     // At once, before the deploy has reached the members.
-    let early = ProgramApiClient::execute(&first, p, put("early"), with_request_id("early"))
+    let early = ProgramApiClient::execute(&first, p, kv_put("early"), with_request_id("early"))
         .await
         .expect("a call right after the deploy is attested");
     assert!(early.receipt.unwrap().attestation.is_some());
@@ -411,7 +396,7 @@ async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home(
     let killed = Instant::now();
     let survivors = urls[1..].to_vec();
     let c2 = common::ws_client(&survivors[1]).await;
-    let call = ProgramApiClient::execute(&c2, p, put("after"), with_request_id("after"))
+    let call = ProgramApiClient::execute(&c2, p, kv_put("after"), with_request_id("after"))
         .await
         .expect("a call after the home's kill -9 completes on another member");
     println!(
@@ -426,7 +411,7 @@ async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home(
     let job = SubmitJob {
         program_id: p,
         request_id: "job-after-kill".into(),
-        input_base64: Some(put("from-job")),
+        input_base64: Some(kv_put("from-job")),
         input_blob: None,
         entrypoint: None,
         max_retries: Some(0),
@@ -475,7 +460,5 @@ async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home(
         assert_eq!(j.status, JobStatus::Completed);
     }
     assert_eq!(roots.len(), 1);
-    for child in children {
-        common::kill9(child);
-    }
+    drop(children);
 }

@@ -214,6 +214,35 @@ pub async fn ticket(node: &TestNode) -> String {
         .ticket
 }
 
+/// Joins `others` to `first` by its ticket and waits until all of them converge.
+pub async fn join(first: &TestNode, others: &[&TestNode]) {
+    use onvm::rpc_api::api::PeerApiClient;
+    let t = ticket(first).await;
+    for n in others {
+        PeerApiClient::connect(&n.client().await, t.clone())
+            .await
+            .expect("join by ticket");
+    }
+    let mut all = vec![first];
+    all.extend_from_slice(others);
+    converge(&all).await;
+}
+
+/// A kvstore `put` of `key` (value "v").
+pub fn kv_put(key: &str) -> onvm::rpc_api::types::Base64Bytes {
+    serde_json::to_vec(&serde_json::json!({"op": "put", "key": key, "data_base64": "dg=="}))
+        .expect("json")
+        .into()
+}
+
+/// Execute options naming a request id (so a retry is the same call).
+pub fn with_request_id(id: &str) -> Option<onvm::rpc_api::program::ExecuteOptions> {
+    Some(onvm::rpc_api::program::ExecuteOptions {
+        request_id: Some(id.into()),
+        ..Default::default()
+    })
+}
+
 /// Waits (at most 30 s) until `nodes` hold the same DAG heads and node count.
 pub async fn converge(nodes: &[&TestNode]) {
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
@@ -401,6 +430,32 @@ fn child_log() -> Stdio {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let path = Path::new(&dir).join(format!("node-{}-{n}.log", std::process::id()));
     std::fs::File::create(path).map_or(Stdio::null(), Stdio::from)
+}
+
+/// `onvm` processes that are killed when this is dropped, also when a test panics (a failed
+/// test must not leave busy nodes behind to slow every test after it).
+#[derive(Default)]
+pub struct Processes(pub Vec<Child>);
+
+impl std::ops::Deref for Processes {
+    type Target = Vec<Child>;
+    fn deref(&self) -> &Vec<Child> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Processes {
+    fn deref_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.0
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.0.drain(..) {
+            kill9(child);
+        }
+    }
 }
 
 pub fn spawn_node(data_dir: &Path, extra: &[&str]) -> (Child, String) {
