@@ -456,7 +456,7 @@ impl Node {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        self.ctx.committees.shutdown();
+        self.ctx.committees.shutdown().await;
         self.ctx.net.shutdown().await;
         // The router's blobs handler may already have closed the store; that is fine.
         if let Err(e) = self.ctx.blobs.shutdown().await {

@@ -1007,6 +1007,11 @@ impl Programs {
             .map(|(r, _)| r)
     }
 
+    /// Changes whenever DAG nodes may have been applied (a replicated commit among them).
+    pub fn dag_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.dag_changes()
+    }
+
     /// The program's applied height on this node.
     pub async fn height(&self, id: ProgramId) -> Result<u64, ProgramError> {
         Ok(self.require(&id).await?.height)

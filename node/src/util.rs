@@ -28,3 +28,68 @@ pub fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
     let (blocks, size) = (stat.f_bavail as u64, stat.f_frsize as u64);
     Some(blocks.saturating_mul(size))
 }
+
+/// Tasks a layer spawns, tracked: shutdown cancels them all at their next await point and
+/// waits for them to end, so nothing of a stopped node keeps running or keeps its store alive.
+#[derive(Clone, Default)]
+pub(crate) struct Tasks {
+    tracker: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Tasks {
+    /// Runs `task` until it ends or the owner shuts down (after shutdown: not at all).
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.tracker.len()
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tasks;
+
+    #[tokio::test]
+    async fn shutdown_ends_every_task_and_later_ones_never_start() {
+        let tasks = Tasks::default();
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..3 {
+            let started_tx = started_tx.clone();
+            // Tasks that would never end by themselves (a gossip loop, a stuck dial).
+            tasks.spawn(async move {
+                let _ = started_tx.send(());
+                std::future::pending::<()>().await;
+            });
+        }
+        for _ in 0..3 {
+            started.recv().await.unwrap();
+        }
+        assert_eq!(tasks.running(), 3);
+        tasks.shutdown().await;
+        assert_eq!(tasks.running(), 0);
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        tasks.spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+        tokio::task::yield_now().await;
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(tasks.running(), 0);
+    }
+}

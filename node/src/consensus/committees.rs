@@ -35,8 +35,9 @@ use onvm_rpc_api::jobs::{AttemptLogs, JobEvent};
 
 /// Interrupted results kept for the `Abandon`s that report them.
 const MAX_INTERRUPTED: usize = 256;
-/// How often a member waiting for a decided height's DAG node checks its store.
-const APPLY_POLL: Duration = Duration::from_millis(5);
+/// How long a member waiting for a decided height's DAG node sleeps when nothing reaches its
+/// store (it wakes at once when a DAG node is stored): to check its fallback turn and pull.
+const APPLY_WAKE: Duration = Duration::from_millis(50);
 /// How often it pulls the DAG from the height's executor meanwhile.
 const APPLY_PULL: Duration = Duration::from_millis(250);
 
@@ -69,6 +70,8 @@ pub struct Committees {
     net: Arc<dyn CommitteeNet>,
     running: Mutex<HashMap<ProgramId, Arc<Running>>>,
     stopped: AtomicBool,
+    /// Every driver's actor, timers, executions and validations, ended at shutdown.
+    tasks: crate::util::Tasks,
 }
 
 struct Running {
@@ -94,18 +97,20 @@ impl Committees {
             net,
             running: Mutex::default(),
             stopped: AtomicBool::new(false),
+            tasks: crate::util::Tasks::default(),
         });
         programs.set_committees(&committees);
         committees
     }
 
-    /// Stops every driver (their actors end once in-flight work returns).
-    pub fn shutdown(&self) {
+    /// Stops every driver, its timers and in-flight executions, and waits until they ended.
+    pub async fn shutdown(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.tasks.shutdown().await;
     }
 
     /// Programs whose committee runs on this node now.
@@ -172,6 +177,7 @@ impl Committees {
                 program,
             }),
             exec.clone(),
+            self.tasks.clone(),
         );
         let r = Arc::new(Running { driver, exec });
         running.insert(program, r.clone());
@@ -911,6 +917,8 @@ impl ProgramCommittee {
         let started = Instant::now();
         let mut last_pull: Option<Instant> = None;
         let mut warned = false;
+        // Subscribed before the first look at the height, so no commit falls between the two.
+        let mut changes = self.programs.dag_changes();
         loop {
             let applied = self
                 .programs
@@ -981,7 +989,11 @@ impl ProgramCommittee {
                 warned = true;
                 tracing::warn!(program = %self.program, height = decision.height, "a decided height has not reached this node's store yet: still pulling");
             }
-            tokio::time::sleep(APPLY_POLL).await;
+            match tokio::time::timeout(APPLY_WAKE, changes.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                // The store is gone (shutting down): do not spin on a closed channel.
+                Ok(Err(_)) => tokio::time::sleep(APPLY_WAKE).await,
+            }
         }
     }
 }

@@ -19,6 +19,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::util::Tasks;
+
 use super::pbft::{
     Action, CallId, CallResult, Config, Decision, Digest, Event, Height, Member, MemberIndex,
     Message, Persisted, PersistedChange, Proposal, View,
@@ -91,12 +93,16 @@ pub struct Driver {
 impl Driver {
     /// Starts the member `config.me` of a committee of `config.k` from what it persisted (the
     /// default for a fresh member).
-    pub fn spawn(
+    ///
+    /// The actor, its timers, executions and validations run in `tasks`: they end when
+    /// `tasks` shuts down, or once every `Driver` handle is gone and in-flight work returned.
+    pub(crate) fn spawn(
         config: Config,
         persisted: Persisted,
         transport: Arc<dyn Transport>,
         durable: Arc<dyn Durable>,
         executor: Arc<dyn Executor>,
+        tasks: Tasks,
     ) -> Driver {
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor {
@@ -107,8 +113,9 @@ impl Driver {
             inputs: tx.downgrade(),
             waiting: HashMap::new(),
             epoch: Instant::now(),
+            tasks: tasks.clone(),
         };
-        tokio::spawn(actor.run(rx, persisted));
+        tasks.spawn(actor.run(rx, persisted));
         Driver { inputs: tx }
     }
 
@@ -140,6 +147,7 @@ struct Actor {
     inputs: mpsc::WeakUnboundedSender<Input>,
     waiting: HashMap<CallId, Vec<oneshot::Sender<CallResult>>>,
     epoch: Instant,
+    tasks: Tasks,
 }
 
 impl Actor {
@@ -226,7 +234,7 @@ impl Actor {
                 } => {
                     let wait = at_ms.saturating_sub(self.now_ms());
                     let inputs = self.inputs.clone();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                         if let Some(inputs) = inputs.upgrade() {
                             let _ = inputs.send(Input::Event(Event::Timer { height, view }));
@@ -240,7 +248,7 @@ impl Actor {
 
     fn execute(&self, height: Height, view: View, call_id: CallId) {
         let (executor, inputs) = (self.executor.clone(), self.inputs.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let event = match executor.execute(height, call_id).await {
                 Ok(digest) => Event::Executed {
                     height,
@@ -263,7 +271,7 @@ impl Actor {
 
     fn validate(&self, height: Height, view: View, proposal: Proposal) {
         let (executor, inputs) = (self.executor.clone(), self.inputs.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let ok = executor.validate(height, proposal).await;
             let event = Event::Validated {
                 height,
@@ -377,7 +385,7 @@ mod tests {
         }
     }
 
-    fn start(net: &Arc<Net>, me: MemberIndex) {
+    fn start(net: &Arc<Net>, me: MemberIndex, tasks: &Tasks) {
         let link = Arc::new(Link {
             net: net.clone(),
             me,
@@ -394,17 +402,23 @@ mod tests {
             link.clone(),
             durable,
             link,
+            tasks.clone(),
         );
         net.drivers.lock().unwrap()[me] = Some(driver);
     }
 
     fn network() -> Arc<Net> {
+        network_in(&Tasks::default())
+    }
+
+    /// Four members whose tasks all run in `tasks`.
+    fn network_in(tasks: &Tasks) -> Arc<Net> {
         let net = Arc::new(Net {
             nodes: (0..K).map(|_| Arc::new(Node::new())).collect(),
             drivers: Mutex::new(vec![None; K]),
         });
         for me in 0..K {
-            start(&net, me);
+            start(&net, me, tasks);
         }
         net
     }
@@ -474,10 +488,30 @@ mod tests {
         logs_agree(&net, &[1, 2, 3], 3).await;
         // Member 3 restarts from what its store holds (a crash: its in-memory driver is gone).
         net.drivers.lock().unwrap()[3] = None;
-        start(&net, 3);
+        start(&net, 3, &Tasks::default());
         // Member 0 comes back; everyone catches up and agrees.
         net.nodes[0].down.store(false, Ordering::SeqCst);
         assert_eq!(finalized(&driver(&net, 0), call_id(4)).await, 3);
         logs_agree(&net, &[0, 1, 2, 3], 4).await;
+    }
+
+    #[tokio::test]
+    async fn a_stopped_committee_ends_its_tasks_and_fails_calls_instead_of_hanging() {
+        let tasks = Tasks::default();
+        let net = network_in(&tasks);
+        assert_eq!(finalized(&driver(&net, 1), call_id(1)).await, 0);
+        tasks.shutdown().await;
+        assert_eq!(
+            tasks.running(),
+            0,
+            "actors, timers and executions all ended"
+        );
+        let late = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            driver(&net, 2).call(call_id(2)),
+        )
+        .await
+        .expect("a call to a stopped driver is answered, not left waiting");
+        assert!(matches!(late, CallResult::Failed { .. }), "{late:?}");
     }
 }
