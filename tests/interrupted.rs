@@ -60,6 +60,10 @@ async fn timed_out_call(client: &WsClient, p: ProgramId) {
         "an interrupted call gets no receipt: {result}"
     );
     assert_eq!(result["state_root_in"], result["state_root_out"]);
+    // The fuel it really ran: the deadline is checked every 100,000 units of fuel, with the
+    // counter saved, so at least one slice ran (it used to report the fuel of the loop's entry).
+    let fuel = result["fuel_used"].as_u64().expect("fuel_used");
+    assert!(fuel >= 100_000, "an interrupted call reports fuel {fuel}");
 }
 
 async fn count(client: &WsClient, p: ProgramId, request_id: &str) -> u64 {

@@ -1,10 +1,18 @@
 //! The WebAssembly engine (wasmtime): deterministic configuration, deploy-time validation, a
 //! compiled-module cache, the host ABI of docs/ABI.md, and typed call outcomes. The only module
 //! that imports wasmtime. Calls are synchronous: run them on a blocking thread.
+//!
+//! Wall-clock limits (timeout, cancel) are checked every `FUEL_SLICE` units of fuel, where
+//! wasmtime has saved the fuel counter: an interrupted call reports exactly the fuel it used.
+//! (Epoch interruption would stop sooner in theory, but its check does not save the counter,
+//! so every interrupted call reported the fuel of its last function call.)
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use onvm_rpc_api::program::{ABI_VERSION, Outcome};
@@ -18,7 +26,13 @@ use crate::config::VmConfig;
 
 /// Returned by buffer-filling host functions when the key/blob does not exist (docs/ABI.md).
 pub const ONVM_NOT_FOUND: i64 = -(1i64 << 32);
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Fuel between two checks of the call's deadline and cancel flag: about 10-50 µs of guest
+/// work, so a timeout is noticed promptly, while the check (a clock read and a fiber switch)
+/// stays far below 1% of the run.
+const FUEL_SLICE: u64 = 100_000;
+/// Fiber stack beyond the guest's `vm.max_stack_bytes`, for wasmtime's and the host
+/// functions' own frames.
+const HOST_STACK_BYTES: usize = 1024 * 1024;
 const WASM_MAGIC: &[u8] = b"\0asm\x01\0\0\0";
 const ALLOC_EXPORT: &str = "onvm_alloc";
 const MAX_LOG_LINES: usize = 1000;
@@ -106,7 +120,7 @@ pub struct CallRequest {
     pub context: CallContext,
     /// Blobs the program may read (its manifest's blob_refs), already loaded.
     pub blobs: Arc<HashMap<BlobId, Arc<Vec<u8>>>>,
-    /// Set from another thread to stop the call (checked every epoch tick, ~10 ms).
+    /// Set from another thread to stop the call (checked every `FUEL_SLICE` of fuel).
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -623,13 +637,6 @@ pub struct Vm {
     linker: Linker<HostState>,
     cache: Mutex<HashMap<BlobId, Arc<Compiled>>>,
     limits: VmConfig,
-    stop_ticker: Arc<AtomicBool>,
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Engine + ABI fingerprint recorded in manifests and receipts: fuel totals and semantics are
@@ -672,7 +679,6 @@ impl Vm {
         let mut config = Config::new();
         config
             .consume_fuel(true)
-            .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .cranelift_opt_level(OptLevel::Speed)
             .wasm_relaxed_simd(false)
@@ -681,6 +687,9 @@ impl Vm {
             .wasm_multi_memory(false)
             .wasm_multi_value(true)
             .max_wasm_stack(limits.max_stack_bytes as usize)
+            // Calls run on a fiber (so they can pause every FUEL_SLICE); its stack holds the
+            // guest's stack plus the host functions' frames.
+            .async_stack_size(limits.max_stack_bytes as usize + HOST_STACK_BYTES)
             // Our memories never exceed the cap, so reserve only that much address space.
             .memory_reservation(limits.max_memory_bytes)
             .memory_guard_size(PAGE as u64)
@@ -689,6 +698,7 @@ impl Vm {
         pool.total_core_instances(limits.max_concurrent_calls)
             .total_memories(limits.max_concurrent_calls)
             .total_tables(limits.max_concurrent_calls)
+            .total_stacks(limits.max_concurrent_calls)
             .max_memory_size(limits.max_memory_bytes as usize)
             .max_memories_per_module(1)
             .table_elements(100_000);
@@ -696,24 +706,11 @@ impl Vm {
         let engine = Engine::new(&config).map_err(|e| VmError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         define_abi(&mut linker).map_err(|e| VmError::Engine(format!("{e:#}")))?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let stop = stop_ticker.clone();
-        std::thread::Builder::new()
-            .name("onvm-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
-            .map_err(|e| VmError::Engine(format!("starting the epoch ticker: {e}")))?;
         Ok(Self {
             engine,
             linker,
             cache: Mutex::new(HashMap::new()),
             limits,
-            stop_ticker,
         })
     }
 
@@ -861,6 +858,28 @@ impl Vm {
         req: CallRequest,
         state: Arc<dyn StateView>,
     ) -> CallResult {
+        let deadline = std::time::Instant::now() + req.timeout;
+        let cancel = req.cancel.clone();
+        self.call_until(compiled, req, state, move || {
+            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                Some(host_trap("cancelled", "the call was cancelled"))
+            } else if std::time::Instant::now() >= deadline {
+                Some(wasmtime::Error::new(Trap::Interrupt))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// `call` with its wall-clock checks given: `stop` runs every `FUEL_SLICE` of fuel and may
+    /// end the call with an error.
+    fn call_until(
+        &self,
+        compiled: &Compiled,
+        req: CallRequest,
+        state: Arc<dyn StateView>,
+        stop: impl FnMut() -> Option<wasmtime::Error>,
+    ) -> CallResult {
         let host = HostState {
             state,
             overlay: BTreeMap::new(),
@@ -876,26 +895,19 @@ impl Vm {
         let mut store = Store::new(&self.engine, host);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         let fuel = req.fuel;
-        // Each epoch tick checks the wall-clock deadline and the cancel flag.
-        let deadline = std::time::Instant::now() + req.timeout;
-        let cancel = req.cancel.clone();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(host_trap("cancelled", "the call was cancelled"));
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(wasmtime::Error::new(Trap::Interrupt));
-            }
-            Ok(wasmtime::UpdateDeadline::Continue(1))
-        });
-        let result = match store.set_fuel(fuel) {
-            Ok(()) => run(
-                &mut store,
-                compiled,
-                &req.entrypoint,
-                &req.input,
-                self.limits.max_output_bytes,
+        let result = match store
+            .set_fuel(fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_SLICE)))
+        {
+            Ok(()) => run_until(
+                run(
+                    &mut store,
+                    compiled,
+                    &req.entrypoint,
+                    &req.input,
+                    self.limits.max_output_bytes,
+                ),
+                stop,
             ),
             Err(e) => Err(e),
         };
@@ -935,9 +947,28 @@ impl Vm {
     }
 }
 
+/// Drives a call on this thread. The guest pauses every `FUEL_SLICE` of fuel, with the fuel
+/// counter saved; there `stop` may end the call with its error (dropping the future unwinds
+/// the guest's fiber, and the store stays usable).
+fn run_until<T>(
+    call: impl Future<Output = wasmtime::Result<T>>,
+    mut stop: impl FnMut() -> Option<wasmtime::Error>,
+) -> wasmtime::Result<T> {
+    let mut call = pin!(call);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(result) = call.as_mut().poll(&mut cx) {
+            return result;
+        }
+        if let Some(error) = stop() {
+            return Err(error);
+        }
+    }
+}
+
 /// Instantiates, places the input, calls the entrypoint and copies the output out.
 /// Outer error: the call trapped. Inner error: the output was unusable.
-fn run(
+async fn run(
     store: &mut Store<HostState>,
     compiled: &Compiled,
     entrypoint: &str,
@@ -950,7 +981,7 @@ fn run(
             format!("`{entrypoint}` is not an entrypoint of this program"),
         )
     })?;
-    let instance = compiled.pre.instantiate(&mut *store)?;
+    let instance = compiled.pre.instantiate_async(&mut *store).await?;
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| host_trap("host_bad_pointer", "module has no exported memory"))?;
@@ -958,9 +989,9 @@ fn run(
         .map_err(|_| host_trap("rejected", "input is larger than 2 GiB"))?;
     let (input_ptr, sret_ptr) = if compiled.has_alloc {
         let alloc = instance.get_typed_func::<i32, i32>(&mut *store, ALLOC_EXPORT)?;
-        let p = alloc.call(&mut *store, input_len)?;
+        let p = alloc.call_async(&mut *store, input_len).await?;
         let s = if shape == Shape::Sret {
-            alloc.call(&mut *store, 8)?
+            alloc.call_async(&mut *store, 8).await?
         } else {
             0
         };
@@ -989,11 +1020,12 @@ fn run(
     let (out_ptr, out_len) = match shape {
         Shape::MultiValue => {
             let mut results = [Val::I32(0), Val::I32(0)];
-            func.call(
+            func.call_async(
                 &mut *store,
                 &[Val::I32(input_ptr), Val::I32(input_len)],
                 &mut results,
-            )?;
+            )
+            .await?;
             (
                 results[0].i32().unwrap_or(0) as u32 as usize,
                 results[1].i32().unwrap_or(0) as u32 as usize,
@@ -1001,11 +1033,12 @@ fn run(
         }
         Shape::Packed => {
             let mut results = [Val::I64(0)];
-            func.call(
+            func.call_async(
                 &mut *store,
                 &[Val::I32(input_ptr), Val::I32(input_len)],
                 &mut results,
-            )?;
+            )
+            .await?;
             let packed = results[0].i64().unwrap_or(0) as u64;
             ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize)
         }
@@ -1016,11 +1049,12 @@ fn run(
                     "no valid return slot for an sret entrypoint",
                 ));
             }
-            func.call(
+            func.call_async(
                 &mut *store,
                 &[Val::I32(sret_ptr), Val::I32(input_ptr), Val::I32(input_len)],
                 &mut [],
-            )?;
+            )
+            .await?;
             let data = memory.data(&*store);
             let s = sret_ptr as usize;
             let word = |i: usize| {
@@ -1533,5 +1567,62 @@ mod tests {
         req.timeout = Duration::from_millis(50);
         let r = vm.call(&compiled, req, Arc::new(MemoryState::default()));
         assert_eq!(r.outcome, Outcome::Timeout);
+    }
+
+    /// An interrupted call reports the fuel it really ran: `stop` fires at the n-th check, so
+    /// the call ran n slices (each ends at the first fuel check past it, a few units over).
+    #[test]
+    fn an_interrupted_call_reports_the_fuel_it_ran() {
+        let vm = vm();
+        let wat = r#"(module (memory (export "memory") 1)
+            (func (export "onvm_main") (param i32 i32) (result i32 i32) (loop $l br $l) i32.const 0 i32.const 0))"#;
+        let compiled = vm
+            .compile(&wat::parse_str(wat).unwrap(), &["onvm_main".to_string()])
+            .unwrap();
+        let mut used = Vec::new();
+        for slices in [1u64, 3, 10] {
+            let mut req = request(b"");
+            req.fuel = u64::MAX / 2;
+            let mut checks = 0;
+            let r = vm.call_until(&compiled, req, Arc::new(MemoryState::default()), || {
+                checks += 1;
+                (checks == slices).then(|| host_trap("cancelled", "stop"))
+            });
+            assert_eq!(r.outcome, Outcome::Cancelled);
+            assert!(
+                r.fuel_used >= slices * FUEL_SLICE && r.fuel_used < slices * (FUEL_SLICE + 100),
+                "{slices} slices reported {} fuel",
+                r.fuel_used
+            );
+            used.push(r.fuel_used);
+        }
+        assert!(used[0] < used[1] && used[1] < used[2], "{used:?}");
+    }
+
+    /// The store survives an interrupted call: the next call on the same module runs normally.
+    #[test]
+    fn a_call_after_an_interrupted_one_runs_normally() {
+        let vm = vm();
+        let wat = r#"(module (memory (export "memory") 1)
+            (func (export "onvm_main") (param i32 i32) (result i32 i32)
+              (if (i32.eqz (local.get 1)) (then (loop $l br $l)))
+              local.get 0 local.get 1))"#;
+        let compiled = vm
+            .compile(&wat::parse_str(wat).unwrap(), &["onvm_main".to_string()])
+            .unwrap();
+        for _ in 0..3 {
+            let mut req = request(b"");
+            req.fuel = u64::MAX / 2;
+            req.timeout = Duration::from_millis(20);
+            let r = vm.call(&compiled, req, Arc::new(MemoryState::default()));
+            assert_eq!(r.outcome, Outcome::Timeout);
+            assert!(r.fuel_used >= FUEL_SLICE, "{}", r.fuel_used);
+            let r = vm.call(
+                &compiled,
+                request(b"echo"),
+                Arc::new(MemoryState::default()),
+            );
+            assert_eq!((r.outcome, r.output), (Outcome::Ok, b"echo".to_vec()));
+        }
     }
 }
