@@ -462,3 +462,62 @@ async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home(
     assert_eq!(roots.len(), 1);
     drop(children);
 }
+
+/// Dead-member suspicion is shared: the first node whose call finds the home dead tells the
+/// network (a signed gossip report), so another node routes its next call straight to the
+/// next member instead of paying the same dial timeout. K=4 (which survives one dead member)
+/// on 6 nodes: two nodes are not members and forward their calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_node_to_find_the_home_dead_tells_the_others() {
+    let (mut nodes, p) = network(6, 4, &[]).await;
+    let client = nodes[0].client().await;
+    let committee: Vec<String> = ProgramApiClient::info(&client, p)
+        .await
+        .unwrap()
+        .manifest
+        .manifest
+        .committee
+        .iter()
+        .map(|m| m.endpoint_id.to_string())
+        .collect();
+    drop(client);
+    assert_eq!(committee.len(), 4);
+    let home = committee[0].clone();
+    let mut ids = Vec::new();
+    for n in &nodes {
+        ids.push(n.node().info().endpoint_id.clone());
+    }
+    let outsiders: Vec<usize> = (0..6).filter(|&i| !committee.contains(&ids[i])).collect();
+    assert_eq!(outsiders.len(), 2, "two nodes outside a committee of 4");
+    let (c, d) = (outsiders[0], outsiders[1]);
+    let home_index = ids.iter().position(|id| *id == home).unwrap();
+    let suspected_on = |url: String, who: String| async move {
+        PeerApiClient::list(&common::ws_client(&url).await)
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|peer| peer.endpoint_id == who && peer.suspected)
+    };
+    assert!(!suspected_on(nodes[d].url(), home.clone()).await);
+
+    nodes[home_index].halt().await;
+    let c_client = nodes[c].client().await;
+    let r = ProgramApiClient::execute(&c_client, p, kv_put("after-home-died"), None)
+        .await
+        .expect("a call through a non-member completes on the other member");
+    assert_ne!(r.receipt.unwrap().receipt.executor.to_string(), home);
+    assert!(suspected_on(nodes[c].url(), home.clone()).await);
+    // D has sent nothing to the home, yet learns that it is down from C's report.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !suspected_on(nodes[d].url(), home.clone()).await {
+        assert!(
+            Instant::now() < deadline,
+            "node D never learned that the home is suspected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = ProgramApiClient::execute(&nodes[d].client().await, p, kv_put("from-d"), None)
+        .await
+        .expect("D's call goes straight to the live member");
+    assert_ne!(r.receipt.unwrap().receipt.executor.to_string(), home);
+}

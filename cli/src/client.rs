@@ -295,13 +295,14 @@ impl Session {
         }
         for p in &peers {
             println!(
-                "{}  {:<8} {:>9}  last seen {}{}",
+                "{}  {:<8} {:>9}  last seen {}{}{}",
                 p.endpoint_id,
                 p.connection,
                 p.latency_ms
                     .map(|l| format!("{l:.2} ms"))
                     .unwrap_or_else(|| "-".into()),
                 ago(p.last_seen_ms),
+                if p.suspected { "  suspected down" } else { "" },
                 p.last_error
                     .as_deref()
                     .map(|e| format!("  ({e})"))

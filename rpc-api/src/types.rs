@@ -165,4 +165,8 @@ pub struct PeerInfo {
     /// ignored until this node restarts.
     #[serde(default)]
     pub rejected: u32,
+    /// A call to this peer failed within `net.suspect_ms`, here or on a node that reported it
+    /// (it is tried last when calls are routed to committee members).
+    #[serde(default)]
+    pub suspected: bool,
 }

@@ -60,11 +60,21 @@ pub fn sequencer_route(
 
 /// Members a forwarded call recently failed to reach, tried last for `suspect_for_ms` (config
 /// `net.suspect_ms`) so writes go straight to the next live member instead of paying a dead
-/// one's dial timeout again. Times are milliseconds on any monotonic clock.
+/// one's dial timeout again. A suspicion is this node's own (its call failed) or reported by
+/// another node (gossip, so the network pays a dead member's dial timeout once, not once per
+/// node). Only a report can be refuted by the member itself: this node's own failed call
+/// stands until its window ends or the member answers it. Times are milliseconds on any
+/// monotonic clock.
 #[derive(Debug, Clone)]
 pub struct Suspicion {
     suspect_for_ms: u64,
-    since: HashMap<Hash32, u64>,
+    since: HashMap<Hash32, Suspected>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Suspected {
+    at_ms: u64,
+    own: bool,
 }
 
 impl Suspicion {
@@ -75,9 +85,33 @@ impl Suspicion {
         }
     }
 
-    /// A call to `member` failed at `now_ms`.
-    pub fn suspect(&mut self, member: Hash32, now_ms: u64) {
-        self.since.insert(member, now_ms);
+    /// A call to `member` failed at `now_ms`. True when it was not suspected before, so the
+    /// news is worth telling other nodes.
+    pub fn suspect(&mut self, member: Hash32, now_ms: u64) -> bool {
+        let was = self.is_suspected(&member, now_ms);
+        self.since.insert(
+            member,
+            Suspected {
+                at_ms: now_ms,
+                own: true,
+            },
+        );
+        !was
+    }
+
+    /// Another node reported at `now_ms` that its call to `member` failed. An own suspicion
+    /// stays own (a report does not make it refutable).
+    pub fn reported(&mut self, member: Hash32, now_ms: u64) {
+        let own = self.since.get(&member).is_some_and(|s| s.own);
+        self.since.insert(member, Suspected { at_ms: now_ms, own });
+    }
+
+    /// `member` itself said it is alive: reports about it are dropped; this node's own
+    /// failed call to it stands.
+    pub fn refuted(&mut self, member: &Hash32) {
+        if self.since.get(member).is_some_and(|s| !s.own) {
+            self.since.remove(member);
+        }
     }
 
     /// `member` answered: it is live again.
@@ -90,8 +124,19 @@ impl Suspicion {
     pub fn is_suspected(&mut self, member: &Hash32, now_ms: u64) -> bool {
         let window = self.suspect_for_ms;
         self.since
-            .retain(|_, since| now_ms.saturating_sub(*since) < window);
+            .retain(|_, s| now_ms.saturating_sub(s.at_ms) < window);
         self.since.contains_key(member)
+    }
+
+    /// Whether this node's own call to `member` failed within the last `suspect_for_ms`
+    /// (reports from other nodes are not enough to skip a member outright).
+    pub fn failed_here(&mut self, member: &Hash32, now_ms: u64) -> bool {
+        self.is_suspected(member, now_ms) && self.since.get(member).is_some_and(|s| s.own)
+    }
+
+    /// How long a suspicion lasts (`net.suspect_ms`).
+    pub fn window_ms(&self) -> u64 {
+        self.suspect_for_ms
     }
 }
 
@@ -188,5 +233,32 @@ mod tests {
         s.suspect(id(1), 20_000);
         assert!(s.is_suspected(&id(1), 29_999));
         assert_eq!(s.since.len(), 1);
+    }
+
+    #[test]
+    fn a_failure_is_news_once_and_reports_are_refuted_by_the_member_but_own_failures_are_not() {
+        let mut s = Suspicion::new(10_000);
+        // The first failure is worth telling; a repeat within the window is not.
+        assert!(s.suspect(id(1), 0));
+        assert!(!s.suspect(id(1), 100));
+        // After the window it is news again.
+        assert!(s.suspect(id(1), 10_100));
+        // A report about another member: suspected, and its own "alive" clears it.
+        s.reported(id(2), 10_100);
+        assert!(s.is_suspected(&id(2), 10_200));
+        assert!(!s.failed_here(&id(2), 10_200));
+        assert!(s.failed_here(&id(1), 10_200));
+        s.refuted(&id(2));
+        assert!(!s.is_suspected(&id(2), 10_200));
+        // Our own failed call stands against the member's word, even after a report renews it.
+        s.reported(id(1), 10_200);
+        s.refuted(&id(1));
+        assert!(s.is_suspected(&id(1), 10_300));
+        // An answer to our own call clears it.
+        s.clear(&id(1));
+        assert!(!s.is_suspected(&id(1), 10_300));
+        s.reported(id(3), 20_000);
+        assert!(s.is_suspected(&id(3), 29_999));
+        assert!(!s.is_suspected(&id(3), 30_000));
     }
 }

@@ -34,11 +34,53 @@ impl Peers {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Notes that a forwarded call to `peer` failed (it is tried last for `net.suspect_ms`).
+    /// Notes that a forwarded call to `peer` failed (it is tried last for `net.suspect_ms`),
+    /// and, when that is news, tells the network (gossip), so other nodes do not pay the same
+    /// dial timeout.
     pub fn suspect(&self, peer: onvm_rpc_api::Hash32) {
         let now = self.suspicion_clock_ms();
+        let news = self
+            .suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .suspect(peer, now);
+        if news {
+            self.broadcast_liveness(peer, false);
+        }
+    }
+
+    /// Another node reported that its call to `peer` failed.
+    pub(super) fn suspicion_reported(&self, peer: onvm_rpc_api::Hash32) {
+        let now = self.suspicion_clock_ms();
         let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-        s.suspect(peer, now);
+        s.reported(peer, now);
+    }
+
+    /// `peer` itself said it is alive.
+    pub(super) fn suspicion_refuted(&self, peer: &onvm_rpc_api::Hash32) {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        s.refuted(peer);
+    }
+
+    pub(super) fn suspicion_window_ms(&self) -> u64 {
+        self.suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .window_ms()
+    }
+
+    /// Rate limit of "alive" answers: true at most once per second.
+    pub(super) fn may_refute_now(&self) -> bool {
+        let now = self.suspicion_clock_ms();
+        let last = self
+            .last_refuted_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1_000 {
+            return false;
+        }
+        self.last_refuted_ms
+            .store(now.max(1), std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
     /// Whether a forwarded call to `peer` failed within the last `net.suspect_ms`.
@@ -46,6 +88,14 @@ impl Peers {
         let now = self.suspicion_clock_ms();
         let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
         s.is_suspected(peer, now)
+    }
+
+    /// Whether this node's own forwarded call to `peer` failed within `net.suspect_ms` (other
+    /// nodes' reports do not count: a member is skipped only on this node's evidence).
+    pub fn failed_here(&self, peer: &onvm_rpc_api::Hash32) -> bool {
+        let now = self.suspicion_clock_ms();
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        s.failed_here(peer, now)
     }
 
     /// `peer` answered a forwarded call.

@@ -12,7 +12,7 @@ use onvm_rpc_api::Hash32;
 use onvm_rpc_api::dag::DagNode;
 
 use super::Peers;
-use super::wire::GossipMessage;
+use super::wire::{GOSSIP_VARIANTS, GossipMessage, LivenessReport};
 
 /// Domain tag of the DAG topic id.
 pub const TOPIC_TAG: &[u8] = b"onvm/dag-topic/v1";
@@ -163,6 +163,14 @@ impl Peers {
                     return;
                 }
             },
+            Ok(GossipMessage::Liveness { report, signature }) => {
+                self.on_liveness(&from, report, &signature).await;
+                return;
+            }
+            Err(_) if is_newer_variant(content) => {
+                tracing::debug!(%from, "gossip message of a newer version: ignored");
+                return;
+            }
             Err(e) => {
                 self.penalise(&from, format!("malformed gossip message: {e}"));
                 return;
@@ -212,6 +220,92 @@ impl Peers {
         }
     }
 
+    /// Tells the network "my call to `subject` failed" (`alive: false`), or "I am alive"
+    /// (`subject` is this node), signed with the endpoint key. Best effort, in the background.
+    pub(super) fn broadcast_liveness(&self, subject: Hash32, alive: bool) {
+        let Some(sender) = self.gossip_sender() else {
+            return;
+        };
+        let report = LivenessReport {
+            network_id: self.network_id.clone(),
+            reporter: *self.endpoint.id().as_bytes(),
+            subject: subject.0,
+            alive,
+            at_ms: crate::util::now_ms(),
+        };
+        let signature = self
+            .endpoint
+            .secret_key()
+            .sign(&report.signing_message())
+            .to_bytes()
+            .to_vec();
+        let Ok(bytes) = postcard::to_allocvec(&GossipMessage::Liveness { report, signature })
+        else {
+            return;
+        };
+        self.tasks.spawn(async move {
+            if let Err(e) = sender.broadcast(bytes.into()).await {
+                tracing::debug!("gossip broadcast of a liveness report: {e}");
+            }
+        });
+    }
+
+    /// A liveness report relayed by `from`. A forged or foreign one counts against `from`; a
+    /// stale one (older than `net.suspect_ms` by this node's clock) or one from a node not
+    /// announced in the DAG is dropped. A report that this node is down is answered at once
+    /// with "alive" (at most once per second).
+    async fn on_liveness(&self, from: &iroh::EndpointId, report: LivenessReport, signature: &[u8]) {
+        let me = *self.endpoint.id().as_bytes();
+        let signed = iroh::EndpointId::from_bytes(&report.reporter)
+            .ok()
+            .zip(<[u8; 64]>::try_from(signature).ok())
+            .is_some_and(|(key, sig)| {
+                key.verify(
+                    &report.signing_message(),
+                    &iroh::Signature::from_bytes(&sig),
+                )
+                .is_ok()
+            });
+        if !signed || report.network_id != self.network_id {
+            self.penalise(
+                from,
+                "liveness report with a bad signature or network".into(),
+            );
+            return;
+        }
+        if report.reporter == me
+            || (report.alive && report.reporter != report.subject)
+            || (!report.alive && report.reporter == report.subject)
+        {
+            return;
+        }
+        let window = self.suspicion_window_ms();
+        if crate::util::now_ms().abs_diff(report.at_ms) > window {
+            return;
+        }
+        let store = self.store.clone();
+        let reporter = Hash32(report.reporter);
+        let announced = tokio::task::spawn_blocking(move || store.is_announced(&reporter))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        if !announced {
+            return;
+        }
+        let subject = Hash32(report.subject);
+        if report.alive {
+            self.suspicion_refuted(&subject);
+        } else if report.subject == me {
+            if self.may_refute_now() {
+                self.broadcast_liveness(subject, true);
+            }
+        } else {
+            tracing::debug!(%reporter, %subject, "a node reports it could not reach a member");
+            self.suspicion_reported(subject);
+        }
+    }
+
     /// Starts one pull from `peer` unless one is already running.
     pub(super) fn request_sync(self: &Arc<Self>, peer: iroh::EndpointId) {
         {
@@ -231,5 +325,46 @@ impl Peers {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&peer);
         });
+    }
+}
+
+/// Whether `content` starts with a gossip variant index this version does not know.
+fn is_newer_variant(content: &[u8]) -> bool {
+    postcard::take_from_bytes::<u32>(content)
+        .is_ok_and(|(variant, _)| u64::from(variant) >= GOSSIP_VARIANTS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unknown_variant_indexes_count_as_newer_messages() {
+        let dag = postcard::to_allocvec(&GossipMessage::DagNode(vec![1, 2, 3])).unwrap();
+        let report = LivenessReport {
+            network_id: "n".into(),
+            reporter: [1; 32],
+            subject: [2; 32],
+            alive: false,
+            at_ms: 5,
+        };
+        let liveness = postcard::to_allocvec(&GossipMessage::Liveness {
+            report: report.clone(),
+            signature: vec![0; 64],
+        })
+        .unwrap();
+        assert!(!is_newer_variant(&dag));
+        assert!(!is_newer_variant(&liveness));
+        // A variant this version does not know, whatever follows it.
+        assert!(is_newer_variant(&[2, 0xff, 0xff]));
+        assert!(is_newer_variant(&[0x80, 0x01]));
+        // Garbage that is not even a variant index is malformed, not newer.
+        assert!(!is_newer_variant(&[]));
+        assert!(!is_newer_variant(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
+        // The signed bytes bind every field.
+        let mut other = report.clone();
+        other.alive = true;
+        assert_ne!(report.signing_message(), other.signing_message());
+        assert!(report.signing_message().starts_with(b"onvm/liveness/v1\0"));
     }
 }

@@ -240,6 +240,7 @@ impl Net {
                 config.suspect_ms,
             )),
             started: std::time::Instant::now(),
+            last_refuted_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let router = Router::builder(endpoint)
             .accept(iroh_blobs::ALPN, blobs_protocol)

@@ -79,6 +79,8 @@ pub struct Peers {
     pub(super) suspects: std::sync::Mutex<crate::consensus::routing::Suspicion>,
     /// The clock of `suspects` (milliseconds since this instant).
     pub(super) started: std::time::Instant,
+    /// When this node last said "alive" after a report that it was down (`suspects` clock).
+    pub(super) last_refuted_ms: std::sync::atomic::AtomicU64,
 }
 
 pub(super) async fn request(
@@ -323,6 +325,7 @@ impl Peers {
             last_seen_ms: entry.last_seen_ms,
             last_error: entry.last_error,
             rejected: self.rejected_count(id),
+            suspected: self.is_suspected(&onvm_rpc_api::Hash32(*id.as_bytes())),
         })
     }
 
@@ -522,6 +525,7 @@ fn unreachable_info(id: iroh::EndpointId) -> onvm_rpc_api::types::PeerInfo {
         last_seen_ms: 0,
         last_error: Some("not in the peer table".into()),
         rejected: 0,
+        suspected: false,
     }
 }
 

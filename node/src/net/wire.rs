@@ -201,4 +201,36 @@ pub enum Attachment {
 pub enum GossipMessage {
     /// A postcard-encoded `DagNode`.
     DagNode(Vec<u8>),
+    /// A liveness report, signed by its reporter's endpoint key over
+    /// [`LivenessReport::signing_message`].
+    Liveness {
+        report: LivenessReport,
+        signature: Vec<u8>,
+    },
+}
+
+/// How many `GossipMessage` variants this version knows: a message whose variant index is
+/// higher comes from a newer node and is ignored, not held against its relayer.
+pub const GOSSIP_VARIANTS: u64 = 2;
+
+/// "My call to `subject` failed" (`alive: false`), or "I, `subject`, am alive" (`alive: true`,
+/// `reporter == subject`), shared so the network pays a dead member's dial timeout once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LivenessReport {
+    pub network_id: String,
+    /// The endpoint id that signs the report.
+    pub reporter: [u8; 32],
+    pub subject: [u8; 32],
+    pub alive: bool,
+    /// The reporter's wall clock (unix ms): a report older than `net.suspect_ms` is ignored.
+    pub at_ms: u64,
+}
+
+impl LivenessReport {
+    /// The bytes the reporter signs: a domain tag, then the postcard encoding.
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = b"onvm/liveness/v1\0".to_vec();
+        m.extend(postcard::to_allocvec(self).unwrap_or_default());
+        m
+    }
 }

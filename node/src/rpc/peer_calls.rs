@@ -232,15 +232,16 @@ async fn attest_for(
     }
 }
 
-/// One request to a committee member. A member that failed recently (`net.suspect_ms`) is not
-/// waited for: a dead member would otherwise cost every call a dial timeout.
+/// One request to a committee member. A member this node failed to reach recently
+/// (`net.suspect_ms`) is not waited for: a dead member would otherwise cost every call a dial
+/// timeout. Another node's report is not enough (a false one would cost a vote).
 async fn ask_member(
     ctx: &NodeContext,
     member: onvm_rpc_api::Hash32,
     call: &ForwardedCall,
 ) -> Result<ForwardedReply, String> {
     let peers = ctx.net.peers();
-    if peers.is_suspected(&member) {
+    if peers.failed_here(&member) {
         return Err("did not answer recently (net.suspect_ms)".into());
     }
     match peers.forward(member, call).await {
