@@ -1422,7 +1422,7 @@ fn simulate_many_seeds() {
         }
     }
     println!(
-        "simulated seeds={} steps={} dropped={} duplicated={} partitions={} crashes={} view_changes={} calls_finalized={} max_recovery={}ms violations=0 in {:.1?}",
+        "simulated seeds={} steps={} dropped={} duplicated={} partitions={} crashes={} view_changes={} calls_finalized={} max_recovery={}ms violations=0 in {:.1?} ({:.0} simulated calls finalized per second)",
         seeds.len(),
         total.steps,
         total.dropped,
@@ -1432,7 +1432,8 @@ fn simulate_many_seeds() {
         total.view_changes,
         total.calls_finalized,
         total.max_recovery_ms,
-        started.elapsed()
+        started.elapsed(),
+        total.calls_finalized as f64 / started.elapsed().as_secs_f64().max(1e-9)
     );
 }
 
