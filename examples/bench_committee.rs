@@ -1,7 +1,8 @@
 //! What committees cost, against bare anchors, in one run.
 //!
-//! `cargo run --release --example bench_committee` (builds wasm_programs first if needed).
-//! Everything runs in this process, offline, on loopback:
+//! `cargo build --release --bin onvm && cargo run --release --example bench_committee` (builds
+//! wasm_programs first if needed). Everything runs offline, on loopback, in this process
+//! except part 5:
 //!
 //! 1. Aggregate receipt verification with 3, 16 and 64 signers (every member signs):
 //!    `VerifiedCommittee::verify` (pure-Rust bls12_381; the committee is built once, outside
@@ -24,6 +25,12 @@
 //!    node 2. Latency with the home alive; then node 1 shuts down (its connections close) and
 //!    the time until the first put through node 2 commits on another member (what a client
 //!    waits once), then the latency of later puts with the new sequencer.
+//! 5. Failover after kill -9: four `onvm run-node` processes (the release binary: run
+//!    `cargo build --release --bin onvm` first), the default committee homed on node 1, with
+//!    `net.idle_timeout_ms` at its floor (1000). After warm-up puts, node 1 gets SIGKILL and at
+//!    once a put goes through node 3 (a member: PBFT replaces the dead leader by a view change
+//!    after `committee.view_timeout_ms`) and a job through node 4 (forwarded to the dead home
+//!    first, then to the next member). Five rounds, each on a fresh network.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -99,6 +106,23 @@ async fn main() -> Result<()> {
     println!("\n== 3. failover, K=4 committee, the home stops ==");
     let failover = bench_failover(&wasm).await.context("failover benchmark")?;
 
+    println!(
+        "\n== 4. failover after kill -9 of the home, {KILL_ROUNDS} rounds of 4 onvm processes, default committee, net.idle_timeout_ms={IDLE_FLOOR_MS} =="
+    );
+    let mut kills = Vec::new();
+    for round in 0..KILL_ROUNDS {
+        let k = bench_kill9(&wasm)
+            .await
+            .with_context(|| format!("kill -9 failover, round {}", round + 1))?;
+        println!(
+            "round {}: call via a member {:.0} ms, job via another member {:.0} ms after the kill",
+            round + 1,
+            ms(k.call),
+            ms(k.job)
+        );
+        kills.push(k);
+    }
+
     println!("\n== results ==");
     for (n, row) in &aggregate_rows {
         println!(
@@ -161,7 +185,135 @@ async fn main() -> Result<()> {
         after.p50 / before.p50,
         after.p90 / before.p90
     );
+    let calls: Vec<Duration> = kills.iter().map(|k| k.call).collect();
+    let jobs: Vec<Duration> = kills.iter().map(|k| k.job).collect();
+    println!(
+        "failover after kill -9 ({KILL_ROUNDS} rounds): first call {} | first job {}",
+        percentiles(&calls)?,
+        percentiles(&jobs)?
+    );
     Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// 4b. Failover after kill -9, with processes
+// ------------------------------------------------------------------------------------------
+
+const KILL_ROUNDS: usize = 5;
+/// `net.idle_timeout_ms` at its floor: how soon a silent (killed) peer's connection is dropped.
+const IDLE_FLOOR_MS: u64 = 1000;
+
+struct Kill9 {
+    /// From the kill to the answer of a put sent to a surviving member.
+    call: Duration,
+    /// From the kill to the completion of a job submitted to another surviving node.
+    job: Duration,
+}
+
+/// Four `onvm run-node` processes (release), the kvstore on the default committee (K=4,
+/// threshold 3) homed on the first; warm-up puts, then SIGKILL of the home, then at once a put
+/// through one survivor and a job through another.
+async fn bench_kill9(wasm: &[u8]) -> Result<Kill9> {
+    use onvm::rpc_api::api::{JobApiClient, NodeApiClient, PeerApiClient};
+    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    let bin = support::onvm_release_bin()?;
+    let tmp = tempfile::tempdir()?;
+    let idle = format!("net.idle_timeout_ms={IDLE_FLOOR_MS}");
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let dir = tmp.path().join(format!("n{i}"));
+        nodes.push(support::NodeProcess::spawn(&bin, &dir, &["--set", &idle])?);
+    }
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(n.client().await?);
+    }
+    let ticket = within("node_info", NodeApiClient::info(&clients[0]))
+        .await?
+        .context("node_info")?
+        .ticket;
+    for c in &clients[1..] {
+        within("peer_connect", PeerApiClient::connect(c, ticket.clone()))
+            .await?
+            .context("peer_connect")?;
+    }
+    converge(&clients, "processes joined").await?;
+    let res = within(
+        "program_deploy",
+        ProgramApiClient::deploy(
+            &clients[0],
+            DeployRequest {
+                wasm_base64: Some(wasm.to_vec().into()),
+                ..Default::default()
+            },
+        ),
+    )
+    .await?
+    .context("program_deploy with the default committee")?;
+    let p = res.program_id;
+    let members = res.manifest.manifest.committee.len();
+    ensure!(members == 4, "default committee of {members}, expected 4");
+    converge(&clients, "after deploying").await?;
+    for i in 0..EXEC_WARMUP {
+        within(
+            "warm-up put",
+            execute(&clients[1], p, put_input(&format!("w{i}"))?, None),
+        )
+        .await?
+        .context("warm-up put")?;
+    }
+    converge(&clients, "after the warm-up").await?;
+
+    nodes[0].kill9();
+    let killed = Instant::now();
+    let job = SubmitJob {
+        program_id: p,
+        request_id: "after-kill".into(),
+        input_base64: Some(Base64Bytes::from(put_input("job")?)),
+        input_blob: None,
+        entrypoint: None,
+        max_retries: Some(0),
+        timeout_ms: None,
+        fuel: None,
+        metadata: None,
+        signed: None,
+    };
+    let (call, job) = tokio::join!(
+        async {
+            let r = within(
+                "put after the kill",
+                execute(&clients[2], p, put_input("call")?, None),
+            )
+            .await?
+            .context("put after the kill")?;
+            ensure!(r.receipt.is_some(), "the put has no receipt");
+            Ok::<_, anyhow::Error>(killed.elapsed())
+        },
+        async {
+            let submitted = within("job_submit", JobApiClient::submit(&clients[3], job))
+                .await?
+                .context("job_submit after the kill")?;
+            let id = submitted.job.job_id;
+            loop {
+                let j = within("job_status", JobApiClient::status(&clients[3], id))
+                    .await?
+                    .context("job_status")?;
+                if j.status.is_terminal() {
+                    ensure!(j.status == JobStatus::Completed, "job ended {:?}", j.status);
+                    return Ok::<_, anyhow::Error>(killed.elapsed());
+                }
+                ensure!(
+                    killed.elapsed() < WAIT,
+                    "the job did not finish within {WAIT:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    );
+    Ok(Kill9 {
+        call: call?,
+        job: job?,
+    })
 }
 
 // ------------------------------------------------------------------------------------------

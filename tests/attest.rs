@@ -60,8 +60,14 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
     for r in &receipts {
         let attestation = r.attestation.as_ref().expect("an attested receipt");
         let signers = verified.signers(&attestation.signers.0).unwrap();
-        assert_eq!(signers.len(), 3);
-        assert!(!signers.contains(&d_index), "D never signs");
+        // D's hook corrupts only its re-executions, so it never signs another member's
+        // proposal. (After a view change on a slow machine D may lead; it signs its own run.)
+        let d_led = r.receipt.executor.to_string() == d.node().endpoint_id();
+        assert!(
+            d_led || !signers.contains(&d_index),
+            "D signed a proposal it disagrees with"
+        );
+        assert!(signers.len() >= 3, "{signers:?}");
         // Offline, with the pure verifier and the committee alone.
         verified.verify(&r.aggregated(), "onvm-devnet").unwrap();
         // And on every node.
@@ -70,7 +76,7 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
                 .await
                 .unwrap();
             assert!(v.valid, "{v:?}");
-            assert_eq!(v.signers.len(), 3);
+            assert_eq!(v.signers.len(), signers.len());
         }
     }
     // Every node applied the three calls and holds the same root.
@@ -96,7 +102,20 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
     assert!(!evidence.is_empty(), "D recorded no evidence");
     for e in &evidence {
         let proposed = e.proposed.id();
-        assert!(receipts.iter().any(|r| r.id == proposed));
+        // A proposal D disagreed with is for one of these calls; it need not be the one that
+        // finalized (a view change on a slow machine replaces an unprepared proposal).
+        assert!(
+            receipts
+                .iter()
+                .any(|r| r.receipt.call_id == e.proposed.call_id),
+            "evidence about a call nobody made"
+        );
+        if !receipts.iter().any(|r| r.id == proposed) {
+            println!(
+                "evidence about a superseded proposal of {}",
+                e.proposed.call_id
+            );
+        }
         assert_ne!(e.computed.id(), proposed);
         assert_eq!(e.computed.state_root_out, e.proposed.state_root_out);
     }

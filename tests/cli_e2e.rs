@@ -738,21 +738,35 @@ fn two_nodes_ticket_connect_and_blob_across() {
         put.expect("execute on node 2 succeeded").trim(),
         r#"{"ok":true,"key":"greeting","size":5,"created":true}"#
     );
-    for rpc in [&n2.rpc, &n1.rpc] {
-        assert_eq!(
-            run_ok(onvm(&[
-                "--rpc",
-                rpc,
-                "state-get",
-                "--program-id",
-                &program,
-                "--key",
-                "d/greeting"
-            ]))
-            .trim(),
-            "hello"
-        );
+    let greeting = |rpc: &str| {
+        onvm(&[
+            "--rpc",
+            rpc,
+            "state-get",
+            "--program-id",
+            &program,
+            "--key",
+            "d/greeting",
+        ])
+    };
+    // The node that accepted the call answers once it applied it: read-your-writes there.
+    assert_eq!(run_ok(greeting(&n2.rpc)).trim(), "hello");
+    // The other member applies the decided height when its DAG node reaches it.
+    let mut seen = None;
+    let waited = std::time::Instant::now();
+    for _ in 0..200 {
+        let out = greeting(&n1.rpc).output().unwrap();
+        if out.status.success() {
+            seen = Some(String::from_utf8(out.stdout).unwrap());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    println!(
+        "node 1 applied the write {:?} after node 2 answered",
+        waited.elapsed()
+    );
+    assert_eq!(seen.expect("node 1 applies the write").trim(), "hello");
     // Two nodes make a committee of two: the receipt carries both signatures, and verifies
     // offline against the committee saved from either node.
     let committee = tmp.path().join("committee.json");

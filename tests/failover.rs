@@ -49,7 +49,11 @@ async fn a_call_signed_before_the_sequencer_died_is_finished_once_by_the_next_me
     let (b, c, d) = (&nodes[0], &nodes[1], &nodes[2]);
     let lost =
         ProgramApiClient::execute(&a.client().await, p, kv_put("k1"), with_request_id("r1")).await;
-    assert!(lost.is_err(), "the hook drops the call: {lost:?}");
+    // The hook's own error, not a timeout of a loaded machine: only then was the call decided.
+    assert!(
+        format!("{lost:?}").contains("debug_abandon_after_attest"),
+        "the hook drops the call: {lost:?}"
+    );
     let home = a.node().endpoint_id();
     a.stop().await;
 

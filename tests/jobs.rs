@@ -468,7 +468,16 @@ async fn a_job_whose_call_committed_before_a_crash_completes_from_it_at_restart(
     }
     node.resume().await;
     let client = node.client().await;
-    let info = wait_terminal(&client, id).await;
+    // Polled, not followed: the event feed still holds the completion from before the edit,
+    // so a follower would return at once, before recovery ran.
+    let started = Instant::now();
+    let info = loop {
+        let info = JobApiClient::status(&client, id).await.unwrap();
+        if info.status.is_terminal() || started.elapsed() > Duration::from_secs(60) {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(info.status, JobStatus::Completed, "{info:?}");
     assert_eq!(
         info.attempts.len(),

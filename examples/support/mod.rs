@@ -214,3 +214,119 @@ pub async fn raw_blob_fetch(
         .map_err(|e| anyhow!("receiver store shutdown: {e}"))?;
     Ok(secs)
 }
+
+/// The release `onvm` binary beside this example (`target/release/onvm`), for benchmarks that
+/// run nodes as processes.
+pub fn onvm_release_bin() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("onvm"))
+        .context("locating target/<profile>/onvm")?;
+    ensure!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release --bin onvm` first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// An `onvm run-node` process on loopback (offline, plaintext identity in `dir`), killed with
+/// SIGKILL when dropped.
+pub struct NodeProcess {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl NodeProcess {
+    pub fn spawn(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir_arg = dir.to_str().context("a UTF-8 data dir")?;
+        let init = Command::new(bin)
+            .args(["init", "--data-dir", dir_arg, "--allow-plaintext-identity"])
+            .stdin(Stdio::null())
+            .output()?;
+        ensure!(
+            init.status.success(),
+            "onvm init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let mut child = Command::new(bin)
+            .args(["run-node", "--data-dir", dir_arg])
+            .args([
+                "--rpc",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--offline",
+            ])
+            .args(extra)
+            .env_remove("ONVM_IDENTITY_PASSPHRASE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("run-node stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut node = Self {
+            child,
+            url: String::new(),
+        };
+        loop {
+            let line = rx
+                .recv_timeout(WAIT)
+                .map_err(|e| anyhow!("run-node printed no `rpc:` line: {e}"))?;
+            if let Some(url) = line.strip_prefix("rpc:") {
+                node.url = url.trim().to_string();
+                return Ok(node);
+            }
+        }
+    }
+
+    /// A client carrying the node's cookie (the operator's credential).
+    pub async fn client(&self) -> Result<WsClient> {
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .context("the port of the node's URL")?;
+        let mut headers = jsonrpsee::ws_client::HeaderMap::new();
+        if let Some(cookie) = onvm::node::rpc::cookie::read_for(port)
+            && let Ok(value) = format!("Bearer {cookie}").parse()
+        {
+            headers.insert("authorization", value);
+        }
+        within(
+            "WS connect",
+            WsClientBuilder::default()
+                .set_headers(headers)
+                .request_timeout(Duration::from_secs(120))
+                .build(&self.url),
+        )
+        .await?
+        .with_context(|| format!("connecting to {}", self.url))
+    }
+
+    /// SIGKILL: the node gets no chance to close a connection or flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
