@@ -1597,13 +1597,26 @@ impl Member {
         self.forward_pending_to_leader();
         match proposal {
             Some(p) if leader == me => {
-                // Certified by q prepares (f + 1 honest validations): valid on top of h - 1.
+                // Certified by q prepares (f + 1 honest validations), so the value is valid on
+                // top of h - 1 and our NewView is its PrePrepare: the others count it as our
+                // prepare. Our Commit, though, carries our signature on the receipt, and a
+                // signer vouches for a result it computed: re-execute first unless we already
+                // did. If we disagree we never commit, and the others finalize without us.
+                let known_valid = self.round.valid.get(&p.digest) == Some(&p);
                 let vs = self.view_state(view);
                 vs.pre_prepare = Some(p);
-                vs.validation = Validation::Ok;
                 vs.prepares.add(me, p.digest);
-                self.round.valid.insert(p.digest, p);
-                self.check_prepared();
+                if known_valid {
+                    vs.validation = Validation::Ok;
+                    self.check_prepared();
+                } else {
+                    vs.validation = Validation::Pending;
+                    self.emit(Action::Validate {
+                        height: self.round.height,
+                        view,
+                        proposal: p,
+                    });
+                }
             }
             Some(p) => self.accept_pre_prepare(view, p),
             None if leader == me => self.try_propose(),
@@ -1671,10 +1684,9 @@ impl Member {
                 let vs = self.view_state(*v);
                 vs.pre_prepare.get_or_insert(*p);
                 vs.prepares.add(leader, p.digest);
-                if leader == me {
-                    vs.validation = Validation::Ok;
-                    self.round.valid.insert(p.digest, *p);
-                }
+                // As leader we re-proposed a certified value: valid for the tally, but we
+                // sign it only once we have validated it ourselves (a Commit or prepared
+                // certificate below says we had; otherwise it is validated again below).
             }
         }
         for vote in &votes.sent {
@@ -1797,6 +1809,8 @@ mod tests {
         sent: Vec<(MemberIndex, Message)>,
         timers: Vec<Option<(Height, View, u64)>>,
         drop_if: Filter,
+        /// Members whose re-execution disagrees with every proposal but their own.
+        disagree: Vec<MemberIndex>,
         now: u64,
     }
 
@@ -1813,6 +1827,7 @@ mod tests {
                 sent: Vec::new(),
                 timers: vec![None; k],
                 drop_if: Box::new(|_, _, _| false),
+                disagree: Vec::new(),
                 now: 0,
             }
         }
@@ -1871,7 +1886,7 @@ mod tests {
                         proposal,
                     } => {
                         let expected = receipt(height, &proposal.call_id, &self.prev(at, height));
-                        let ok = expected == proposal.digest;
+                        let ok = expected == proposal.digest && !self.disagree.contains(&at);
                         let digest = proposal.digest;
                         self.input(
                             at,
@@ -2012,6 +2027,41 @@ mod tests {
         for m in 1..4 {
             assert_eq!(h.committed[m].len(), 2, "member {m}");
             assert_eq!(h.committed[m][1].proposal.call_id, call(2));
+        }
+    }
+
+    /// A new leader re-proposing a certified value it never validated must not sign it: a
+    /// Commit is a signature on the receipt, which vouches for a result the signer computed.
+    #[test]
+    fn a_new_leader_signs_a_locked_value_only_if_its_own_run_agrees() {
+        let mut h = Harness::new(4);
+        // Member 1 computes different results (another build). Every Commit of view 0 is lost,
+        // so 0, 2 and 3 end view 0 prepared and the value is locked.
+        h.disagree = vec![1];
+        h.drop_if = Box::new(|_, _, msg| matches!(msg, Message::Commit { view: 0, .. }));
+        h.input(0, Event::Submit { call_id: call(1) });
+        h.run();
+        assert!(h.committed.iter().all(Vec::is_empty));
+        let locked = proposal_of(&h, 0, call(1), 0);
+        // View 1 is led by member 1, which must re-propose the lock.
+        h.drop_if = Box::new(|_, _, _| false);
+        h.fire_timers(&[0, 1, 2, 3]);
+        let new_view = h.sent.iter().find_map(|(from, m)| match m {
+            Message::NewView { view, proposal, .. } => Some((*from, *view, *proposal)),
+            _ => None,
+        });
+        assert_eq!(new_view, Some((1, 1, Some(locked))));
+        let commits_by_1 = h
+            .sent
+            .iter()
+            .filter(|(from, m)| *from == 1 && matches!(m, Message::Commit { .. }))
+            .count();
+        assert_eq!(commits_by_1, 0, "member 1 signed a value it disagrees with");
+        // The three who agree finalize it without member 1's signature.
+        for m in [0, 2, 3] {
+            assert_eq!(h.committed[m].len(), 1, "member {m}");
+            assert_eq!(h.committed[m][0].proposal, locked);
+            assert!(!h.committed[m][0].signers.contains(&1));
         }
     }
 
