@@ -1051,7 +1051,11 @@ impl Member {
     }
 
     /// Accepts the view's single PrePrepare (the caller checked sender and view) and gets it
-    /// validated; a second, different PrePrepare in the same view is ignored.
+    /// validated; a second, different PrePrepare in the same view is ignored. A new leader's
+    /// NewView carrying a locked value is its PrePrepare, so it comes here too: the others
+    /// count it as the leader's prepare, but the leader's Commit is its signature on the
+    /// receipt, and a signer vouches for a result it computed, so it validates like everyone
+    /// (unless it already did) and, if its run disagrees, the others finalize without it.
     fn accept_pre_prepare(&mut self, view: View, proposal: Proposal) {
         let height = self.round.height;
         let leader = self.leader(view);
@@ -1596,28 +1600,6 @@ impl Member {
         self.round.timer_deadline = None;
         self.forward_pending_to_leader();
         match proposal {
-            Some(p) if leader == me => {
-                // Certified by q prepares (f + 1 honest validations), so the value is valid on
-                // top of h - 1 and our NewView is its PrePrepare: the others count it as our
-                // prepare. Our Commit, though, carries our signature on the receipt, and a
-                // signer vouches for a result it computed: re-execute first unless we already
-                // did. If we disagree we never commit, and the others finalize without us.
-                let known_valid = self.round.valid.get(&p.digest) == Some(&p);
-                let vs = self.view_state(view);
-                vs.pre_prepare = Some(p);
-                vs.prepares.add(me, p.digest);
-                if known_valid {
-                    vs.validation = Validation::Ok;
-                    self.check_prepared();
-                } else {
-                    vs.validation = Validation::Pending;
-                    self.emit(Action::Validate {
-                        height: self.round.height,
-                        view,
-                        proposal: p,
-                    });
-                }
-            }
             Some(p) => self.accept_pre_prepare(view, p),
             None if leader == me => self.try_propose(),
             None => {
@@ -1684,9 +1666,8 @@ impl Member {
                 let vs = self.view_state(*v);
                 vs.pre_prepare.get_or_insert(*p);
                 vs.prepares.add(leader, p.digest);
-                // As leader we re-proposed a certified value: valid for the tally, but we
-                // sign it only once we have validated it ourselves (a Commit or prepared
-                // certificate below says we had; otherwise it is validated again below).
+                // Not valid for us merely because we led: we sign only what we validated
+                // (see accept_pre_prepare); the current view's proposal is validated below.
             }
         }
         for vote in &votes.sent {
