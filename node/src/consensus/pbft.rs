@@ -2046,6 +2046,78 @@ mod tests {
         }
     }
 
+    /// kill -9 of a new leader between its NewView and the end of its validation: restarted,
+    /// it validates the locked value again and signs it only if its run agrees.
+    #[test]
+    fn a_new_leader_restarted_mid_validation_validates_again_before_signing() {
+        let locked = Proposal {
+            call_id: call(1),
+            digest: receipt(0, &call(1), &[0; 32]),
+            proposer: 0,
+        };
+        let persisted = Persisted {
+            log: Vec::new(),
+            votes: Some(HeightVotes {
+                height: 0,
+                highest_view: 1,
+                activated: vec![(1, Some(locked))],
+                sent: Vec::new(),
+                prepared: None,
+            }),
+        };
+        let signs = |agrees: bool| {
+            // Member 1 leads view 1.
+            let mut m = Member::new(Config::new(4, 1, 100));
+            let mut p = persisted.clone();
+            let restart = Event::Restart {
+                persisted: p.clone(),
+            };
+            let actions = feed(&mut m, &mut p, restart, 0);
+            assert!(
+                actions.contains(&Action::Validate {
+                    height: 0,
+                    view: 1,
+                    proposal: locked
+                }),
+                "{actions:?}"
+            );
+            let mut actions = actions;
+            for from in [2, 3] {
+                let prepare = Message::Prepare {
+                    height: 0,
+                    view: 1,
+                    digest: locked.digest,
+                };
+                actions.extend(feed(
+                    &mut m,
+                    &mut p,
+                    Event::Message { from, msg: prepare },
+                    0,
+                ));
+            }
+            let validated = Event::Validated {
+                height: 0,
+                view: 1,
+                digest: locked.digest,
+                ok: agrees,
+            };
+            actions.extend(feed(&mut m, &mut p, validated, 0));
+            actions.iter().any(|x| {
+                matches!(
+                    x,
+                    Action::Broadcast {
+                        msg: Message::Commit { .. }
+                    }
+                )
+            })
+        };
+        assert!(signs(true), "an agreeing leader commits once validated");
+        assert!(
+            !signs(false),
+            "a disagreeing leader signed after its restart"
+        );
+    }
+
     #[test]
     fn replica_rejects_new_view_that_drops_the_lock() {
         let locked = Proposal {
