@@ -525,3 +525,77 @@ async fn the_first_node_to_find_the_home_dead_tells_the_others() {
         .expect("D's call goes straight to the live member");
     assert_ne!(r.receipt.unwrap().receipt.executor.to_string(), home);
 }
+
+/// A home that ran a call but stopped before the committee decided it must not report the
+/// call as done: its own undecided run is no answer (it once came back as a success without a
+/// receipt, though nothing was committed). It leaves the forwarded call unanswered, so the
+/// accepting node tries the next member, and the three live members of the default committee
+/// decide the call: the client gets a receipt, committed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_stopping_before_a_decision_never_reports_an_undecided_call_as_done() {
+    let others = [
+        TestNode::start().await,
+        TestNode::start().await,
+        TestNode::start().await,
+        TestNode::start().await,
+    ];
+    // A's committee messages reach nobody: it can run a call but never get it decided.
+    let ids: Vec<String> = others
+        .iter()
+        .map(|n| format!("\"{}\"", n.node().endpoint_id()))
+        .collect();
+    let partition = format!("committee.debug_partition=[{}]", ids.join(", "));
+    let mut a = TestNode::start_with(&[partition.as_str()]).await;
+    let refs: Vec<&TestNode> = others.iter().collect();
+    common::join(&a, &refs).await;
+    let p = common::deploy_kvstore(&a.client().await, Some(4)).await;
+    let mut all = refs.clone();
+    all.push(&a);
+    converge(&all).await;
+    let committee = ProgramApiClient::committee(&a.client().await, p)
+        .await
+        .unwrap();
+    let members: Vec<String> = committee
+        .members
+        .iter()
+        .map(|m| m.endpoint_id.to_string())
+        .collect();
+    let home = a.node().endpoint_id();
+    assert_eq!(members[0], home);
+    // The accepting node is the one outside the committee: it forwards the call to the home.
+    let outsider = others
+        .iter()
+        .find(|n| !members.contains(&n.node().endpoint_id()))
+        .expect("five nodes, four members");
+    let executed =
+        |m: onvm::rpc_api::types::Metrics| m.counters.get("calls_executed").copied().unwrap_or(0);
+    let before = executed(NodeApiClient::metrics(&a.client().await).await.unwrap());
+    let client = outsider.client().await;
+    let call = tokio::spawn(async move {
+        ProgramApiClient::execute(&client, p, kv_put("undecided"), with_request_id("u")).await
+    });
+    // Stop the home once it has run the call (its proposal waits for votes that never come).
+    let started = Instant::now();
+    while executed(NodeApiClient::metrics(&a.client().await).await.unwrap()) <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the home never ran the call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.halt().await;
+    let answered = call.await.unwrap().unwrap();
+    let receipt = answered
+        .receipt
+        .expect("an undecided call was reported as done: no receipt");
+    assert_ne!(receipt.receipt.executor.to_string(), home);
+    let urls: Vec<String> = others.iter().map(|n| n.url()).collect();
+    converge_urls(&urls).await;
+    let committed = all_receipts(&urls[0], p).await;
+    assert_eq!(committed.len(), 1, "committed once");
+    assert_eq!(committed[0].id, receipt.id);
+    a.stop().await;
+    for n in others {
+        n.stop().await;
+    }
+}

@@ -116,6 +116,11 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// True once `Node::shutdown` began.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
     pub fn info(&self) -> NodeInfo {
         NodeInfo {
             endpoint_id: self.identity.endpoint_id().to_string(),

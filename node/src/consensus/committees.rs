@@ -247,9 +247,13 @@ impl Committees {
             }
             Ok(CallResult::Failed { reason }) => match local {
                 // Interrupted on this node (a timeout, a cancellation): the result says how.
-                Some(Ok(result)) => crate::programs::finish_with(None, result),
+                Some(Ok(result)) if !result.outcome.is_reproducible() => {
+                    crate::programs::finish_with(None, result)
+                }
                 Some(Err(e)) => Err(e),
-                None => match self.programs.committed(program, call_id).await? {
+                // Our own run, proposed but not decided (the committee stopped, or another
+                // leader's run may be decided later), is no answer: only a receipt is.
+                _ => match self.programs.committed(program, call_id).await? {
                     Some(done) => self.answer(done, None, &call, job).await,
                     None => Err(ProgramError::NotAttested {
                         signed: 0,

@@ -2,16 +2,18 @@
 //! nodes, suspicion of members that did not answer, and the accept side that hands them to the
 //! RPC layer's handler.
 
-use super::wire::{CALL_ALPN, ForwardedCall, ForwardedReply, read_request};
+use super::wire::{CALL_ALPN, ForwardedCall, ForwardedReply, STOPPING, read_request};
 use super::{PeerError, Peers};
 
-/// Runs forwarded calls on the home (the RPC layer, which owns the error contract).
+/// Runs forwarded calls on the home (the RPC layer, which owns the error contract). `None`:
+/// this node is shutting down and did not finish the call; the stream is reset, so the caller
+/// sees a member that did not answer and tries the next one (with the same request id).
 pub trait CallHandler: Send + Sync + 'static {
     fn handle(
         &self,
         from: iroh::EndpointId,
         call: ForwardedCall,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ForwardedReply> + Send>>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<ForwardedReply>> + Send>>;
 }
 
 /// Limits of the call protocol (config `net.max_forward_bytes`, `net.forward_timeout_ms`).
@@ -194,7 +196,13 @@ impl iroh::protocol::ProtocolHandler for CallProtocol {
                 };
                 let reply = match serde_json::from_slice::<ForwardedCall>(&bytes) {
                     Ok(call) => match peers.call_handler.get() {
-                        Some(handler) => handler.handle(remote, call).await,
+                        Some(handler) => match handler.handle(remote, call).await {
+                            Some(reply) => reply,
+                            None => {
+                                let _ = send.reset(iroh::endpoint::VarInt::from_u32(STOPPING));
+                                return;
+                            }
+                        },
                         None => ForwardedReply::Error {
                             code: onvm_rpc_api::error::UNAVAILABLE,
                             message: "this node is still starting".into(),

@@ -30,6 +30,8 @@ pub(super) async fn read_request(
 
 /// Stream reset code for a message that does not decode.
 pub(super) const MALFORMED: u32 = 2;
+/// Stream reset code on `/onvm/call/1`: the node stopped before it finished the call.
+pub(super) const STOPPING: u32 = 3;
 
 /// Requests on [`PEER_ALPN`], postcard-encoded, one per bi-directional stream. The variant
 /// order is the wire encoding: append new variants, never reorder.

@@ -41,73 +41,82 @@ impl CallHandler for ForwardedCalls {
         &self,
         from: iroh::EndpointId,
         call: ForwardedCall,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ForwardedReply> + Send>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<ForwardedReply>> + Send>> {
         let ctx = self.0.upgrade();
         Box::pin(async move {
-            let Some(ctx) = ctx else {
-                return ForwardedReply::Error {
-                    code: codes::UNAVAILABLE,
-                    message: "this node is shutting down".into(),
-                    data: None,
-                };
-            };
-            tracing::debug!(%from, "forwarded call");
-            if let Err(refusal) = admit_caller(&ctx, from, &call).await {
-                tracing::debug!(%from, "forwarded call refused: {refusal}");
-                return ForwardedReply::Error {
-                    code: codes::FORBIDDEN,
-                    message: refusal,
-                    data: Some(json!({"kind": "forbidden"})),
-                };
+            // No context: the node has stopped.
+            let ctx = ctx?;
+            let reply = reply_to(&ctx, from, call).await;
+            // An error while this node shuts down is our stopping (a committee that stopped
+            // before deciding), not the call's answer: the caller tries the next member.
+            if matches!(reply, ForwardedReply::Error { .. }) && ctx.is_shutting_down() {
+                tracing::debug!(%from, "forwarded call cut short by shutdown: left unanswered");
+                return None;
             }
-            match call {
-                ForwardedCall::Execute {
-                    program_id,
-                    input_base64,
-                    options,
-                } => execute_reply(
-                    ctx.programs
-                        .execute(program_id, input_base64.0, options)
-                        .await,
-                ),
-                ForwardedCall::SubmitJob { request } => submit_for(&ctx, request, false).await,
-                ForwardedCall::SubmitJobTakeover { request } => {
-                    submit_for(&ctx, request, true).await
-                }
-                ForwardedCall::Attest {
-                    receipt,
-                    input_base64,
-                } => attest_for(&ctx, from, *receipt, input_base64.0).await,
-                ForwardedCall::ExecuteTakeover {
-                    program_id,
-                    input_base64,
-                    options,
-                } => execute_reply(
-                    ctx.programs
-                        .execute_takeover(program_id, input_base64.0, options)
-                        .await,
-                ),
-                ForwardedCall::VoteAt { program_id, height } => {
-                    match ctx.programs.vote_report(program_id, height).await {
-                        Ok((applied_height, vote)) => ForwardedReply::Vote {
-                            applied_height,
-                            vote: vote.map(Box::new),
-                        },
-                        // A member that has not seen the program yet has signed nothing for it:
-                        // a true answer, and one a sequencer right after a deploy needs.
-                        Err(ProgramError::NotFound(_)) => ForwardedReply::Vote {
-                            applied_height: 0,
-                            vote: None,
-                        },
-                        Err(e) => forwarded_error(rpc(e)),
-                    }
-                }
-                ForwardedCall::CancelJob { job_id } => match ctx.jobs.cancel(job_id).await {
-                    Ok(job) => ForwardedReply::Cancelled { job: Box::new(job) },
-                    Err(e) => forwarded_error(rpc(e)),
-                },
-            }
+            Some(reply)
         })
+    }
+}
+
+/// Runs one forwarded call from `from` (after checking the caller may make it).
+async fn reply_to(
+    ctx: &NodeContext,
+    from: iroh::EndpointId,
+    call: ForwardedCall,
+) -> ForwardedReply {
+    tracing::debug!(%from, "forwarded call");
+    if let Err(refusal) = admit_caller(ctx, from, &call).await {
+        tracing::debug!(%from, "forwarded call refused: {refusal}");
+        return ForwardedReply::Error {
+            code: codes::FORBIDDEN,
+            message: refusal,
+            data: Some(json!({"kind": "forbidden"})),
+        };
+    }
+    match call {
+        ForwardedCall::Execute {
+            program_id,
+            input_base64,
+            options,
+        } => execute_reply(
+            ctx.programs
+                .execute(program_id, input_base64.0, options)
+                .await,
+        ),
+        ForwardedCall::SubmitJob { request } => submit_for(ctx, request, false).await,
+        ForwardedCall::SubmitJobTakeover { request } => submit_for(ctx, request, true).await,
+        ForwardedCall::Attest {
+            receipt,
+            input_base64,
+        } => attest_for(ctx, from, *receipt, input_base64.0).await,
+        ForwardedCall::ExecuteTakeover {
+            program_id,
+            input_base64,
+            options,
+        } => execute_reply(
+            ctx.programs
+                .execute_takeover(program_id, input_base64.0, options)
+                .await,
+        ),
+        ForwardedCall::VoteAt { program_id, height } => {
+            match ctx.programs.vote_report(program_id, height).await {
+                Ok((applied_height, vote)) => ForwardedReply::Vote {
+                    applied_height,
+                    vote: vote.map(Box::new),
+                },
+                // A member that has not seen the program yet has signed nothing for it:
+                // a true answer, and one a sequencer right after a deploy needs.
+                Err(ProgramError::NotFound(_)) => ForwardedReply::Vote {
+                    applied_height: 0,
+                    vote: None,
+                },
+                Err(e) => forwarded_error(rpc(e)),
+            }
+        }
+        ForwardedCall::CancelJob { job_id } => match ctx.jobs.cancel(job_id).await {
+            Ok(job) => ForwardedReply::Cancelled { job: Box::new(job) },
+            Err(e) => forwarded_error(rpc(e)),
+        },
     }
 }
 
