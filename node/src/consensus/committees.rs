@@ -25,7 +25,7 @@ use onvm_rpc_api::program::{
 };
 use onvm_rpc_api::{Hash32, HexBytes, ProgramId};
 
-use super::driver::{BoxFuture, Driver, Executor, StoreDurable, Transport};
+use super::driver::{BoxFuture, Driver, ExecuteError, Executor, StoreDurable, Transport};
 use super::pbft::{self, CallId, CallResult, Decision, Digest, Height, MemberIndex, Message};
 use crate::net::{Attachment, CommitteeEnvelope};
 use crate::programs::{
@@ -787,65 +787,8 @@ impl Executor for ProgramCommittee {
         self: Arc<Self>,
         height: Height,
         call_id: CallId,
-    ) -> BoxFuture<Result<Digest, String>> {
-        Box::pin(async move {
-            let (payload, cancel) = {
-                let state = self.state();
-                (
-                    state.calls.get(&call_id).cloned(),
-                    state.cancels.get(&call_id).cloned(),
-                )
-            };
-            let payload = payload.ok_or("the leader has not received this call's payload")?;
-            let call = match self.programs.admit(payload).await {
-                Ok(call) => call,
-                Err(e) => return Err(self.keep_failure(call_id, Err(e))),
-            };
-            if call.call_id.0 != call_id {
-                return Err("the payload does not make this call id".into());
-            }
-            if let Ok(Some(done)) = self.programs.committed(self.program, call.call_id).await {
-                return Err(format!(
-                    "the call was already committed (receipt {})",
-                    done.receipt.id
-                ));
-            }
-            match self.programs.run(&call, Some(height), cancel).await {
-                Ok(Ran::Proposed(p)) => {
-                    let p = *p;
-                    let digest = *p.body.id().as_bytes();
-                    let mut state = self.state();
-                    state.bodies.insert(
-                        digest,
-                        Body {
-                            receipt: p.body,
-                            input: p.input,
-                        },
-                    );
-                    state.effects.insert(
-                        digest,
-                        Effects {
-                            writes: p.writes,
-                            output: p.output,
-                        },
-                    );
-                    if state.local.contains(&call_id) {
-                        state.results.insert(call_id, Ok(p.result));
-                    }
-                    Ok(digest)
-                }
-                Ok(Ran::Interrupted(result)) => {
-                    let result = *result;
-                    let reason = format!(
-                        "the call was interrupted on the leader ({}): nothing was committed, retry",
-                        crate::programs::describe(&result.outcome)
-                    );
-                    self.keep_failure(call_id, Ok(result));
-                    Err(reason)
-                }
-                Err(e) => Err(self.keep_failure(call_id, Err(e))),
-            }
-        })
+    ) -> BoxFuture<Result<Digest, ExecuteError>> {
+        Box::pin(async move { self.run_as_leader(height, call_id).await })
     }
 
     fn validate(self: Arc<Self>, height: Height, proposal: pbft::Proposal) -> BoxFuture<bool> {
@@ -893,6 +836,88 @@ impl Executor for ProgramCommittee {
 }
 
 impl ProgramCommittee {
+    /// Runs `call_id` at `height` as the leader: the proposal's receipt id, or why it could
+    /// not run (kept for the client waiting here).
+    async fn run_as_leader(
+        self: Arc<Self>,
+        height: Height,
+        call_id: CallId,
+    ) -> Result<Digest, ExecuteError> {
+        use ExecuteError::Failed;
+        // The state may already hold `height` (applied from the DAG before this member heard
+        // the decision): then the call is not at fault and stays pending, payload and all.
+        if self.state_is_past(height).await {
+            return Err(ExecuteError::Behind);
+        }
+        let (payload, cancel) = {
+            let state = self.state();
+            (
+                state.calls.get(&call_id).cloned(),
+                state.cancels.get(&call_id).cloned(),
+            )
+        };
+        let payload = payload
+            .ok_or_else(|| Failed("the leader has not received this call's payload".into()))?;
+        let call = match self.programs.admit(payload).await {
+            Ok(call) => call,
+            Err(e) => return Err(Failed(self.keep_failure(call_id, Err(e)))),
+        };
+        if call.call_id.0 != call_id {
+            return Err(Failed("the payload does not make this call id".into()));
+        }
+        if let Ok(Some(done)) = self.programs.committed(self.program, call.call_id).await {
+            return Err(Failed(format!(
+                "the call was already committed (receipt {})",
+                done.receipt.id
+            )));
+        }
+        match self.programs.run(&call, Some(height), cancel).await {
+            Ok(Ran::Proposed(p)) => {
+                let p = *p;
+                let digest = *p.body.id().as_bytes();
+                let mut state = self.state();
+                state.bodies.insert(
+                    digest,
+                    Body {
+                        receipt: p.body,
+                        input: p.input,
+                    },
+                );
+                state.effects.insert(
+                    digest,
+                    Effects {
+                        writes: p.writes,
+                        output: p.output,
+                    },
+                );
+                if state.local.contains(&call_id) {
+                    state.results.insert(call_id, Ok(p.result));
+                }
+                Ok(digest)
+            }
+            Ok(Ran::Interrupted(result)) => {
+                let result = *result;
+                let reason = format!(
+                    "the call was interrupted on the leader ({}): nothing was committed, retry",
+                    crate::programs::describe(&result.outcome)
+                );
+                self.keep_failure(call_id, Ok(result));
+                Err(Failed(reason))
+            }
+            // The state moved past `height` while the call ran (a commit from the DAG).
+            Err(_) if self.state_is_past(height).await => Err(ExecuteError::Behind),
+            Err(e) => Err(Failed(self.keep_failure(call_id, Err(e)))),
+        }
+    }
+
+    /// True if the program's state already holds `height`.
+    async fn state_is_past(&self, height: Height) -> bool {
+        self.programs
+            .height(self.program)
+            .await
+            .is_ok_and(|applied| applied > height)
+    }
+
     /// Keeps why a call did not run for the client waiting here; returns the reason.
     fn keep_failure(&self, call_id: CallId, result: Result<ExecuteResult, ProgramError>) -> String {
         let reason = match &result {

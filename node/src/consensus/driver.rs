@@ -39,17 +39,28 @@ pub trait Durable: Send + Sync + 'static {
     fn persist(&self, change: PersistedChange) -> BoxFuture<Result<(), String>>;
 }
 
+/// Why the leader's execution of a call produced no proposal.
+#[derive(Debug)]
+pub enum ExecuteError {
+    /// The call cannot run here (refused, timed out, cancelled): the member abandons it.
+    Failed(String),
+    /// The state already holds `height`: this node applied its decision from the DAG before
+    /// its member heard of it. Not the call's fault: the member asks the others for the
+    /// decision and proposes the call at the next height (or a view change hands it on).
+    Behind,
+}
+
 /// Runs calls against the program's state, which stands at the last committed height.
 pub trait Executor: Send + Sync + 'static {
     /// Executes `call_id` at `height` (as leader): its receipt id, or why it could not run here
     /// (a wall-clock timeout, a cancellation: the height is not consumed). Executions run
     /// concurrently with commits: when the state is no longer at `height` (it was decided
-    /// meanwhile), say so with an error; the member ignores answers for past heights.
+    /// meanwhile), say so with [`ExecuteError::Behind`].
     fn execute(
         self: Arc<Self>,
         height: Height,
         call_id: CallId,
-    ) -> BoxFuture<Result<Digest, String>>;
+    ) -> BoxFuture<Result<Digest, ExecuteError>>;
     /// Re-executes a proposal at `height` (as replica): whether this node computes the same
     /// receipt id.
     fn validate(self: Arc<Self>, height: Height, proposal: Proposal) -> BoxFuture<bool>;
@@ -248,6 +259,8 @@ impl Actor {
 
     fn execute(&self, height: Height, view: View, call_id: CallId) {
         let (executor, inputs) = (self.executor.clone(), self.inputs.clone());
+        let transport = self.transport.clone();
+        let (me, k) = (self.member.config().me, self.member.config().k);
         self.tasks.spawn(async move {
             let event = match executor.execute(height, call_id).await {
                 Ok(digest) => Event::Executed {
@@ -256,7 +269,20 @@ impl Actor {
                     call_id,
                     digest,
                 },
-                Err(reason) => Event::ExecuteFailed {
+                Err(ExecuteError::Behind) => {
+                    // The member stays at `height`, executing, until the decision arrives
+                    // (then it proposes the call next) or its view times out.
+                    for to in (0..k).filter(|to| *to != me) {
+                        transport.send(
+                            to,
+                            Message::SyncRequest {
+                                from_height: height,
+                            },
+                        );
+                    }
+                    return;
+                }
+                Err(ExecuteError::Failed(reason)) => Event::ExecuteFailed {
                     height,
                     view,
                     call_id,
@@ -357,13 +383,18 @@ mod tests {
             self: Arc<Self>,
             height: Height,
             call_id: CallId,
-        ) -> BoxFuture<Result<Digest, String>> {
+        ) -> BoxFuture<Result<Digest, ExecuteError>> {
             let applied = self.net.nodes[self.me].applied.lock().unwrap();
             let prev = applied.last().copied().unwrap_or_default();
             let result = if applied.len() as u64 == height {
                 Ok(receipt(height, &call_id, &prev))
+            } else if applied.len() as u64 > height {
+                Err(ExecuteError::Behind)
             } else {
-                Err(format!("the state is at height {}", applied.len()))
+                Err(ExecuteError::Failed(format!(
+                    "the state is at height {}",
+                    applied.len()
+                )))
             };
             Box::pin(async move { result })
         }
