@@ -497,7 +497,7 @@ async fn reap_uploads_periodically(blobs: Blobs, mut stop: tokio::sync::watch::R
 }
 
 /// Compiles every program whose committee includes this node as soon as its deployment is
-/// stored (history first), so a member's first re-execution does not pay for the compile
+/// stored (the catalog first), so a member's first re-execution does not pay for the compile
 /// while the sequencer waits for its signature.
 async fn prepare_member_programs(
     programs: crate::programs::Programs,
@@ -505,7 +505,34 @@ async fn prepare_member_programs(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut changes = store.dag_changes();
-    let mut cursor = 0;
+    // Start-up work follows the catalog (one row per program), not the DAG's history: every
+    // program already deployed is prepared once, then only deploys that arrive after the
+    // log's current end are followed.
+    let s = store.clone();
+    let Ok(Ok(mut cursor)) = tokio::task::spawn_blocking(move || s.dag_last_seq()).await else {
+        return;
+    };
+    let mut after = None;
+    loop {
+        let s = store.clone();
+        let from = after;
+        let page =
+            match tokio::task::spawn_blocking(move || s.programs_after(from.as_ref(), 256)).await {
+                Ok(Ok(page)) => page,
+                _ => return,
+            };
+        let Some(last) = page.last() else { break };
+        after = Some(last.manifest.manifest.program_id);
+        for record in page {
+            if *stop.borrow() {
+                return;
+            }
+            let manifest = &record.manifest.manifest;
+            if let Err(e) = programs.prepare_member(manifest).await {
+                tracing::warn!(program = %manifest.program_id, "compiling ahead: {e}");
+            }
+        }
+    }
     loop {
         let s = store.clone();
         let after = cursor;
