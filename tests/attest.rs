@@ -10,7 +10,7 @@ use common::{TestNode, converge};
 use jsonrpsee::core::ClientError;
 use onvm::rpc_api::api::{ProgramApiClient, ReceiptApiClient};
 use onvm::rpc_api::committee::{ReceiptStreamItem, VerifiedCommittee};
-use onvm::rpc_api::error::{self as codes, error_data};
+use onvm::rpc_api::error as codes;
 use onvm::rpc_api::program::DeployRequest;
 
 fn kv(op: serde_json::Value) -> onvm::rpc_api::types::Base64Bytes {
@@ -150,8 +150,9 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
     }
     assert!(!ReceiptApiClient::verify(&ca, fewer).await.unwrap().valid);
 
-    // With every member required, D's refusal fails the call clearly and commits nothing.
-    let strict = ProgramApiClient::deploy(
+    // A threshold that is not the BFT quorum is refused at deploy, with the reason: with every
+    // member required, one dead or dissenting member (here D) would halt the program.
+    let err = match ProgramApiClient::deploy(
         &ca,
         DeployRequest {
             wasm_base64: Some(wasm.into()),
@@ -162,31 +163,13 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
         },
     )
     .await
-    .unwrap()
-    .program_id;
-    converge(&[&a, &b, &c, &d]).await;
-    let err = match ProgramApiClient::execute(
-        &ca,
-        strict,
-        kv(serde_json::json!({"op": "put", "key": "x", "data_base64": "dg=="})),
-        None,
-    )
-    .await
     {
         Err(ClientError::Call(e)) => e,
-        other => panic!("expected not_attested, got {other:?}"),
+        other => panic!("expected a refused deploy, got {other:?}"),
     };
-    assert_eq!(err.code(), codes::UNAVAILABLE);
-    let data = error_data(&err).unwrap();
-    assert_eq!(data.kind, "not_attested");
-    assert_eq!(
-        (
-            data.detail["signed"].as_u64(),
-            data.detail["threshold"].as_u64()
-        ),
-        (Some(3), Some(4))
-    );
-    assert_eq!(ProgramApiClient::info(&ca, strict).await.unwrap().height, 0);
+    assert_eq!(err.code(), codes::INVALID_PARAMS, "{err:?}");
+    assert!(err.message().contains("BFT quorum"), "{}", err.message());
+    assert!(err.message().contains("pass 3"), "{}", err.message());
     for n in [a, b, c, d] {
         n.stop().await;
     }

@@ -177,7 +177,8 @@ enum Command {
         /// Committee members attesting each call (default: the node's committee.default_size).
         #[arg(long)]
         committee_size: Option<u32>,
-        /// Signatures a call needs (default: more than two thirds of the committee).
+        /// Signatures a call needs: only the BFT quorum (more than two thirds of the committee,
+        /// the default) is accepted; any other value is refused with the value to pass.
         #[arg(long)]
         threshold: Option<u32>,
         /// Accept only signed writing calls (`execute --key`); anonymous calls and jobs are refused.

@@ -346,13 +346,8 @@ impl Programs {
                 );
                 let threshold = wanted_threshold
                     .unwrap_or_else(|| onvm_rpc_api::committee::default_threshold(committee.len()));
-                if threshold == 0 || threshold as usize > committee.len() {
-                    return Err(ProgramError::BadRequest(format!(
-                        "threshold must be 1..={} (the committee has {} members)",
-                        committee.len(),
-                        committee.len()
-                    )));
-                }
+                onvm_rpc_api::committee::check_threshold(committee.len(), threshold)
+                    .map_err(ProgramError::BadRequest)?;
                 let mut candidates: Vec<Hash32> =
                     context.candidates.iter().map(|m| m.endpoint_id).collect();
                 candidates.sort();
@@ -524,6 +519,17 @@ impl Programs {
         input: Vec<u8>,
     ) -> Result<Vec<u8>, AttestError> {
         let receipt_id = proposed.id();
+        // A program agreed by PBFT gets signatures through its views only: a second request
+        // type yielding receipt signatures in the same domain would let a lying member collect
+        // a quorum for a value PBFT decided otherwise.
+        let record = self.require(&proposed.program_id).await?;
+        if crate::consensus::runs_pbft(&record.manifest.manifest) {
+            return Err(AttestError::Refused(format!(
+                "{} is agreed by its committee's PBFT views; the single-round attest request is \
+                 refused for it",
+                proposed.program_id
+            )));
+        }
         self.check_proposal(&proposed, input.clone()).await?;
         let store = self.store.clone();
         let height = proposed.height;

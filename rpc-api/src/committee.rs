@@ -47,6 +47,25 @@ pub fn default_threshold(k: usize) -> u32 {
     (2 * k / 3 + 1) as u32
 }
 
+/// The only threshold a committee of `k` members may have: the BFT quorum
+/// [`default_threshold`]. With `f = (k - 1) / 3` members allowed to lie, any two sets of
+/// `k - f` signers share an honest member, which signs one value per height; a smaller
+/// threshold lets two values each gather enough signatures at one height, a larger one lets
+/// a single dead member halt the program. Deploys and replicas check it alike.
+pub fn check_threshold(k: usize, threshold: u32) -> Result<(), String> {
+    let quorum = default_threshold(k);
+    if threshold == quorum {
+        return Ok(());
+    }
+    Err(format!(
+        "threshold {threshold} is not the BFT quorum of a {k}-member committee: it tolerates \
+         f = {} lying or dead members and signs with k - f = {quorum} (two smaller quorums need \
+         not share an honest member; a larger one halts on one dead member); leave threshold \
+         out or pass {quorum}",
+        (k.max(1) - 1) / 3
+    ))
+}
+
 /// A member's rank for the deployer's `deploy_nonce`-th program: smaller ranks first. Neither
 /// the salt nor the code enters it, so a deployer cannot pick its committee by choosing them;
 /// the nonce (how many programs it deployed before, recomputed by every replica from the DAG)
@@ -111,6 +130,7 @@ pub fn check_rule(
             ids.len()
         ));
     }
+    check_threshold(manifest.committee.len(), manifest.threshold)?;
     let home = manifest
         .committee
         .first()
