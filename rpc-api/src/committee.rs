@@ -383,3 +383,19 @@ pub enum ReceiptStreamItem {
         resume_from_seq: u64,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_bft_quorum_is_a_valid_threshold() {
+        for (k, q) in [(1, 1), (2, 2), (3, 3), (4, 3), (5, 4), (7, 5), (16, 11)] {
+            assert_eq!(check_threshold(k, q), Ok(()), "k={k}");
+            for t in (0..=k as u32 + 1).filter(|t| *t != q) {
+                let why = check_threshold(k, t).unwrap_err();
+                assert!(why.contains(&format!("pass {q}")), "k={k} t={t}: {why}");
+            }
+        }
+    }
+}
