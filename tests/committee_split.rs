@@ -195,3 +195,64 @@ async fn strangers_and_forgeries_on_the_committee_protocol_change_nothing() {
         n.stop().await;
     }
 }
+
+/// A lying member (`committee.debug_forge_decisions`) sends a made-up decision for every height
+/// it speaks about, for a call nobody proposed and "signed" by everyone. The honest members
+/// ask each decision for its certificate and drop these: the program keeps deciding calls,
+/// every node agrees, and no receipt names the made-up call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_forging_decisions_never_halts_the_program() {
+    use onvm::rpc_api::api::NodeApiClient;
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    let liar = TestNode::start_with(&["committee.debug_forge_decisions=true"]).await;
+    common::join(&a, &[&b, &c, &liar]).await;
+    let p = common::deploy_kvstore(&a.client().await, Some(4)).await;
+    converge(&[&a, &b, &c, &liar]).await;
+    let mut receipts = Vec::new();
+    for (i, node) in [&a, &b, &a, &b].iter().enumerate() {
+        let r = ProgramApiClient::execute(&node.client().await, p, kv_put(&format!("k{i}")), None)
+            .await
+            .unwrap_or_else(|e| panic!("call {i} with a lying member: {e}"));
+        receipts.push(r.receipt.unwrap());
+    }
+    converge(&[&a, &b, &c, &liar]).await;
+    let committee = ProgramApiClient::committee(&a.client().await, p)
+        .await
+        .unwrap();
+    let verified = VerifiedCommittee::new(committee).unwrap();
+    for (height, r) in receipts.iter().enumerate() {
+        assert_eq!(r.receipt.height, height as u64);
+        assert_ne!(
+            r.receipt.call_id.0, [0xfd; 32],
+            "a made-up call was applied"
+        );
+        let aggregated = onvm::rpc_api::committee::AggregatedReceipt {
+            id: r.id,
+            receipt: r.receipt.clone(),
+            epoch: 0,
+            signers: r.attestation.clone().unwrap().signers,
+            signature: r.attestation.clone().unwrap().signature,
+        };
+        verified.verify(&aggregated, "onvm-devnet").unwrap();
+    }
+    let mut states = Vec::new();
+    let mut refused = 0;
+    for n in [&a, &b, &c] {
+        let client = n.client().await;
+        let info = ProgramApiClient::info(&client, p).await.unwrap();
+        states.push((info.height, info.state_root));
+        let metrics = NodeApiClient::metrics(&client).await.unwrap();
+        refused += metrics.counters["decisions_refused"];
+    }
+    assert!(states.windows(2).all(|w| w[0] == w[1]), "{states:?}");
+    assert_eq!(states[0].0, 4);
+    assert!(
+        refused > 0,
+        "the liar's decisions reached the honest members and were refused"
+    );
+    for n in [a, b, c, liar] {
+        n.stop().await;
+    }
+}

@@ -49,6 +49,8 @@ pub struct CommitteeConfig {
     pub debug_corrupt_results: bool,
     pub debug_abandon_after_attest: bool,
     pub debug_forge_callers: bool,
+    /// A lying member (tests of Byzantine faults only): sends made-up decisions.
+    pub debug_forge_decisions: bool,
     /// Endpoint ids this node exchanges no committee messages with (tests of split votes).
     pub debug_partition: Vec<String>,
 }
@@ -69,6 +71,7 @@ impl Default for CommitteeConfig {
             debug_corrupt_results: false,
             debug_abandon_after_attest: false,
             debug_forge_callers: false,
+            debug_forge_decisions: false,
             debug_partition: Vec::new(),
         }
     }
@@ -823,6 +826,10 @@ debug_abandon_after_attest = {debug_abandon_after_attest}
 # For tests of caller checks only: as sequencer, this node proposes every signed call under
 # another caller id (a call that caller never signed), so members must refuse it.
 debug_forge_callers = {debug_forge_callers}
+# For tests of Byzantine members only: with every committee message it sends, this node also
+# sends a made-up decision for that height (no certificate can back it: honest members drop
+# it). Never enable it on a real node.
+debug_forge_decisions = {debug_forge_decisions}
 # For tests of view changes only: endpoint ids this node sends no committee (PBFT) message to
 # and accepts none from, a partition of consensus alone (the DAG still flows).
 debug_partition = {debug_partition:?}
@@ -904,6 +911,7 @@ debug_partition = {debug_partition:?}
             debug_corrupt_results = committee.debug_corrupt_results,
             debug_abandon_after_attest = committee.debug_abandon_after_attest,
             debug_forge_callers = committee.debug_forge_callers,
+            debug_forge_decisions = committee.debug_forge_decisions,
             debug_partition = committee.debug_partition,
         )
     }

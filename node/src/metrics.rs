@@ -47,6 +47,7 @@ counters!(
     attestations_refused,
     proposals_finished,
     calls_deduplicated,
+    decisions_refused,
 );
 
 /// Adds `n` to a counter.

@@ -362,6 +362,7 @@ impl Node {
                 view_timeout_ms: config.committee.view_timeout_ms,
                 call_timeout_ms: config.committee.attest_timeout_ms,
                 debug_abandon_after_attest: config.committee.debug_abandon_after_attest,
+                debug_forge_decisions: config.committee.debug_forge_decisions,
                 debug_partition: config
                     .committee
                     .debug_partition

@@ -1721,6 +1721,17 @@ impl Programs {
         .await
     }
 
+    /// The node's counters, for the committee glue's own.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// A committed receipt, read on the caller's thread (one indexed read): for the committee
+    /// glue, which must answer inside its synchronous send path. None if absent or unreadable.
+    pub fn stored_receipt(&self, id: &ReceiptId) -> Option<SignedReceipt> {
+        self.store.receipt(id).ok().flatten()
+    }
+
     pub async fn receipt(&self, id: ReceiptId) -> Result<SignedReceipt, ProgramError> {
         let store = self.store.clone();
         blocking(move || store.receipt(&id)?.ok_or(ProgramError::ReceiptNotFound(id))).await

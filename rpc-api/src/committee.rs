@@ -250,7 +250,22 @@ impl VerifiedCommittee {
                 found: r.receipt.network_id.clone(),
             });
         }
-        let signers = self.signers(&r.signers.0)?;
+        self.verify_signatures(&r.id, &r.signers.0, &r.signature.0, network_id)
+            .map(|_| ())
+    }
+
+    /// Checks that a threshold of members, those set in `bitmap`, signed receipt `id`:
+    /// `signature` is their aggregate over `receipt_signing_message(network_id, id)`. Returns
+    /// the signers' indexes. The receipt's contents are not checked (see [`Self::verify`]):
+    /// this is what a committee member checks of a decision that names only the receipt id.
+    pub fn verify_signatures(
+        &self,
+        id: &ReceiptId,
+        bitmap: &[u8],
+        signature: &[u8],
+        network_id: &str,
+    ) -> Result<Vec<usize>, CommitteeError> {
+        let signers = self.signers(bitmap)?;
         if (signers.len() as u32) < self.committee.threshold {
             return Err(CommitteeError::BelowThreshold {
                 signers: signers.len() as u32,
@@ -258,12 +273,12 @@ impl VerifiedCommittee {
             });
         }
         let mut aggregate = G2Projective::identity();
-        for i in signers {
-            aggregate += self.keys[i];
+        for i in &signers {
+            aggregate += self.keys[*i];
         }
-        let message = receipt_signing_message(network_id, &r.id);
-        if verify_aggregate(&G2Affine::from(aggregate), &message, &r.signature.0) {
-            Ok(())
+        let message = receipt_signing_message(network_id, id);
+        if verify_aggregate(&G2Affine::from(aggregate), &message, signature) {
+            Ok(signers)
         } else {
             Err(CommitteeError::BadSignature)
         }

@@ -59,6 +59,9 @@ pub struct Settings {
     pub debug_abandon_after_attest: bool,
     /// Test hook `committee.debug_partition`: members this node exchanges no message with.
     pub debug_partition: HashSet<Hash32>,
+    /// Test hook `committee.debug_forge_decisions`: a lying member that sends made-up
+    /// decisions with every message.
+    pub debug_forge_decisions: bool,
 }
 
 pub struct Committees {
@@ -155,6 +158,8 @@ impl Committees {
         if let Some(r) = running.get(&program) {
             return Ok(Some(r.clone()));
         }
+        let (manifest_committee, manifest_threshold) =
+            (manifest.committee.clone(), manifest.threshold);
         let exec = Arc::new(ProgramCommittee {
             programs: self.programs.clone(),
             network_id: self.network_id.clone(),
@@ -166,6 +171,17 @@ impl Committees {
             fallback: Duration::from_millis(self.settings.view_timeout_ms),
             abandon_own: self.settings.debug_abandon_after_attest,
             partition: self.settings.debug_partition.clone(),
+            forge_decisions: self.settings.debug_forge_decisions,
+            verified: onvm_rpc_api::committee::VerifiedCommittee::new(
+                onvm_rpc_api::committee::Committee {
+                    program_id: program,
+                    epoch: 0,
+                    members: manifest_committee,
+                    threshold: manifest_threshold,
+                },
+            )
+            .map_err(|e| tracing::warn!(%program, "its committee's keys do not verify: {e}"))
+            .ok(),
             state: Mutex::default(),
         });
         let driver = Driver::spawn(
@@ -435,6 +451,10 @@ struct State {
     heard: HashMap<MemberIndex, Instant>,
     /// Results of calls this node abandoned as leader, for the `Abandon`s it sends (bounded).
     interrupted: HashMap<CallId, ExecuteResult>,
+    /// Verified certificates of decisions heard from peers (their receipt and attestation),
+    /// by receipt id: what this node relays to laggards and commits with when it lacks the
+    /// individual Commit signatures.
+    certificates: HashMap<Digest, (ExecutionReceipt, Attestation)>,
 }
 
 /// One program's committee on this node: the driver's transport and executor.
@@ -453,6 +473,11 @@ struct ProgramCommittee {
     abandon_own: bool,
     /// `committee.debug_partition`.
     partition: HashSet<Hash32>,
+    /// `committee.debug_forge_decisions`.
+    forge_decisions: bool,
+    /// The committee's keys, checked once, for verifying decision certificates (None if a
+    /// key does not verify: no decision from a peer is accepted then).
+    verified: Option<onvm_rpc_api::committee::VerifiedCommittee>,
     state: Mutex<State>,
 }
 
@@ -620,8 +645,88 @@ impl ProgramCommittee {
                 }
                 true
             }
+            (
+                Message::Decided(d),
+                Attachment::Certificate {
+                    receipt,
+                    signers,
+                    signature,
+                },
+            ) => self.accept_certificate(d, *receipt, signers.0, signature.0),
+            // A decision is believed only with its proof: a lone member could otherwise make
+            // every member persist a height nobody decided and wait for it forever.
+            (Message::Decided(d), _) => {
+                self.refuse_decision(d, "it carries no certificate");
+                false
+            }
             (_, _) => true,
         }
+    }
+
+    /// Checks a peer's decision against its certificate: the receipt is the decided digest at
+    /// the decided height, for the decided call, run by the named proposer; a threshold of
+    /// members signed it. Keeps the certificate on success.
+    fn accept_certificate(
+        &self,
+        d: &Decision,
+        receipt: ExecutionReceipt,
+        signers: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> bool {
+        let Some(verified) = &self.verified else {
+            return false;
+        };
+        let id = receipt.id();
+        let proposer = self.manifest.committee.get(d.proposal.proposer);
+        let fits = *id.as_bytes() == d.proposal.digest
+            && receipt.program_id == self.program
+            && receipt.height == d.height
+            && receipt.call_id.0 == d.proposal.call_id
+            && proposer.map(|m| m.endpoint_id) == Some(receipt.executor);
+        if !fits {
+            self.refuse_decision(d, "its receipt is not the decided value");
+            return false;
+        }
+        if let Err(e) = verified.verify_signatures(&id, &signers, &signature, &self.network_id) {
+            self.refuse_decision(d, &e.to_string());
+            return false;
+        }
+        let attestation = Attestation {
+            epoch: 0,
+            signers: HexBytes(signers),
+            signature: HexBytes(signature),
+        };
+        self.state()
+            .certificates
+            .insert(d.proposal.digest, (receipt, attestation));
+        true
+    }
+
+    fn refuse_decision(&self, d: &Decision, why: &str) {
+        crate::metrics::add(&self.programs.counters().decisions_refused, 1);
+        tracing::debug!(program = %self.program, height = d.height, "a decision was refused: {why}");
+    }
+
+    /// The proof of a decision this node holds: from the Commit signatures it verified, from
+    /// a certificate it was sent, or from the committed receipt in its store.
+    fn certificate(&self, d: &Decision) -> Option<(ExecutionReceipt, Attestation)> {
+        let digest = d.proposal.digest;
+        {
+            let state = self.state();
+            if let Some(c) = state.certificates.get(&digest) {
+                return Some(c.clone());
+            }
+            if let (Some(body), Some(signatures)) =
+                (state.bodies.get(&digest), state.signatures.get(&digest))
+                && let Some(attestation) = aggregate(signatures, &d.signers, self.k)
+            {
+                return Some((body.receipt.clone(), attestation));
+            }
+        }
+        let stored = self
+            .programs
+            .stored_receipt(&onvm_rpc_api::ReceiptId::from_bytes(digest))?;
+        Some((stored.receipt, stored.attestation?))
     }
 
     /// The attachment a message needs on the wire.
@@ -638,6 +743,16 @@ impl ProgramCommittee {
             let signature = self.own_signature(digest);
             return Attachment::CommitSignature {
                 signature: HexBytes(signature),
+            };
+        }
+        if let Message::Decided(d) = message {
+            return match self.certificate(d) {
+                Some((receipt, attestation)) => Attachment::Certificate {
+                    receipt: Box::new(receipt),
+                    signers: attestation.signers,
+                    signature: attestation.signature,
+                },
+                None => Attachment::None,
             };
         }
         let body = proposed_digest(message).and_then(|d| self.state().bodies.get(&d).cloned());
@@ -673,24 +788,13 @@ impl ProgramCommittee {
         }
         let mut state = self.state();
         let body = state.bodies.get(&digest)?.clone();
-        let signatures = state.signatures.get(&digest)?;
-        let mut bitmap = Vec::new();
-        let mut sigs: Vec<&[u8]> = Vec::new();
-        for signer in &decision.signers {
-            sigs.push(signatures.get(signer)?);
-            onvm_rpc_api::committee::set_signer(&mut bitmap, self.k, *signer);
-        }
-        let aggregate = crate::identity::bls_aggregate(&sigs)?;
+        let attestation = state
+            .signatures
+            .get(&digest)
+            .and_then(|signatures| aggregate(signatures, &decision.signers, self.k))
+            .or_else(|| state.certificates.get(&digest).map(|(_, a)| a.clone()))?;
         let effects = state.effects.remove(&digest)?;
-        Some((
-            body,
-            Attestation {
-                epoch: 0,
-                signers: HexBytes(bitmap),
-                signature: HexBytes(aggregate.to_vec()),
-            },
-            effects,
-        ))
+        Some((body, attestation, effects))
     }
 
     /// Forgets what heights up to `height` needed.
@@ -708,6 +812,9 @@ impl ProgramCommittee {
             state.effects.remove(&d);
             state.signatures.remove(&d);
         }
+        state
+            .certificates
+            .retain(|_, (receipt, _)| receipt.height > height);
         let call = decision.proposal.call_id;
         state.calls.remove(&call);
         if !state.local.contains(&call) {
@@ -720,6 +827,26 @@ impl ProgramCommittee {
             state.signatures.retain(|d, _| keep.contains(d));
         }
     }
+}
+
+/// The attestation of `signers`' verified signatures (None if one is missing).
+fn aggregate(
+    signatures: &BTreeMap<MemberIndex, Vec<u8>>,
+    signers: &[MemberIndex],
+    k: usize,
+) -> Option<Attestation> {
+    let mut bitmap = Vec::new();
+    let mut sigs: Vec<&[u8]> = Vec::new();
+    for signer in signers {
+        sigs.push(signatures.get(signer)?);
+        onvm_rpc_api::committee::set_signer(&mut bitmap, k, *signer);
+    }
+    let aggregate = crate::identity::bls_aggregate(&sigs)?;
+    Some(Attestation {
+        epoch: 0,
+        signers: HexBytes(bitmap),
+        signature: HexBytes(aggregate.to_vec()),
+    })
 }
 
 /// The digest a message proposes or carries a body for.
@@ -774,6 +901,25 @@ impl Transport for ProgramCommittee {
                 }
             }
             return;
+        }
+        if self.forge_decisions
+            && let Some(height) = msg.height()
+            && !matches!(msg, Message::Decided(_))
+        {
+            // The lie: a decision at this height for a call nobody proposed, "signed" by
+            // everyone, with no certificate (none can be made without the members' keys).
+            let forged = Message::Decided(Decision {
+                height,
+                proposal: pbft::Proposal {
+                    call_id: [0xfd; 32],
+                    digest: [0xfd; 32],
+                    proposer: self.me,
+                },
+                signers: (0..self.k).collect(),
+            });
+            if let Some(bytes) = self.encode(forged, Attachment::None) {
+                self.net.send(to, bytes);
+            }
         }
         let attachment = self.attachment(&msg);
         if let Some(bytes) = self.encode(msg, attachment) {

@@ -196,6 +196,15 @@ pub enum Attachment {
     Interrupted {
         result: Box<onvm_rpc_api::program::ExecuteResult>,
     },
+    /// With a `Decided`: its proof. The decided receipt (its id is the digest; its height,
+    /// call id and executor must be the decision's), and a threshold of committee signers
+    /// (bitmap, bit i of byte i/8 = member i) with their aggregate BLS signature over the
+    /// receipt id. A `Decided` without a certificate that verifies is dropped.
+    Certificate {
+        receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
+        signers: onvm_rpc_api::HexBytes,
+        signature: onvm_rpc_api::HexBytes,
+    },
 }
 
 /// One gossip message, postcard-encoded. Variant order is the encoding: append, never reorder.
