@@ -76,6 +76,15 @@ impl Identity {
         Self::from_seeds(&endpoint_seed, &bls_ikm)
     }
 
+    /// Keys derived from `seed` alone, so a seeded simulation replays byte for byte.
+    #[cfg(test)]
+    pub(crate) fn for_tests(seed: u64) -> Self {
+        let endpoint =
+            *blake3::hash(format!("onvm test endpoint key {seed}").as_bytes()).as_bytes();
+        let bls = *blake3::hash(format!("onvm test bls key {seed}").as_bytes()).as_bytes();
+        Self::from_seeds(&endpoint, &bls)
+    }
+
     fn from_seeds(endpoint_seed: &[u8; 32], bls_ikm: &[u8; 32]) -> Self {
         let endpoint_key = iroh::SecretKey::from_bytes(endpoint_seed);
         // key_gen only fails for IKM shorter than 32 bytes, which the type rules out.
@@ -142,6 +151,32 @@ pub fn bls_aggregate(signatures: &[&[u8]]) -> Option<[u8; 48]> {
     blst::min_sig::AggregateSignature::aggregate(&refs, false)
         .ok()
         .map(|a| a.to_signature().compress())
+}
+
+/// Checks that `signature` aggregates signatures of `message` by exactly the holders of
+/// `public_keys` (a fast aggregate verify: sound only for keys whose proof of possession was
+/// checked). False for no keys or any malformed input.
+pub fn bls_verify_aggregate(
+    public_keys: &[&[u8]],
+    message: &[u8],
+    signature: &[u8],
+    dst: &[u8],
+) -> bool {
+    if public_keys.is_empty() {
+        return false;
+    }
+    let Some(keys) = public_keys
+        .iter()
+        .map(|k| blst::min_sig::PublicKey::key_validate(k).ok())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
+    let Ok(sig) = blst::min_sig::Signature::sig_validate(signature, true) else {
+        return false;
+    };
+    let refs: Vec<&blst::min_sig::PublicKey> = keys.iter().collect();
+    sig.fast_aggregate_verify(false, message, dst, &refs) == blst::BLST_ERROR::BLST_SUCCESS
 }
 
 /// Checks one member's signature on `message` with blst.

@@ -16,6 +16,11 @@
 //!   step. `ONVM_SIM_SEED=<n> cargo test -p onvm-node --lib consensus::sim -- --nocapture`
 //!   replays one seed with its trace; `ONVM_SIM_SEEDS=<n>` runs n seeds.
 //!
+//! - [`tendermint`]: Tendermint on Malachite's model-checked core (`arc-malachitebft-core-
+//!   consensus`), with ONVM's values, signed bytes (every vote names network, program,
+//!   height, round and value), aggregated BLS certificates, misbehaviour evidence and a pure
+//!   `Instance` shell with its own seeded simulator; the replacement for [`pbft`], not yet on
+//!   the call path;
 //! - [`driver`]: the async shell that runs one program's member over `Transport`, `Durable` and
 //!   `Executor` traits;
 //! - [`committees`]: the node's committees: a driver per PBFT program this node is a member of,
@@ -32,6 +37,7 @@ pub mod quorum;
 pub mod routing;
 #[cfg(test)]
 mod sim;
+pub mod tendermint;
 
 pub mod committees;
 pub use committees::Committees;
