@@ -599,3 +599,61 @@ async fn a_home_stopping_before_a_decision_never_reports_an_undecided_call_as_do
         n.stop().await;
     }
 }
+
+/// A job whose call the committee cannot decide yet (two of four members down, quorum 3) is
+/// not retried as a new call, which could commit too once the committee is back: its attempt
+/// is recorded `undecided` and runs again as itself (same call id) until it is decided. With a
+/// member back, the job completes with one attempt and one receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_call_is_undecided_runs_again_as_the_same_attempt() {
+    use onvm::rpc_api::api::JobApiClient;
+    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    let (mut nodes, p) = network(4, 4, &["committee.attest_timeout_ms=1500"]).await;
+    nodes[2].halt().await;
+    nodes[3].halt().await;
+    let a = nodes[0].client().await;
+    let job = SubmitJob {
+        program_id: p,
+        request_id: "undecided-job".into(),
+        input_base64: Some(kv_put("from-job")),
+        input_blob: None,
+        entrypoint: None,
+        max_retries: Some(0),
+        timeout_ms: None,
+        fuel: None,
+        metadata: None,
+        signed: None,
+    };
+    let id = JobApiClient::submit(&a, job).await.unwrap().job.job_id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = JobApiClient::status(&a, id).await.unwrap();
+        assert!(
+            !j.status.is_terminal(),
+            "no retries left, yet never failed: {j:?}"
+        );
+        if j.attempts.first().and_then(|a| a.outcome.as_deref()) == Some("undecided") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "attempt never undecided: {j:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes[2].resume().await;
+    let done = loop {
+        let j = JobApiClient::status(&a, id).await.unwrap();
+        if j.status.is_terminal() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {j:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.status, JobStatus::Completed, "{done:?}");
+    assert_eq!(done.attempts.len(), 1, "one attempt, run again: {done:?}");
+    assert_eq!(done.attempts[0].number, 1);
+    let receipts = all_receipts(&nodes[0].url(), p).await;
+    assert_eq!(receipts.len(), 1, "the job's call committed once");
+    nodes[3].resume().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -492,8 +492,10 @@ impl Jobs {
         Ok(true)
     }
 
-    /// Attempts that were running when the node stopped never committed (completion is atomic
-    /// with the commit): retry them by policy, or fail them if no retries are left.
+    /// Attempts that were running when the node stopped: completed from their committed call
+    /// if it committed; on a committee, run again as the same attempt (its call may still be
+    /// decided); alone, retried by policy (completion is atomic with the commit, so nothing
+    /// committed), or failed if no retries are left.
     async fn recover(&self) -> Result<(), JobError> {
         let store = self.inner.store.clone();
         let interrupted = blocking(move || store.jobs_with_status(JobStatus::Running)).await?;
@@ -505,6 +507,15 @@ impl Jobs {
             if self.complete_from_committed(&job).await? {
                 continue;
             }
+            // On a committee the attempt's call may still be decided by the other members:
+            // it runs again as the same attempt (same call id, so it commits at most once).
+            // A committee of one commits atomically with the job, so nothing of it survived.
+            let may_still_commit = self
+                .inner
+                .programs
+                .info(job.program_id)
+                .await
+                .is_ok_and(|p| p.manifest.manifest.committee.len() > 1);
             let store = self.inner.store.clone();
             let now = now_ms();
             let (_, event) = blocking(move || {
@@ -513,14 +524,18 @@ impl Jobs {
                         && a.finished_at_ms.is_none()
                     {
                         a.finished_at_ms = Some(now);
-                        a.outcome = Some("interrupted".into());
+                        a.outcome = Some(if may_still_commit {
+                            policy::UNDECIDED.into()
+                        } else {
+                            "interrupted".into()
+                        });
                         a.error = Some("the node stopped during this attempt".into());
                     }
                     job.updated_at_ms = now;
                     if job.cancel_requested {
                         job.status = JobStatus::Cancelled;
                         job.error = Some("cancelled by request".into());
-                    } else if job.attempts.len() as u32 <= job.max_retries {
+                    } else if may_still_commit || job.attempts.len() as u32 <= job.max_retries {
                         job.status = JobStatus::Pending;
                         job.next_run_at_ms = Some(now);
                     } else {
@@ -599,15 +614,24 @@ impl Jobs {
                 job.status = JobStatus::Running;
                 job.next_run_at_ms = None;
                 job.updated_at_ms = now;
-                job.attempts.push(AttemptRecord {
-                    number: job.attempts.len() as u32 + 1,
-                    started_at_ms: now,
-                    finished_at_ms: None,
-                    outcome: None,
-                    error: None,
-                    fuel_used: 0,
-                    receipt_id: None,
-                });
+                match job.attempts.last_mut() {
+                    // Its call may still be decided: run it again under the same call id.
+                    Some(last) if last.outcome.as_deref() == Some(policy::UNDECIDED) => {
+                        last.started_at_ms = now;
+                        last.finished_at_ms = None;
+                        last.outcome = None;
+                        last.error = None;
+                    }
+                    _ => job.attempts.push(AttemptRecord {
+                        number: job.attempts.len() as u32 + 1,
+                        started_at_ms: now,
+                        finished_at_ms: None,
+                        outcome: None,
+                        error: None,
+                        fuel_used: 0,
+                        receipt_id: None,
+                    }),
+                }
                 true
             })
         })
@@ -651,10 +675,10 @@ impl Jobs {
         let outcome = self.run_attempt(&job, number, flag.clone()).await;
         let event = match outcome {
             Ok(event) => event,
-            Err((outcome, error, fuel, receipt_id)) => {
-                let cancelled = flag.load(Ordering::Relaxed) || outcome == Some(Outcome::Cancelled);
-                self.fail_attempt(id, number, outcome, error, fuel, receipt_id, cancelled)
-                    .await
+            Err(failure) => {
+                let cancelled =
+                    flag.load(Ordering::Relaxed) || failure.outcome == Some(Outcome::Cancelled);
+                self.fail_attempt(id, number, failure, cancelled).await
             }
         };
         self.inner
@@ -675,27 +699,18 @@ impl Jobs {
     }
 
     /// Ok: the job completed (its event). Err: the attempt failed, with what is known of it.
-    #[allow(clippy::type_complexity)]
     async fn run_attempt(
         &self,
         job: &JobInfo,
         number: u32,
         cancel: Arc<AtomicBool>,
-    ) -> Result<
-        Option<JobEvent>,
-        (
-            Option<Outcome>,
-            String,
-            u64,
-            Option<onvm_rpc_api::ReceiptId>,
-        ),
-    > {
+    ) -> Result<Option<JobEvent>, AttemptFailure> {
         let input = self
             .inner
             .blobs
             .read_all(job.input_blob)
             .await
-            .map_err(|e| (None, format!("reading the input: {e}"), 0, None))?;
+            .map_err(|e| AttemptFailure::before_the_call(format!("reading the input: {e}")))?;
         let options = ExecuteOptions {
             fuel: Some(job.fuel),
             read_only: false,
@@ -740,23 +755,38 @@ impl Jobs {
                 let store = self.inner.store.clone();
                 let id = job.job_id;
                 let _ = blocking(move || store.update_job(&id, Some(logs), |_| true)).await;
-                Err((Some(result.outcome), message, result.fuel_used, receipt))
+                Err(AttemptFailure {
+                    outcome: Some(result.outcome),
+                    error: message,
+                    fuel: result.fuel_used,
+                    receipt_id: receipt,
+                    undecided: false,
+                })
             }
-            Err(other) => Err((None, other.to_string(), 0, None)),
+            // The committee did not decide the call while this attempt waited: it may still
+            // be decided, so the attempt is not over (see `policy::UNDECIDED`).
+            Err(e @ ProgramError::NotAttested { .. }) => Err(AttemptFailure {
+                undecided: true,
+                ..AttemptFailure::before_the_call(e.to_string())
+            }),
+            Err(other) => Err(AttemptFailure::before_the_call(other.to_string())),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn fail_attempt(
         &self,
         id: JobId,
         number: u32,
-        outcome: Option<Outcome>,
-        error: String,
-        fuel: u64,
-        receipt_id: Option<onvm_rpc_api::ReceiptId>,
+        failure: AttemptFailure,
         cancelled: bool,
     ) -> Option<JobEvent> {
+        let AttemptFailure {
+            outcome,
+            error,
+            fuel,
+            receipt_id,
+            undecided,
+        } = failure;
         let config = self.inner.config.clone();
         let store = self.inner.store.clone();
         let now = now_ms();
@@ -765,6 +795,11 @@ impl Jobs {
             .map(|o| o.kind().to_string())
             .unwrap_or_else(|| "internal".into());
         let unit: f64 = rand::random();
+        let kind = if undecided {
+            policy::UNDECIDED.to_string()
+        } else {
+            kind
+        };
         let result = blocking(move || {
             store.update_job(&id, None, |job| {
                 if let Some(a) = job.attempts.iter_mut().find(|a| a.number == number) {
@@ -779,6 +814,7 @@ impl Jobs {
                 let next = policy::after_failure(
                     &config,
                     outcome.as_ref(),
+                    undecided,
                     cancelled || job.cancel_requested,
                     job.attempts.len() as u32,
                     job.max_retries,
@@ -790,7 +826,10 @@ impl Jobs {
                     policy::AfterFailure::Cancelled => {
                         job.error = Some("cancelled by request".into());
                     }
-                    policy::AfterFailure::Retry { at_ms } => job.next_run_at_ms = Some(at_ms),
+                    policy::AfterFailure::Retry { at_ms }
+                    | policy::AfterFailure::RetrySameAttempt { at_ms } => {
+                        job.next_run_at_ms = Some(at_ms)
+                    }
                     policy::AfterFailure::TimedOut | policy::AfterFailure::Failed => {}
                 }
                 true
@@ -813,6 +852,29 @@ impl Jobs {
                 tracing::error!("recording the failure of job {id}: {e}");
                 None
             }
+        }
+    }
+}
+
+/// What is known of an attempt that did not complete its job.
+struct AttemptFailure {
+    /// The call's outcome, if it ran.
+    outcome: Option<Outcome>,
+    error: String,
+    fuel: u64,
+    receipt_id: Option<onvm_rpc_api::ReceiptId>,
+    /// The call was not decided while the attempt waited, and may still be.
+    undecided: bool,
+}
+
+impl AttemptFailure {
+    fn before_the_call(error: String) -> Self {
+        Self {
+            outcome: None,
+            error,
+            fuel: 0,
+            receipt_id: None,
+            undecided: false,
         }
     }
 }

@@ -29,12 +29,22 @@ pub fn backoff_ms(config: &JobsConfig, failures: u32, unit: f64) -> u64 {
     (base as f64 * jitter) as u64
 }
 
+/// The `outcome` recorded on an attempt whose call was not decided yet when its wait ended
+/// (the committee did not answer in time): the call may still commit, so the job runs that
+/// same attempt again, under the same call id, instead of a new one.
+pub const UNDECIDED: &str = "undecided";
+
 /// What a failed attempt makes of its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
     Cancelled,
     /// Runs again at this time.
     Retry {
+        at_ms: u64,
+    },
+    /// Runs the same attempt (same call id) again at this time: its call may still be decided,
+    /// and a new attempt would be a second call that could commit too.
+    RetrySameAttempt {
         at_ms: u64,
     },
     TimedOut,
@@ -45,7 +55,9 @@ impl AfterFailure {
     pub fn status(self) -> JobStatus {
         match self {
             AfterFailure::Cancelled => JobStatus::Cancelled,
-            AfterFailure::Retry { .. } => JobStatus::Pending,
+            AfterFailure::Retry { .. } | AfterFailure::RetrySameAttempt { .. } => {
+                JobStatus::Pending
+            }
             AfterFailure::TimedOut => JobStatus::TimedOut,
             AfterFailure::Failed => JobStatus::Failed,
         }
@@ -54,11 +66,15 @@ impl AfterFailure {
 
 /// The transition after attempt number `attempts_made` (1-based count of attempts so far)
 /// failed with `outcome`, at `now_ms`; `unit` is the jitter sample for [`backoff_ms`]. A
-/// cancellation wins over everything; then a retryable failure within `max_retries` retries;
-/// an attempt that timed out with no retries left is `timed_out`, anything else `failed`.
+/// cancellation wins over everything; then an `undecided` attempt (its call may still commit)
+/// runs again as itself, whatever `max_retries` says, since it was never a failure of the
+/// call; then a retryable failure within `max_retries` retries; an attempt that timed out with
+/// no retries left is `timed_out`, anything else `failed`.
+#[allow(clippy::too_many_arguments)]
 pub fn after_failure(
     config: &JobsConfig,
     outcome: Option<&Outcome>,
+    undecided: bool,
     cancelled: bool,
     attempts_made: u32,
     max_retries: u32,
@@ -67,6 +83,10 @@ pub fn after_failure(
 ) -> AfterFailure {
     if cancelled {
         AfterFailure::Cancelled
+    } else if undecided {
+        AfterFailure::RetrySameAttempt {
+            at_ms: now_ms.saturating_add(backoff_ms(config, attempts_made, unit)),
+        }
     } else if retryable(outcome) && attempts_made <= max_retries {
         AfterFailure::Retry {
             at_ms: now_ms.saturating_add(backoff_ms(config, attempts_made, unit)),
@@ -134,24 +154,34 @@ mod tests {
         let c = config();
         let timeout = Some(&Outcome::Timeout);
         assert_eq!(
-            after_failure(&c, timeout, true, 1, 5, 0, 0.5),
+            after_failure(&c, timeout, false, true, 1, 5, 0, 0.5),
             AfterFailure::Cancelled
         );
         assert_eq!(
-            after_failure(&c, timeout, false, 1, 1, 1_000, 0.5),
+            after_failure(&c, timeout, false, false, 1, 1, 1_000, 0.5),
             AfterFailure::Retry { at_ms: 1_100 }
         );
         assert_eq!(
-            after_failure(&c, timeout, false, 2, 1, 1_000, 0.5),
+            after_failure(&c, timeout, false, false, 2, 1, 1_000, 0.5),
             AfterFailure::TimedOut
         );
         assert_eq!(
-            after_failure(&c, Some(&Outcome::OutOfFuel), false, 1, 5, 0, 0.5),
+            after_failure(&c, Some(&Outcome::OutOfFuel), false, false, 1, 5, 0, 0.5),
             AfterFailure::Failed
         );
         assert_eq!(
-            after_failure(&c, None, false, 1, 0, 0, 0.5),
+            after_failure(&c, None, false, false, 1, 0, 0, 0.5),
             AfterFailure::Failed
+        );
+        // An undecided attempt runs again as itself, even with no retries left; a cancel
+        // still wins.
+        assert_eq!(
+            after_failure(&c, None, true, false, 3, 0, 1_000, 0.5),
+            AfterFailure::RetrySameAttempt { at_ms: 1_400 }
+        );
+        assert_eq!(
+            after_failure(&c, None, true, true, 1, 5, 0, 0.5),
+            AfterFailure::Cancelled
         );
     }
 }
