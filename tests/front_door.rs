@@ -288,6 +288,26 @@ async fn a_token_bound_to_an_origin_works_only_from_that_origin_and_expires() {
     let from_elsewhere =
         ws_handshake(addr, &path, &[("Origin", "https://other.example")], None).await;
     assert_eq!(from_elsewhere.status, 403);
+    // A client that names no origin (a copied page token in a script) is refused too (a
+    // token that outlives this test's other steps, so only the origin decides).
+    let lasting = TokenApiClient::create(
+        &operator,
+        TokenRequest {
+            scopes: vec![Scope::Read],
+            expires_in_secs: Some(600),
+            origins: vec!["https://app.example".into()],
+            label: None,
+        },
+    )
+    .await
+    .unwrap();
+    let from_no_page = ws_handshake(addr, &format!("/?token={}", lasting.token), &[], None).await;
+    assert_eq!(from_no_page.status, 403, "{}", from_no_page.body);
+    assert!(
+        from_no_page.body.contains("names none"),
+        "{}",
+        from_no_page.body
+    );
     let mut app = from_app.stream;
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     let late = ws_handshake(addr, &path, &[("Origin", "https://app.example")], None).await;

@@ -407,14 +407,28 @@ impl FrontDoor {
         let record = self.tokens.check(token, now).map_err(|why| {
             Refusal::new(401, format!("the presented API token was refused: {why}"))
         })?;
-        if let Some(origin) = origin
-            && !record.origins.is_empty()
-            && !record.origins.iter().any(|o| o == origin)
-        {
-            return Err(Refusal::new(
-                403,
-                format!("this token is bound to other web origins than `{origin}`"),
-            ));
+        // A token bound to web origins is a page's credential: it works only from those
+        // pages, never from a client that names no origin (a copied token must not become a
+        // key for any script or tool).
+        if !record.origins.is_empty() {
+            match origin {
+                Some(origin) if record.origins.iter().any(|o| o == origin) => {}
+                Some(origin) => {
+                    return Err(Refusal::new(
+                        403,
+                        format!("this token is bound to other web origins than `{origin}`"),
+                    ));
+                }
+                None => {
+                    return Err(Refusal::new(
+                        403,
+                        format!(
+                            "this token is bound to the web origins {:?} and this request names none: use it from those pages, or create a token without origins for other clients",
+                            record.origins
+                        ),
+                    ));
+                }
+            }
         }
         Ok(Grant {
             scopes: record.scopes.iter().copied().collect(),
@@ -463,8 +477,10 @@ fn take_token<B>(request: &mut http::Request<B>) -> Option<String> {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string());
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
     let query = request.uri().query().map(str::to_string);
     let mut from_query = None;
     if let Some(query) = query {
@@ -959,9 +975,47 @@ mod tests {
             .unwrap();
         let mut req = request(
             &format!("/?a=1&token={}&b=2", created.token),
-            &[("host", "127.0.0.1:8080")],
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "https://app.example"),
+            ],
         );
         let g = grant(admit_at(&door, &mut req, 2_000));
+        // The scheme name of `Authorization` is case-insensitive.
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let g = grant(admit_at(
+                &door,
+                &mut request(
+                    "/",
+                    &[
+                        ("host", "127.0.0.1:8080"),
+                        ("origin", "https://app.example"),
+                        ("authorization", &format!("{scheme} {}", created.token)),
+                    ],
+                ),
+                2_000,
+            ));
+            assert!(g.presented, "{scheme}");
+        }
+        // Bound to web origins: a client that names none (a script, a copied token) is refused.
+        let no_origin = admit_at(
+            &door,
+            &mut request(
+                "/",
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("authorization", &format!("Bearer {}", created.token)),
+                ],
+            ),
+            2_000,
+        )
+        .unwrap_err();
+        assert_eq!(no_origin.status, 403);
+        assert!(
+            no_origin.reason.contains("names none"),
+            "{}",
+            no_origin.reason
+        );
         assert!(g.scopes.allows(Scope::Execute) && !g.scopes.allows(Scope::Deploy));
         assert_eq!(req.uri().to_string(), "/?a=1&b=2");
         assert!(refuse_call(Some(&g), &door.tokens, "program_execute", 2_000).is_none());
