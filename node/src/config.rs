@@ -33,6 +33,9 @@ pub struct Config {
     pub committee: CommitteeConfig,
 }
 
+/// Default `vm.max_future_skew_ms` (see `VmConfig::default`).
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: u64 = 2_000;
+
 /// Default `committee.view_timeout_ms`.
 pub const DEFAULT_VIEW_TIMEOUT_MS: u64 = 2_000;
 /// Bounds of `committee.view_timeout_ms`.
@@ -125,6 +128,7 @@ pub struct VmConfig {
     pub max_concurrent_calls: u32,
     pub module_cache_entries: u32,
     pub max_clock_skew_ms: u64,
+    pub max_future_skew_ms: u64,
 }
 
 impl VmConfig {
@@ -176,6 +180,11 @@ impl Default for VmConfig {
             max_concurrent_calls: 32,
             module_cache_entries: 64,
             max_clock_skew_ms: 30_000,
+            // A call's timestamp becomes its program's clock (later calls never go back), so a
+            // timestamp ahead of the node's clock pushes every later call ahead with it, and a
+            // signed call expiring before it is refused as expired. Synced clocks agree within
+            // milliseconds; 2 s absorbs a sloppy client and bounds that push.
+            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
         }
     }
 }
@@ -786,6 +795,10 @@ max_concurrent_calls = {max_concurrent_calls}
 module_cache_entries = {module_cache_entries}
 # How far a client-proposed call timestamp may be from the node's clock, in milliseconds.
 max_clock_skew_ms = {max_clock_skew_ms}
+# How far AHEAD of the node's clock it may be (at most max_clock_skew_ms): a call's timestamp
+# becomes the program's clock, so one call far ahead would make later short-lived signed
+# calls fail as expired.
+max_future_skew_ms = {max_future_skew_ms}
 
 [jobs]
 # Jobs running at once; the rest wait in the queue.
@@ -896,6 +909,7 @@ debug_partition = {debug_partition:?}
             max_concurrent_calls = vm.max_concurrent_calls,
             module_cache_entries = vm.module_cache_entries,
             max_clock_skew_ms = vm.max_clock_skew_ms,
+            max_future_skew_ms = vm.max_future_skew_ms,
             max_running = jobs.max_running,
             max_queue = jobs.max_queue,
             default_max_retries = jobs.default_max_retries,

@@ -1371,9 +1371,13 @@ impl Programs {
         let timestamp_ms = match options.timestamp_ms {
             Some(t) => {
                 let now = now_ms();
-                if t.abs_diff(now) > limits.max_clock_skew_ms || t < record.last_timestamp_ms {
+                let ahead = limits.max_future_skew_ms.min(limits.max_clock_skew_ms);
+                if now.saturating_sub(t) > limits.max_clock_skew_ms
+                    || t.saturating_sub(now) > ahead
+                    || t < record.last_timestamp_ms
+                {
                     return Err(ProgramError::BadRequest(format!(
-                        "timestamp_ms {t} must be within {} ms of the node clock ({now}) and not before the previous call ({})",
+                        "timestamp_ms {t} must be at most {} ms before and {ahead} ms after the node clock ({now}) (vm.max_clock_skew_ms, vm.max_future_skew_ms), and not before the previous call ({})",
                         limits.max_clock_skew_ms, record.last_timestamp_ms
                     )));
                 }
