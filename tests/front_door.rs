@@ -466,3 +466,76 @@ async fn a_client_over_its_rate_gets_busy_with_a_retry_time_and_others_are_unaff
     assert!(again["result"]["ready"].is_boolean(), "{again}");
     node.stop().await;
 }
+
+/// Parameters a method does not take are refused with -32602 naming them, never ignored: a
+/// typo like `option` for `options` would otherwise commit a write the caller meant as a dry
+/// run. Checked from a raw client, by name and by position.
+#[tokio::test]
+async fn unknown_and_extra_params_are_refused_by_name() {
+    let node = TestNode::start().await;
+    let addr = node.node().rpc_addr();
+    let cookie = common::cookie_of(&node.url()).unwrap();
+    let auth = format!("Bearer {cookie}");
+    let handshake = ws_handshake(addr, "/", &[("Authorization", auth.as_str())], None).await;
+    assert_eq!(handshake.status, 101, "{}", handshake.body);
+    let mut ws = handshake.stream;
+    let wasm = common::program_wasm("echo");
+    let deployed = ws_call(
+        &mut ws,
+        "program_deploy",
+        &format!(
+            r#"{{"request":{{"wasm_base64":"{}"}}}}"#,
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &wasm)
+        ),
+    )
+    .await;
+    let program = deployed["result"]["program_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let typo = ws_call(
+        &mut ws,
+        "program_execute",
+        &format!(
+            r#"{{"program_id":"{program}","input_base64":"aGk=","option":{{"read_only":true}}}}"#
+        ),
+    )
+    .await;
+    assert_eq!(
+        error_code(&typo),
+        Some(codes::INVALID_PARAMS as i64),
+        "{typo}"
+    );
+    let message = typo["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`option`") && message.contains("`options`"),
+        "{message}"
+    );
+    assert_eq!(typo["error"]["data"]["kind"], "unknown_params", "{typo}");
+    // Nothing was committed by the refused call.
+    let info = ws_call(&mut ws, "program_info", &format!(r#"["{program}"]"#)).await;
+    assert_eq!(info["result"]["height"], 0, "{info}");
+    let extra = ws_call(&mut ws, "node_info", "[1]").await;
+    assert_eq!(
+        error_code(&extra),
+        Some(codes::INVALID_PARAMS as i64),
+        "{extra}"
+    );
+    let extra = ws_call(&mut ws, "program_info", &format!(r#"["{program}", 2]"#)).await;
+    assert_eq!(
+        error_code(&extra),
+        Some(codes::INVALID_PARAMS as i64),
+        "{extra}"
+    );
+    // The right names still work.
+    let ok = ws_call(
+        &mut ws,
+        "program_execute",
+        &format!(
+            r#"{{"program_id":"{program}","input_base64":"aGk=","options":{{"read_only":true}}}}"#
+        ),
+    )
+    .await;
+    assert!(ok["result"].is_object(), "{ok}");
+    node.stop().await;
+}

@@ -99,27 +99,10 @@ impl FromIterator<Scope> for Scopes {
 
 /// The scope a JSON-RPC method needs, or None for a method this node does not serve (the
 /// server then answers "method not found" as usual). Unsubscribe methods need nothing: they
-/// only end what the same connection was allowed to start.
+/// only end what the same connection was allowed to start. Read from the method table
+/// ([`crate::methods::METHODS`]).
 pub fn scope_of(method: &str) -> Option<Option<Scope>> {
-    let scope = match method {
-        "program_execute" | "job_submit" | "job_cancel" => Scope::Execute,
-        "program_deploy" => Scope::Deploy,
-        "blob_put" | "blob_upload_begin" | "blob_upload_append" | "blob_upload_status"
-        | "blob_upload_finish" | "blob_upload_abort" => Scope::Upload,
-        "peer_connect" => Scope::Peers,
-        "token_create" | "token_list" | "token_revoke" => Scope::Admin,
-        "receipt_unsubscribe" | "job_unsubscribe" | "job_unsubscribe_all" | "dag_unsubscribe" => {
-            return Some(None);
-        }
-        "node_info" | "node_health" | "node_metrics" | "blob_get" | "blob_stat" | "blob_list"
-        | "program_info" | "program_list" | "program_committee" | "state_get" | "state_root"
-        | "state_proof" | "receipt_get" | "receipt_list" | "receipt_verify"
-        | "receipt_subscribe" | "receipt_input" | "receipt_evidence" | "job_status"
-        | "job_output" | "job_list" | "job_logs" | "job_subscribe" | "job_subscribe_all"
-        | "peer_list" | "dag_heads" | "dag_get" | "dag_subscribe" => Scope::Read,
-        _ => return None,
-    };
-    Some(Some(scope))
+    crate::methods::method(method).map(|m| m.scope)
 }
 
 /// Prefix of every API token, so a leaked one is easy to recognise (and to scan for).

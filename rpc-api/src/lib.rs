@@ -12,6 +12,7 @@ pub mod error;
 pub mod hash32;
 pub mod ids;
 pub mod jobs;
+pub mod methods;
 pub mod program;
 pub mod smt;
 pub mod types;

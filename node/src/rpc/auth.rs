@@ -537,6 +537,19 @@ pub fn preflight(origin: &str) -> HttpResponse {
     response
 }
 
+/// The refusal of parameters `method` does not take (`onvm_rpc_api::methods::check_params`),
+/// or None.
+fn unknown_params(method: &str, params: Option<&str>) -> Option<ErrorObjectOwned> {
+    let spec = onvm_rpc_api::methods::method(method)?;
+    let why = onvm_rpc_api::methods::check_params(spec, params).err()?;
+    Some(rpc_error(
+        codes::INVALID_PARAMS,
+        "unknown_params",
+        why,
+        json!({"params": spec.params}),
+    ))
+}
+
 /// Why `grant` may not call `method`, or None if it may.
 fn refuse_call(
     grant: Option<&Grant>,
@@ -699,11 +712,13 @@ where
         &self,
         request: Request<'a>,
     ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
-        let refusal = self.refuse(
-            request.extensions().get::<Grant>(),
-            request.method_name(),
-            now_ms(),
-        );
+        let refusal = self
+            .refuse(
+                request.extensions().get::<Grant>(),
+                request.method_name(),
+                now_ms(),
+            )
+            .or_else(|| unknown_params(request.method_name(), request.params().as_str()));
         let inner = self.inner.clone();
         let share = (request.method_name() == VM_METHOD).then(|| self.vm_share.clone());
         async move {
