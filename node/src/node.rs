@@ -33,6 +33,9 @@ const REAP_INTERVAL: Duration = Duration::from_secs(60);
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A health probe that takes longer than this counts as failed.
 const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// File descriptors kept free for the store, the blob store and peer connections: below this
+/// headroom `node_health` reports the node not ready (new clients would take the last ones).
+const FD_RESERVE: u64 = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -183,7 +186,24 @@ impl NodeContext {
             Some((free, _)) => check("disk", true, &format!("{free} bytes free")),
             None => check("disk", true, "free space cannot be told on this filesystem"),
         };
-        let mut checks = vec![db_check, blob_check, disk_check, net_check, jobs_check];
+        let fd_check = match crate::util::fd_usage() {
+            Some((limit, open)) if limit.saturating_sub(open) < FD_RESERVE => check(
+                "file_descriptors",
+                false,
+                &format!(
+                    "{open} of {limit} file descriptors in use: fewer than {FD_RESERVE} left for the store, blobs and peers (raise `ulimit -n` or lower rpc.max_connections)"
+                ),
+            ),
+            Some((limit, open)) => check(
+                "file_descriptors",
+                true,
+                &format!("{open} of {limit} in use"),
+            ),
+            None => check("file_descriptors", true, "usage cannot be told here"),
+        };
+        let mut checks = vec![
+            db_check, blob_check, disk_check, net_check, jobs_check, fd_check,
+        ];
         if self.shutting_down.load(Ordering::Relaxed) {
             checks.push(check("lifecycle", false, "node is shutting down"));
         }
@@ -275,6 +295,13 @@ impl Node {
             context: format!("creating data dir {}", data_dir.display()),
             source,
         })?;
+        match crate::util::raise_fd_limit() {
+            Some(limit) if limit < 4 * FD_RESERVE => tracing::warn!(
+                "only {limit} file descriptors allowed (ulimit -n): clients may exhaust them; raise the hard limit"
+            ),
+            Some(limit) => tracing::debug!("file descriptor limit {limit}"),
+            None => {}
+        }
         // iroh-blobs wants absolute paths for file imports.
         let data_dir: PathBuf = data_dir.canonicalize().map_err(|source| NodeError::Io {
             context: format!("resolving {}", data_dir.display()),

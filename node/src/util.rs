@@ -29,6 +29,55 @@ pub fn free_disk_bytes(path: &std::path::Path) -> Option<u64> {
     Some(blocks.saturating_mul(size))
 }
 
+/// Most file descriptors the node asks for: the hard limit is often "unlimited" or in the
+/// millions, and a soft limit that large only hides a leak.
+const MAX_FD_LIMIT: u64 = 1 << 20;
+
+/// Raises this process's soft limit on open files to its hard limit (at most
+/// [`MAX_FD_LIMIT`]): the default soft limit of 1,024 was exhausted by ~1,000 idle HTTP
+/// connections, after which the store and the blob store failed with "Too many open files".
+/// Returns the soft limit in force afterwards (None if it cannot be told).
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, properly sized out-parameter.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let (soft, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
+    let wanted = hard.min(MAX_FD_LIMIT);
+    if wanted > soft {
+        let raised = libc::rlimit {
+            rlim_cur: wanted as libc::rlim_t,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit whose soft limit does not exceed the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Some(wanted);
+        }
+    }
+    Some(soft)
+}
+
+/// The soft limit on open files and how many are open now (Linux: /proc/self/fd), for the
+/// health check. None where it cannot be told.
+pub fn fd_usage() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, properly sized out-parameter.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    #[allow(clippy::unnecessary_cast)]
+    Some((limit.rlim_cur as u64, open))
+}
+
 /// Tasks a layer spawns, tracked: shutdown cancels them all at their next await point and
 /// waits for them to end, so nothing of a stopped node keeps running or keeps its store alive.
 #[derive(Clone, Default)]
