@@ -210,3 +210,33 @@ async fn dag_subscribe_streams_history_then_local_and_replicated_nodes_in_arriva
     a.stop().await;
     b.stop().await;
 }
+
+/// A node joining a history longer than one sync round walks back (512 nodes) pulls the rest
+/// as ranges of the peer's log, parents first, stored in batched transactions: it reaches the
+/// same DAG. (Before, a round fetched the newest 10,000 nodes one request each, could not store
+/// any whose ancestors were missing, and a network past 10,000 operations could never be
+/// joined.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_long_history_through_log_ranges() {
+    let a = TestNode::start().await;
+    let ca = a.client().await;
+    for i in 0..1_500u32 {
+        BlobApiClient::put(&ca, format!("blob {i}").into_bytes().into(), None)
+            .await
+            .unwrap();
+    }
+    let history = DagApiClient::heads(&ca).await.unwrap().count;
+    assert!(history > 1_500, "{history}");
+    let b = TestNode::start().await;
+    let started = std::time::Instant::now();
+    common::join(&a, &[&b]).await;
+    let joined = DagApiClient::heads(&b.client().await).await.unwrap();
+    println!(
+        "joined a history of {history} operations in {:?}",
+        started.elapsed()
+    );
+    assert!(joined.count > history, "{} of {history}", joined.count);
+    assert!(joined.refused.is_empty(), "{:?}", joined.refused);
+    a.stop().await;
+    b.stop().await;
+}

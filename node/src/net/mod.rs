@@ -234,6 +234,7 @@ impl Net {
             max_gossip_bytes,
             gossip: Default::default(),
             syncing: Default::default(),
+            log_cursors: Default::default(),
             rejected: Default::default(),
             known: Default::default(),
             suspects: std::sync::Mutex::new(crate::consensus::routing::Suspicion::new(

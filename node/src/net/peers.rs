@@ -70,6 +70,9 @@ pub struct Peers {
     pub(super) max_gossip_bytes: usize,
     /// The current gossip subscription's sender (replaced when the receiver rejoins).
     pub(super) gossip: std::sync::Mutex<Option<iroh_gossip::api::GossipSender>>,
+    /// How far this node has read each peer's DAG log (`DagLogAfter` positions), so the next
+    /// range pull goes on from there.
+    pub(super) log_cursors: std::sync::Mutex<std::collections::HashMap<iroh::EndpointId, u64>>,
     /// Peers a pull is running from (at most one at a time each).
     pub(super) syncing: std::sync::Mutex<std::collections::HashSet<iroh::EndpointId>>,
     /// Invalid messages each peer sent; at [`BAN_AFTER`] the peer is ignored.
@@ -92,7 +95,7 @@ pub(super) async fn request(
     send.write_all(&bytes).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
     let reply = recv
-        .read_to_end(MAX_PEER_MESSAGE)
+        .read_to_end(super::wire::MAX_PEER_REPLY)
         .await
         .map_err(|e| e.to_string())?;
     postcard::from_bytes(&reply).map_err(|e| format!("malformed reply: {e}"))
@@ -498,6 +501,32 @@ impl Peers {
                         .flatten()
                         .and_then(|n| postcard::to_allocvec(&n).ok());
                 PeerResponse::DagNode { node }
+            }
+            PeerRequest::DagLogAfter { after_seq, limit } => {
+                let store = self.store.clone();
+                let limit = limit.clamp(1, super::wire::MAX_DAG_LOG_BATCH) as usize;
+                let page =
+                    tokio::task::spawn_blocking(move || store.dag_log_after(after_seq, limit))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
+                // Leave room for the reply's framing: nodes beyond the byte budget come in the
+                // next request.
+                let budget = super::wire::MAX_PEER_REPLY - 64 * 1024;
+                let mut used = 0;
+                let mut nodes = Vec::new();
+                for (seq, node) in page {
+                    let Ok(bytes) = postcard::to_allocvec(&node) else {
+                        break;
+                    };
+                    used += bytes.len() + 16;
+                    if used > budget && !nodes.is_empty() {
+                        break;
+                    }
+                    nodes.push((seq, bytes));
+                }
+                PeerResponse::DagLog { nodes }
             }
             PeerRequest::HasBlob { hash } => {
                 let found = self

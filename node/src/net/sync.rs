@@ -8,8 +8,13 @@ use super::wire::{PEER_ALPN, PeerRequest, PeerResponse};
 
 /// Dial timeout of a sync round (rounds repeat, so a slow peer is simply tried again).
 const SYNC_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-/// Most DAG nodes pulled from one peer in one sync round (the rest come next round).
-const MAX_SYNC_NODES: usize = 10_000;
+/// Most DAG nodes a sync round fetches one by one, walking back from the peer's heads: gaps
+/// that gossip left are small. A larger gap (a node joining a long history, or back from a
+/// long absence) is pulled as ranges of the peer's log instead ([`Peers::sync_log`]).
+const MAX_WALK_NODES: usize = 512;
+/// Most DAG nodes pulled as log ranges from one peer in one sync round (the next round goes
+/// on from where this one stopped).
+const MAX_RANGE_NODES: usize = 50_000;
 
 impl Peers {
     /// Pulls every DAG node a peer has and this node lacks: asks for its heads, then walks
@@ -47,6 +52,9 @@ impl Peers {
                 wanted.push(h);
             }
         }
+        if wanted.is_empty() {
+            return Ok(0);
+        }
         let mut fetched: std::collections::HashMap<
             onvm_rpc_api::Hash32,
             onvm_rpc_api::dag::DagNode,
@@ -55,8 +63,9 @@ impl Peers {
             if fetched.contains_key(&want) {
                 continue;
             }
-            if fetched.len() >= MAX_SYNC_NODES {
-                break;
+            if fetched.len() >= MAX_WALK_NODES {
+                // Too far behind to walk back node by node: pull the peer's log in ranges.
+                return self.sync_log(&conn, &addr).await;
             }
             let bytes = match request(&conn, &PeerRequest::DagGet { id: want.0 }).await? {
                 PeerResponse::DagNode { node: Some(bytes) } => bytes,
@@ -87,6 +96,93 @@ impl Peers {
         self.ingest(&addr, fetched).await
     }
 
+    /// Pulls the peer's DAG log in ranges from where the last range pull from it stopped
+    /// (its start the first time): each reply is a batch of nodes in the peer's arrival order,
+    /// which is parents first, validated and then stored in that order. Nodes this node holds
+    /// already are skipped. Stops at the log's end or after [`MAX_RANGE_NODES`].
+    async fn sync_log(
+        &self,
+        conn: &iroh::endpoint::Connection,
+        addr: &iroh::EndpointAddr,
+    ) -> Result<usize, String> {
+        let id = addr.id;
+        let mut cursor = self.log_cursor(&id);
+        let mut added = 0;
+        let mut pulled = 0;
+        let mut restarted = false;
+        while pulled < MAX_RANGE_NODES {
+            let request_batch = PeerRequest::DagLogAfter {
+                after_seq: cursor,
+                limit: super::wire::MAX_DAG_LOG_BATCH,
+            };
+            let batch = match request(conn, &request_batch).await? {
+                PeerResponse::DagLog { nodes } => nodes,
+                other => return Err(format!("unexpected reply {other:?}")),
+            };
+            let Some(last) = batch.last().map(|(seq, _)| *seq) else {
+                if cursor > 0 && added == 0 && !restarted {
+                    // The peer's log ends before our cursor (its database was replaced): read
+                    // it again from the start.
+                    restarted = true;
+                    cursor = 0;
+                    continue;
+                }
+                break;
+            };
+            if last <= cursor {
+                let msg = format!("DAG log positions go backwards ({last} after {cursor})");
+                self.penalise(&id, msg.clone());
+                return Err(msg);
+            }
+            pulled += batch.len();
+            let mut nodes = std::collections::HashMap::new();
+            let mut order = Vec::with_capacity(batch.len());
+            for (_, bytes) in batch {
+                let node: onvm_rpc_api::dag::DagNode =
+                    postcard::from_bytes(&bytes).map_err(|e| format!("malformed DAG node: {e}"))?;
+                let nid = node.validate_alone(&self.network_id).map_err(|e| {
+                    let msg = format!("invalid DAG node in the log: {e}");
+                    self.penalise(&id, msg.clone());
+                    msg
+                })?;
+                order.push(nid);
+                nodes.insert(nid, node);
+            }
+            let store = self.store.clone();
+            let known = tokio::task::spawn_blocking(move || {
+                order
+                    .into_iter()
+                    .filter(|n| store.has_dag_node(n).unwrap_or(false))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            for k in known {
+                nodes.remove(&k);
+            }
+            added += self.ingest(addr, nodes).await?;
+            cursor = last;
+            self.set_log_cursor(id, cursor);
+        }
+        Ok(added)
+    }
+
+    fn log_cursor(&self, peer: &iroh::EndpointId) -> u64 {
+        self.log_cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn set_log_cursor(&self, peer: iroh::EndpointId, seq: u64) {
+        self.log_cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, seq);
+    }
+
     /// Stores validated nodes from peer `from`, parents first (their deterministic order), with
     /// the writes of committed calls fetched from that peer when they travel as blobs. Stops at
     /// the first node that cannot be stored; what came before it stays.
@@ -99,20 +195,41 @@ impl Peers {
             .iter()
             .map(|(k, n)| (*k, n.body.parents.clone()))
             .collect();
-        let mut added = 0;
+        // The data each node needs (fetched from the peer when it travels as blobs), then
+        // every node stored in one blocking task with one fsync for the batch.
+        let mut batch = Vec::with_capacity(nodes.len());
         for nid in onvm_rpc_api::dag::order(&graph) {
             let Some(node) = nodes.remove(&nid) else {
                 continue;
             };
             let call = self.resolve_call(&node, from).await?;
-            let node_author = node.body.author;
-            let store = self.store.clone();
-            match tokio::task::spawn_blocking(move || {
-                store.insert_foreign_dag(&node, call.as_ref())
+            batch.push((nid, node, call));
+        }
+        let store = self.store.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            store.with_batched_dag_commits(|| {
+                let mut results = Vec::with_capacity(batch.len());
+                for (nid, node, call) in batch {
+                    let author = node.body.author;
+                    let inserted = store.insert_foreign_dag(&node, call.as_ref());
+                    let stop = inserted.is_err();
+                    results.push((nid, author, inserted));
+                    if stop {
+                        // Nodes after a failed one may depend on it: the next round retries.
+                        break;
+                    }
+                }
+                results
             })
-            .await
-            {
-                Ok(Ok(inserted)) => {
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("storing DAG nodes from {}: {e}", from.id))?;
+        let mut added = 0;
+        let mut failed = None;
+        for (nid, node_author, inserted) in results {
+            match inserted {
+                Ok(inserted) => {
                     if inserted.new {
                         added += 1;
                     }
@@ -131,9 +248,11 @@ impl Peers {
                         let _ = self.job_events.send(event);
                     }
                 }
-                Ok(Err(e)) => return Err(format!("DAG node {nid} from {}: {e}", from.id)),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => failed = Some(format!("DAG node {nid} from {}: {e}", from.id)),
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(added)
     }

@@ -6,6 +6,11 @@
 pub const PEER_ALPN: &[u8] = b"/onvm/peer/1";
 /// Largest peer message accepted; longer streams are reset with [`TOO_LONG`].
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024;
+/// Largest reply to a peer request a node reads: room for a batch of DAG nodes
+/// ([`PeerRequest::DagLogAfter`]), which is what makes joining a long history fast.
+pub const MAX_PEER_REPLY: usize = 4 * 1024 * 1024;
+/// Most DAG nodes one [`PeerRequest::DagLogAfter`] reply carries.
+pub const MAX_DAG_LOG_BATCH: u32 = 1024;
 /// Stream reset code for a message over [`MAX_PEER_MESSAGE`].
 const TOO_LONG: u32 = 1;
 /// Reads one request of at most `max` bytes from a stream; over it, both halves of the stream
@@ -51,6 +56,13 @@ pub enum PeerRequest {
     DagGet {
         id: [u8; 32],
     },
+    /// The peer's DAG nodes in its arrival order after position `after_seq` (at most `limit`,
+    /// capped at [`MAX_DAG_LOG_BATCH`] and by [`MAX_PEER_REPLY`] bytes). A node enters the log
+    /// only after its parents, so the log is parents-first: a joining node ingests it in order.
+    DagLogAfter {
+        after_seq: u64,
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -72,6 +84,11 @@ pub enum PeerResponse {
     /// The postcard-encoded node, or None if the peer does not have it.
     DagNode {
         node: Option<Vec<u8>>,
+    },
+    /// Answer to `DagLogAfter`: (position, postcard-encoded node) in log order; empty at the
+    /// end of the log.
+    DagLog {
+        nodes: Vec<(u64, Vec<u8>)>,
     },
 }
 

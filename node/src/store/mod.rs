@@ -118,6 +118,11 @@ pub enum StoreError {
     Recovering(String),
 }
 
+thread_local! {
+    /// Set while [`Store::with_batched_dag_commits`] runs on this thread.
+    static LAZY_DAG_COMMITS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Whether an I/O error means "no space left" (ENOSPC, or a quota: EDQUOT).
 pub fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull
@@ -307,10 +312,37 @@ impl Store {
     }
 
     /// Commits a transaction that may have appended DAG nodes and wakes their readers.
-    fn commit_dag(&self, tx: redb::WriteTransaction) -> Result<(), StoreError> {
+    fn commit_dag(&self, mut tx: redb::WriteTransaction) -> Result<(), StoreError> {
+        if LAZY_DAG_COMMITS.get() {
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Db(redb::Error::from(e)))?;
+        }
         tx.commit()?;
         self.dag_changed.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Runs `ingest` (foreign DAG nodes stored one after the other on this thread) with their
+    /// commits made durable together, by one fsync at the end, instead of one fsync each: a
+    /// node joining a long history stores thousands of nodes. A crash before the end loses only
+    /// nodes that were never acknowledged to anyone; they are pulled again. Commits of other
+    /// threads (local operations) stay durable one by one.
+    pub fn with_batched_dag_commits<T>(&self, ingest: impl FnOnce() -> T) -> Result<T, StoreError> {
+        /// Resets the flag however `ingest` ends (a panic must not leave this pool thread
+        /// committing lazily for whatever runs on it next).
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                LAZY_DAG_COMMITS.set(false);
+            }
+        }
+        LAZY_DAG_COMMITS.set(true);
+        let reset = Reset;
+        let out = ingest();
+        drop(reset);
+        // A durable commit makes every earlier non-durable one durable too.
+        self.begin_write()?.commit()?;
+        Ok(out)
     }
 
     /// Changes whenever DAG nodes may have been added.
