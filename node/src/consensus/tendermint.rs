@@ -9,8 +9,8 @@
 //! `f = ⌊(k−1)/3⌋` may be Byzantine; a decision needs `q = k − f` precommits of one round.
 //! Within a height:
 //!
-//! * round `r` is led by member `(first + r) % k`, where `first` is the proposer of the value
-//!   decided at the previous height (member 0 at height 0); a healthy leader keeps the lead;
+//! * round `r` is led by member `(first + r) % k`; `first` is chosen by the caller, and the
+//!   [`sequencer`] rotates it with every height (`first = h % k`, see its "Leader rotation");
 //! * the leader asks its driver to execute the next call ([`Action::GetValue`]) and proposes
 //!   the result ([`Instance::propose`]); a member that locked or saw a polka re-proposes that
 //!   value instead (the core does this without asking);
@@ -33,9 +33,13 @@
 //! this module imports no cryptography library; [`keys`] implements them over the node's
 //! identity (BLS min_sig with proofs of possession).
 //!
-//! Status: built and simulated beside the call path, not on it yet. The node's committees
-//! still run [`super::pbft`]; the driver, redb WAL and iroh transport for this core come next
-//! (docs/PROTOCOL.md, "Committees").
+//! Status: built and simulated beside the call path, not on it yet. [`sequencer`] (the call
+//! queue, forwarding, catch-up and leader rotation around an [`Instance`]) and [`driver`]
+//! (its tokio actor over transport, storage and executor traits) have a seeded simulator
+//! (`sim`) with a Byzantine member; two of 20,000 seeds still end with an undecided call (a
+//! liveness bug under investigation, replayed by an ignored test). The node's committees still
+//! run [`super::pbft`]; the redb WAL, the iroh transport and the switch of `committees.rs`
+//! come next (docs/PROTOCOL.md, "Committees").
 //!
 //! Decided heights and catch-up: the others ignore messages about heights they finished, so
 //! a member that fell behind (missed precommits, restarted late) cannot decide by itself. The
@@ -48,8 +52,12 @@
 mod certificate;
 mod codec;
 mod context;
+// Not called outside its tests until committees.rs switches to it (the next step).
+#[allow(dead_code)]
+pub mod driver;
 mod instance;
 pub mod keys;
+pub mod sequencer;
 mod sign;
 
 pub use certificate::{
@@ -72,5 +80,7 @@ pub use sign::{
     verify_vote, vote_bytes, vote_message,
 };
 
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;

@@ -531,8 +531,8 @@ impl<S: Signing> Instance<S> {
         self.timeouts = timeouts;
     }
 
-    /// Starts `height`, whose round 0 is led by `first` (the proposer of the value decided at
-    /// `height - 1`; member 0 for a program's first call). Call it once the previous height's
+    /// Starts `height`, whose round 0 is led by `first` (the sequencer uses `height % k`:
+    /// leadership rotates per height). Call it once the previous height's
     /// `Decide` is durable: lazily is fine (when a call waits on the leader, or at the first
     /// message for `height`), since a started height runs rounds until something is decided.
     pub fn start_height(&mut self, height: Height, first: MemberIndex) -> Vec<Action> {

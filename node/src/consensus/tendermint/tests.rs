@@ -23,13 +23,13 @@ use crate::identity::Identity;
 // Keys: the node's own signing (identity.rs, BLS min_sig with proofs of possession), from keys
 // derived from the member index so a seed replays byte for byte.
 
-struct Keys {
+pub(super) struct Keys {
     committee: CommitteeKeys,
     ids: Vec<Arc<Identity>>,
 }
 
 impl Keys {
-    fn new(k: u32) -> Rc<Keys> {
+    pub(super) fn new(k: u32) -> Rc<Keys> {
         let ids: Vec<Arc<Identity>> = (0..k)
             .map(|i| Arc::new(Identity::for_tests(u64::from(i))))
             .collect();
@@ -45,13 +45,13 @@ impl Keys {
         Rc::new(Keys { committee, ids })
     }
 
-    fn signer(self: &Rc<Self>, me: u32) -> Bls {
+    pub(super) fn signer(self: &Rc<Self>, me: u32) -> Bls {
         MemberKeys::new(self.committee.clone(), self.ids[me as usize].clone())
     }
 }
 
 /// The production signer.
-type Bls = MemberKeys;
+pub(super) type Bls = MemberKeys;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
