@@ -1242,3 +1242,45 @@ fn dev_nodes_start_a_joined_network_and_stop_together_on_ctrl_c() {
     let _ = child.kill();
     panic!("dev --nodes 3 did not stop within 30 s of Ctrl-C");
 }
+
+/// The CLI behaves in pipes: a reader that stops early (`onvm completions bash | head`) ends
+/// it quietly instead of a "Broken pipe" panic (exit 101), and under `--json` an error is JSON
+/// on stdout too, with the exit code, for scripts that parse stdout.
+#[test]
+fn the_cli_behaves_in_pipes_and_reports_json_errors() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = onvm(&["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run onvm");
+    // The reader is gone before the first write.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for onvm");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{:?}", out.status);
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc_sigpipe()),
+        "{:?}",
+        out.status
+    );
+
+    let out = run_err(onvm(&["--rpc", "127.0.0.1:1", "--json", "node-info"]));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let error: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(error["error"]["exit_code"], 3, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach"),
+        "{error}"
+    );
+    assert_eq!(out.status.code(), Some(3));
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}

@@ -960,8 +960,19 @@ fn rpc_typed(matches: &clap::ArgMatches) -> bool {
         || matches.subcommand().is_some_and(|(_, sub)| rpc_typed(sub))
 }
 
+/// Lets a closed pipe end the process quietly, as it does any Unix filter: Rust ignores
+/// SIGPIPE, so `onvm completions bash | head` panicked with "Broken pipe" (exit 101).
+fn die_quietly_on_closed_pipes() {
+    // SAFETY: restoring the default disposition of one signal at start, before any thread is
+    // spawned; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     use clap::{CommandFactory as _, FromArgMatches as _};
+    die_quietly_on_closed_pipes();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -986,16 +997,32 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let json = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the outermost context and its causes.
-            eprintln!("error: {}", error_chain(&e));
-            let code = e
+            let message = error_chain(&e);
+            eprintln!("error: {message}");
+            let client_error = e
                 .chain()
-                .find_map(|c| c.downcast_ref::<client::ClientError>())
+                .find_map(|c| c.downcast_ref::<client::ClientError>());
+            let code = client_error
                 .map(client::ClientError::exit_code)
                 .unwrap_or(1);
+            if json {
+                // A script reading stdout gets the error in the format it asked for.
+                let rpc_code = match client_error {
+                    Some(client::ClientError::Rpc { code, .. }) => Some(*code),
+                    _ => None,
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "error": {"message": message, "exit_code": code, "rpc_code": rpc_code}
+                    })
+                );
+            }
             ExitCode::from(code)
         }
     }
