@@ -307,7 +307,10 @@ impl Node {
             context: format!("resolving {}", data_dir.display()),
             source,
         })?;
-        let store = Store::open(&data_dir.join(DATABASE_FILE))?;
+        let store = Store::open_with_cache(
+            &data_dir.join(DATABASE_FILE),
+            config.node.db_cache_bytes.clamp(1 << 20, usize::MAX as u64) as usize,
+        )?;
         let woken = store.apply_all_deferred()?;
         if woken > 0 {
             tracing::info!("applied {woken} replicated calls left waiting by the last run");

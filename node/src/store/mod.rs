@@ -184,6 +184,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 #[derive(Debug)]
 struct Db {
     path: std::path::PathBuf,
+    /// redb's page cache, in bytes (config `node.db_cache_bytes`).
+    cache_bytes: usize,
     current: std::sync::RwLock<Option<Arc<Database>>>,
     /// Set when a failed write was seen; the health probe then checks that writes work again.
     suspect: std::sync::atomic::AtomicBool,
@@ -194,13 +196,16 @@ struct Db {
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Db {
-    fn open_file(path: &Path) -> Result<Database, StoreError> {
-        Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                path: path.display().to_string(),
-            },
-            other => StoreError::from(redb::Error::from(other)),
-        })
+    fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+        redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                    path: path.display().to_string(),
+                },
+                other => StoreError::from(redb::Error::from(other)),
+            })
     }
 
     fn handle(&self) -> Result<Arc<Database>, StoreError> {
@@ -230,7 +235,7 @@ impl Db {
         *slot = None;
         let deadline = std::time::Instant::now() + REOPEN_WAIT;
         loop {
-            match Self::open_file(&self.path) {
+            match Self::open_file(&self.path, self.cache_bytes) {
                 Ok(db) => {
                     tracing::warn!(path = %self.path.display(), "reopened the node database after a failed write");
                     let db = Arc::new(db);
@@ -269,11 +274,18 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens (or creates) the database at `path` with the default page cache.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Db::open_file(path)?;
+        Self::open_with_cache(path, crate::config::DEFAULT_DB_CACHE_BYTES as usize)
+    }
+
+    /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Db::open_file(path, cache_bytes)?;
         let store = Self {
             db: Arc::new(Db {
                 path: path.to_path_buf(),
+                cache_bytes,
                 current: std::sync::RwLock::new(Some(Arc::new(db))),
                 suspect: std::sync::atomic::AtomicBool::new(false),
             }),
