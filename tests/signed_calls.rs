@@ -477,4 +477,15 @@ async fn signed_jobs_run_as_their_caller_and_forged_ones_are_refused() {
     implicit.max_retries = None;
     let e = JobApiClient::submit(&client, implicit).await.unwrap_err();
     assert_eq!(refused(e).1, "bad_signed_call");
+    // A signed caller's request ids are its own: Bob's "job-1" is Bob's job, not Alice's.
+    let bob = key(2);
+    let bobs = JobApiClient::submit(&client, signed_job(&bob, program, "job-1", 1, expires))
+        .await
+        .unwrap();
+    assert!(bobs.created, "Bob got Alice's job: {bobs:?}");
+    assert_ne!(bobs.job.job_id, job_id);
+    assert_eq!(
+        bobs.job.signed.as_ref().unwrap().caller,
+        Hash32(bob.verifying_key().to_bytes())
+    );
 }

@@ -289,7 +289,7 @@ pub fn verify_caller(receipt: &ExecutionReceipt) -> Result<(), CallerError> {
                     max_attempts,
                 });
             }
-            let job = crate::jobs::job_id(&receipt.program_id, &proof.request_id);
+            let job = crate::jobs::job_id(&receipt.program_id, &receipt.caller, &proof.request_id);
             (crate::jobs::attempt_request_id(&job, attempt), max_attempts)
         }
     };
@@ -341,7 +341,14 @@ mod tests {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let program = ProgramId::from_bytes([3; 32]);
         let signed = sign_job(&key, "net", &program, "main", b"in", "job-1", 1_000, 2);
-        let job = crate::jobs::job_id(&program, "job-1");
+        let caller = Hash32(key.verifying_key().to_bytes());
+        let job = crate::jobs::job_id(&program, &caller, "job-1");
+        // A signed caller's request ids are its own; anonymous ones are shared.
+        assert_ne!(
+            job,
+            crate::jobs::job_id(&program, &Hash32([9; 32]), "job-1")
+        );
+        assert_ne!(job, crate::jobs::job_id(&program, &Hash32::ZERO, "job-1"));
         let receipt_of = |attempt: u32, max_attempts: u32| {
             let mut r = crate::program::tests::sample_receipt();
             r.network_id = "net".into();

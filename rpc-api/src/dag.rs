@@ -280,9 +280,14 @@ impl DagNode {
                 }
             }
             DagPayload::JobSubmitted { job } => {
-                if crate::jobs::job_id(&job.program_id, &job.request_id) != job.job_id {
+                let caller = job
+                    .signed
+                    .as_ref()
+                    .map(|s| s.caller)
+                    .unwrap_or(Hash32::ZERO);
+                if crate::jobs::job_id(&job.program_id, &caller, &job.request_id) != job.job_id {
                     return Err(DagError::BadPayload(
-                        "job id does not match its program and request id".into(),
+                        "job id does not match its program, caller and request id".into(),
                     ));
                 }
                 // A signed job carries its caller's signature to every node that may run it.

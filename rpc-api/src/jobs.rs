@@ -7,13 +7,24 @@ use crate::ids::{BlobId, JobId, ProgramId, ReceiptId};
 use crate::types::Base64Bytes;
 
 pub const JOB_ID_TAG: &[u8] = b"onvm/job-id/v1";
+/// Tag of the id of a signed caller's job (version 2 binds the caller).
+pub const SIGNED_JOB_ID_TAG: &[u8] = b"onvm/job-id/v2";
 
-/// `job` + BLAKE3(tag, program id, request id): resubmitting a request id finds the same job.
-pub fn job_id(program: &ProgramId, request_id: &str) -> JobId {
+/// `job` + BLAKE3 of a tag, the program id, the caller (signed jobs only) and the request id:
+/// resubmitting a request id finds the same job, and a signed caller's request ids are its
+/// own, so another caller reusing one gets another job instead of the first caller's.
+/// Anonymous jobs (`caller` zero) keep version 1, which names no caller: any anonymous client
+/// that knows a request id reaches its job.
+pub fn job_id(program: &ProgramId, caller: &Hash32, request_id: &str) -> JobId {
     let mut h = blake3::Hasher::new();
-    h.update(JOB_ID_TAG)
-        .update(program.as_bytes())
-        .update(&(request_id.len() as u64).to_le_bytes())
+    if *caller == Hash32::ZERO {
+        h.update(JOB_ID_TAG).update(program.as_bytes());
+    } else {
+        h.update(SIGNED_JOB_ID_TAG)
+            .update(program.as_bytes())
+            .update(&caller.0);
+    }
+    h.update(&(request_id.len() as u64).to_le_bytes())
         .update(request_id.as_bytes());
     JobId::from_bytes(*h.finalize().as_bytes())
 }

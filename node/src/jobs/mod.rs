@@ -236,7 +236,14 @@ impl Jobs {
             )?;
         }
         let job = JobInfo {
-            job_id: job_id(&req.program_id, &req.request_id),
+            job_id: job_id(
+                &req.program_id,
+                &req.signed
+                    .as_ref()
+                    .map(|s| s.caller)
+                    .unwrap_or(Hash32::ZERO),
+                &req.request_id,
+            ),
             program_id: req.program_id,
             request_id: req.request_id,
             input_hash,

@@ -16,8 +16,18 @@ use super::{Store, StoreError};
 const JOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jobs");
 /// next_run_at_ms (big endian) ++ job id -> (): pending jobs in the order they are due.
 const JOB_QUEUE: TableDefinition<&[u8; 40], ()> = TableDefinition::new("job_queue");
-/// Request id -> job id: idempotency across the node.
+/// Request key -> job id: idempotency across the node. The key is the request id of an
+/// anonymous job, and `<caller hex>/<request id>` of a signed one: a signed caller's request
+/// ids are its own ([`request_key`]).
 const JOB_REQUESTS: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("job_requests");
+
+/// The key of `job`'s request id in `JOB_REQUESTS`.
+fn request_key(job: &JobInfo) -> String {
+    match &job.signed {
+        Some(signed) => format!("{}/{}", signed.caller, job.request_id),
+        None => job.request_id.clone(),
+    }
+}
 /// Sequence number -> JobEvent (JSON). Sequence numbers start at 1, without gaps.
 const JOB_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("job_events");
 /// Job id ++ sequence number (big endian) -> (): one job's events.
@@ -333,9 +343,10 @@ impl Store {
         max_queue: u64,
     ) -> Result<(JobInfo, bool, Option<JobEvent>), StoreError> {
         let tx = self.begin_write()?;
+        let key = request_key(&job);
         let existing = tx
             .open_table(JOB_REQUESTS)?
-            .get(job.request_id.as_str())?
+            .get(key.as_str())?
             .map(|v| JobId::from_bytes(*v.value()));
         if let Some(existing) = existing {
             let found = load(&tx, &existing)?.ok_or(StoreError::UnknownJob(existing))?;
@@ -363,7 +374,7 @@ impl Store {
             return Err(StoreError::QueueFull { max: max_queue });
         }
         tx.open_table(JOB_REQUESTS)?
-            .insert(job.request_id.as_str(), job.job_id.as_bytes())?;
+            .insert(key.as_str(), job.job_id.as_bytes())?;
         let event = save(&tx, self.author(), None, &job)?;
         self.commit_dag(tx)?;
         Ok((job, true, event))
