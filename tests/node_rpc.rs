@@ -91,8 +91,18 @@ async fn node_info_health_and_metrics() {
     let names: Vec<_> = health.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        ["database", "blob_store", "disk", "endpoint", "jobs"]
+        [
+            "database",
+            "blob_store",
+            "disk",
+            "endpoint",
+            "jobs",
+            "file_descriptors"
+        ]
     );
+    // The node raised its open-file limit and says how many it uses.
+    let fds = &health.checks[5];
+    assert!(fds.ok && fds.detail.contains(" in use"), "{fds:?}");
 
     BlobApiClient::put(&client, b"counted".to_vec().into(), None)
         .await

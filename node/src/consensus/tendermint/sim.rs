@@ -326,7 +326,8 @@ struct Sim<S> {
     calls: Vec<CallRec>,
     by_id: HashMap<CallId, usize>,
     decided: BTreeMap<u64, Value>,
-    decided_calls: HashMap<CallId, u64>,
+    /// Ordered: the Byzantine flood picks from it, and a seed must replay step for step.
+    decided_calls: BTreeMap<CallId, u64>,
     failed: HashSet<CallId>,
     votes: HashMap<(usize, u64, u32, VoteType), NilOrVal<ValueId>>,
     /// Directed links blocked until a time.
@@ -373,7 +374,7 @@ impl<S: Signing + Clone + 'static> Sim<S> {
             calls: Vec::new(),
             by_id: HashMap::new(),
             decided: BTreeMap::new(),
-            decided_calls: HashMap::new(),
+            decided_calls: BTreeMap::new(),
             failed: HashSet::new(),
             votes: HashMap::new(),
             blocked: Vec::new(),
