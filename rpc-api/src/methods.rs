@@ -135,40 +135,48 @@ pub fn check_params(spec: &MethodSpec, params: Option<&str>) -> Result<(), Strin
     if spec.kind == Kind::Unsubscribe {
         return Ok(());
     }
-    let Some(raw) = params else {
+    use serde::de::IgnoredAny;
+    let Some(raw) = params.map(str::trim_start) else {
         return Ok(());
     };
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw) else {
-        // Malformed params are the server's parse error to report.
+    // Every call passes here: read the names or the count only, skipping the values without
+    // building them (a large input is not copied into a JSON tree to be thrown away).
+    // Malformed params are the server's parse error to report.
+    if raw.starts_with('{') {
+        let Ok(map) = serde_json::from_str::<
+            std::collections::BTreeMap<std::borrow::Cow<'_, str>, IgnoredAny>,
+        >(raw) else {
+            return Ok(());
+        };
+        let unknown: Vec<&str> = map
+            .keys()
+            .map(|k| k.as_ref())
+            .filter(|k| !spec.params.contains(k))
+            .collect();
+        return if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} takes no parameter named {}: its parameters are {}",
+                spec.name,
+                quote_all(&unknown),
+                describe(spec.params)
+            ))
+        };
+    }
+    let Ok(items) = serde_json::from_str::<Vec<IgnoredAny>>(raw) else {
         return Ok(());
     };
-    match value {
-        serde_json::Value::Object(map) => {
-            let unknown: Vec<&str> = map
-                .keys()
-                .map(String::as_str)
-                .filter(|k| !spec.params.contains(k))
-                .collect();
-            if unknown.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} takes no parameter named {}: its parameters are {}",
-                    spec.name,
-                    quote_all(&unknown),
-                    describe(spec.params)
-                ))
-            }
-        }
-        serde_json::Value::Array(items) if items.len() > spec.params.len() => Err(format!(
+    if items.len() > spec.params.len() {
+        return Err(format!(
             "{} takes at most {} positional parameters ({}), got {}",
             spec.name,
             spec.params.len(),
             describe(spec.params),
             items.len()
-        )),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 fn quote_all(names: &[&str]) -> String {
