@@ -158,8 +158,12 @@ impl Committees {
         if let Some(r) = running.get(&program) {
             return Ok(Some(r.clone()));
         }
-        let (manifest_committee, manifest_threshold) =
-            (manifest.committee.clone(), manifest.threshold);
+        // The store's cache: the same checked keys replicas verify receipts with.
+        let verified = self
+            .store
+            .verified_committee(&manifest)
+            .map_err(|e| tracing::warn!(%program, "its committee's keys do not verify: {e}"))
+            .ok();
         let exec = Arc::new(ProgramCommittee {
             programs: self.programs.clone(),
             network_id: self.network_id.clone(),
@@ -172,16 +176,7 @@ impl Committees {
             abandon_own: self.settings.debug_abandon_after_attest,
             partition: self.settings.debug_partition.clone(),
             forge_decisions: self.settings.debug_forge_decisions,
-            verified: onvm_rpc_api::committee::VerifiedCommittee::new(
-                onvm_rpc_api::committee::Committee {
-                    program_id: program,
-                    epoch: 0,
-                    members: manifest_committee,
-                    threshold: manifest_threshold,
-                },
-            )
-            .map_err(|e| tracing::warn!(%program, "its committee's keys do not verify: {e}"))
-            .ok(),
+            verified,
             state: Mutex::default(),
         });
         let driver = Driver::spawn(
@@ -477,7 +472,7 @@ struct ProgramCommittee {
     forge_decisions: bool,
     /// The committee's keys, checked once, for verifying decision certificates (None if a
     /// key does not verify: no decision from a peer is accepted then).
-    verified: Option<onvm_rpc_api::committee::VerifiedCommittee>,
+    verified: Option<Arc<onvm_rpc_api::committee::VerifiedCommittee>>,
     state: Mutex<State>,
 }
 
