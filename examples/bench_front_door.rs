@@ -28,21 +28,6 @@ const SEQUENTIAL: usize = 5000;
 const PARALLEL_CLIENTS: usize = 8;
 const PER_CLIENT: usize = 10_000;
 
-/// User + system CPU seconds of this process so far (from /proc, in 1/100 s ticks).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 struct Row {
     name: &'static str,
     p50_us: f64,
@@ -76,7 +61,7 @@ async fn measure(name: &'static str, url: &str, headers: HeaderMap, method: &str
                 .await?,
         );
     }
-    let cpu0 = cpu_seconds();
+    let cpu0 = support::cpu_seconds();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in clients {
@@ -93,7 +78,7 @@ async fn measure(name: &'static str, url: &str, headers: HeaderMap, method: &str
         done??;
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = support::cpu_seconds() - cpu0;
     let calls = (PARALLEL_CLIENTS * PER_CLIENT) as f64;
     Ok(Row {
         name,

@@ -36,20 +36,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// User + system CPU seconds of this process so far (from /proc, in 1/100 s ticks).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Resident set size of this process, in MiB.
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -130,14 +116,14 @@ fn raw_redb_commit(n: usize) -> Result<(f64, f64)> {
     const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("anchor");
     let dir = tempfile::tempdir()?;
     let db = redb::Database::create(dir.path().join("anchor.redb"))?;
-    let (cpu0, t) = (cpu_seconds(), Instant::now());
+    let (cpu0, t) = (support::cpu_seconds(), Instant::now());
     for i in 0..n as u64 {
         let tx = db.begin_write()?;
         tx.open_table(T)?.insert(i, [7u8; 64].as_slice())?;
         tx.commit()?;
     }
     let wall_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    let cpu_us = (cpu_seconds() - cpu0) * 1e6 / n as f64;
+    let cpu_us = (support::cpu_seconds() - cpu0) * 1e6 / n as f64;
     Ok((wall_us, cpu_us))
 }
 
@@ -204,9 +190,9 @@ async fn main() -> Result<()> {
     while decade <= total {
         let grow = decade.saturating_sub(next.load(Ordering::SeqCst));
         run_calls(&clients, program, &next, grow).await?;
-        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let (cpu0, t0) = (support::cpu_seconds(), Instant::now());
         let latencies = run_calls(&clients, program, &next, window).await?;
-        let cpu_us = (cpu_seconds() - cpu0) * 1e6 / window as f64;
+        let cpu_us = (support::cpu_seconds() - cpu0) * 1e6 / window as f64;
         let wall = t0.elapsed();
         let p = support::percentiles(&latencies)?;
         let height = next.load(Ordering::SeqCst);

@@ -30,6 +30,22 @@ async fn network(n: usize, k: u32, first: &[&str]) -> (Vec<TestNode>, ProgramId)
     (nodes, p)
 }
 
+/// An anonymous job putting key `from-job`, with no retries.
+fn kv_job(p: ProgramId, request_id: &str) -> onvm::rpc_api::jobs::SubmitJob {
+    onvm::rpc_api::jobs::SubmitJob {
+        program_id: p,
+        request_id: request_id.into(),
+        input_base64: Some(kv_put("from-job")),
+        input_blob: None,
+        entrypoint: None,
+        max_retries: Some(0),
+        timeout_ms: None,
+        fuel: None,
+        metadata: None,
+        signed: None,
+    }
+}
+
 /// Every receipt of `p` on the node at `url`, oldest first.
 async fn all_receipts(url: &str, p: ProgramId) -> Vec<SignedReceipt> {
     let mut page = ReceiptApiClient::list(&common::ws_client(url).await, p, None, Some(1000))
@@ -382,7 +398,7 @@ async fn a_committee_below_its_threshold_says_so_instead_of_hanging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home() {
     use onvm::rpc_api::api::JobApiClient;
-    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    use onvm::rpc_api::jobs::JobStatus;
     let (_tmp, mut children, urls, info) = spawn_joined(4).await;
     let first = common::ws_client(&urls[0]).await;
     // No committee size: the default is 4 with threshold 3.
@@ -412,18 +428,7 @@ async fn with_the_default_committee_a_call_and_a_job_survive_kill_9_of_the_home(
     assert_ne!(receipt.receipt.executor.to_string(), info.endpoint_id);
 
     let c3 = common::ws_client(&survivors[2]).await;
-    let job = SubmitJob {
-        program_id: p,
-        request_id: "job-after-kill".into(),
-        input_base64: Some(kv_put("from-job")),
-        input_blob: None,
-        entrypoint: None,
-        max_retries: Some(0),
-        timeout_ms: None,
-        fuel: None,
-        metadata: None,
-        signed: None,
-    };
+    let job = kv_job(p, "job-after-kill");
     let submitted = JobApiClient::submit(&c3, job.clone())
         .await
         .expect("a job whose home is dead is accepted by a member");
@@ -607,23 +612,12 @@ async fn a_home_stopping_before_a_decision_never_reports_an_undecided_call_as_do
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_call_is_undecided_runs_again_as_the_same_attempt() {
     use onvm::rpc_api::api::JobApiClient;
-    use onvm::rpc_api::jobs::{JobStatus, SubmitJob};
+    use onvm::rpc_api::jobs::JobStatus;
     let (mut nodes, p) = network(4, 4, &["committee.attest_timeout_ms=1500"]).await;
     nodes[2].halt().await;
     nodes[3].halt().await;
     let a = nodes[0].client().await;
-    let job = SubmitJob {
-        program_id: p,
-        request_id: "undecided-job".into(),
-        input_base64: Some(kv_put("from-job")),
-        input_blob: None,
-        entrypoint: None,
-        max_retries: Some(0),
-        timeout_ms: None,
-        fuel: None,
-        metadata: None,
-        signed: None,
-    };
+    let job = kv_job(p, "undecided-job");
     let id = JobApiClient::submit(&a, job).await.unwrap().job.job_id;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

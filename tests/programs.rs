@@ -584,39 +584,27 @@ async fn the_same_calls_on_two_fresh_nodes_give_identical_receipts() {
             "{file}"
         );
     }
-    // A timestamp going backwards is refused.
-    let err = call_error(
+    let stats_at = |timestamp_ms: u64| {
         ProgramApiClient::execute(
             &ca,
             pa,
             example("kvstore", "stats.json").into(),
             Some(ExecuteOptions {
-                timestamp_ms: Some(t0),
+                timestamp_ms: Some(timestamp_ms),
                 ..Default::default()
             }),
         )
-        .await,
-    );
+    };
+    // A timestamp going backwards is refused.
+    let err = call_error(stats_at(t0).await);
     assert_eq!(err.code(), codes::INVALID_PARAMS);
     // A timestamp far ahead of the node clock is refused: it would become the program's clock
     // and make later short-lived signed calls fail as expired.
-    let ahead = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64
-        + 29_000;
-    let err = call_error(
-        ProgramApiClient::execute(
-            &ca,
-            pa,
-            example("kvstore", "stats.json").into(),
-            Some(ExecuteOptions {
-                timestamp_ms: Some(ahead),
-                ..Default::default()
-            }),
-        )
-        .await,
-    );
+        .as_millis() as u64;
+    let err = call_error(stats_at(now + 29_000).await);
     assert_eq!(err.code(), codes::INVALID_PARAMS);
     assert!(
         err.message().contains("vm.max_future_skew_ms"),

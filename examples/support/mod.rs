@@ -18,6 +18,21 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
         .map_err(|_| anyhow!("timed out after {WAIT:?}: {what}"))
 }
 
+/// User + system CPU seconds of this process so far (from /proc, in 1/100 s ticks).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A client builder carrying `node`'s cookie, as the operator's CLI connects.
 pub fn operator(node: &Node) -> WsClientBuilder {
     let mut headers = jsonrpsee::ws_client::HeaderMap::new();

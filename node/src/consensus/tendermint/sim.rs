@@ -87,17 +87,18 @@ pub(super) fn mac_keys(k: u32) -> impl Fn(u32) -> Mac {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-struct Rng(u64);
+/// splitmix64: the simulations' only source of randomness, seeded.
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(super) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
     /// True with probability `per_mille / 1000`.

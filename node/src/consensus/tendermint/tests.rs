@@ -56,22 +56,7 @@ pub(super) type Bls = MemberKeys;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
+use super::sim::Rng;
 
 /// Seeds to run: `TM_SEED` alone when set, else `count` seeds derived from `base`.
 fn seeds(base: u64, count: u64) -> Vec<u64> {
