@@ -16,14 +16,16 @@ fi
 # Panic locations embed source paths; map the machine-specific prefixes to fixed ones so the
 # modules (and so their program ids) are the same bytes wherever they are built.
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-remap="--remap-path-prefix=$PWD=/onvm/wasm_programs --remap-path-prefix=$cargo_home=/cargo"
+# The repository root too: the verifier compiles ../rpc-api. (The last matching prefix wins.)
+repo="$(cd .. && pwd)"
+remap="--remap-path-prefix=$repo=/onvm --remap-path-prefix=$PWD=/onvm/wasm_programs --remap-path-prefix=$cargo_home=/cargo"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:-} $remap"
 
 cargo build --release --target "$target" "$@"
 
 out="target/$target/release"
 modules=()
-for name in echo kvstore analytics job_test; do
+for name in echo kvstore analytics job_test rsvp; do
   if [ -f "$out/$name.wasm" ]; then
     modules+=("$out/$name.wasm")
   fi

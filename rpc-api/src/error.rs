@@ -3,6 +3,7 @@
 //! Codes never change meaning once released. Every error carries a human message and a `data`
 //! object whose `kind` field names the error in words, so clients can match on either.
 
+#[cfg(feature = "rpc")]
 use jsonrpsee::types::ErrorObjectOwned;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,7 @@ pub struct ErrorData {
 }
 
 /// Builds an ONVM error object with a `data` payload.
+#[cfg(feature = "rpc")]
 pub fn rpc_error(
     code: i32,
     kind: &str,
@@ -78,6 +80,7 @@ pub fn rpc_error(
 }
 
 /// Reads the typed `data` back out of an error object (clients and tests).
+#[cfg(feature = "rpc")]
 pub fn error_data(err: &jsonrpsee::types::ErrorObject<'_>) -> Option<ErrorData> {
     err.data()
         .and_then(|raw| serde_json::from_str(raw.get()).ok())

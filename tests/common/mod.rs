@@ -507,6 +507,38 @@ pub fn rpc_url_of(child: &mut Child) -> String {
     }
 }
 
+/// The `key: value` lines a starting node prints (`rpc`, `web`, `ticket`, `data`), read up to
+/// `data:`; the rest of its stdout is drained in the background.
+pub fn banner_of(child: &mut Child) -> std::collections::BTreeMap<String, String> {
+    let stdout = child.stdout.take().expect("the node's stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = std::collections::BTreeMap::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                if let Some((key, value)) = line.split_once(':')
+                    && !key.contains(' ')
+                {
+                    banner.insert(key.to_string(), value.trim().to_string());
+                    if key == "data" {
+                        return banner;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the node did not print its banner ({banner:?}): {e}");
+            }
+        }
+    }
+}
+
 /// SIGKILL: the process gets no chance to clean up.
 pub fn kill9(mut child: Child) {
     let _ = Command::new("kill")
@@ -532,4 +564,24 @@ pub fn init_plaintext(dir: &Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `onvm_verifier.wasm`, the receipt verifier web pages run (wasm_programs/verifier), built by
+/// `build.sh -p onvm-verifier` (the same flags and target dir as the sample programs).
+pub fn verifier_wasm() -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm_programs");
+    let out = Command::new("bash")
+        .arg(root.join("build.sh"))
+        .args(["--quiet", "-p", "onvm-verifier"])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("running wasm_programs/build.sh");
+    assert!(
+        out.status.success(),
+        "building the verifier failed (is the wasm32-unknown-unknown target installed?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = root.join("target/wasm32-unknown-unknown/release/onvm_verifier.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
