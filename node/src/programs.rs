@@ -1187,9 +1187,13 @@ impl Programs {
         snapshot: StateSnapshot,
     ) -> Result<CallResult, ProgramError> {
         let vm = self.vm.clone();
+        let counters = self.counters.clone();
         blocking(move || {
             let view: Arc<dyn StateView> = Arc::new(SnapshotView(snapshot));
-            Ok(vm.call(&compiled, request, view))
+            let started = std::time::Instant::now();
+            let result = vm.call(&compiled, request, view);
+            counters.timings.vm_call.observe(started.elapsed());
+            Ok(result)
         })
         .await
     }

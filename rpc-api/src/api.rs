@@ -122,9 +122,11 @@ pub trait ProgramApi {
 #[cfg_attr(not(feature = "client"), rpc(server, namespace = "state"))]
 #[cfg_attr(feature = "client", rpc(server, client, namespace = "state"))]
 pub trait StateApi {
+    /// The committed value of one key (None when absent), at the program's current height.
     #[method(name = "get")]
     async fn get(&self, program_id: ProgramId, key_base64: Base64Bytes) -> RpcResult<StateValue>;
 
+    /// The program's current sparse-Merkle state root and the height it belongs to.
     #[method(name = "root")]
     async fn root(&self, program_id: ProgramId) -> RpcResult<StateRoot>;
 
@@ -137,6 +139,8 @@ pub trait StateApi {
 #[cfg_attr(not(feature = "client"), rpc(server, namespace = "receipt"))]
 #[cfg_attr(feature = "client", rpc(server, client, namespace = "receipt"))]
 pub trait ReceiptApi {
+    /// One receipt by id, with the executor's signature and, for committee programs, the
+    /// members' aggregated attestation.
     #[method(name = "get")]
     async fn get(&self, receipt_id: ReceiptId) -> RpcResult<SignedReceipt>;
 
@@ -184,6 +188,7 @@ pub trait JobApi {
     #[method(name = "submit")]
     async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult>;
 
+    /// A job's status, attempts, timestamps and, once finished, its outcome.
     #[method(name = "status")]
     async fn status(&self, job_id: JobId) -> RpcResult<JobInfo>;
 
@@ -273,4 +278,21 @@ pub trait TokenApi {
     /// connections already open with it.
     #[method(name = "revoke")]
     async fn revoke(&self, id: String) -> RpcResult<bool>;
+}
+
+/// `rpc.discover`: the node's API described for tools (OpenRPC), from the same table the
+/// server checks scopes and parameters with (`methods::METHODS`) and these traits' docs.
+#[cfg_attr(
+    not(feature = "client"),
+    rpc(server, namespace = "rpc", namespace_separator = ".")
+)]
+#[cfg_attr(
+    feature = "client",
+    rpc(server, client, namespace = "rpc", namespace_separator = ".")
+)]
+pub trait DiscoverApi {
+    /// An OpenRPC 1.2 document of every method this node serves: parameters, result, the
+    /// scope a token needs (`x-onvm-scope`) and whether it opens a subscription.
+    #[method(name = "discover")]
+    async fn discover(&self) -> RpcResult<serde_json::Value>;
 }

@@ -121,6 +121,7 @@ pub const METHODS: &[MethodSpec] = &[
     call("token_create", &["request"], Admin),
     call("token_list", &[], Admin),
     call("token_revoke", &["id"], Admin),
+    call("rpc.discover", &[], Read),
 ];
 
 /// The method called `name`, if the node serves one.
@@ -195,70 +196,214 @@ fn describe(params: &[&str]) -> String {
     }
 }
 
+/// One method as `api.rs` declares it: its documentation and typed parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    pub name: String,
+    pub kind: Kind,
+    /// The `///` lines above it, joined.
+    pub doc: String,
+    /// `(name, Rust type)` in order.
+    pub params: Vec<(String, String)>,
+}
+
+/// Every `#[method]` and `#[subscription]` of `api.rs`, read from its source (compiled in):
+/// the documentation `rpc.discover` serves is the traits' own, and a test holds [`METHODS`]
+/// to exactly what the traits declare.
+pub fn declared_in_api() -> Vec<Declared> {
+    let source = include_str!("api.rs");
+    let mut out = Vec::new();
+    let mut namespace = String::new();
+    let mut separator = "_".to_string();
+    let mut doc: Vec<&str> = Vec::new();
+    let mut pending: Option<(String, Kind, Option<String>, String)> = None;
+    let mut signature = String::new();
+    for line in source.lines().map(str::trim) {
+        let quoted = |key: &str| {
+            line.split(&format!("{key} = \""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        };
+        if let Some(ns) = quoted("namespace") {
+            namespace = ns;
+            separator = quoted("namespace_separator").unwrap_or_else(|| "_".into());
+        }
+        if pending.is_none()
+            && let Some(text) = line.strip_prefix("///")
+        {
+            doc.push(text.trim());
+            continue;
+        }
+        let kind = if line.starts_with("#[method(") {
+            Some(Kind::Call)
+        } else if line.starts_with("#[subscription(") {
+            Some(Kind::Subscribe)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            if let Some(name) = quoted("name") {
+                pending = Some((name, kind, quoted("unsubscribe"), doc.join(" ")));
+            }
+            doc.clear();
+            signature.clear();
+            continue;
+        }
+        if pending.is_none() {
+            if !line.starts_with('#') {
+                doc.clear();
+            }
+            continue;
+        }
+        signature.push_str(line);
+        if line.ends_with(';')
+            && let Some((name, kind, unsubscribe, doc)) = pending.take()
+        {
+            let args = signature
+                .split_once("&self")
+                .map(|(_, rest)| rest)
+                .unwrap_or_default();
+            let args = args.rsplit_once(") ->").map(|(a, _)| a).unwrap_or(args);
+            let params = split_top_level(args)
+                .into_iter()
+                .filter_map(|a| {
+                    let (name, ty) = a.split_once(':')?;
+                    Some((name.trim().to_string(), ty.trim().to_string()))
+                })
+                .filter(|(name, _)| !name.is_empty())
+                .collect();
+            out.push(Declared {
+                name: format!("{namespace}{separator}{name}"),
+                kind,
+                doc,
+                params,
+            });
+            if let Some(u) = unsubscribe {
+                out.push(Declared {
+                    name: format!("{namespace}{separator}{u}"),
+                    kind: Kind::Unsubscribe,
+                    doc: "Ends a subscription opened on this connection.".into(),
+                    params: vec![("subscription".into(), "SubscriptionId".into())],
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Splits `a: A, b: Option<B<C, D>>` at the commas outside angle brackets.
+fn split_top_level(args: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut parts) = (0i32, 0, Vec::new());
+    for (i, c) in args.char_indices() {
+        match c {
+            '<' | '(' => depth += 1,
+            '>' | ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&args[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&args[start..]);
+    parts
+}
+
+/// A JSON Schema for a parameter of Rust type `ty`, as precise as a name allows; the
+/// exact shape of structured types is in docs/RPC.md (named in `x-rust-type`).
+fn schema_of(ty: &str) -> serde_json::Value {
+    let inner = ty
+        .strip_prefix("Option<")
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or(ty);
+    let base = inner.rsplit("::").next().unwrap_or(inner);
+    let json_type = match base {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => Some("integer"),
+        "bool" => Some("boolean"),
+        "String" | "BlobId" | "ProgramId" | "ReceiptId" | "JobId" | "UploadId" | "Hash32"
+        | "Base64Bytes" => Some("string"),
+        _ => None,
+    };
+    let mut schema = serde_json::json!({ "x-rust-type": inner });
+    if let Some(t) = json_type {
+        schema["type"] = t.into();
+    }
+    schema
+}
+
+/// The OpenRPC 1.2 document `rpc.discover` answers: every method of [`METHODS`] with the
+/// documentation and parameter types `api.rs` declares, and its scope and kind.
+pub fn openrpc(version: &str) -> serde_json::Value {
+    use serde_json::json;
+    let declared = declared_in_api();
+    let methods: Vec<serde_json::Value> = METHODS
+        .iter()
+        .map(|spec| {
+            let found = declared.iter().find(|d| d.name == spec.name);
+            let doc = found.map(|d| d.doc.clone()).unwrap_or_default();
+            let summary = doc
+                .split_once(". ")
+                .map(|(first, _)| format!("{first}."))
+                .unwrap_or_else(|| doc.clone());
+            let params: Vec<serde_json::Value> = spec
+                .params
+                .iter()
+                .map(|name| {
+                    let ty = found
+                        .and_then(|d| d.params.iter().find(|(n, _)| n == name))
+                        .map(|(_, t)| t.as_str())
+                        .unwrap_or("");
+                    json!({
+                        "name": name,
+                        "required": !ty.starts_with("Option<"),
+                        "schema": schema_of(ty),
+                    })
+                })
+                .collect();
+            let kind = match spec.kind {
+                Kind::Call => "call",
+                Kind::Subscribe => "subscription",
+                Kind::Unsubscribe => "unsubscribe",
+            };
+            json!({
+                "name": spec.name,
+                "summary": summary,
+                "description": doc,
+                "paramStructure": "either",
+                "params": params,
+                "result": { "name": "result", "schema": {} },
+                "x-onvm-scope": spec.scope.map(|s| s.to_string()),
+                "x-onvm-kind": kind,
+            })
+        })
+        .collect();
+    json!({
+        "openrpc": "1.2.6",
+        "info": {
+            "title": "ONVM node JSON-RPC",
+            "version": version,
+            "description": "JSON-RPC 2.0 over WebSocket (subscriptions) or HTTP POST. Scopes: a token (`?token=` or `Authorization: Bearer`) must carry `x-onvm-scope`; see docs/RPC.md.",
+        },
+        "methods": methods,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `(namespace_method, [params])` of every `#[method]` and `#[subscription]` in `api.rs`,
-    /// read from its source: the table must say exactly what the traits say.
     fn declared() -> Vec<(String, Vec<String>, Kind)> {
-        let source = include_str!("api.rs");
-        let mut out = Vec::new();
-        let mut namespace = String::new();
-        let mut pending: Option<(String, Kind, Option<String>)> = None;
-        let mut signature = String::new();
-        for line in source.lines().map(str::trim) {
-            if let Some(rest) = line.split("namespace = \"").nth(1) {
-                namespace = rest.split('"').next().unwrap_or_default().to_string();
-            }
-            let attribute = |kind: Kind| {
-                let name = line
-                    .split("name = \"")
-                    .nth(1)?
-                    .split('"')
-                    .next()?
-                    .to_string();
-                let unsubscribe = line
-                    .split("unsubscribe = \"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .map(str::to_string);
-                Some((name, kind, unsubscribe))
-            };
-            if line.starts_with("#[method(") {
-                pending = attribute(Kind::Call);
-                signature.clear();
-                continue;
-            }
-            if line.starts_with("#[subscription(") {
-                pending = attribute(Kind::Subscribe);
-                signature.clear();
-                continue;
-            }
-            if pending.is_some() && !line.starts_with("///") {
-                signature.push_str(line);
-                if line.ends_with(';')
-                    && let Some((name, kind, unsubscribe)) = pending.take()
-                {
-                    let args = signature
-                        .split_once("&self")
-                        .map(|(_, rest)| rest)
-                        .unwrap_or_default();
-                    let args = args.split(") ->").next().unwrap_or_default();
-                    let params: Vec<String> = args
-                        .split(',')
-                        .filter_map(|a| a.split(':').next())
-                        .map(|a| a.trim().to_string())
-                        .filter(|a| !a.is_empty())
-                        .collect();
-                    out.push((format!("{namespace}_{name}"), params, kind));
-                    if let Some(u) = unsubscribe {
-                        out.push((format!("{namespace}_{u}"), vec![], Kind::Unsubscribe));
-                    }
-                }
-            }
-        }
-        out
+        declared_in_api()
+            .into_iter()
+            .map(|d| {
+                (
+                    d.name,
+                    d.params.into_iter().map(|(n, _)| n).collect(),
+                    d.kind,
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -295,5 +440,47 @@ mod tests {
         assert!(check_params(info, Some("[]")).is_ok());
         assert!(check_params(info, Some("[1]")).is_err());
         assert!(check_params(method("job_unsubscribe").unwrap(), Some("[1,2]")).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod discover_tests {
+    use super::*;
+
+    #[test]
+    fn the_openrpc_document_lists_every_method_with_its_scope_and_docs() {
+        let doc = openrpc("9.9.9");
+        assert_eq!(doc["openrpc"], "1.2.6");
+        let methods = doc["methods"].as_array().unwrap();
+        assert_eq!(methods.len(), METHODS.len());
+        for (m, spec) in methods.iter().zip(METHODS) {
+            assert_eq!(m["name"], spec.name);
+            assert_eq!(m["params"].as_array().unwrap().len(), spec.params.len());
+            if spec.kind != Kind::Unsubscribe {
+                assert!(
+                    m["description"].as_str().is_some_and(|d| d.len() > 10),
+                    "{} has no documentation in api.rs",
+                    spec.name
+                );
+                assert_eq!(m["x-onvm-scope"], spec.scope.unwrap().to_string());
+            }
+        }
+        let execute = methods
+            .iter()
+            .find(|m| m["name"] == "program_execute")
+            .unwrap();
+        assert_eq!(execute["params"][0]["required"], true);
+        assert_eq!(execute["params"][0]["schema"]["type"], "string");
+        assert_eq!(
+            execute["params"][2]["required"], false,
+            "options is an Option"
+        );
+        let blob_get = methods.iter().find(|m| m["name"] == "blob_get").unwrap();
+        assert_eq!(blob_get["params"][1]["schema"]["type"], "integer");
+        let subscribe = methods
+            .iter()
+            .find(|m| m["name"] == "receipt_subscribe")
+            .unwrap();
+        assert_eq!(subscribe["x-onvm-kind"], "subscription");
     }
 }

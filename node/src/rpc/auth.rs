@@ -195,7 +195,7 @@ fn info_of(t: &TokenRecord) -> TokenInfo {
 }
 
 /// `scheme://host[:port]`, as browsers send it in `Origin`.
-fn check_origin_syntax(origin: &str) -> Result<(), String> {
+pub(crate) fn check_origin_syntax(origin: &str) -> Result<(), String> {
     let ok = origin.len() <= MAX_LABEL
         && (origin.starts_with("http://") || origin.starts_with("https://"))
         && !origin.ends_with('/')
@@ -635,6 +635,8 @@ pub struct ScopeLayer {
     pub rates: Rates,
     /// `rpc.max_calls_per_connection`: the connection's share of the VM.
     pub vm_share: usize,
+    /// Where each answered call's latency is recorded (`GET /metrics`).
+    pub counters: Arc<crate::metrics::Counters>,
 }
 
 /// The method that runs the VM on the caller's behalf (jobs run in the background, bounded by
@@ -651,6 +653,7 @@ impl<S> tower::Layer<S> for ScopeLayer {
             rates: self.rates.clone(),
             connection: Arc::new(Mutex::new(Bucket::full(self.rates.connection, now_ms()))),
             vm_share: Arc::new(tokio::sync::Semaphore::new(self.vm_share)),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -663,6 +666,7 @@ pub struct ScopeCheck<S> {
     connection: Arc<Mutex<Bucket>>,
     /// Turns in the VM this connection may hold at once.
     vm_share: Arc<tokio::sync::Semaphore>,
+    counters: Arc<crate::metrics::Counters>,
 }
 
 impl<S> ScopeCheck<S> {
@@ -721,7 +725,9 @@ where
             .or_else(|| unknown_params(request.method_name(), request.params().as_str()));
         let inner = self.inner.clone();
         let share = (request.method_name() == VM_METHOD).then(|| self.vm_share.clone());
+        let counters = self.counters.clone();
         async move {
+            let started = std::time::Instant::now();
             if let Some(error) = refusal {
                 return MethodResponse::error(request.id, error);
             }
@@ -732,7 +738,11 @@ where
                 None => None,
             };
             let id = request.id.clone().into_owned();
+            let method = request.method_name().to_string();
             let response = inner.call(request).await;
+            counters
+                .timings
+                .rpc_call(&method, started.elapsed(), response.is_error());
             // jsonrpsee answers a subscription over the per-connection cap with its own code
             // -32006, which is ONVM's FORBIDDEN: answer with the limit error instead. ONVM's
             // own -32006 errors always carry an object `data` with a `kind`; jsonrpsee's `data`

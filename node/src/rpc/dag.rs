@@ -82,7 +82,16 @@ impl Handlers {
         };
         let feed = DagFeed::new(self.ctx.dag.clone());
         let sink = pending.accept().await?;
-        follow(sink, feed, from, self.lag(), pick, close).await;
+        follow(
+            sink,
+            feed,
+            from,
+            self.lag(),
+            pick,
+            close,
+            self.ctx.counters.clone(),
+        )
+        .await;
         Ok(())
     }
 }

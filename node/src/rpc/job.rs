@@ -103,6 +103,7 @@ impl JobApiServer for Handlers {
             self.lag(),
             pick,
             job_close(),
+            self.ctx.counters.clone(),
         )
         .await;
         Ok(())
@@ -136,7 +137,16 @@ impl JobApiServer for Handlers {
                 Step::Skip
             }
         };
-        follow(sink, feed, from, self.lag(), pick, job_close()).await;
+        follow(
+            sink,
+            feed,
+            from,
+            self.lag(),
+            pick,
+            job_close(),
+            self.ctx.counters.clone(),
+        )
+        .await;
         Ok(())
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use jsonrpsee::RpcModule;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use onvm_rpc_api::api::{
-    BlobApiServer, DagApiServer, JobApiServer, NodeApiServer, PeerApiServer, ProgramApiServer,
-    ReceiptApiServer, StateApiServer, TokenApiServer,
+    BlobApiServer, DagApiServer, DiscoverApiServer, JobApiServer, NodeApiServer, PeerApiServer,
+    ProgramApiServer, ReceiptApiServer, StateApiServer, TokenApiServer,
 };
 
 use crate::config::RpcConfig;
@@ -35,6 +35,7 @@ mod routing;
 mod state;
 mod streams;
 mod token;
+mod web;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -151,12 +152,13 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
         per_ip: Arc::default(),
     });
     let handlers = Handlers {
-        ctx,
+        ctx: ctx.clone(),
         tokens: tokens.clone(),
     };
     let h = handlers;
     let mut module = RpcModule::new(());
-    let namespaces: [jsonrpsee::Methods; 9] = [
+    let namespaces: [jsonrpsee::Methods; 10] = [
+        DiscoverApiServer::into_rpc(h.clone()).into(),
         NodeApiServer::into_rpc(h.clone()).into(),
         BlobApiServer::into_rpc(h.clone()).into(),
         ProgramApiServer::into_rpc(h.clone()).into(),
@@ -187,6 +189,7 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
         .set_rpc_middleware(
             jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new().layer(auth::ScopeLayer {
                 tokens,
+                counters: ctx.counters.clone(),
                 vm_share: config.max_calls_per_connection as usize,
                 rates: auth::Rates {
                     connection: limits::Rate {
@@ -203,7 +206,7 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
         )
         .to_service_builder();
     let (stop, handle) = jsonrpsee::server::stop_channel();
-    tokio::spawn(accept_loop(listener, services, methods, stop, door));
+    tokio::spawn(accept_loop(listener, services, methods, stop, door, ctx));
     Ok(RpcServer {
         addr: local,
         handle,
@@ -227,6 +230,7 @@ async fn accept_loop(
     methods: jsonrpsee::Methods,
     stop: jsonrpsee::server::StopHandle,
     door: Arc<auth::FrontDoor>,
+    ctx: Arc<NodeContext>,
 ) {
     loop {
         let (socket, remote) = tokio::select! {
@@ -241,11 +245,12 @@ async fn accept_loop(
             },
             _ = stop.clone().shutdown() => break,
         };
-        let (services, methods, stop_conn, door) = (
+        let (services, methods, stop_conn, door, ctx) = (
             services.clone(),
             methods.clone(),
             stop.clone(),
             door.clone(),
+            ctx.clone(),
         );
         let service = tower::service_fn(
             move |mut request: jsonrpsee::server::HttpRequest<hyper::body::Incoming>| {
@@ -253,6 +258,9 @@ async fn accept_loop(
                 let permit = door.per_ip.acquire(remote.ip(), door.policy.max_per_ip);
                 let mut inner = services.clone().build(methods.clone(), stop_conn.clone());
                 let max_per_ip = door.policy.max_per_ip;
+                let page = web::route(&request);
+                let head_only = request.method() == http::Method::HEAD;
+                let ctx = ctx.clone();
                 let reply: std::pin::Pin<
                     Box<
                         dyn std::future::Future<
@@ -278,13 +286,16 @@ async fn accept_loop(
                         }
                         .into_response());
                     };
-                    request.extensions_mut().insert(grant);
-                    request.extensions_mut().insert(permit);
-                    let mut response: jsonrpsee::server::HttpResponse =
+                    let mut response: jsonrpsee::server::HttpResponse = if let Some(page) = page {
+                        web::serve(page, head_only, &grant, &ctx).await
+                    } else {
+                        request.extensions_mut().insert(grant);
+                        request.extensions_mut().insert(permit);
                         match inner.call(request).await {
                             Ok(response) => response,
                             Err(e) => return Err(e),
-                        };
+                        }
+                    };
                     if let Some(origin) = cors {
                         auth::decorate(&mut response, &origin);
                     }

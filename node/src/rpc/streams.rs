@@ -12,6 +12,7 @@ use onvm_rpc_api::jobs::JobEvent;
 
 use crate::dag_log::DagLog;
 use crate::jobs::Jobs;
+use crate::metrics::{Counters, add};
 
 /// How long a lagging subscriber's typed close may wait for room in its connection buffer.
 /// Only that subscription's task waits; nothing else in the node does.
@@ -56,7 +57,17 @@ pub(super) async fn follow<F: Feed, T: serde::Serialize>(
     lag: Duration,
     mut pick: impl FnMut(u64, F::Entry) -> Step<T> + Send,
     close: Close<T>,
+    counters: std::sync::Arc<Counters>,
 ) {
+    add(&counters.subscriptions_opened, 1);
+    /// Counts the subscription closed however `follow` returns.
+    struct Open(std::sync::Arc<Counters>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            add(&self.0.subscriptions_closed, 1);
+        }
+    }
+    let open = Open(counters);
     let mut next = from;
     loop {
         loop {
@@ -77,7 +88,7 @@ pub(super) async fn follow<F: Feed, T: serde::Serialize>(
                     Step::Send(item) => (item, false),
                     Step::SendThenFinish(item) => (item, true),
                 };
-                if !deliver(&mut sink, &item, lag, || (close.lagged)(seq)).await {
+                if !deliver(&mut sink, &item, lag, &open.0, || (close.lagged)(seq)).await {
                     return;
                 }
                 if finish {
@@ -101,15 +112,23 @@ async fn deliver<T: serde::Serialize>(
     sink: &mut SubscriptionSink,
     item: &T,
     lag: Duration,
+    counters: &Counters,
     lagged: impl FnOnce() -> T,
 ) -> bool {
     let Ok(msg) = jsonrpsee::core::to_json_raw_value(item) else {
         return false;
     };
-    if sink.send_timeout(msg, lag).await.is_ok() {
+    let started = std::time::Instant::now();
+    let sent = sink.send_timeout(msg, lag).await.is_ok();
+    counters
+        .timings
+        .subscription_send
+        .observe(started.elapsed());
+    if sent {
         return true;
     }
     if !sink.is_closed() {
+        add(&counters.subscriptions_lagged, 1);
         notify(sink, &lagged()).await;
     }
     false
