@@ -539,3 +539,121 @@ async fn unknown_and_extra_params_are_refused_by_name() {
     assert!(ok["result"].is_object(), "{ok}");
     node.stop().await;
 }
+
+/// `onvm dev` is locked like a Jupyter server: its own CLI (cookie file) and the browser URL it
+/// prints get in; a web page elsewhere, or a local process with no credentials, cannot deploy,
+/// store or mint tokens; named origins are admitted (still needing a token); it refuses to
+/// serve anything but loopback.
+#[tokio::test]
+async fn a_dev_node_admits_its_cli_and_its_printed_url_and_no_one_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = tmp.path().join("run");
+    let onvm = |args: &[&str]| {
+        let mut command = std::process::Command::new(common::onvm_bin());
+        command
+            .args(args)
+            .env("ONVM_RUNTIME_DIR", &runtime)
+            .env("HOME", tmp.path())
+            .env_remove("ONVM_TOKEN")
+            .stdin(std::process::Stdio::null());
+        command
+    };
+    let dev_dir = tmp.path().join("dev");
+    let mut dev = onvm(&[
+        "dev",
+        "--rpc",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dev_dir.to_str().unwrap(),
+        "--allow-origin",
+        "http://127.0.0.1:5173",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let banner = common::banner_of(&mut dev);
+    let rpc = banner["rpc"].clone();
+    let web = banner["web"].clone();
+    let addr: std::net::SocketAddr = rpc.trim_start_matches("ws://").parse().unwrap();
+    let token = web
+        .split_once("?token=")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_else(|| panic!("the dev URL carries a token: {web}"));
+    let deploy = r#"{"jsonrpc":"2.0","id":1,"method":"program_deploy","params":[{}]}"#;
+    let mint =
+        r#"{"jsonrpc":"2.0","id":1,"method":"token_create","params":[{"scopes":["admin"]}]}"#;
+
+    // A web page on another site: refused at the door, WebSocket or POST.
+    let evil = ws_handshake(addr, "/", &[("Origin", "http://evil.example")], None).await;
+    assert_eq!(evil.status, 403, "{}", evil.head);
+    let (status, _, _) = http(addr, "POST", &[("Origin", "http://evil.example")], mint).await;
+    assert_eq!(status, 403);
+    // A local process with no credentials: reads only.
+    for call in [deploy, mint] {
+        let (status, _, body) = http(addr, "POST", &[], call).await;
+        assert_eq!(status, 200);
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error_code(&answer), Some(codes::FORBIDDEN as i64), "{body}");
+    }
+    // The printed URL: the dashboard, and every method with its token.
+    let (status, _, _) = common::raw::http_get(addr, "GET", &format!("/?token={token}"), &[]).await;
+    assert_eq!(status, 200);
+    let bearer = format!("Bearer {token}");
+    let (_, _, body) = http(addr, "POST", &[("Authorization", &bearer)], mint).await;
+    let minted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(minted["result"]["token"].is_string(), "{body}");
+    // A named origin is admitted, and still needs a token to write.
+    let named = [("Origin", "http://127.0.0.1:5173")];
+    let (status, head, body) = http(addr, "POST", &named, deploy).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: http://127.0.0.1:5173"),
+        "{head}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error_code(&answer), Some(codes::FORBIDDEN as i64), "{body}");
+    // The CLI on the same machine needs no setup: it finds the cookie.
+    let listed = onvm(&["--rpc", &rpc, "--json", "token", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &dev.id().to_string()])
+        .status();
+    assert!(dev.wait().unwrap().success());
+
+    // Loopback only, whatever the flag says.
+    let open = onvm(&[
+        "dev",
+        "--rpc",
+        "0.0.0.0:0",
+        "--data-dir",
+        dev_dir.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!open.status.success());
+    let said = String::from_utf8_lossy(&open.stderr);
+    assert!(said.contains("loopback only"), "{said}");
+    // A malformed origin is a clear error, not a silently open door.
+    let bad = onvm(&[
+        "dev",
+        "--data-dir",
+        dev_dir.to_str().unwrap(),
+        "--allow-origin",
+        "evil.example",
+    ])
+    .output()
+    .unwrap();
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("rpc.allowed_origins"), "{said}");
+}

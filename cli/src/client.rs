@@ -49,6 +49,22 @@ pub(crate) fn rpc_err(e: jsonrpsee::core::ClientError) -> anyhow::Error {
     }
 }
 
+/// [`rpc_err`], with what to do when the node answers "not found" (-32001) for the id given.
+pub(crate) fn rpc_err_hint(
+    hint: &'static str,
+) -> impl FnOnce(jsonrpsee::core::ClientError) -> anyhow::Error {
+    move |e| match e {
+        jsonrpsee::core::ClientError::Call(obj) if obj.code() == onvm_rpc_api::error::NOT_FOUND => {
+            ClientError::Rpc {
+                code: obj.code(),
+                message: format!("{}: {hint}", obj.message()),
+            }
+            .into()
+        }
+        other => rpc_err(other),
+    }
+}
+
 pub struct Session {
     pub(crate) client: WsClient,
     pub(crate) json: bool,
@@ -128,7 +144,7 @@ fn count(n: usize, noun: &str) -> String {
 }
 
 /// How long ago a unix-ms time was, for people: "3 s ago", "never" for 0.
-fn ago(at_ms: u64) -> String {
+pub(crate) fn ago(at_ms: u64) -> String {
     if at_ms == 0 {
         return "never".into();
     }
@@ -334,6 +350,16 @@ impl Session {
         Ok(())
     }
 
+    /// One DAG node as JSON (with or without --json: it has no shorter form).
+    pub async fn dag_get(&self, id: onvm_rpc_api::Hash32) -> Result<()> {
+        let node = DagApiClient::get(&self.client, id)
+            .await
+            .map_err(rpc_err_hint(
+                "ids are printed by `onvm dag-heads` and `onvm watch-dag`; a node made on another node appears here once the DAG has synced",
+            ))?;
+        print_json(&node)
+    }
+
     pub async fn connect_peer(&self, ticket: &str) -> Result<()> {
         let p = PeerApiClient::connect(&self.client, ticket.to_string())
             .await
@@ -414,6 +440,23 @@ impl Session {
         }
         println!("{}", stat.id);
         eprintln!("stored {} ({})", human_bytes(stat.size), file.display());
+        Ok(())
+    }
+
+    /// Drops an unfinished chunked upload and its data on the node.
+    pub async fn abort_upload(&self, id: UploadId) -> Result<()> {
+        let aborted = BlobApiClient::upload_abort(&self.client, id.clone())
+            .await
+            .map_err(rpc_err)?;
+        if !aborted {
+            bail!(
+                "the node has no upload {id}: it was finished, aborted already, or expired after blobs.upload_ttl_secs of silence (nothing to abort)"
+            );
+        }
+        if self.json {
+            return print_json(&serde_json::json!({ "upload_id": id, "aborted": true }));
+        }
+        println!("aborted upload {id}");
         Ok(())
     }
 

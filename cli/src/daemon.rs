@@ -21,6 +21,8 @@ pub struct Overrides {
     pub set: Vec<String>,
     pub bootnodes: Vec<String>,
     pub no_auth: bool,
+    /// `dev --allow-origin`: web origins admitted besides the node's own pages.
+    pub allow_origins: Vec<String>,
 }
 
 impl Overrides {
@@ -130,12 +132,13 @@ fn load_identity(data_dir: &Path) -> Result<Identity> {
 
 pub async fn run_node(data_dir: &Path, overrides: &Overrides) -> Result<()> {
     let config = overrides.config(&data_dir.join(CONFIG_FILE))?;
-    let node = start(data_dir, config).await?;
+    let node = start(data_dir, config, false).await?;
     serve_until_signal(vec![node]).await
 }
 
-/// Starts the node of `data_dir` and prints where it serves.
-async fn start(data_dir: &Path, config: Config) -> Result<Node> {
+/// Starts the node of `data_dir` and prints where it serves; `with_token`: the dashboard URL
+/// carries the cookie secret (dev nodes only: run-node's output often goes to logs).
+async fn start(data_dir: &Path, config: Config, with_token: bool) -> Result<Node> {
     let identity = load_identity(data_dir)?;
     let node = Node::start(data_dir, config, identity)
         .await
@@ -143,9 +146,10 @@ async fn start(data_dir: &Path, config: Config) -> Result<Node> {
     let info = node.info();
     // A closed stdout (`onvm dev | head -2`) must not take the node down: ignore write errors.
     let banner = format!(
-        "onvm node {}\nrpc:    {}\nticket: {}\ndata:   {}\n",
+        "onvm node {}\nrpc:    {}\nweb:    {}\nticket: {}\ndata:   {}\n",
         info.endpoint_id,
         node.rpc_url(),
+        node.dashboard_url(with_token),
         info.ticket,
         data_dir.display()
     );
@@ -178,9 +182,16 @@ pub async fn dev(data_dir: Option<PathBuf>, nodes: u32, overrides: &Overrides) -
     if nodes == 0 || nodes > MAX_DEV_NODES {
         bail!("--nodes must be 1..={MAX_DEV_NODES}");
     }
-    let open = dev_overrides(overrides);
+    let dev = dev_overrides(overrides);
+    if let Some(rpc) = overrides.rpc
+        && !rpc.ip().is_loopback()
+    {
+        bail!(
+            "onvm dev serves loopback only (asked for {rpc}): use 127.0.0.1, or `onvm run-node` with tokens for anything other machines reach"
+        );
+    }
     eprintln!(
-        "WARNING: dev node: its RPC is open to every program and every web page on this machine (no tokens, any origin). Use `onvm run-node` for anything shared."
+        "dev node: loopback only. The onvm CLI on this machine gets in through the cookie file; a browser needs the token in the dashboard URL below; web pages from other origins are refused unless named with --allow-origin."
     );
     let mut running: Vec<Node> = Vec::new();
     for i in 1..=nodes {
@@ -192,7 +203,14 @@ pub async fn dev(data_dir: Option<PathBuf>, nodes: u32, overrides: &Overrides) -
             PathBuf::from(name)
         };
         create_dev_dir(&dir)?;
-        let mut config = open.config(&dir.join(CONFIG_FILE))?;
+        let mut config = dev.config(&dir.join(CONFIG_FILE))?;
+        if !config.rpc.listen.ip().is_loopback() {
+            bail!(
+                "onvm dev serves loopback only, and {} sets rpc.listen = {}: use `onvm run-node` for that data dir",
+                dir.display(),
+                config.rpc.listen
+            );
+        }
         if let Some(first) = running.first() {
             let port = config.rpc.listen.port();
             if port != 0 {
@@ -200,7 +218,7 @@ pub async fn dev(data_dir: Option<PathBuf>, nodes: u32, overrides: &Overrides) -
             }
             config.net.bootnodes.push(first.info().ticket);
         }
-        match start(&dir, config).await {
+        match start(&dir, config, true).await {
             Ok(node) => running.push(node),
             Err(e) => {
                 for node in running.into_iter().rev() {
@@ -219,18 +237,17 @@ pub async fn dev(data_dir: Option<PathBuf>, nodes: u32, overrides: &Overrides) -
 /// Most nodes `onvm dev --nodes` starts (each takes its own ports, files and memory).
 const MAX_DEV_NODES: u32 = 16;
 
-/// A dev node is for one developer's machine: every method open, any web origin (a page opened
-/// from disk sends `Origin: null`). `--set rpc.auth=true` still closes it.
+/// A dev node is for one developer's machine, locked like a Jupyter server: tokens on, so a web
+/// page the developer happens to visit cannot use it; the CLI gets in through the cookie file
+/// and the developer's browser through the token in the printed dashboard URL. Other web
+/// origins only when named (`--allow-origin`; a page opened from disk is `null`).
 fn dev_overrides(overrides: &Overrides) -> Overrides {
-    let mut open = overrides.clone();
-    open.set = [
-        "rpc.auth=false".to_string(),
-        "rpc.allowed_origins=[\"*\"]".to_string(),
-    ]
-    .into_iter()
-    .chain(overrides.set.iter().cloned())
-    .collect();
-    open
+    let mut dev = overrides.clone();
+    let origins = format!("rpc.allowed_origins={:?}", overrides.allow_origins);
+    dev.set = std::iter::once(origins)
+        .chain(overrides.set.iter().cloned())
+        .collect();
+    dev
 }
 
 fn create_dev_dir(data_dir: &Path) -> Result<()> {

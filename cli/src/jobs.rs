@@ -241,35 +241,58 @@ impl Session {
         Ok(())
     }
 
-    /// Follows the job event feed until interrupted; resumes by itself when closed for lag.
-    pub async fn watch_jobs(&self, filter: JobFilter, from_seq: Option<u64>) -> Result<()> {
-        let mut from = from_seq;
-        loop {
-            let mut sub: Subscription<JobStreamItem> =
-                JobApiClient::subscribe_feed(&self.client, Some(filter.clone()), from)
-                    .await
-                    .map_err(rpc_err)?;
-            loop {
-                match sub.next().await {
-                    Some(Ok(JobStreamItem::Event(e))) => {
-                        if self.json {
-                            println!("{}", serde_json::to_string(&e)?);
-                        } else {
-                            println!("{}", show_event(&e));
-                        }
-                    }
-                    Some(Ok(JobStreamItem::Closed {
-                        reason,
-                        resume_from_seq,
-                    })) => {
-                        eprintln!("feed closed ({reason}); resuming from #{resume_from_seq}");
-                        from = Some(resume_from_seq);
-                        break;
-                    }
-                    Some(Err(e)) => bail!("the event stream broke: {e}"),
-                    None => bail!("the node closed the feed"),
-                }
+    /// What the program logged, attempt by attempt.
+    pub async fn job_logs(&self, id: JobId) -> Result<()> {
+        let logs = JobApiClient::logs(&self.client, id)
+            .await
+            .map_err(crate::client::rpc_err_hint(
+                "check the id with `onvm list-jobs`; logs are kept by the node that ran the job (its program's home)",
+            ))?;
+        if self.json {
+            return print_json(&logs);
+        }
+        if logs.attempts.is_empty() {
+            eprintln!(
+                "job {id} has not run yet: no attempts, no logs (follow it with `onvm watch-jobs`)"
+            );
+        }
+        for a in &logs.attempts {
+            println!("--- attempt {} ---", a.attempt);
+            for line in &a.lines {
+                println!("{line}");
+            }
+            if a.lines.is_empty() {
+                println!("(nothing logged)");
+            }
+            if a.truncated {
+                println!("(log truncated: the node keeps vm.max_log_bytes per call)");
             }
         }
+        Ok(())
+    }
+
+    /// Follows the job event feed until interrupted or `limit` events were shown; resumes by
+    /// itself when closed for lag.
+    pub async fn watch_jobs(
+        &self,
+        filter: JobFilter,
+        from_seq: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<()> {
+        let json = self.json;
+        crate::streams::follow_to_stdout(
+            from_seq,
+            limit,
+            |from| JobApiClient::subscribe_feed(&self.client, Some(filter.clone()), from),
+            async |_, e: JobEvent| {
+                if json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    println!("{}", show_event(&e));
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 }

@@ -7,6 +7,7 @@ mod jobs;
 mod keys;
 mod logging;
 mod programs;
+mod streams;
 mod target;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use onvm_rpc_api::jobs::{JobFilter, JobStatus};
-use onvm_rpc_api::{BlobId, JobId, ProgramId, ReceiptId, UploadId};
+use onvm_rpc_api::{BlobId, Hash32, JobId, ProgramId, ReceiptId, UploadId};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,9 +95,11 @@ enum Command {
         #[command(flatten)]
         flags: NodeFlags,
     },
-    /// Zero-config development node: creates a data dir if needed and runs on loopback.
+    /// Zero-config development node: creates a data dir if needed and runs on loopback, locked
+    /// like a Jupyter server: the CLI on this machine gets in through the cookie file, a browser
+    /// through the token in the printed `web:` URL, other web pages not at all.
     #[command(
-        after_help = "Example:\n  onvm dev --rpc :8081 --data-dir /tmp/onvm-dev2\n  onvm dev --nodes 3              # RPC on :8080, :8081, :8082"
+        after_help = "Example:\n  onvm dev --rpc :8081 --data-dir /tmp/onvm-dev2\n  onvm dev --nodes 3              # RPC on :8080, :8081, :8082\n  onvm dev --allow-origin http://localhost:5173 --allow-origin null   # your dApp's dev server, pages opened from disk"
     )]
     Dev {
         /// Defaults to $ONVM_DEV_DIR, else $XDG_DATA_HOME/onvm/dev, else ~/.local/share/onvm/dev.
@@ -106,6 +109,10 @@ enum Command {
         /// first node's port + i - 1); Ctrl-C stops them all.
         #[arg(long, default_value_t = 1)]
         nodes: u32,
+        /// Admit web pages from this origin (scheme://host[:port], or `null` for pages opened
+        /// from disk; repeatable). Sets rpc.allowed_origins. They still need a token.
+        #[arg(long = "allow-origin", value_name = "ORIGIN")]
+        allow_origins: Vec<String>,
         #[command(flatten)]
         flags: NodeFlags,
     },
@@ -120,6 +127,26 @@ enum Command {
     Connect { ticket: String },
     /// Show the DAG heads and how many nodes this node holds.
     DagHeads,
+    /// Print one DAG node (an operation: deploy, call, blob, job, announce) as JSON.
+    #[command(after_help = "Example:\n  onvm dag-get --id $(onvm dag-heads | head -1)")]
+    DagGet {
+        /// DAG node id: 64 hex digits (as printed by dag-heads or watch-dag).
+        #[arg(long)]
+        id: Hash32,
+    },
+    /// Follow the DAG nodes this node stores, one line each (seq, id, author, operation);
+    /// resumes by itself if the node closes the feed for lag.
+    #[command(
+        after_help = "Example:\n  onvm watch-dag --from-seq 1 --limit 10\n  onvm --json watch-dag | jq -c .node.body.payload     # one JSON object per line"
+    )]
+    WatchDag {
+        /// Start from this arrival sequence number (1: the whole history; default: new nodes only).
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Exit after this many nodes (default: follow until Ctrl-C).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Check liveness and readiness (exit code 1 when not ready).
     Health,
     /// Show the node's counters.
@@ -136,6 +163,13 @@ enum Command {
         /// Continue an interrupted upload.
         #[arg(long)]
         resume: Option<UploadId>,
+    },
+    /// Drop an unfinished chunked upload and the data sent so far.
+    #[command(after_help = "Example:\n  onvm abort-upload --upload-id upload5c…")]
+    AbortUpload {
+        /// Upload id: upload + 32 hex digits (as printed by upload-blob).
+        #[arg(long)]
+        upload_id: UploadId,
     },
     /// Download a blob to a file (`-` for stdout), verifying its hash.
     #[command(after_help = "Example:\n  onvm get-blob --id blob3f… --out /tmp/copy.mp4")]
@@ -269,6 +303,31 @@ enum Command {
         #[arg(long)]
         program_id: ProgramId,
     },
+    /// Disagreements this node recorded while attesting a program's calls: proposals it refused
+    /// because its own re-execution gave another receipt.
+    #[command(after_help = "Example:\n  onvm receipt-evidence --program-id prog49…")]
+    ReceiptEvidence {
+        /// Program id: prog + 64 hex digits (as printed by deploy).
+        #[arg(long)]
+        program_id: ProgramId,
+    },
+    /// Follow the receipts this node applies, one line each (seq, id, height, outcome, caller,
+    /// signers); resumes by itself if the node closes the feed for lag.
+    #[command(
+        after_help = "Example:\n  onvm watch-receipts --program-id prog49… --from-seq 1\n  onvm --json watch-receipts --limit 2     # one JSON object per line, exits after 2"
+    )]
+    WatchReceipts {
+        /// Only this program's receipts (prog + 64 hex digits; default: every program).
+        #[arg(long)]
+        program_id: Option<ProgramId>,
+        /// Start from this DAG arrival sequence number (1: the whole history; default: new
+        /// receipts only).
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Exit after this many receipts (default: follow until Ctrl-C).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Print a program's committee as JSON (save it for `verify-receipt --committee`).
     #[command(
         after_help = "Example:\n  onvm program-committee --program-id prog49… --out /tmp/committee.json"
@@ -392,6 +451,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print what a job's program logged, attempt by attempt.
+    #[command(after_help = "Example:\n  onvm job-logs --job-id job1d…")]
+    JobLogs {
+        /// Job id: job + 64 hex digits (as printed by submit-job).
+        #[arg(long)]
+        job_id: JobId,
+    },
     /// Cancel a pending or running job.
     #[command(after_help = "Example:\n  onvm cancel-job --job-id job1d…")]
     CancelJob {
@@ -427,6 +493,9 @@ enum Command {
         /// Start from this event sequence number (default: new events only).
         #[arg(long)]
         from_seq: Option<u64>,
+        /// Exit after this many events (default: follow until Ctrl-C).
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Run an iroh relay for a private network: nodes that cannot reach each other directly
     /// (NATs, firewalls, blocked UDP) meet through it. Prints the URL to give nodes.
@@ -608,6 +677,7 @@ fn overrides(rpc: Option<&str>, flags: &NodeFlags) -> Result<daemon::Overrides> 
         set: flags.set.clone(),
         bootnodes: flags.bootnodes.clone(),
         no_auth: flags.no_auth,
+        allow_origins: Vec::new(),
     })
 }
 
@@ -631,13 +701,22 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dev {
             data_dir,
             nodes,
+            allow_origins,
             flags,
-        } => daemon::dev(data_dir.clone(), *nodes, &overrides(rpc, flags)?).await,
+        } => {
+            let mut overrides = overrides(rpc, flags)?;
+            overrides.allow_origins = allow_origins.clone();
+            daemon::dev(data_dir.clone(), *nodes, &overrides).await
+        }
         Command::NodeInfo => session().await?.node_info().await,
         Command::Ticket => session().await?.ticket().await,
         Command::Peers => session().await?.peers().await,
         Command::Connect { ticket } => session().await?.connect_peer(ticket).await,
         Command::DagHeads => session().await?.dag_heads().await,
+        Command::DagGet { id } => session().await?.dag_get(*id).await,
+        Command::WatchDag { from_seq, limit } => {
+            session().await?.watch_dag(*from_seq, *limit).await
+        }
         Command::Health => session().await?.health().await,
         Command::Metrics => session().await?.metrics().await,
         Command::UploadBlob { file, mime, resume } => {
@@ -645,6 +724,9 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?
                 .upload_blob(file, mime.clone(), resume.clone())
                 .await
+        }
+        Command::AbortUpload { upload_id } => {
+            session().await?.abort_upload(upload_id.clone()).await
         }
         Command::GetBlob { id, out } => session().await?.get_blob(*id, out).await,
         Command::BlobStat { id } => session().await?.blob_stat(*id).await,
@@ -726,6 +808,19 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
         }
         Command::Audit { program_id } => session().await?.audit(*program_id).await,
+        Command::ReceiptEvidence { program_id } => {
+            session().await?.receipt_evidence(*program_id).await
+        }
+        Command::WatchReceipts {
+            program_id,
+            from_seq,
+            limit,
+        } => {
+            session()
+                .await?
+                .watch_receipts(*program_id, *from_seq, *limit)
+                .await
+        }
         Command::ProgramCommittee { program_id, out } => {
             session()
                 .await?
@@ -799,6 +894,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::JobOutput { job_id, out } => {
             session().await?.job_output(*job_id, out.as_deref()).await
         }
+        Command::JobLogs { job_id } => session().await?.job_logs(*job_id).await,
         Command::CancelJob { job_id } => session().await?.cancel_job(*job_id).await,
         Command::ListJobs {
             status,
@@ -819,12 +915,13 @@ async fn run(cli: Cli) -> Result<()> {
             status,
             program_id,
             from_seq,
+            limit,
         } => {
             let filter = JobFilter {
                 status: *status,
                 program_id: *program_id,
             };
-            session().await?.watch_jobs(filter, *from_seq).await
+            session().await?.watch_jobs(filter, *from_seq, *limit).await
         }
         Command::Relay {
             listen,

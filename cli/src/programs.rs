@@ -58,6 +58,22 @@ fn print_result_summary(r: &ExecuteResult) {
     }
 }
 
+/// The receipt fields (by their JSON names) in which two receipts differ.
+fn differing_fields(
+    a: &onvm_rpc_api::program::ExecutionReceipt,
+    b: &onvm_rpc_api::program::ExecutionReceipt,
+) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(a), serde_json::to_value(b))
+    else {
+        return Vec::new();
+    };
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 impl Session {
     /// Deploys the wasm in `file` with the rest of `request`.
     pub async fn deploy(&self, file: &Path, request: DeployRequest) -> Result<()> {
@@ -273,6 +289,48 @@ impl Session {
         if let Some(h) = page.next_before_height {
             eprintln!("older receipts with --before-height {h}");
         }
+        Ok(())
+    }
+
+    /// Proposals this node refused while attesting a program's calls: the sequencer's receipt
+    /// and the one this node computed, as a JSON list or a short table.
+    pub async fn receipt_evidence(&self, program: ProgramId) -> Result<()> {
+        // A program this node does not know has no evidence either: say it is unknown.
+        ProgramApiClient::info(&self.client, program)
+            .await
+            .map_err(crate::client::rpc_err_hint(
+                "check the id with `onvm program-catalog`; a program deployed on another node appears here once the DAG has synced",
+            ))?;
+        let evidence = ReceiptApiClient::evidence(&self.client, program)
+            .await
+            .map_err(rpc_err)?;
+        if self.json {
+            return print_json(&evidence);
+        }
+        if evidence.is_empty() {
+            eprintln!(
+                "no disagreements recorded: this node agreed with every proposal of {program} it attested"
+            );
+            return Ok(());
+        }
+        println!(
+            "{:<8} {:<14} {:<68} {:<68} differs in",
+            "height", "recorded", "proposed", "computed here"
+        );
+        for e in &evidence {
+            println!(
+                "{:<8} {:<14} {:<68} {:<68} {}",
+                e.height,
+                crate::client::ago(e.recorded_at_ms),
+                e.proposed.id(),
+                e.computed.id(),
+                differing_fields(&e.proposed, &e.computed).join(",")
+            );
+        }
+        eprintln!(
+            "{} disagreements (--json shows both receipts in full)",
+            evidence.len()
+        );
         Ok(())
     }
 

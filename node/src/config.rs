@@ -501,6 +501,15 @@ impl Config {
                 .parse::<onvm_rpc_api::auth::Scope>()
                 .map_err(|e| ConfigError::Invalid(format!("rpc.anonymous_scopes: {e}")))?;
         }
+        for origin in &self.rpc.allowed_origins {
+            if origin != "*" && origin != "null" {
+                crate::rpc::auth::check_origin_syntax(origin).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "rpc.allowed_origins: {e} (or `null` for pages opened from disk, `*` for any)"
+                    ))
+                })?;
+            }
+        }
         if self.rpc.calls_per_sec == 0
             || self.rpc.calls_burst == 0
             || self.rpc.client_calls_per_sec == 0

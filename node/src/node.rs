@@ -473,6 +473,19 @@ impl Node {
         format!("ws://{}", self.rpc_addr)
     }
 
+    /// The dashboard's URL; `with_cookie` adds this run's cookie secret when the node has one
+    /// (for `onvm dev`, as Jupyter does: whoever can read the URL on this machine could read
+    /// the cookie file too; it changes at every start and never outlives the process). Never
+    /// for a node whose output goes to logs.
+    pub fn dashboard_url(&self, with_cookie: bool) -> String {
+        match &self._rpc_cookie {
+            Some(cookie) if with_cookie => {
+                format!("http://{}/?token={}", self.rpc_addr, cookie.secret)
+            }
+            _ => format!("http://{}/", self.rpc_addr),
+        }
+    }
+
     pub fn info(&self) -> NodeInfo {
         self.ctx.info()
     }
