@@ -657,3 +657,133 @@ async fn a_dev_node_admits_its_cli_and_its_printed_url_and_no_one_else() {
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("rpc.allowed_origins"), "{said}");
 }
+
+/// A hostile local process with no credentials holds every slot it can get from four loopback
+/// addresses (WebSockets that never call) and trickles request bodies from a fifth: the
+/// operator's CLI still gets answers at once through its reserved slots, everyone else is told
+/// why (429), and the sockets that carry no call are closed after `rpc.idle_connection_ms`,
+/// pings or not, giving the slots back.
+#[tokio::test]
+async fn a_flood_of_idle_and_slow_connections_never_locks_out_the_operator() {
+    use common::raw::{connect_from, handshake_on};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::start_with(&[
+        "rpc.max_connections=20",
+        "rpc.max_connections_per_ip=8",
+        "rpc.operator_connections=4",
+        "rpc.idle_connection_ms=2000",
+    ])
+    .await;
+    let addr = node.node().rpc_addr();
+    let operator = node.client().await;
+    let reader = common::new_token(&operator, &[Scope::Read], "reader").await;
+    drop(operator);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for host in 2..=5u8 {
+        let source = std::net::IpAddr::from([127, 0, 0, host]);
+        for _ in 0..8 {
+            let stream = connect_from(source, addr).await;
+            let h = handshake_on(stream, addr, "/", &[]).await;
+            match h.status {
+                101 => held.push(h.stream),
+                429 => refused += 1,
+                other => panic!("unexpected {other}: {}{}", h.head, h.body),
+            }
+        }
+    }
+    assert_eq!(held.len(), 20, "the node-wide cap holds: {refused} refused");
+    assert!(refused >= 12);
+    // Slow bodies from a fifth address: headers, then a trickle that never completes.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = connect_from(std::net::IpAddr::from([127, 0, 0, 6]), addr).await;
+        s.write_all(
+            format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"jsonrpc\"")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        slow.push(s);
+    }
+
+    // The operator (cookie) is served at once, over every cap.
+    let started = Instant::now();
+    let operator = node.client().await;
+    NodeApiClient::info(&operator)
+        .await
+        .expect("the operator gets in during the flood");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // A token client that is not the operator is told why.
+    let bearer = format!("Bearer {reader}");
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        &[("Authorization", &bearer)],
+        r#"{"jsonrpc":"2.0","id":1,"method":"node_info"}"#,
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("rpc.max_connections"), "{body}");
+
+    // The idle sockets and the trickled bodies are closed within idle_connection_ms (+ a tick).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for mut stream in held.into_iter().chain(slow) {
+        let mut buf = [0u8; 512];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                // Pings, or a close frame: keep reading until the socket ends.
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("an idle connection was still open after 10 s"),
+            }
+        }
+    }
+    println!("idle connections closed after {:?}", started.elapsed());
+    // And the slots are back for everyone.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        &[("Authorization", &bearer)],
+        r#"{"jsonrpc":"2.0","id":1,"method":"node_info"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The operator's own connection is idle too by now: it reconnects on its next call.
+    drop(operator);
+    NodeApiClient::info(&node.client().await)
+        .await
+        .expect("operator again");
+}
+
+/// 1,100 idle keep-alive connections (what exhausted the node's 1,024 descriptors before) get
+/// seats up to the caps, the rest are closed at once, and uploads still work.
+#[tokio::test]
+async fn a_thousand_idle_keep_alives_do_not_exhaust_the_node() {
+    let node = TestNode::start_with(&["rpc.idle_connection_ms=60000"]).await;
+    let addr = node.node().rpc_addr();
+    let mut idle = Vec::new();
+    for i in 0..1_100u32 {
+        let source = std::net::IpAddr::from([127, 0, 1, (i % 200) as u8 + 1]);
+        idle.push(common::raw::connect_from(source, addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let operator = node.client().await;
+    let stat =
+        onvm::rpc_api::api::BlobApiClient::put(&operator, b"still here".to_vec().into(), None)
+            .await
+            .expect("blob_put works with 1,100 idle connections open");
+    assert_eq!(stat.size, 10);
+    let health = onvm::rpc_api::api::NodeApiClient::health(&operator)
+        .await
+        .unwrap();
+    assert!(health.ready, "{health:?}");
+    drop(idle);
+}

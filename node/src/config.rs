@@ -219,6 +219,8 @@ pub struct RpcConfig {
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub max_connections_per_ip: u32,
+    pub operator_connections: u32,
+    pub idle_connection_ms: u64,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
     pub calls_per_sec: u32,
@@ -365,6 +367,14 @@ impl Default for RpcConfig {
             // A third of the slots: one address (or one misbehaving script) cannot take them
             // all, while a busy local dApp with many tabs still fits.
             max_connections_per_ip: 32,
+            // Enough for the operator's CLI, a dashboard and a few scripts while a flood holds
+            // every other slot; few enough that the operator's own runaway script cannot spend
+            // the descriptors the store and peers need.
+            operator_connections: 16,
+            // Far longer than any pause between a working client's calls; short enough that
+            // sockets that only sit there (or trickle a body) give their slot back within a
+            // minute. Clients reconnect on demand; subscribers are exempt.
+            idle_connection_ms: 60_000,
             ping_interval_ms: 15_000,
             idle_timeout_ms: 30_000,
             // Far above what a person or a dApp needs (reads are cheap, writes queue behind the
@@ -693,8 +703,15 @@ anonymous_scopes = {anonymous_scopes:?}
 allowed_origins = {allowed_origins:?}
 # Host names accepted in the Host header besides localhost and IP addresses (DNS rebinding).
 allowed_hosts = {allowed_hosts:?}
-# Most concurrent requests and WebSocket connections from one IP address (HTTP 429 beyond).
+# Most open connections from one IP address: WebSockets, HTTP keep-alives and requests alike
+# (HTTP 429 beyond). max_connections is the node-wide cap.
 max_connections_per_ip = {max_connections_per_ip}
+# Connections beyond both caps kept for the operator (the cookie, or an `admin` token), so a
+# flood never locks the operator out.
+operator_connections = {operator_connections}
+# A connection with no call running and no subscription is closed after this long, whether or
+# not it answers pings (a slow request body counts as idle). 0: never.
+idle_connection_ms = {idle_connection_ms}
 # WebSocket ping period; 0 disables pings and idle reaping.
 ping_interval_ms = {rpc_ping_interval_ms}
 # A WebSocket that answers no ping and sends nothing for this long is closed (checked at each
@@ -882,6 +899,8 @@ debug_partition = {debug_partition:?}
             allowed_origins = rpc.allowed_origins,
             allowed_hosts = rpc.allowed_hosts,
             max_connections_per_ip = rpc.max_connections_per_ip,
+            operator_connections = rpc.operator_connections,
+            idle_connection_ms = rpc.idle_connection_ms,
             max_calls_per_connection = rpc.max_calls_per_connection,
             rpc_ping_interval_ms = rpc.ping_interval_ms,
             rpc_idle_timeout_ms = rpc.idle_timeout_ms,

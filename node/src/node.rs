@@ -257,6 +257,24 @@ impl NodeContext {
         gauges.insert("job_latency_p50_ms".to_string(), jobs.latency_p50_ms);
         gauges.insert("job_latency_p90_ms".to_string(), jobs.latency_p90_ms);
         gauges.insert("job_latency_p99_ms".to_string(), jobs.latency_p99_ms);
+        let peers = self.net.peers().list().await;
+        let count = |pick: &dyn Fn(&onvm_rpc_api::types::PeerInfo) -> bool| {
+            peers.iter().filter(|p| pick(p)).count() as u64
+        };
+        gauges.insert("peers_known".to_string(), peers.len() as u64);
+        gauges.insert(
+            "peers_direct".to_string(),
+            count(&|p| p.connection == "direct"),
+        );
+        gauges.insert(
+            "peers_relayed".to_string(),
+            count(&|p| p.connection == "relayed"),
+        );
+        gauges.insert("peers_suspected".to_string(), count(&|p| p.suspected));
+        let dag = self.dag.clone();
+        if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || dag.last_seq()).await {
+            gauges.insert("dag_nodes".to_string(), n);
+        }
         Metrics {
             uptime_secs: self.started.elapsed().as_secs(),
             counters: self.counters.snapshot(),

@@ -32,7 +32,25 @@ pub async fn ws_handshake(
     if let Some(size) = recv_buffer {
         socket.set_recv_buffer_size(size).unwrap();
     }
-    let mut stream = socket.connect(addr).await.unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    handshake_on(stream, addr, path, headers).await
+}
+
+/// A socket to `addr` from the loopback address `source` (127.0.0.0/8 is all local on Linux:
+/// several "clients" on one machine).
+pub async fn connect_from(source: std::net::IpAddr, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A WebSocket handshake for `path` over an open `stream`.
+pub async fn handshake_on(
+    mut stream: TcpStream,
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Handshake {
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     );

@@ -726,7 +726,15 @@ where
         let inner = self.inner.clone();
         let share = (request.method_name() == VM_METHOD).then(|| self.vm_share.clone());
         let counters = self.counters.clone();
+        let activity = request
+            .extensions()
+            .get::<Arc<super::conn::Activity>>()
+            .cloned();
+        let subscribes = onvm_rpc_api::methods::method(request.method_name())
+            .is_some_and(|m| m.kind == onvm_rpc_api::methods::Kind::Subscribe);
         async move {
+            // The connection is busy while this runs (`rpc.idle_connection_ms`).
+            let _active = activity.map(|a| a.call(now_ms(), subscribes));
             let started = std::time::Instant::now();
             if let Some(error) = refusal {
                 return MethodResponse::error(request.id, error);
@@ -809,7 +817,12 @@ where
             .any(|e| matches!(e, Ok(BatchEntry::Call(c)) if c.method_name() == VM_METHOD));
         let share = runs_vm.then(|| self.vm_share.clone());
         let inner = self.inner.clone();
+        let activity = batch
+            .extensions()
+            .get::<Arc<super::conn::Activity>>()
+            .cloned();
         async move {
+            let _active = activity.map(|a| a.call(now_ms(), false));
             // jsonrpsee runs a batch's calls one after another: one turn covers them all.
             let _turn = match share {
                 Some(share) => share.acquire_owned().await.ok(),

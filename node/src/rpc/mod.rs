@@ -21,6 +21,7 @@ use peer_calls::{CommitteeLink, ForwardedCalls};
 
 pub mod auth;
 mod blob;
+mod conn;
 pub mod cookie;
 mod dag;
 mod errors;
@@ -107,7 +108,9 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
     let mut server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_bytes)
         .max_response_body_size(config.max_response_bytes)
-        .max_connections(config.max_connections)
+        // The caps are ours (`conn::Seats`, per TCP connection); jsonrpsee's counts requests
+        // and must not refuse what the operator's reserved slots admitted.
+        .max_connections(config.max_connections + config.operator_connections)
         .max_subscriptions_per_connection(config.max_subscriptions_per_connection)
         .set_message_buffer_capacity(config.message_buffer)
         .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch));
@@ -206,7 +209,22 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
         )
         .to_service_builder();
     let (stop, handle) = jsonrpsee::server::stop_channel();
-    tokio::spawn(accept_loop(listener, services, methods, stop, door, ctx));
+    let seats = Arc::new(conn::Seats::new(
+        door.per_ip.clone(),
+        config.max_connections_per_ip as usize,
+        config.max_connections as usize,
+        config.operator_connections as usize,
+    ));
+    let idle_ms = config.idle_connection_ms;
+    tokio::spawn(accept_loop(
+        listener,
+        services,
+        methods,
+        stop,
+        door,
+        ctx,
+        (seats, idle_ms),
+    ));
     Ok(RpcServer {
         addr: local,
         handle,
@@ -214,9 +232,10 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
     })
 }
 
-/// Accepts TCP connections until the server is stopped. Each HTTP request (a WebSocket
-/// handshake is one) passes the front door first; the per-IP permit it takes lives as long as
-/// the request, or the WebSocket connection it opens.
+/// Accepts TCP connections until the server is stopped. Each connection takes a seat
+/// (`conn::Seats`: its address's cap, the node's, or an operator slot) for as long as it is open,
+/// and is closed once it carries no call for `rpc.idle_connection_ms`. Each HTTP request (a
+/// WebSocket handshake is one) passes the front door first.
 /// The jsonrpsee service with the scope check in front of every call.
 type Services = jsonrpsee::server::TowerServiceBuilder<
     tower::layer::util::Stack<auth::ScopeLayer, tower::layer::util::Identity>,
@@ -231,6 +250,7 @@ async fn accept_loop(
     stop: jsonrpsee::server::StopHandle,
     door: Arc<auth::FrontDoor>,
     ctx: Arc<NodeContext>,
+    (seats, idle_ms): (Arc<conn::Seats>, u64),
 ) {
     loop {
         let (socket, remote) = tokio::select! {
@@ -245,22 +265,33 @@ async fn accept_loop(
             },
             _ = stop.clone().shutdown() => break,
         };
-        let (services, methods, stop_conn, door, ctx) = (
+        if seats.full() {
+            // Every slot, the operator's too: the descriptor goes back at once.
+            drop(socket);
+            continue;
+        }
+        let state = conn::ConnState::new(seats.take(remote.ip()), crate::util::now_ms());
+        let activity = state.activity.clone();
+        let (services, methods, stop_conn, door, ctx, seats_conn, activity_conn) = (
             services.clone(),
             methods.clone(),
             stop.clone(),
             door.clone(),
             ctx.clone(),
+            seats.clone(),
+            activity.clone(),
         );
+        let seat_conn = state.clone();
         let service = tower::service_fn(
             move |mut request: jsonrpsee::server::HttpRequest<hyper::body::Incoming>| {
+                activity_conn.touch(crate::util::now_ms());
                 let admission = door.admit(&mut request, remote.ip(), crate::util::now_ms());
-                let permit = door.per_ip.acquire(remote.ip(), door.policy.max_per_ip);
                 let mut inner = services.clone().build(methods.clone(), stop_conn.clone());
-                let max_per_ip = door.policy.max_per_ip;
                 let page = web::route(&request);
                 let head_only = request.method() == http::Method::HEAD;
                 let ctx = ctx.clone();
+                let (seat, seats, activity) =
+                    (seat_conn.clone(), seats_conn.clone(), activity_conn.clone());
                 let reply: std::pin::Pin<
                     Box<
                         dyn std::future::Future<
@@ -276,21 +307,36 @@ async fn accept_loop(
                         }
                         Ok(auth::Admission::Pass { grant, cors }) => (grant, cors),
                     };
-                    let Some(permit) = permit else {
-                        return Ok(auth::Refusal {
-                            status: 429,
-                            reason: format!(
-                                "too many open requests and connections from {} (rpc.max_connections_per_ip = {max_per_ip}); close some and retry",
-                                remote.ip()
-                            ),
+                    if let conn::Seat::OverCap { why } = &seat.seat {
+                        let mut held = seat.operator.lock().unwrap_or_else(|p| p.into_inner());
+                        if held.is_none() {
+                            match seats.operator_slot(&grant) {
+                                Ok(slot) => *held = Some(slot),
+                                Err(operator_full) => {
+                                    let reason = if operator_full.is_empty() {
+                                        why.clone()
+                                    } else {
+                                        operator_full
+                                    };
+                                    let mut refused = auth::Refusal {
+                                        status: 429,
+                                        reason,
+                                    }
+                                    .into_response();
+                                    refused.headers_mut().insert(
+                                        http::header::CONNECTION,
+                                        http::HeaderValue::from_static("close"),
+                                    );
+                                    return Ok(refused);
+                                }
+                            }
                         }
-                        .into_response());
-                    };
+                    }
                     let mut response: jsonrpsee::server::HttpResponse = if let Some(page) = page {
                         web::serve(page, head_only, &grant, &ctx).await
                     } else {
                         request.extensions_mut().insert(grant);
-                        request.extensions_mut().insert(permit);
+                        request.extensions_mut().insert(activity);
                         match inner.call(request).await {
                             Ok(response) => response,
                             Err(e) => return Err(e),
@@ -304,10 +350,15 @@ async fn accept_loop(
                 reply
             },
         );
+        if idle_ms > 0 {
+            tokio::spawn(conn::close_when_idle(Arc::downgrade(&state), idle_ms));
+        }
         let stopped = stop.clone().shutdown();
         // Connection errors (a client vanishing mid-request) are logged by jsonrpsee at debug.
         tokio::spawn(jsonrpsee::server::serve_with_graceful_shutdown(
-            socket, service, stopped,
+            conn::ConnIo::new(socket, state),
+            service,
+            stopped,
         ));
     }
 }
