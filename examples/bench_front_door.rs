@@ -209,7 +209,7 @@ const SIGNED_CALLS: usize = 2000;
 /// p50/p99 of anonymous and signed writing calls, and of the signature check alone.
 async fn measure_signed_calls(node: &onvm::node::Node) -> Result<Vec<(String, f64, f64)>> {
     use onvm::rpc_api::api::ProgramApiClient;
-    use onvm::rpc_api::caller::{SigningKey, call_signing_message, sign_call};
+    use onvm::rpc_api::caller::{SignedTerms, SigningKey, call_signing_message, sign_call};
     use onvm::rpc_api::program::{DeployRequest, ExecuteOptions};
 
     let client = support::client(node).await?;
@@ -226,11 +226,13 @@ async fn measure_signed_calls(node: &onvm::node::Node) -> Result<Vec<(String, f6
     let network = node.info().network_id;
     let key = SigningKey::from_bytes(&[7; 32]);
     let expires = u64::MAX / 2;
+    let terms = SignedTerms::call(expires, onvm::rpc_api::program::DEFAULT_FUEL);
     let options = |i: usize, signed: bool| {
         let request_id = format!("{}-{i}", if signed { "s" } else { "a" });
         ExecuteOptions {
             entrypoint: Some("onvm_main".into()),
             request_id: Some(request_id.clone()),
+            fuel: Some(terms.fuel),
             signed: signed.then(|| {
                 sign_call(
                     &key,
@@ -239,7 +241,7 @@ async fn measure_signed_calls(node: &onvm::node::Node) -> Result<Vec<(String, f6
                     "onvm_main",
                     b"",
                     &request_id,
-                    expires,
+                    &terms,
                 )
             }),
             ..Default::default()
@@ -267,15 +269,14 @@ async fn measure_signed_calls(node: &onvm::node::Node) -> Result<Vec<(String, f6
         rows.push((name.to_string(), p.p50 * 1e3, p.p99 * 1e3));
     }
     // The anchor of the difference: verifying one call signature, nothing else.
-    let sig = sign_call(&key, &network, &program, "onvm_main", b"", "r", expires);
+    let sig = sign_call(&key, &network, &program, "onvm_main", b"", "r", &terms);
     let message = call_signing_message(
         &network,
         &program,
         "onvm_main",
         &onvm::rpc_api::Hash32::of(b""),
         "r",
-        expires,
-        1,
+        &terms,
     );
     let public = key.verifying_key();
     let signature =

@@ -8,8 +8,9 @@ use common::TestNode;
 use common::raw::{ws_call, ws_handshake};
 use onvm::rpc_api::api::{JobApiClient, PeerApiClient, ProgramApiClient};
 use onvm::rpc_api::auth::Scope;
-use onvm::rpc_api::caller::{SigningKey, sign_call};
+use onvm::rpc_api::caller::{SignedTerms, SigningKey, sign_call};
 use onvm::rpc_api::error as codes;
+use onvm::rpc_api::program::DEFAULT_FUEL;
 use onvm::rpc_api::program::{DeployRequest, ExecuteOptions, ExecuteResult, verify_receipt};
 use onvm::rpc_api::{Hash32, ProgramId};
 use serde_json::{Value, json};
@@ -59,17 +60,13 @@ fn signed_options(
     request_id: &str,
     expires_at_ms: u64,
 ) -> ExecuteOptions {
+    let terms = SignedTerms::call(expires_at_ms, DEFAULT_FUEL);
     ExecuteOptions {
         entrypoint: Some(entrypoint.into()),
         request_id: Some(request_id.into()),
+        fuel: Some(terms.fuel),
         signed: Some(sign_call(
-            key,
-            NETWORK,
-            program,
-            entrypoint,
-            input,
-            request_id,
-            expires_at_ms,
+            key, NETWORK, program, entrypoint, input, request_id, &terms,
         )),
         ..Default::default()
     }
@@ -143,19 +140,71 @@ async fn signed_calls_name_their_caller_and_forged_replayed_or_expired_ones_are_
         .unwrap();
     assert_eq!(r.output_base64.0, vec![0u8; 32]);
     assert_eq!(r.receipt.unwrap().receipt.caller, Hash32::ZERO);
-    // A read-only signed call names its caller too (no receipt).
+    // A read-only signed call names its caller too (no receipt); the dry run is signed.
     let mut options = signed_options(&bob, &program, "whoami", b"", "b-ro", expires);
     options.read_only = true;
+    let refused = execute(&mut ws, &program, b"", &options).await.unwrap_err();
+    assert_eq!(
+        refused["data"]["kind"], "bad_call_signature",
+        "a write's signature is no good for a dry run: {refused}"
+    );
+    let dry_terms = SignedTerms {
+        read_only: true,
+        ..SignedTerms::call(expires, DEFAULT_FUEL)
+    };
+    options.signed = Some(sign_call(
+        &bob, NETWORK, &program, "whoami", b"", "b-ro", &dry_terms,
+    ));
     let r = execute(&mut ws, &program, b"", &options).await.unwrap();
     assert_eq!(r.output_base64.0, bob_id.0.to_vec());
     assert!(r.receipt.is_none());
+    // Nor is a dry run's signature any good for a write (it would commit under bob's id).
+    options.read_only = false;
+    let refused = execute(&mut ws, &program, b"", &options).await.unwrap_err();
+    assert_eq!(refused["data"]["kind"], "bad_call_signature", "{refused}");
+    // Whoever sees a signed call cannot send it first with other fuel (an out-of-fuel
+    // failure committed under the caller's request id), nor leave the fuel out.
+    let mut options = signed_options(&bob, &program, "onvm_main", b"", "b-fuel", expires);
+    options.fuel = Some(1);
+    let refused = execute(&mut ws, &program, b"", &options).await.unwrap_err();
+    assert_eq!(refused["data"]["kind"], "bad_call_signature", "{refused}");
+    options.fuel = None;
+    let refused = execute(&mut ws, &program, b"", &options).await.unwrap_err();
+    assert_eq!(refused["data"]["kind"], "bad_signed_call", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("fuel"),
+        "{refused}"
+    );
+    // Nor pin a timestamp the caller did not sign.
+    let mut options = signed_options(&bob, &program, "onvm_main", b"", "b-fuel", expires);
+    options.timestamp_ms = Some(now_ms());
+    let refused = execute(&mut ws, &program, b"", &options).await.unwrap_err();
+    assert_eq!(refused["data"]["kind"], "bad_call_signature", "{refused}");
+    // A v1 client (no version) is told to sign v2.
+    let mut options = signed_options(&bob, &program, "onvm_main", b"", "b-v1", expires);
+    if let Some(signed) = options.signed.as_mut() {
+        signed.version = 1;
+    }
+    let refused = execute(&mut ws, &program, b"", &options).await.unwrap_err();
+    assert_eq!(refused["data"]["kind"], "bad_signed_call", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("v2"),
+        "{refused}"
+    );
+    // And the call as signed still runs afterwards: nothing was committed under its id.
+    let options = signed_options(&bob, &program, "onvm_main", b"", "b-fuel", expires);
+    let r = execute(&mut ws, &program, b"", &options).await.unwrap();
+    assert_eq!(r.outcome, onvm::rpc_api::program::Outcome::Ok);
 
     // Replaying a signed request never executes it again: the committed answer comes back.
     let options = signed_options(&alice, &program, "onvm_main", b"", "a-1", expires);
     let replay = execute(&mut ws, &program, b"", &options).await.unwrap();
     assert_eq!(replay.receipt.unwrap().receipt.height, 0);
     let info = ProgramApiClient::info(&operator, program).await.unwrap();
-    assert_eq!(info.height, 3, "the replay took no height");
+    assert_eq!(
+        info.height, 4,
+        "three calls and b-fuel; the refused attempts and the replay took no height"
+    );
 
     // Forged: Alice's signature presented as Bob's.
     let mut forged = signed_options(&alice, &program, "onvm_main", b"", "f-1", expires);
@@ -217,7 +266,7 @@ async fn signed_calls_name_their_caller_and_forged_replayed_or_expired_ones_are_
     );
     // Nothing refused took a height.
     let info = ProgramApiClient::info(&operator, program).await.unwrap();
-    assert_eq!(info.height, 3);
+    assert_eq!(info.height, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,17 +433,16 @@ fn signed_job(
         entrypoint: Some("onvm_main".into()),
         max_retries: Some(max_retries),
         timeout_ms: None,
-        fuel: None,
+        fuel: Some(DEFAULT_FUEL),
         metadata: None,
-        signed: Some(onvm::rpc_api::caller::sign_job(
+        signed: Some(sign_call(
             key,
             NETWORK,
             &program,
             "onvm_main",
             b"",
             request_id,
-            expires_at_ms,
-            max_retries,
+            &SignedTerms::job(expires_at_ms, DEFAULT_FUEL, max_retries),
         )),
     }
 }

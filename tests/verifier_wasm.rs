@@ -16,7 +16,7 @@ use jsonrpsee::core::client::{ClientT, SubscriptionClientT};
 use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::WsClient;
 use onvm::rpc_api::api::{NodeApiClient, ProgramApiClient};
-use onvm::rpc_api::caller::{SigningKey, sign_call};
+use onvm::rpc_api::caller::{SignedTerms, SigningKey, sign_call};
 use onvm::rpc_api::committee::{Committee, VerifiedCommittee, verify_signed};
 use onvm::rpc_api::program::{
     DeployRequest, ExecuteOptions, SignedManifest, SignedReceipt, StateProof, verify_manifest,
@@ -165,9 +165,11 @@ async fn put(
     let input = kv(json!({"op": "put", "key": name, "data_base64": "dg=="}));
     let options = key.map(|key| {
         let request_id = format!("req-{name}");
+        let terms = SignedTerms::call(now_ms() + 600_000, onvm::rpc_api::program::DEFAULT_FUEL);
         ExecuteOptions {
             entrypoint: Some("onvm_main".into()),
             request_id: Some(request_id.clone()),
+            fuel: Some(terms.fuel),
             signed: Some(sign_call(
                 key,
                 network,
@@ -175,7 +177,7 @@ async fn put(
                 "onvm_main",
                 &input,
                 &request_id,
-                now_ms() + 600_000,
+                &terms,
             )),
             ..Default::default()
         }

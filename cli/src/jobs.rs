@@ -82,20 +82,26 @@ impl Session {
             signed: None,
         };
         if let Some((key, valid_for_secs)) = &args.key {
-            // The entrypoint and the retry count are signed, so they are named explicitly.
+            // The entrypoint, the retry count and the fuel are signed, so they are named.
             let (network_id, entrypoint) = self.signing_context(args.program_id, None).await?;
             let max_retries = *request
                 .max_retries
                 .get_or_insert(onvm_node::config::JobsConfig::default().default_max_retries);
-            request.signed = Some(onvm_rpc_api::caller::sign_job(
+            let fuel = *request
+                .fuel
+                .get_or_insert(onvm_rpc_api::program::DEFAULT_FUEL);
+            request.signed = Some(onvm_rpc_api::caller::sign_call(
                 key.signing_key(),
                 &network_id,
                 &args.program_id,
                 &entrypoint,
                 &args.input,
                 &request.request_id,
-                crate::programs::expiry_in(*valid_for_secs),
-                max_retries,
+                &onvm_rpc_api::caller::SignedTerms::job(
+                    crate::programs::expiry_in(*valid_for_secs),
+                    fuel,
+                    max_retries,
+                ),
             ));
             request.entrypoint = Some(entrypoint);
         }

@@ -105,8 +105,8 @@ impl Session {
     }
 
     /// Signs a call as `key`: the network id comes from the node, the entrypoint (when not
-    /// given) from the program, and a fresh request id is chosen when none was given, since
-    /// all three are signed.
+    /// given) from the program, a fresh request id is chosen when none was given, and the fuel
+    /// defaults to `DEFAULT_FUEL`, since all of them are signed.
     pub async fn sign_call(
         &self,
         key: &CallerKey,
@@ -122,6 +122,16 @@ impl Session {
             .request_id
             .get_or_insert_with(|| hex::encode(rand::random::<[u8; 16]>()))
             .clone();
+        // The fuel, the dry-run flag and a client timestamp are signed too: the fuel is named
+        // (the node's default otherwise), so what the receipt records is what was signed.
+        let fuel = *options
+            .fuel
+            .get_or_insert(onvm_rpc_api::program::DEFAULT_FUEL);
+        let terms = onvm_rpc_api::caller::SignedTerms {
+            read_only: options.read_only,
+            timestamp_ms: options.timestamp_ms,
+            ..onvm_rpc_api::caller::SignedTerms::call(expiry_in(valid_for_secs), fuel)
+        };
         options.signed = Some(sign_call(
             key.signing_key(),
             &network_id,
@@ -129,7 +139,7 @@ impl Session {
             &entrypoint,
             input,
             &request_id,
-            expiry_in(valid_for_secs),
+            &terms,
         ));
         options.entrypoint = Some(entrypoint);
         Ok(())

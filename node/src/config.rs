@@ -160,7 +160,7 @@ impl VmConfig {
 impl Default for VmConfig {
     fn default() -> Self {
         Self {
-            default_fuel: 50_000_000,
+            default_fuel: onvm_rpc_api::program::DEFAULT_FUEL,
             max_fuel: 1_000_000_000,
             max_memory_bytes: 64 * MIB,
             max_stack_bytes: 512 * 1024,

@@ -1671,13 +1671,27 @@ impl Programs {
             }
             None => (request_id, 1),
         };
+        // The fuel is signed, so it must be named: the node's default is not the client's to
+        // know, and the receipt records exactly what was signed.
+        let Some(fuel) = options.fuel else {
+            return Err(caller_refused(CallerError::Missing(
+                "an explicit fuel (it is signed)",
+            )));
+        };
+        let terms = onvm_rpc_api::caller::SignedTerms {
+            expires_at_ms: signed.expires_at_ms,
+            max_attempts,
+            fuel,
+            read_only: options.read_only,
+            timestamp_ms: options.timestamp_ms,
+        };
         onvm_rpc_api::caller::check_signed_request(
             &self.network_id,
             &manifest.program_id,
             entrypoint,
             input_hash,
             signed_request_id,
-            max_attempts,
+            &terms,
             signed,
             now_ms(),
         )

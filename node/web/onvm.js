@@ -82,7 +82,7 @@ const DEFAULT_VALID_FOR_MS = 5 * 60 * 1000;
 /** @typedef {{program_id: string, created: boolean, manifest: SignedManifest}} DeployResult */
 /** @typedef {{program_id: string, manifest: SignedManifest, state_root: string, height: number, keys: number}} ProgramInfo */
 /** @typedef {{items: ProgramInfo[], next_cursor: string|null}} ProgramPage */
-/** @typedef {{caller: string, expires_at_ms: number, signature: string}} CallSignature */
+/** @typedef {{version: number, caller: string, expires_at_ms: number, signature: string}} CallSignature */
 /**
  * @typedef {Object} ExecuteOptions What `program_execute` takes (all optional), plus the client-side `signer` and `validForMs`.
  * @property {number} [fuel]  @property {boolean} [read_only]  @property {string} [entrypoint]
@@ -424,12 +424,12 @@ export function loadVerifier(opts = {}) {
 /**
  * The bytes a caller signs (docs/RPC.md "Signed calls"), from the verifier.
  * @param {Verifier} v
- * @param {{network_id: string, program_id: string, entrypoint: string, input: Uint8Array, request_id: string, expires_at_ms: number, max_attempts: number}} f
+ * @param {{network_id: string, program_id: string, entrypoint: string, input: Uint8Array, request_id: string, expires_at_ms: number, max_attempts: number, fuel: number, read_only?: boolean, timestamp_ms?: number}} f
  * @returns {Uint8Array}
  */
 export function signingMessage(v, f) {
   const input_hash = v.blake3Hex(f.input);
-  return v.callSigningMessage({
+  const terms = {
     network_id: f.network_id,
     program_id: f.program_id,
     entrypoint: f.entrypoint,
@@ -437,8 +437,17 @@ export function signingMessage(v, f) {
     request_id: f.request_id,
     expires_at_ms: f.expires_at_ms,
     max_attempts: f.max_attempts,
-  });
+    fuel: f.fuel,
+    read_only: !!f.read_only,
+  };
+  if (f.timestamp_ms !== undefined && f.timestamp_ms !== null) terms.timestamp_ms = f.timestamp_ms;
+  return v.callSigningMessage(terms);
 }
+
+/** Fuel a signed call names when none is given (the node's default `vm.default_fuel`): the fuel is signed. */
+export const DEFAULT_FUEL = 50_000_000;
+/** The signed message version this client makes (docs/RPC.md "Signed calls"). */
+export const CALL_SIG_VERSION = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Subscriptions
@@ -977,10 +986,11 @@ export class Onvm {
   }
 
   /**
-   * Fills `signed` (and `request_id`, `entrypoint`) for a call or job signed by `signer`.
+   * Fills `signed` (and `request_id`, `entrypoint`, `fuel`) for a call or job signed by
+   * `signer`. The signature also covers the fuel, the dry-run flag and a given timestamp.
    * @param {CallerKey} signer @param {string} programId @param {Uint8Array} input
-   * @param {{entrypoint?: string, request_id?: string, expires_at_ms?: number, validForMs?: number, maxAttempts?: number}} f
-   * @returns {Promise<{entrypoint: string, request_id: string, signed: CallSignature}>}
+   * @param {{entrypoint?: string, request_id?: string, expires_at_ms?: number, validForMs?: number, maxAttempts?: number, fuel?: number, read_only?: boolean, timestamp_ms?: number}} f
+   * @returns {Promise<{entrypoint: string, request_id: string, fuel: number, signed: CallSignature}>}
    */
   async signCall(signer, programId, input, f = {}) {
     const [v, network_id, entrypoint] = await Promise.all([
@@ -988,12 +998,16 @@ export class Onvm {
     ]);
     const request_id = f.request_id || randomId('web-');
     const expires_at_ms = f.expires_at_ms || Date.now() + (f.validForMs || DEFAULT_VALID_FOR_MS);
+    const fuel = f.fuel || DEFAULT_FUEL;
     const message = signingMessage(v, {
       network_id, program_id: programId, entrypoint, input, request_id, expires_at_ms,
-      max_attempts: f.maxAttempts || 1,
+      max_attempts: f.maxAttempts || 1, fuel, read_only: f.read_only, timestamp_ms: f.timestamp_ms,
     });
     const signature = toHex(await signer.sign(message));
-    return { entrypoint, request_id, signed: { caller: signer.callerId, expires_at_ms, signature } };
+    return {
+      entrypoint, request_id, fuel,
+      signed: { version: CALL_SIG_VERSION, caller: signer.callerId, expires_at_ms, signature },
+    };
   }
 
   // ---- node ----
@@ -1056,6 +1070,7 @@ export class Onvm {
     if (signer) {
       Object.assign(opts, await this.signCall(signer, programId, bytes, {
         entrypoint: opts.entrypoint, request_id: opts.request_id, expires_at_ms: opts.expires_at_ms, validForMs,
+        fuel: opts.fuel, read_only: opts.read_only, timestamp_ms: opts.timestamp_ms,
       }));
     } else if (!opts.read_only && !opts.request_id) {
       opts.request_id = randomId('web-');
@@ -1135,7 +1150,7 @@ export class Onvm {
       if (req.max_retries === undefined) req.max_retries = 3;
       const s = await this.signCall(opts.signer, req.program_id, fromBase64(req.input_base64 || ''), {
         entrypoint: req.entrypoint, request_id: req.request_id, validForMs: opts.validForMs || 60 * 60 * 1000,
-        maxAttempts: req.max_retries + 1,
+        maxAttempts: req.max_retries + 1, fuel: req.fuel,
       });
       Object.assign(req, s);
     }

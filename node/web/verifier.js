@@ -25,7 +25,8 @@
  *   (hex, e.g. a verified receipt's `state_root_out`) must be the proof's root.
  * @property {(bytes: Uint8Array) => string} blake3Hex BLAKE3 of `bytes`, 64 hex digits.
  * @property {(call: {network_id: string, program_id: string, entrypoint: string,
- *   request_id: string, expires_at_ms: number, input_base64?: string, input_hash?: string,
+ *   request_id: string, expires_at_ms: number, fuel: number, read_only?: boolean,
+ *   timestamp_ms?: number, input_base64?: string, input_hash?: string,
  *   max_attempts?: number, max_retries?: number}) => Uint8Array} callSigningMessage
  *   The bytes a caller's Ed25519 key signs for a signed call (WebCrypto:
  *   `crypto.subtle.sign("Ed25519", key, bytes)`); throws on bad fields.

@@ -1,12 +1,18 @@
 //! Signed calls: a client's ed25519 key says "I ask for this call", and the receipt carries the
 //! proof so every member, replica and auditor (and anyone holding the receipt) can check it.
 //!
-//! The caller signs the network, program, entrypoint, input hash, request id, an expiry and how
-//! many attempts it allows (1 for a call; a job's `max_retries + 1`). The request id makes the
-//! call's `call_id` (bound to the caller), which a program commits at most once: a replayed
-//! request never runs twice, and a signed job runs at most the attempts its caller allowed. The expiry is checked against the node's clock
-//! when the call is accepted and against the receipt's timestamp everywhere else, so the check
-//! is the same on every node and in an audit years later. Pure: no IO, no clock.
+//! Signed message v2 covers everything that changes what runs or what is recorded: the network,
+//! program, entrypoint, input hash and request id; an expiry and how many attempts it allows (1
+//! for a call; a job's `max_retries + 1`); the fuel per attempt (the receipt's `fuel_limit`);
+//! whether it is a dry run (`read_only`, which never has a receipt, so a signed dry run cannot
+//! be replayed as a write); and the call's timestamp, or that the accepting node's clock picks
+//! it. So nobody who sees a signed call can send it first with other terms (one unit of fuel,
+//! say) and commit a failure under its request id. The wall-clock `timeout_ms` is not covered:
+//! a call it stops happened on one node only, leaves no receipt and can be retried with the same
+//! request id. The request id makes the call's `call_id` (bound to the caller), which a program
+//! commits at most once. The expiry is checked against the node's clock when the call is
+//! accepted and against the receipt's timestamp everywhere else, so the check is the same on
+//! every node and in an audit years later. Pure: no IO, no clock.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,18 +23,66 @@ use crate::program::{ExecutionReceipt, MAX_REQUEST_ID_BYTES, call_id};
 /// The key type clients sign with (re-exported so they need no direct ed25519 dependency).
 pub use ed25519_dalek::{Signature, SigningKey};
 
-pub const CALL_SIG_TAG: &[u8] = b"onvm/call-sig/v1";
+pub const CALL_SIG_TAG: &[u8] = b"onvm/call-sig/v2";
+/// The signed message version this code signs and accepts (`CallSignature::version`).
+pub const CALL_SIG_VERSION: u32 = 2;
 
 /// What a client adds to a call (`ExecuteOptions::signed`) to make it as itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallSignature {
+    /// The signed message's version: 2 ([`CALL_SIG_VERSION`]). Absent means 1, which covered
+    /// fewer options and is refused.
+    #[serde(default = "version_one")]
+    pub version: u32,
     /// The caller's ed25519 public key: the caller id the program sees (`onvm_caller`).
     pub caller: Hash32,
     /// Unix ms after which the call may no longer be committed.
     pub expires_at_ms: u64,
     /// ed25519 signature (64 bytes) by `caller` over `call_signing_message`.
     pub signature: HexBytes,
+}
+
+fn version_one() -> u32 {
+    1
+}
+
+/// The terms a caller signs besides what identifies the call (program, entrypoint, input,
+/// request id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedTerms {
+    /// Unix ms after which the call may no longer be committed.
+    pub expires_at_ms: u64,
+    /// 1 for a call; `max_retries + 1` for a job.
+    pub max_attempts: u32,
+    /// Fuel per attempt: what the receipt records as `fuel_limit`.
+    pub fuel: u64,
+    /// A dry run: no writes, no receipt.
+    pub read_only: bool,
+    /// The call's timestamp as the receipt records it; None: the accepting node's clock.
+    pub timestamp_ms: Option<u64>,
+}
+
+impl SignedTerms {
+    /// The terms of a writing call with `fuel` that expires at `expires_at_ms`, timestamped by
+    /// the node that accepts it.
+    pub fn call(expires_at_ms: u64, fuel: u64) -> Self {
+        Self {
+            expires_at_ms,
+            max_attempts: 1,
+            fuel,
+            read_only: false,
+            timestamp_ms: None,
+        }
+    }
+
+    /// The terms of a job: at most `max_retries + 1` attempts of `fuel` each.
+    pub fn job(expires_at_ms: u64, fuel: u64, max_retries: u32) -> Self {
+        Self {
+            max_attempts: max_retries.saturating_add(1),
+            ..Self::call(expires_at_ms, fuel)
+        }
+    }
 }
 
 /// What a receipt records of a signed call: with the receipt's own fields it is everything the
@@ -55,7 +109,7 @@ pub struct JobAttemptProof {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallerError {
     #[error(
-        "the call signature does not verify for caller {caller} (wrong key, or signed for other fields)"
+        "the call signature does not verify for caller {caller} (wrong key, or signed for other fields or terms: fuel, read_only, timestamp_ms, expiry, attempts)"
     )]
     BadSignature { caller: Hash32 },
     #[error("the caller is not a valid ed25519 public key")]
@@ -72,6 +126,10 @@ pub enum CallerError {
     Inconsistent,
     #[error("attempt {attempt} of a job whose caller allowed {max_attempts}")]
     TooManyAttempts { attempt: u32, max_attempts: u32 },
+    #[error(
+        "signed call message v{0} is no longer accepted: sign v{CALL_SIG_VERSION} (\"version\": {CALL_SIG_VERSION}), which also covers fuel, read_only and timestamp_ms (docs/RPC.md, \"Signed calls\")"
+    )]
+    OldVersion(u32),
 }
 
 impl CallerError {
@@ -79,7 +137,9 @@ impl CallerError {
     pub fn kind(&self) -> &'static str {
         match self {
             CallerError::Expired { .. } => "call_expired",
-            CallerError::Missing(_) | CallerError::BadRequestId => "bad_signed_call",
+            CallerError::Missing(_) | CallerError::BadRequestId | CallerError::OldVersion(_) => {
+                "bad_signed_call"
+            }
             _ => "bad_call_signature",
         }
     }
@@ -94,18 +154,12 @@ pub fn check_signed_request(
     entrypoint: &str,
     input_hash: &Hash32,
     request_id: &str,
-    max_attempts: u32,
+    terms: &SignedTerms,
     signed: &CallSignature,
     now_ms: u64,
 ) -> Result<(), CallerError> {
     verify_call_signature(
-        network_id,
-        program,
-        entrypoint,
-        input_hash,
-        request_id,
-        max_attempts,
-        signed,
+        network_id, program, entrypoint, input_hash, request_id, terms, signed,
     )?;
     if now_ms > signed.expires_at_ms {
         return Err(CallerError::Expired {
@@ -116,17 +170,19 @@ pub fn check_signed_request(
     Ok(())
 }
 
-/// The bytes a caller signs. `max_attempts` is 1 for a call, `max_retries + 1` for a job.
+/// The bytes a caller signs (message v2): the tag, the length-prefixed network id, entrypoint
+/// and request id, the program id and input hash (32 bytes each), then the terms: expiry (u64),
+/// attempts (u32), fuel (u64), read-only (one byte, 0 or 1) and the timestamp (one byte 0 for
+/// "the node's clock", or 1 and a u64), integers little-endian.
 pub fn call_signing_message(
     network_id: &str,
     program: &ProgramId,
     entrypoint: &str,
     input_hash: &Hash32,
     request_id: &str,
-    expires_at_ms: u64,
-    max_attempts: u32,
+    terms: &SignedTerms,
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CALL_SIG_TAG.len() + 160 + network_id.len() + request_id.len());
+    let mut m = Vec::with_capacity(CALL_SIG_TAG.len() + 180 + network_id.len() + request_id.len());
     m.extend_from_slice(CALL_SIG_TAG);
     for field in [
         network_id.as_bytes(),
@@ -138,12 +194,22 @@ pub fn call_signing_message(
     }
     m.extend_from_slice(program.as_bytes());
     m.extend_from_slice(&input_hash.0);
-    m.extend_from_slice(&expires_at_ms.to_le_bytes());
-    m.extend_from_slice(&max_attempts.to_le_bytes());
+    m.extend_from_slice(&terms.expires_at_ms.to_le_bytes());
+    m.extend_from_slice(&terms.max_attempts.to_le_bytes());
+    m.extend_from_slice(&terms.fuel.to_le_bytes());
+    m.push(u8::from(terms.read_only));
+    match terms.timestamp_ms {
+        None => m.push(0),
+        Some(t) => {
+            m.push(1);
+            m.extend_from_slice(&t.to_le_bytes());
+        }
+    }
     m
 }
 
-/// Signs a call (`program_execute`) as `key` (clients: the CLI, Rust programs).
+/// Signs a call (`program_execute`) or a job (`job_submit`, with [`SignedTerms::job`]) as `key`
+/// (clients: the CLI, Rust programs).
 pub fn sign_call(
     key: &ed25519_dalek::SigningKey,
     network_id: &str,
@@ -151,56 +217,7 @@ pub fn sign_call(
     entrypoint: &str,
     input: &[u8],
     request_id: &str,
-    expires_at_ms: u64,
-) -> CallSignature {
-    sign(
-        key,
-        network_id,
-        program,
-        entrypoint,
-        input,
-        request_id,
-        expires_at_ms,
-        1,
-    )
-}
-
-/// Signs a job (`job_submit`) as `key`: its attempts may run until `expires_at_ms`, at most
-/// `max_retries + 1` of them.
-#[allow(clippy::too_many_arguments)]
-pub fn sign_job(
-    key: &ed25519_dalek::SigningKey,
-    network_id: &str,
-    program: &ProgramId,
-    entrypoint: &str,
-    input: &[u8],
-    request_id: &str,
-    expires_at_ms: u64,
-    max_retries: u32,
-) -> CallSignature {
-    let max_attempts = max_retries.saturating_add(1);
-    sign(
-        key,
-        network_id,
-        program,
-        entrypoint,
-        input,
-        request_id,
-        expires_at_ms,
-        max_attempts,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sign(
-    key: &ed25519_dalek::SigningKey,
-    network_id: &str,
-    program: &ProgramId,
-    entrypoint: &str,
-    input: &[u8],
-    request_id: &str,
-    expires_at_ms: u64,
-    max_attempts: u32,
+    terms: &SignedTerms,
 ) -> CallSignature {
     use ed25519_dalek::Signer;
     let message = call_signing_message(
@@ -209,28 +226,31 @@ fn sign(
         entrypoint,
         &Hash32::of(input),
         request_id,
-        expires_at_ms,
-        max_attempts,
+        terms,
     );
     CallSignature {
+        version: CALL_SIG_VERSION,
         caller: Hash32(key.verifying_key().to_bytes()),
-        expires_at_ms,
+        expires_at_ms: terms.expires_at_ms,
         signature: HexBytes(key.sign(&message).to_bytes().to_vec()),
     }
 }
 
-/// Checks a caller's signature over a call's fields (the accepting node, before it runs the
-/// call; the expiry is checked separately against its clock). `max_attempts`: 1 for a call,
-/// `max_retries + 1` for a job.
+/// Checks a caller's signature over a call's fields and `terms` (the accepting node, before it
+/// runs the call; the expiry is checked separately against its clock). `terms.expires_at_ms`
+/// is taken from `signed`.
 pub fn verify_call_signature(
     network_id: &str,
     program: &ProgramId,
     entrypoint: &str,
     input_hash: &Hash32,
     request_id: &str,
-    max_attempts: u32,
+    terms: &SignedTerms,
     signed: &CallSignature,
 ) -> Result<(), CallerError> {
+    if signed.version != CALL_SIG_VERSION {
+        return Err(CallerError::OldVersion(signed.version));
+    }
     if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID_BYTES {
         return Err(CallerError::BadRequestId);
     }
@@ -245,14 +265,12 @@ pub fn verify_call_signature(
             .map_err(|_| CallerError::BadSignature {
                 caller: signed.caller,
             })?;
+    let terms = SignedTerms {
+        expires_at_ms: signed.expires_at_ms,
+        ..*terms
+    };
     let message = call_signing_message(
-        network_id,
-        program,
-        entrypoint,
-        input_hash,
-        request_id,
-        signed.expires_at_ms,
-        max_attempts,
+        network_id, program, entrypoint, input_hash, request_id, &terms,
     );
     key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig))
         .map_err(|_| CallerError::BadSignature {
@@ -262,9 +280,11 @@ pub fn verify_call_signature(
 
 /// Checks that a receipt's caller really asked for the call: an anonymous receipt (caller all
 /// zeros) has no proof; a signed one has a proof whose signature verifies over the receipt's
-/// fields, whose request id (for a job: with the attempt, which must be one the caller allowed)
-/// gives the receipt's `call_id`, and which had not expired at the receipt's timestamp. Members run it before they attest, replicas before they apply, and
-/// `verify_receipt` for everyone else.
+/// fields and terms (its `fuel_limit`, not a dry run, and its timestamp, or the node's clock if
+/// the caller left that to the node: either statement is one the caller signed), whose request
+/// id (for a job: with the attempt, which must be one the caller allowed) gives the receipt's
+/// `call_id`, and which had not expired at the receipt's timestamp. Members run it before they
+/// attest, replicas before they apply, and `verify_receipt` for everyone else.
 pub fn verify_caller(receipt: &ExecutionReceipt) -> Result<(), CallerError> {
     let proof = match (&receipt.caller_proof, receipt.caller == Hash32::ZERO) {
         (None, true) => return Ok(()),
@@ -296,35 +316,57 @@ pub fn verify_caller(receipt: &ExecutionReceipt) -> Result<(), CallerError> {
     if call_id(&receipt.program_id, &receipt.caller, &call_request_id) != receipt.call_id {
         return Err(CallerError::CallIdMismatch);
     }
-    verify_call_signature(
-        &receipt.network_id,
-        &receipt.program_id,
-        &receipt.entrypoint,
-        &receipt.input_hash,
-        &proof.request_id,
-        max_attempts,
-        &CallSignature {
-            caller: receipt.caller,
-            expires_at_ms: proof.expires_at_ms,
-            signature: proof.signature.clone(),
-        },
-    )
+    let signed = CallSignature {
+        version: CALL_SIG_VERSION,
+        caller: receipt.caller,
+        expires_at_ms: proof.expires_at_ms,
+        signature: proof.signature.clone(),
+    };
+    let verify = |timestamp_ms| {
+        verify_call_signature(
+            &receipt.network_id,
+            &receipt.program_id,
+            &receipt.entrypoint,
+            &receipt.input_hash,
+            &proof.request_id,
+            &SignedTerms {
+                expires_at_ms: proof.expires_at_ms,
+                max_attempts,
+                fuel: receipt.fuel_limit,
+                read_only: false,
+                timestamp_ms,
+            },
+            &signed,
+        )
+    };
+    verify(Some(receipt.timestamp_ms)).or_else(|_| verify(None))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const FUEL: u64 = 1_000_000;
+
     fn receipt_signed_by(key: &ed25519_dalek::SigningKey, request_id: &str) -> ExecutionReceipt {
         let program = ProgramId::from_bytes([3; 32]);
         let input = b"hello";
-        let signed = sign_call(key, "net", &program, "main", input, request_id, 1_000);
+        let signed = sign_call(
+            key,
+            "net",
+            &program,
+            "main",
+            input,
+            request_id,
+            &SignedTerms::call(1_000, FUEL),
+        );
         let mut r = crate::program::tests::sample_receipt();
         r.network_id = "net".into();
         r.program_id = program;
         r.entrypoint = "main".into();
         r.input_hash = Hash32::of(input);
         r.timestamp_ms = 999;
+        r.fuel_limit = FUEL;
         r.caller = signed.caller;
         r.call_id = call_id(&program, &signed.caller, request_id);
         r.caller_proof = Some(CallerProof {
@@ -340,7 +382,15 @@ mod tests {
     fn a_signed_job_allows_exactly_the_attempts_its_caller_signed() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let program = ProgramId::from_bytes([3; 32]);
-        let signed = sign_job(&key, "net", &program, "main", b"in", "job-1", 1_000, 2);
+        let signed = sign_call(
+            &key,
+            "net",
+            &program,
+            "main",
+            b"in",
+            "job-1",
+            &SignedTerms::job(1_000, FUEL, 2),
+        );
         let caller = Hash32(key.verifying_key().to_bytes());
         let job = crate::jobs::job_id(&program, &caller, "job-1");
         // A signed caller's request ids are its own; anonymous ones are shared.
@@ -356,6 +406,7 @@ mod tests {
             r.entrypoint = "main".into();
             r.input_hash = Hash32::of(b"in");
             r.timestamp_ms = 10;
+            r.fuel_limit = FUEL;
             r.caller = signed.caller;
             r.call_id = call_id(
                 &program,
@@ -444,6 +495,78 @@ mod tests {
             verify_caller(&r),
             Err(CallerError::BadSignature { .. })
         ));
+        // The terms are signed: other fuel (a pre-emptive out-of-fuel failure), another
+        // timestamp than the signed one, or a signed dry run replayed as a write.
+        let mut r = good.clone();
+        r.fuel_limit = 1;
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+        let program = good.program_id;
+        let pinned = sign_call(
+            &key,
+            "net",
+            &program,
+            "main",
+            b"hello",
+            "r1",
+            &SignedTerms {
+                timestamp_ms: Some(999),
+                ..SignedTerms::call(1_000, FUEL)
+            },
+        );
+        let mut r = good.clone();
+        if let Some(p) = r.caller_proof.as_mut() {
+            p.signature = pinned.signature.clone();
+        }
+        assert_eq!(verify_caller(&r), Ok(()), "the signed timestamp");
+        r.timestamp_ms = 998;
+        assert!(
+            matches!(verify_caller(&r), Err(CallerError::BadSignature { .. })),
+            "another timestamp than the signed one"
+        );
+        let dry_run = sign_call(
+            &key,
+            "net",
+            &program,
+            "main",
+            b"hello",
+            "r1",
+            &SignedTerms {
+                read_only: true,
+                ..SignedTerms::call(1_000, FUEL)
+            },
+        );
+        let mut r = good.clone();
+        if let Some(p) = r.caller_proof.as_mut() {
+            p.signature = dry_run.signature;
+        }
+        assert!(matches!(
+            verify_caller(&r),
+            Err(CallerError::BadSignature { .. })
+        ));
+        // Version 1 signatures are refused by name.
+        let mut old = pinned.clone();
+        old.version = 1;
+        assert_eq!(
+            verify_call_signature(
+                "net",
+                &program,
+                "main",
+                &Hash32::of(b"hello"),
+                "r1",
+                &SignedTerms::call(1_000, FUEL),
+                &old
+            ),
+            Err(CallerError::OldVersion(1))
+        );
+        let parsed: CallSignature = serde_json::from_str(&format!(
+            r#"{{"caller":"{}","expires_at_ms":1,"signature":"00"}}"#,
+            pinned.caller
+        ))
+        .unwrap();
+        assert_eq!(parsed.version, 1, "a v1 client sends no version");
         // Replaying the signature under another request id (a second execution) is refused.
         let mut r = good.clone();
         if let Some(p) = r.caller_proof.as_mut() {

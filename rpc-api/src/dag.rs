@@ -298,7 +298,11 @@ impl DagNode {
                         job.entrypoint.as_deref().unwrap_or_default(),
                         &job.input_hash,
                         &job.request_id,
-                        job.max_retries.saturating_add(1),
+                        &crate::caller::SignedTerms::job(
+                            signed.expires_at_ms,
+                            job.fuel,
+                            job.max_retries,
+                        ),
                         signed,
                     )
                     .map_err(|e| DagError::BadPayload(format!("job caller: {e}")))?;

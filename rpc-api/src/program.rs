@@ -24,6 +24,11 @@ pub const CALL_ID_TAG: &[u8] = b"onvm/call-id/v2";
 /// caller's proof of a signed call).
 pub const RECEIPT_VERSION: u32 = 3;
 /// Longest `request_id` of a call or a job, in bytes.
+/// Fuel per call when a call names none (`vm.default_fuel`'s default): enough for any sample
+/// program's heaviest documented input with room to spare; far below `vm.max_fuel`. A signed
+/// call must name its fuel (it is signed); clients that sign use this unless told otherwise.
+pub const DEFAULT_FUEL: u64 = 50_000_000;
+
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// BLAKE3(tag, program id, caller, request id): the id under which a writing call is committed

@@ -904,7 +904,7 @@ fn complete_job(info: &mut JobInfo, receipt: &onvm_rpc_api::program::SignedRecei
     }
 }
 
-/// A signed job names what its caller signed (entrypoint and max_retries explicitly), the
+/// A signed job names what its caller signed (entrypoint, max_retries and fuel explicitly), the
 /// signature verifies over it, and it has not expired.
 fn check_job_signature(
     network_id: &str,
@@ -916,9 +916,10 @@ fn check_job_signature(
 ) -> Result<(), JobError> {
     use onvm_rpc_api::caller::CallerError;
     let refused = |e: CallerError| JobError::Program(crate::programs::caller_refused(e));
-    let (Some(entrypoint), Some(_)) = (&req.entrypoint, req.max_retries) else {
+    let (Some(entrypoint), Some(_), Some(fuel)) = (&req.entrypoint, req.max_retries, req.fuel)
+    else {
         return Err(refused(CallerError::Missing(
-            "an explicit entrypoint and max_retries (they are signed)",
+            "an explicit entrypoint, max_retries and fuel (they are signed)",
         )));
     };
     onvm_rpc_api::caller::check_signed_request(
@@ -927,7 +928,7 @@ fn check_job_signature(
         entrypoint,
         &input_hash,
         &req.request_id,
-        max_retries.saturating_add(1),
+        &onvm_rpc_api::caller::SignedTerms::job(signed.expires_at_ms, fuel, max_retries),
         signed,
         now,
     )

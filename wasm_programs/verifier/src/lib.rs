@@ -20,7 +20,9 @@
 //! [`verify_state_proof_json`], [`blake3_hex_json`] and [`call_signing_message_json`], the
 //! safe Rust entry points the exports call.
 
-use onvm_rpc_api::caller::{call_signing_message as signing_message, verify_call_signature};
+use onvm_rpc_api::caller::{
+    SignedTerms, call_signing_message as signing_message, verify_call_signature,
+};
 use onvm_rpc_api::committee::{Committee, VerifiedCommittee, verify_signed};
 use onvm_rpc_api::program::{
     SignedManifest, SignedReceipt, StateProof, VerifyError, call_id, verify_manifest,
@@ -321,20 +323,29 @@ struct CallInput {
     max_attempts: Option<u32>,
     #[serde(default)]
     max_retries: Option<u32>,
+    /// Fuel per attempt: signed, so a signed call names it (`options.fuel`, a job's `fuel`).
+    fuel: u64,
+    /// A dry run (`options.read_only`).
+    #[serde(default)]
+    read_only: bool,
+    /// The call's timestamp (`options.timestamp_ms`); absent: the accepting node's clock.
+    #[serde(default)]
+    timestamp_ms: Option<u64>,
     #[serde(default)]
     caller: Option<Hash32>,
     #[serde(default)]
     signature: Option<HexBytes>,
 }
 
-/// The bytes a caller's ed25519 key signs for a signed call or job (`caller::call_signing_message`),
-/// from `{network_id, program_id, entrypoint, request_id, expires_at_ms, input_base64 |
-/// input_hash, max_attempts? | max_retries?, caller?, signature?}`: `input_base64` is the
-/// call's input (as in `program_execute`), or give its BLAKE3 `input_hash` (hex); `max_attempts`
-/// defaults to 1 (a call), a job gives its `max_retries` (signed as `max_retries + 1`).
-/// Sign `message` as is (Ed25519, e.g. WebCrypto) and send
-/// `"signed": {"caller": <public key hex>, "expires_at_ms", "signature": <hex>}` with
-/// `entrypoint` and `request_id` in the call's options. The caller id is the public key itself.
+/// The bytes a caller's ed25519 key signs for a signed call or job (`caller::call_signing_message`,
+/// message v2), from `{network_id, program_id, entrypoint, request_id, expires_at_ms, fuel,
+/// read_only?, timestamp_ms?, input_base64 | input_hash, max_attempts? | max_retries?, caller?,
+/// signature?}`: `input_base64` is the call's input (as in `program_execute`), or give its BLAKE3
+/// `input_hash` (hex); `max_attempts` defaults to 1 (a call), a job gives its `max_retries`
+/// (signed as `max_retries + 1`). Sign `message` as is (Ed25519, e.g. WebCrypto) and send
+/// `"signed": {"version": 2, "caller": <public key hex>, "expires_at_ms", "signature": <hex>}`
+/// with `entrypoint`, `request_id`, `fuel` (and `read_only`, `timestamp_ms` if signed) in the
+/// call's options. The caller id is the public key itself.
 ///
 /// Ok: `{message_hex, message_base64, input_hash, max_attempts}`, plus with `caller` the
 /// `call_id` its receipt will carry, and with `caller` and `signature` whether that signature
@@ -364,14 +375,23 @@ fn build_call_message(c: CallInput) -> Result<Map<String, Value>, String> {
             onvm_rpc_api::program::MAX_REQUEST_ID_BYTES
         ));
     }
+    if c.fuel == 0 {
+        return Err("fuel must be at least 1".into());
+    }
+    let terms = SignedTerms {
+        expires_at_ms: c.expires_at_ms,
+        max_attempts,
+        fuel: c.fuel,
+        read_only: c.read_only,
+        timestamp_ms: c.timestamp_ms,
+    };
     let message = signing_message(
         &c.network_id,
         &c.program_id,
         &c.entrypoint,
         &input_hash,
         &c.request_id,
-        c.expires_at_ms,
-        max_attempts,
+        &terms,
     );
     let mut out = object(json!({
         "message_hex": hex::encode(&message),
@@ -386,6 +406,7 @@ fn build_call_message(c: CallInput) -> Result<Map<String, Value>, String> {
         );
         if let Some(signature) = c.signature {
             let signed = onvm_rpc_api::caller::CallSignature {
+                version: onvm_rpc_api::caller::CALL_SIG_VERSION,
                 caller,
                 expires_at_ms: c.expires_at_ms,
                 signature,
@@ -396,7 +417,7 @@ fn build_call_message(c: CallInput) -> Result<Map<String, Value>, String> {
                 &c.entrypoint,
                 &input_hash,
                 &c.request_id,
-                max_attempts,
+                &terms,
                 &signed,
             );
             out.insert("signature_valid".into(), json!(valid.is_ok()));
@@ -456,11 +477,19 @@ mod tests {
     fn the_call_message_is_the_one_the_node_checks() {
         let key = onvm_rpc_api::caller::SigningKey::from_bytes(&[7; 32]);
         let program = ProgramId::from_bytes([3; 32]);
-        let signed =
-            onvm_rpc_api::caller::sign_call(&key, "net", &program, "onvm_main", b"hi", "r1", 1_000);
+        let terms = SignedTerms::call(1_000, 5_000);
+        let signed = onvm_rpc_api::caller::sign_call(
+            &key,
+            "net",
+            &program,
+            "onvm_main",
+            b"hi",
+            "r1",
+            &terms,
+        );
         let input = json!({
             "network_id": "net", "program_id": program, "entrypoint": "onvm_main",
-            "request_id": "r1", "expires_at_ms": 1_000, "input_base64": "aGk=",
+            "request_id": "r1", "expires_at_ms": 1_000, "fuel": 5_000, "input_base64": "aGk=",
             "caller": signed.caller, "signature": signed.signature,
         });
         let v = run(call_signing_message_json, input.to_string().as_bytes());
@@ -472,8 +501,7 @@ mod tests {
             "onvm_main",
             &Hash32::of(b"hi"),
             "r1",
-            1_000,
-            1,
+            &terms,
         );
         assert_eq!(v["message_hex"], hex::encode(expected));
         assert_eq!(v["call_id"], json!(call_id(&program, &signed.caller, "r1")));
@@ -485,5 +513,12 @@ mod tests {
             (v["max_attempts"].clone(), v["signature_valid"].clone()),
             (json!(3), json!(false))
         );
+        // So are the fuel and the dry-run flag.
+        for (field, value) in [("fuel", json!(1)), ("read_only", json!(true))] {
+            let mut changed = input.clone();
+            changed[field] = value;
+            let v = run(call_signing_message_json, changed.to_string().as_bytes());
+            assert_eq!(v["signature_valid"], false, "{field}");
+        }
     }
 }
