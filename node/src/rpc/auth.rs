@@ -336,10 +336,13 @@ impl FrontDoor {
         now: u64,
     ) -> Result<Admission, Refusal> {
         let headers = request.headers();
+        // HTTP/2 (cleartext h2 included) names the host in `:authority`, which arrives as the
+        // URI's authority with no Host header: it is checked the same way.
         let host = headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string);
+            .map(str::to_string)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()));
         if let Some(host) = &host
             && !host_allowed(host, &self.policy.hosts)
         {
@@ -933,6 +936,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(refused.status, 403);
         assert!(refused.reason.contains("rpc.allowed_hosts"));
+        // HTTP/2: the authority pseudo-header, with no Host header at all.
+        let refused = admit_at(
+            &door,
+            &mut request("http://rebind.evil.example:8080/", &[]),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(refused.status, 403, "{refused:?}");
+        assert!(admit_at(&door, &mut request("http://127.0.0.1:8080/", &[]), 0).is_ok());
+        // An h2 page's origin is checked against its authority too.
+        assert!(
+            admit_at(
+                &door,
+                &mut request(
+                    "http://127.0.0.1:8080/",
+                    &[("origin", "http://127.0.0.1:8080")]
+                ),
+                0
+            )
+            .is_ok()
+        );
     }
 
     #[test]
