@@ -787,3 +787,123 @@ async fn a_thousand_idle_keep_alives_do_not_exhaust_the_node() {
     assert!(health.ready, "{health:?}");
     drop(idle);
 }
+
+/// Jobs and uploads belong to the client that created them: another token with the same
+/// scopes cannot cancel the job or append to, read, finish or abort the upload; the owner and
+/// an admin can.
+#[tokio::test]
+async fn jobs_and_uploads_belong_to_the_client_that_created_them() {
+    use onvm::rpc_api::api::{BlobApiClient, JobApiClient};
+    let node = TestNode::start().await;
+    let operator = node.client().await;
+    let scopes = [Scope::Read, Scope::Execute, Scope::Upload, Scope::Deploy];
+    let alice = common::ws_client_as(
+        &node.url(),
+        Some(&common::new_token(&operator, &scopes, "alice").await),
+    )
+    .await;
+    let mallory = common::ws_client_as(
+        &node.url(),
+        Some(&common::new_token(&operator, &scopes, "mallory").await),
+    )
+    .await;
+    let admin = common::ws_client_as(
+        &node.url(),
+        Some(&common::new_token(&operator, &[Scope::Admin, Scope::Execute], "admin").await),
+    )
+    .await;
+    let not_owner = |e: jsonrpsee::core::client::Error| match e {
+        jsonrpsee::core::client::Error::Call(e) => {
+            assert_eq!(e.code(), codes::FORBIDDEN);
+            assert!(
+                e.message().contains("belongs to another client"),
+                "{}",
+                e.message()
+            );
+        }
+        other => panic!("expected not_owner, got {other}"),
+    };
+
+    // A job that runs until cancelled.
+    let program = ProgramApiClient::deploy(
+        &alice,
+        DeployRequest {
+            wasm_base64: Some(common::program_wasm("job_test").into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .program_id;
+    let job = JobApiClient::submit(
+        &alice,
+        onvm::rpc_api::jobs::SubmitJob {
+            program_id: program,
+            request_id: "forever".into(),
+            input_base64: Some(common::example("job-test", "stress_forever.json").into()),
+            input_blob: None,
+            entrypoint: None,
+            max_retries: Some(0),
+            timeout_ms: None,
+            fuel: None,
+            metadata: None,
+            signed: None,
+        },
+    )
+    .await
+    .unwrap()
+    .job
+    .job_id;
+    not_owner(JobApiClient::cancel(&mallory, job).await.unwrap_err());
+    let cancelled = JobApiClient::cancel(&alice, job)
+        .await
+        .expect("the owner cancels");
+    assert!(
+        cancelled.cancel_requested || cancelled.status.is_terminal(),
+        "{cancelled:?}"
+    );
+    JobApiClient::cancel(&admin, job)
+        .await
+        .expect("an admin may too");
+
+    // An upload.
+    let upload = BlobApiClient::upload_begin(&alice, 8, None)
+        .await
+        .unwrap()
+        .upload_id;
+    not_owner(
+        BlobApiClient::upload_append(&mallory, upload.clone(), 0, b"evil".to_vec().into())
+            .await
+            .unwrap_err(),
+    );
+    not_owner(
+        BlobApiClient::upload_status(&mallory, upload.clone())
+            .await
+            .unwrap_err(),
+    );
+    not_owner(
+        BlobApiClient::upload_abort(&mallory, upload.clone())
+            .await
+            .unwrap_err(),
+    );
+    not_owner(
+        BlobApiClient::upload_finish(&mallory, upload.clone(), None)
+            .await
+            .unwrap_err(),
+    );
+    BlobApiClient::upload_append(&alice, upload.clone(), 0, b"ours".to_vec().into())
+        .await
+        .expect("the owner appends");
+    assert_eq!(
+        BlobApiClient::upload_status(&alice, upload.clone())
+            .await
+            .unwrap()
+            .received,
+        4
+    );
+    assert!(
+        BlobApiClient::upload_abort(&operator, upload)
+            .await
+            .expect("the operator aborts")
+    );
+}

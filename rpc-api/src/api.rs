@@ -45,7 +45,7 @@ pub trait BlobApi {
 
     /// Appends a chunk at `offset`, which must equal the bytes received so far. Re-sending the
     /// last chunk after a lost reply is detected and accepted (see docs/RPC.md).
-    #[method(name = "upload_append")]
+    #[method(name = "upload_append", with_extensions)]
     async fn upload_append(
         &self,
         upload_id: UploadId,
@@ -54,11 +54,11 @@ pub trait BlobApi {
     ) -> RpcResult<UploadStatus>;
 
     /// Where an upload stands: resume from `received`.
-    #[method(name = "upload_status")]
+    #[method(name = "upload_status", with_extensions)]
     async fn upload_status(&self, upload_id: UploadId) -> RpcResult<UploadStatus>;
 
     /// Completes an upload once all bytes arrived; optionally checks the expected id.
-    #[method(name = "upload_finish")]
+    #[method(name = "upload_finish", with_extensions)]
     async fn upload_finish(
         &self,
         upload_id: UploadId,
@@ -66,7 +66,7 @@ pub trait BlobApi {
     ) -> RpcResult<BlobStat>;
 
     /// Drops an upload session and its partial data. Idempotent.
-    #[method(name = "upload_abort")]
+    #[method(name = "upload_abort", with_extensions)]
     async fn upload_abort(&self, upload_id: UploadId) -> RpcResult<bool>;
 
     /// Reads `length` bytes from `offset` (default: from 0 to the end, if that fits inline).
@@ -185,7 +185,7 @@ pub trait ReceiptApi {
 #[cfg_attr(feature = "client", rpc(server, client, namespace = "job"))]
 pub trait JobApi {
     /// Queues a job; acknowledged only once durable. Idempotent by `request_id`.
-    #[method(name = "submit")]
+    #[method(name = "submit", with_extensions)]
     async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult>;
 
     /// A job's status, attempts, timestamps and, once finished, its outcome.
@@ -197,7 +197,7 @@ pub trait JobApi {
     async fn output(&self, job_id: JobId) -> RpcResult<JobOutput>;
 
     /// Cancels a pending or running job; idempotent.
-    #[method(name = "cancel")]
+    #[method(name = "cancel", with_extensions)]
     async fn cancel(&self, job_id: JobId) -> RpcResult<JobInfo>;
 
     /// Jobs ordered by id, optionally filtered by status and program.

@@ -240,6 +240,21 @@ pub struct Grant {
     pub client: Option<String>,
 }
 
+/// Who a grant's holder is, as recorded for what it creates (jobs, uploads): its API token
+/// (`token:<id>`), or its IP address when it presented none (`ip:<address>`); the operator's
+/// cookie is `operator`.
+pub fn owner(grant: &Grant) -> String {
+    grant.client.clone().unwrap_or_else(|| "operator".into())
+}
+
+/// Whether `grant` may cancel or touch something `owner` created: its owner, or the operator
+/// (the cookie, or any `admin` token). Something with no owner recorded on this node (created
+/// through another node) is the operator's business only.
+pub fn may_touch(grant: &Grant, owner: Option<&str>) -> bool {
+    let operator = grant.client.is_none() || grant.scopes.allows(Scope::Admin);
+    operator || owner.is_some_and(|o| grant.client.as_deref() == Some(o))
+}
+
 /// Why a request was turned away before reaching JSON-RPC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

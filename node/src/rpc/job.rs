@@ -19,11 +19,28 @@ use crate::net::{ForwardedCall, ForwardedReply};
 
 #[async_trait]
 impl JobApiServer for Handlers {
-    async fn submit(&self, request: SubmitJob) -> RpcResult<SubmitResult> {
-        if let Some(home) = self.elsewhere(request.program_id).await? {
-            return self.submit_with_failover(home, request).await;
+    async fn submit(
+        &self,
+        ext: &jsonrpsee::Extensions,
+        request: SubmitJob,
+    ) -> RpcResult<SubmitResult> {
+        let submitted = if let Some(home) = self.elsewhere(request.program_id).await? {
+            self.submit_with_failover(home, request).await?
+        } else {
+            self.ctx.jobs.submit(request).await.map_err(rpc)?
+        };
+        // Who may cancel it: the client that submitted it here (or the operator).
+        if submitted.created
+            && let Some(grant) = ext.get::<super::auth::Grant>()
+        {
+            let (store, key, owner) = (
+                self.ctx.store.clone(),
+                format!("job:{}", submitted.job.job_id),
+                super::auth::owner(grant),
+            );
+            super::errors::blocking(move || store.set_owner(&key, &owner)).await?;
         }
-        self.ctx.jobs.submit(request).await.map_err(rpc)
+        Ok(submitted)
     }
 
     async fn status(&self, job_id: JobId) -> RpcResult<JobInfo> {
@@ -45,7 +62,8 @@ impl JobApiServer for Handlers {
         }
     }
 
-    async fn cancel(&self, job_id: JobId) -> RpcResult<JobInfo> {
+    async fn cancel(&self, ext: &jsonrpsee::Extensions, job_id: JobId) -> RpcResult<JobInfo> {
+        self.own(ext, format!("job:{job_id}"), "job").await?;
         if let Ok(job) = self.ctx.jobs.status(job_id).await
             && let Some(home) = self.elsewhere(job.program_id).await?
         {

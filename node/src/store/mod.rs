@@ -37,6 +37,8 @@ const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 /// Upload id -> UploadRecord.
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// `job:<id>` / `upload:<id>` -> the client that created it on this node (`rpc::auth::owner`).
+const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("owners");
 /// Program id -> ProgramRecord.
 const PROGRAMS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("programs");
 /// Program id ++ user key -> value.
@@ -376,6 +378,7 @@ impl Store {
             }
             tx.open_table(BLOBS)?;
             tx.open_table(UPLOADS)?;
+            tx.open_table(OWNERS)?;
             tx.open_table(PROGRAMS)?;
             tx.open_table(STATE)?;
             tx.open_table(SMT_NODES)?;
@@ -514,6 +517,26 @@ impl Store {
             .get(id)?
             .map(|v| decode("uploads", v.value()))
             .transpose()
+    }
+
+    /// Records who created `key` (`job:<id>`, `upload:<id>`); the first owner stays.
+    pub fn set_owner(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        {
+            let mut owners = tx.open_table(OWNERS)?;
+            if owners.get(key)?.is_none() {
+                owners.insert(key, owner)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Who created `key` on this node, if it was created here.
+    pub fn owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.begin_read()?;
+        let owners = tx.open_table(OWNERS)?;
+        Ok(owners.get(key)?.map(|v| v.value().to_string()))
     }
 
     /// Removes an upload; returns whether it existed.
