@@ -221,6 +221,7 @@ pub struct RpcConfig {
     pub max_connections_per_ip: u32,
     pub operator_connections: u32,
     pub idle_connection_ms: u64,
+    pub pressure_idle_ms: u64,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
     pub calls_per_sec: u32,
@@ -375,6 +376,10 @@ impl Default for RpcConfig {
             // sockets that only sit there (or trickle a body) give their slot back within a
             // minute. Clients reconnect on demand; subscribers are exempt.
             idle_connection_ms: 60_000,
+            // Longer than any pause inside a working client's exchange (a call and the next
+            // one it sends on the answer); short enough that a newcomer to a full node waits
+            // about a second, not a minute, when idle sockets hold the slots.
+            pressure_idle_ms: 1_000,
             ping_interval_ms: 15_000,
             idle_timeout_ms: 30_000,
             // Far above what a person or a dApp needs (reads are cheap, writes queue behind the
@@ -712,6 +717,9 @@ operator_connections = {operator_connections}
 # A connection with no call running and no subscription is closed after this long, whether or
 # not it answers pings (a slow request body counts as idle). 0: never.
 idle_connection_ms = {idle_connection_ms}
+# While every slot is taken, a newcomer gets the seat of the connection idle longest if it has
+# carried no call for this long (it is closed; subscribers are never closed this way).
+pressure_idle_ms = {pressure_idle_ms}
 # WebSocket ping period; 0 disables pings and idle reaping.
 ping_interval_ms = {rpc_ping_interval_ms}
 # A WebSocket that answers no ping and sends nothing for this long is closed (checked at each
@@ -901,6 +909,7 @@ debug_partition = {debug_partition:?}
             max_connections_per_ip = rpc.max_connections_per_ip,
             operator_connections = rpc.operator_connections,
             idle_connection_ms = rpc.idle_connection_ms,
+            pressure_idle_ms = rpc.pressure_idle_ms,
             max_calls_per_connection = rpc.max_calls_per_connection,
             rpc_ping_interval_ms = rpc.ping_interval_ms,
             rpc_idle_timeout_ms = rpc.idle_timeout_ms,

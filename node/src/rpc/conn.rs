@@ -2,8 +2,10 @@
 //! against its source address's cap and the node's (idle HTTP keep-alives and WebSockets alike),
 //! the operator has slots of its own beyond both, and a connection that carries no call is
 //! closed after `rpc.idle_connection_ms` whether or not it answers pings: sockets that only sit
-//! there, or trickle a request body, cannot hold the door shut. Subscribers are exempt (they wait
-//! by design) but still count against the caps.
+//! there, or trickle a request body, cannot hold the door shut. While the node is full, a newcomer
+//! takes the seat of the connection idle longest (at least `rpc.pressure_idle_ms`), so a flood of
+//! idle sockets from many addresses delays a real client by about a second, not a minute.
+//! Subscribers are exempt from both (they wait by design) but count against the caps.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,6 +50,10 @@ impl Activity {
         CallGuard(self.clone())
     }
 
+    fn last_ms(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
+    }
+
     /// Whether the connection has carried no call for `idle_ms` at `now_ms`.
     pub fn is_idle(&self, now_ms: u64, idle_ms: u64) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
@@ -69,7 +75,8 @@ impl Drop for CallGuard {
 /// What one TCP connection holds while it is open.
 #[derive(Debug)]
 pub struct ConnState {
-    pub seat: Seat,
+    /// Replaced by a counted seat when an over-cap connection is given one (`Seats::admit`).
+    pub seat: std::sync::Mutex<Seat>,
     /// The reserved slot an over-cap connection of the operator took.
     pub operator: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
     pub activity: Arc<Activity>,
@@ -80,7 +87,7 @@ pub struct ConnState {
 impl ConnState {
     pub fn new(seat: Seat, now_ms: u64) -> Arc<Self> {
         Arc::new(Self {
-            seat,
+            seat: std::sync::Mutex::new(seat),
             operator: std::sync::Mutex::new(None),
             activity: Activity::new(now_ms),
             close: tokio_util::sync::CancellationToken::new(),
@@ -175,9 +182,10 @@ pub async fn close_when_idle(state: std::sync::Weak<ConnState>, idle_ms: u64) {
 pub enum Seat {
     /// Within its address's cap and the node's.
     Counted(#[allow(dead_code)] Arc<IpPermit>, #[allow(dead_code)] Slot),
-    /// Over a cap: only the operator (cookie or an `admin` token) may use it, in one of the
-    /// reserved slots; anyone else gets 429 on its first request.
-    OverCap { why: String },
+    /// Over a cap: the operator (cookie or an `admin` token) uses one of the reserved slots;
+    /// anyone else gets 429 on its first request, unless the node-wide cap was the reason and an
+    /// idle connection can make room.
+    OverCap { why: String, node_wide: bool },
 }
 
 /// A place in the node-wide count; released when dropped.
@@ -200,10 +208,21 @@ pub struct Seats {
     /// `rpc.operator_connections`: connections beyond every cap for the operator.
     operator: Arc<tokio::sync::Semaphore>,
     operator_max: usize,
+    /// Every open connection, for making room under pressure.
+    open: std::sync::Mutex<Vec<std::sync::Weak<ConnState>>>,
+    /// `rpc.pressure_idle_ms`: how long a connection must have been idle to give its seat to a
+    /// newcomer while the node is full.
+    pressure_idle_ms: u64,
 }
 
+/// How long a newcomer waits for the seat an idle connection gives up.
+const MAKE_ROOM_WAIT: Duration = Duration::from_secs(1);
+
 impl Seats {
-    pub fn new(per_ip: Arc<PerIp>, max_per_ip: usize, max_total: usize, operator: usize) -> Self {
+    pub fn new(
+        per_ip: Arc<PerIp>,
+        (max_per_ip, max_total, operator, pressure_idle_ms): (usize, usize, usize, u64),
+    ) -> Self {
         Self {
             per_ip,
             max_per_ip,
@@ -211,6 +230,97 @@ impl Seats {
             total: Arc::default(),
             operator: Arc::new(tokio::sync::Semaphore::new(operator)),
             operator_max: operator,
+            open: std::sync::Mutex::default(),
+            pressure_idle_ms,
+        }
+    }
+
+    /// Remembers an open connection (forgotten once it is gone).
+    pub fn register(&self, state: &Arc<ConnState>) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= 2 * (self.max_total + self.operator_max) {
+            open.retain(|w| w.strong_count() > 0);
+        }
+        open.push(Arc::downgrade(state));
+    }
+
+    /// Closes the counted connection idle longest (at least `pressure_idle_ms`, no subscription)
+    /// other than `except`; whether there was one.
+    fn reap_one(&self, except: &Arc<ConnState>) -> bool {
+        let now = crate::util::now_ms();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|w| w.strong_count() > 0);
+        let victim = open
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|s| !Arc::ptr_eq(s, except) && !s.close.is_cancelled())
+            .filter(|s| s.activity.is_idle(now, self.pressure_idle_ms))
+            .filter(|s| {
+                matches!(
+                    *s.seat.lock().unwrap_or_else(|p| p.into_inner()),
+                    Seat::Counted(..)
+                )
+            })
+            .min_by_key(|s| s.activity.last_ms());
+        match victim {
+            Some(victim) => {
+                tracing::debug!(
+                    "the node is full: closing its longest idle connection for a newcomer"
+                );
+                victim.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lets the first request of `state`'s connection from `ip` through, or says why not. A
+    /// connection within the caps passes. One over a cap passes if it is the operator's (a
+    /// reserved slot), or, when the node-wide cap was the reason, if an idle connection gives
+    /// up its seat within `MAKE_ROOM_WAIT`.
+    pub async fn admit(
+        &self,
+        state: &Arc<ConnState>,
+        grant: &Grant,
+        ip: IpAddr,
+    ) -> Result<(), String> {
+        let (why, node_wide) = match &*state.seat.lock().unwrap_or_else(|p| p.into_inner()) {
+            Seat::Counted(..) => return Ok(()),
+            Seat::OverCap { why, node_wide } => (why.clone(), *node_wide),
+        };
+        {
+            let mut held = state.operator.lock().unwrap_or_else(|p| p.into_inner());
+            if held.is_some() {
+                return Ok(());
+            }
+            match self.operator_slot(grant) {
+                Ok(slot) => {
+                    *held = Some(slot);
+                    return Ok(());
+                }
+                Err(operator_full) if !operator_full.is_empty() => return Err(operator_full),
+                Err(_) => {}
+            }
+        }
+        if !node_wide || !self.reap_one(state) {
+            return Err(why);
+        }
+        let deadline = tokio::time::Instant::now() + MAKE_ROOM_WAIT;
+        loop {
+            match self.take(ip) {
+                seat @ Seat::Counted(..) => {
+                    *state.seat.lock().unwrap_or_else(|p| p.into_inner()) = seat;
+                    return Ok(());
+                }
+                Seat::OverCap {
+                    why,
+                    node_wide: false,
+                } => return Err(why),
+                Seat::OverCap { .. } if tokio::time::Instant::now() >= deadline => {
+                    return Err(why);
+                }
+                Seat::OverCap { .. } => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
         }
     }
 
@@ -229,6 +339,7 @@ impl Seats {
                     "too many open connections from {ip} (rpc.max_connections_per_ip = {}); close some and retry",
                     self.max_per_ip
                 ),
+                node_wide: false,
             };
         };
         let taken = self.total.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +350,7 @@ impl Seats {
                     "the node serves as many connections as it may (rpc.max_connections = {}); retry shortly",
                     self.max_total
                 ),
+                node_wide: true,
             };
         }
         Seat::Counted(permit, Slot(self.total.clone()))
@@ -289,16 +401,16 @@ mod tests {
 
     #[test]
     fn caps_count_connections_and_the_operator_keeps_slots_beyond_them() {
-        let seats = Seats::new(Arc::default(), 2, 3, 1);
+        let seats = Seats::new(Arc::default(), (2, 3, 1, 1_000));
         let ip = |n| IpAddr::from([127, 0, 0, n]);
         let a1 = seats.take(ip(1));
         let a2 = seats.take(ip(1));
         assert!(
-            matches!(seats.take(ip(1)), Seat::OverCap { why } if why.contains("max_connections_per_ip"))
+            matches!(seats.take(ip(1)), Seat::OverCap { why, node_wide: false } if why.contains("max_connections_per_ip"))
         );
         let b1 = seats.take(ip(2));
         assert!(
-            matches!(seats.take(ip(2)), Seat::OverCap { why } if why.contains("rpc.max_connections"))
+            matches!(seats.take(ip(2)), Seat::OverCap { why, node_wide: true } if why.contains("rpc.max_connections"))
         );
         assert!(!seats.full(), "the operator's slot is still free");
         let stranger = Grant {

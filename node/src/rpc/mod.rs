@@ -211,9 +211,12 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
     let (stop, handle) = jsonrpsee::server::stop_channel();
     let seats = Arc::new(conn::Seats::new(
         door.per_ip.clone(),
-        config.max_connections_per_ip as usize,
-        config.max_connections as usize,
-        config.operator_connections as usize,
+        (
+            config.max_connections_per_ip as usize,
+            config.max_connections as usize,
+            config.operator_connections as usize,
+            config.pressure_idle_ms,
+        ),
     ));
     let idle_ms = config.idle_connection_ms;
     tokio::spawn(accept_loop(
@@ -271,6 +274,7 @@ async fn accept_loop(
             continue;
         }
         let state = conn::ConnState::new(seats.take(remote.ip()), crate::util::now_ms());
+        seats.register(&state);
         let activity = state.activity.clone();
         let (services, methods, stop_conn, door, ctx, seats_conn, activity_conn) = (
             services.clone(),
@@ -307,30 +311,17 @@ async fn accept_loop(
                         }
                         Ok(auth::Admission::Pass { grant, cors }) => (grant, cors),
                     };
-                    if let conn::Seat::OverCap { why } = &seat.seat {
-                        let mut held = seat.operator.lock().unwrap_or_else(|p| p.into_inner());
-                        if held.is_none() {
-                            match seats.operator_slot(&grant) {
-                                Ok(slot) => *held = Some(slot),
-                                Err(operator_full) => {
-                                    let reason = if operator_full.is_empty() {
-                                        why.clone()
-                                    } else {
-                                        operator_full
-                                    };
-                                    let mut refused = auth::Refusal {
-                                        status: 429,
-                                        reason,
-                                    }
-                                    .into_response();
-                                    refused.headers_mut().insert(
-                                        http::header::CONNECTION,
-                                        http::HeaderValue::from_static("close"),
-                                    );
-                                    return Ok(refused);
-                                }
-                            }
+                    if let Err(reason) = seats.admit(&seat, &grant, remote.ip()).await {
+                        let mut refused = auth::Refusal {
+                            status: 429,
+                            reason,
                         }
+                        .into_response();
+                        refused.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                        return Ok(refused);
                     }
                     let mut response: jsonrpsee::server::HttpResponse = if let Some(page) = page {
                         web::serve(page, head_only, &grant, &ctx).await
