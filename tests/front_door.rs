@@ -746,8 +746,15 @@ async fn a_flood_of_idle_and_slow_connections_never_locks_out_the_operator() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
-    println!("a token client got in during the flood after {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    println!(
+        "a token client got in during the flood after {:?}",
+        asked.elapsed()
+    );
 
     // The idle sockets and the trickled bodies are closed within idle_connection_ms (+ a tick).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -923,4 +930,47 @@ async fn jobs_and_uploads_belong_to_the_client_that_created_them() {
             .await
             .expect("the operator aborts")
     );
+}
+
+/// Subscribers are never closed for idleness, so they have a cap of their own: connections
+/// beyond `rpc.max_subscriber_connections` cannot subscribe (more subscriptions on a connection
+/// that has one are fine), and a subscriber's place comes back when it disconnects.
+#[tokio::test]
+async fn subscriber_connections_have_a_cap_of_their_own() {
+    use onvm::rpc_api::api::DagApiClient;
+    let node = TestNode::start_with(&["rpc.max_subscriber_connections=2"]).await;
+    let first = node.client().await;
+    let second = node.client().await;
+    let third = node.client().await;
+    let _a = DagApiClient::subscribe_nodes(&first, None).await.unwrap();
+    let _b = DagApiClient::subscribe_nodes(&second, None).await.unwrap();
+    let _b2 = DagApiClient::subscribe_nodes(&second, Some(1))
+        .await
+        .expect("a second subscription on a subscriber connection");
+    match DagApiClient::subscribe_nodes(&third, None).await {
+        Err(jsonrpsee::core::client::Error::Call(e)) => {
+            assert_eq!(e.code(), codes::LIMIT_EXCEEDED);
+            assert!(
+                e.message().contains("rpc.max_subscriber_connections"),
+                "{}",
+                e.message()
+            );
+        }
+        other => panic!("expected too_many_subscribers, got {:?}", other.map(|_| ())),
+    }
+    // Calls on that connection still work, and a place comes back with its holder.
+    NodeApiClient::info(&third)
+        .await
+        .expect("calls are not subscriptions");
+    drop((_a, first));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match DagApiClient::subscribe_nodes(&third, None).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the place never came back: {e}"),
+        }
+    }
 }

@@ -222,6 +222,7 @@ pub struct RpcConfig {
     pub operator_connections: u32,
     pub idle_connection_ms: u64,
     pub pressure_idle_ms: u64,
+    pub max_subscriber_connections: u32,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
     pub calls_per_sec: u32,
@@ -380,6 +381,10 @@ impl Default for RpcConfig {
             // one it sends on the answer); short enough that a newcomer to a full node waits
             // about a second, not a minute, when idle sockets hold the slots.
             pressure_idle_ms: 1_000,
+            // Half the slots: subscribers are never closed for idleness, so they must not be
+            // able to take every slot; a dashboard or dApp needs one connection for all its
+            // subscriptions.
+            max_subscriber_connections: 50,
             ping_interval_ms: 15_000,
             idle_timeout_ms: 30_000,
             // Far above what a person or a dApp needs (reads are cheap, writes queue behind the
@@ -720,6 +725,9 @@ idle_connection_ms = {idle_connection_ms}
 # While every slot is taken, a newcomer gets the seat of the connection idle longest if it has
 # carried no call for this long (it is closed; subscribers are never closed this way).
 pressure_idle_ms = {pressure_idle_ms}
+# Most connections holding subscriptions at once (they are never closed for idleness); a
+# subscription on a further connection fails with -32002 `too_many_subscribers`.
+max_subscriber_connections = {max_subscriber_connections}
 # WebSocket ping period; 0 disables pings and idle reaping.
 ping_interval_ms = {rpc_ping_interval_ms}
 # A WebSocket that answers no ping and sends nothing for this long is closed (checked at each
@@ -910,6 +918,7 @@ debug_partition = {debug_partition:?}
             operator_connections = rpc.operator_connections,
             idle_connection_ms = rpc.idle_connection_ms,
             pressure_idle_ms = rpc.pressure_idle_ms,
+            max_subscriber_connections = rpc.max_subscriber_connections,
             max_calls_per_connection = rpc.max_calls_per_connection,
             rpc_ping_interval_ms = rpc.ping_interval_ms,
             rpc_idle_timeout_ms = rpc.idle_timeout_ms,

@@ -655,6 +655,10 @@ pub struct ScopeLayer {
     pub vm_share: usize,
     /// Where each answered call's latency is recorded (`GET /metrics`).
     pub counters: Arc<crate::metrics::Counters>,
+    /// Places for subscriber connections (`rpc.max_subscriber_connections`).
+    pub subscribers: Arc<tokio::sync::Semaphore>,
+    /// `rpc.max_subscriber_connections`, for the refusal's message.
+    pub max_subscribers: usize,
 }
 
 /// The method that runs the VM on the caller's behalf (jobs run in the background, bounded by
@@ -672,6 +676,8 @@ impl<S> tower::Layer<S> for ScopeLayer {
             connection: Arc::new(Mutex::new(Bucket::full(self.rates.connection, now_ms()))),
             vm_share: Arc::new(tokio::sync::Semaphore::new(self.vm_share)),
             counters: self.counters.clone(),
+            subscribers: self.subscribers.clone(),
+            max_subscribers: self.max_subscribers,
         }
     }
 }
@@ -685,6 +691,8 @@ pub struct ScopeCheck<S> {
     /// Turns in the VM this connection may hold at once.
     vm_share: Arc<tokio::sync::Semaphore>,
     counters: Arc<crate::metrics::Counters>,
+    subscribers: Arc<tokio::sync::Semaphore>,
+    max_subscribers: usize,
 }
 
 impl<S> ScopeCheck<S> {
@@ -750,9 +758,26 @@ where
             .cloned();
         let subscribes = onvm_rpc_api::methods::method(request.method_name())
             .is_some_and(|m| m.kind == onvm_rpc_api::methods::Kind::Subscribe);
+        let refusal = refusal.or_else(|| {
+            let full = subscribes
+                && activity
+                    .as_ref()
+                    .is_some_and(|a| !a.become_subscriber(&self.subscribers));
+            full.then(|| {
+                rpc_error(
+                    codes::LIMIT_EXCEEDED,
+                    "too_many_subscribers",
+                    format!(
+                        "the node serves as many subscriber connections as it may (rpc.max_subscriber_connections = {}): subscribe on a connection that already has a subscription, or retry later",
+                        self.max_subscribers
+                    ),
+                    json!({"config_key": "rpc.max_subscriber_connections"}),
+                )
+            })
+        });
         async move {
             // The connection is busy while this runs (`rpc.idle_connection_ms`).
-            let _active = activity.map(|a| a.call(now_ms(), subscribes));
+            let _active = activity.map(|a| a.call(now_ms(), subscribes && refusal.is_none()));
             let started = std::time::Instant::now();
             if let Some(error) = refusal {
                 return MethodResponse::error(request.id, error);

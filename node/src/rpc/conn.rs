@@ -24,6 +24,9 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Opened a subscription: exempt from idle closing.
     subscribed: AtomicBool,
+    /// Its place among the node's subscriber connections (`rpc.max_subscriber_connections`),
+    /// held while the connection lives.
+    subscriber: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Activity {
@@ -32,6 +35,7 @@ impl Activity {
             last_ms: AtomicU64::new(now_ms),
             in_flight: AtomicUsize::new(0),
             subscribed: AtomicBool::new(false),
+            subscriber: std::sync::Mutex::new(None),
         })
     }
 
@@ -48,6 +52,23 @@ impl Activity {
             self.subscribed.store(true, Ordering::Relaxed);
         }
         CallGuard(self.clone())
+    }
+
+    /// Makes this a subscriber connection, taking one of `places` the first time; false when
+    /// every place is taken (subscribers are never closed for idleness, so they have a cap of
+    /// their own and cannot take every slot of the node).
+    pub fn become_subscriber(&self, places: &Arc<tokio::sync::Semaphore>) -> bool {
+        let mut held = self.subscriber.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_some() {
+            return true;
+        }
+        match places.clone().try_acquire_owned() {
+            Ok(place) => {
+                *held = Some(place);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn last_ms(&self) -> u64 {

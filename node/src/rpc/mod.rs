@@ -193,6 +193,10 @@ pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServe
             jsonrpsee::server::middleware::rpc::RpcServiceBuilder::new().layer(auth::ScopeLayer {
                 tokens,
                 counters: ctx.counters.clone(),
+                subscribers: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_subscriber_connections as usize,
+                )),
+                max_subscribers: config.max_subscriber_connections as usize,
                 vm_share: config.max_calls_per_connection as usize,
                 rates: auth::Rates {
                     connection: limits::Rate {
