@@ -756,8 +756,13 @@ where
             .extensions()
             .get::<Arc<super::conn::Activity>>()
             .cloned();
-        let subscribes = onvm_rpc_api::methods::method(request.method_name())
-            .is_some_and(|m| m.kind == onvm_rpc_api::methods::Kind::Subscribe);
+        // Looked up once per call: its kind here, its latency slot after the answer.
+        let method = onvm_rpc_api::methods::METHODS
+            .iter()
+            .position(|m| m.name == request.method_name());
+        let subscribes = method.is_some_and(|i| {
+            onvm_rpc_api::methods::METHODS[i].kind == onvm_rpc_api::methods::Kind::Subscribe
+        });
         let refusal = refusal.or_else(|| {
             let full = subscribes
                 && activity
@@ -789,11 +794,10 @@ where
                 None => None,
             };
             let id = request.id.clone().into_owned();
-            let method = request.method_name().to_string();
             let response = inner.call(request).await;
             counters
                 .timings
-                .rpc_call(&method, started.elapsed(), response.is_error());
+                .rpc_call(method, started.elapsed(), response.is_error());
             // jsonrpsee answers a subscription over the per-connection cap with its own code
             // -32006, which is ONVM's FORBIDDEN: answer with the limit error instead. ONVM's
             // own -32006 errors always carry an object `data` with a `kind`; jsonrpsee's `data`
