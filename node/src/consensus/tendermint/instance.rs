@@ -214,6 +214,8 @@ enum Validation {
         pol_round: Round,
         proposer: MemberIndex,
     },
+    /// The core holds the verdict (it pairs it with every proposal of the value at this
+    /// height).
     Answered,
 }
 
@@ -236,7 +238,12 @@ struct Handler<'a, S> {
     /// Entries already in the log (WAL replay): not appended again.
     logged: &'a [Input<OnvmContext>],
     out: Vec<Out>,
-    /// Proposals of other members whose signature the core just checked (and accepted).
+    /// Proposals of other members that the core just kept, read off its `WalAppend`s: it logs
+    /// the proposals it keeps (and a proposal that differs from a kept one of the same value
+    /// only in its polka round, as evidence), nothing else. Not every proposal whose signature
+    /// it checked: one from the round's proposer is still dropped past the core's cap of
+    /// distinct values per (height, round) (a Byzantine proposer equivocating), and so would
+    /// be a verdict on its value given at that round.
     proposals: Vec<SignedProposal>,
     /// Set when an effect cannot be carried out safely: nothing after it is performed.
     fatal: Option<String>,
@@ -363,12 +370,8 @@ impl<S: Signing> Handler<'_, S> {
                     }
                     ConsensusMsg::Proposal(proposal) => {
                         let proposal = SignedMessage::new(proposal, signed.signature);
-                        let valid = proposal.message.proposer == public_key
-                            && verify_proposal(self.signing, self.domain, &proposal);
-                        if valid && proposal.message.proposer != self.me {
-                            self.proposals.push(proposal);
-                        }
-                        valid
+                        proposal.message.proposer == public_key
+                            && verify_proposal(self.signing, self.domain, &proposal)
                     }
                 };
                 r.resume_with(valid)
@@ -404,6 +407,12 @@ impl<S: Signing> Handler<'_, S> {
                     // Logging it is impossible and skipping it would break the log's promise:
                     // stop here, before anything that depends on it is sent.
                     self.fatal = Some(format!("the core asked to log an unloggable {input:?}"));
+                }
+                // Also during WAL replay: a verdict asked for before the crash is asked again.
+                if let Input::Proposal(p) = &input
+                    && p.message.proposer != self.me
+                {
+                    self.proposals.push(p.clone());
                 }
                 if !self.logged.contains(&input) {
                     self.push(Action::WalAppend(WalEntry { height, input }));
@@ -714,7 +723,21 @@ impl<S: Signing> Instance<S> {
             value,
             validity: Validity::from_bool(valid),
         };
-        self.on_current(height, Input::ProposedValue(pv, ValueOrigin::Consensus))
+        let actions = self.on_current(height, Input::ProposedValue(pv, ValueOrigin::Consensus));
+        // The verdict is given at the round of a proposal the core kept, so it keeps the
+        // verdict too. Were it ever dropped, `Answered` would stop every later proposal of the
+        // value from asking again, and this member could never prevote for it (a stall that
+        // no timeout ends): forget the value instead, so the next proposal of it asks again.
+        if self.halted.is_none()
+            && height == self.state.height()
+            && self
+                .state
+                .get_proposed_value_by_id(height, round, &id)
+                .is_none()
+        {
+            self.validations.remove(&id);
+        }
+        actions
     }
 
     /// A decision of the current height learned from another member (who stored it from its
@@ -856,8 +879,10 @@ impl<S: Signing> Instance<S> {
                 },
             }
         }
-        // Ask the node to re-execute every newly seen value of this height (once per value:
-        // validity is a property of the value at this height, whatever the round).
+        // Ask the node to re-execute every value of this height newly kept in a proposal (once
+        // per value: validity is a property of the value at this height, whatever the round;
+        // the core pairs a value with its proposals of every round). Only kept proposals: the
+        // verdict is given at the round of one, where the core always has room for it.
         let height = self.state.height();
         for p in proposals {
             let m = &p.message;

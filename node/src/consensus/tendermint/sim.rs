@@ -1416,15 +1416,17 @@ fn random_committees_keep_every_invariant() {
     assert!(o.failures.is_empty(), "{} seeds failed", o.failures.len());
 }
 
-/// Known liveness bug, not yet fixed: with these seeds a call is still undecided at the
-/// deadline (a Byzantine member that also censors, slow calls, and round timeouts that have
-/// grown to 15 s; undiagnosed whether a lock no honest member will prevote or a deadline too
-/// short). No safety invariant fails. Ignored until fixed; replay with
-/// `cargo test -p onvm-node --lib tendermint::sim::known -- --ignored --nocapture`, or one seed
-/// with `TM_SIM_SEED=9410`.
+/// Seeds 7027 and 9410 of the first 20,000 once ended with calls undecided at the deadline
+/// (no safety invariant failed): a Byzantine leader flooded its round with proposals, so the
+/// core kept two of its values and dropped its re-proposal of the honest value V (its cap of
+/// distinct values per height and round); the instance had asked for V's re-execution anyway
+/// and counted it answered, though the core dropped that verdict too, so when honest leaders
+/// re-proposed V, a member that had not re-executed V before (it had restarted) never asked
+/// again and prevoted nil in every round. The instance now asks only about proposals the core
+/// keeps (`tests.rs` has the same case, step by step). Replay one with its trace:
+/// `TM_SIM_SEED=9410 cargo test -p onvm-node --lib tendermint::sim::random -- --nocapture`.
 #[test]
-#[ignore = "known liveness bug under investigation (seeds 7027, 9410 of 20,000)"]
-fn known_liveness_failures() {
+fn seeds_that_once_stalled_now_decide() {
     let o = run_seeds(&[7027, 9410], Scenario::random);
     for (seed, v) in &o.failures {
         println!("seed {seed}: {v:?}");

@@ -890,6 +890,120 @@ fn double_proposals_are_evidence_and_forgeries_are_not() {
     ));
 }
 
+/// The stall of sim seeds 7027 and 9410. A Byzantine leader fills its round with two values
+/// (the core keeps at most two distinct values per height and round), then re-proposes the
+/// honest value V there too: the core verifies that proposal's signature, then drops it, and
+/// would drop a verdict on V given at that round as well. The glue asked for a re-execution
+/// anyway and counted V as answered (once per value and height), so when honest leaders
+/// re-proposed V in later rounds this member never asked again, never held V's verdict, and
+/// prevoted nil in every round: no polka ever again. Now only proposals the core keeps are
+/// re-executed, and the next one of V is.
+#[test]
+fn a_value_dropped_from_a_flooded_round_is_validated_when_proposed_again() {
+    let keys = Keys::new(4);
+    let h = Height(0);
+    let honest = Value {
+        call_id: [0xC0; 32],
+        receipt_id: [0xC1; 32],
+        proposer: MemberIndex(0),
+    };
+    let byz = |b: u8| Value {
+        call_id: [b; 32],
+        receipt_id: [b; 32],
+        proposer: MemberIndex(1),
+    };
+    let proposal = |round: u32, value: Value, pol_round: Round| {
+        let proposer = MemberIndex(round % 4);
+        Message::Proposal(sign_proposal(
+            &keys,
+            Proposal {
+                height: h,
+                round: Round::new(round),
+                value,
+                pol_round,
+                proposer,
+            },
+        ))
+    };
+    let prevote = |round: u32, voter: u32| {
+        Message::Vote(sign_vote(
+            &keys,
+            Vote {
+                height: h,
+                round: Round::new(round),
+                vote_type: VoteType::Prevote,
+                value: NilOrVal::Val(honest.id()),
+                voter: MemberIndex(voter),
+            },
+        ))
+    };
+    // Performs like a driver whose re-executions answer at once (every value is valid):
+    // returns what was sent and records what was re-executed.
+    let asked = RefCell::new(Vec::<(u32, Value)>::new());
+    let perform = |m: &mut Instance<Bls>, actions: Vec<Action>| -> Vec<SignedVote> {
+        let mut todo = actions;
+        let mut votes = Vec::new();
+        while !todo.is_empty() {
+            let mut next = Vec::new();
+            for a in todo {
+                match a {
+                    Action::Validate { round, value, .. } => {
+                        asked.borrow_mut().push((round, value));
+                        next.extend(m.on_value_validated(h, value, true));
+                    }
+                    Action::Broadcast(Message::Vote(v)) => votes.push(v),
+                    Action::Halt(r) => panic!("halted: {r}"),
+                    _ => {}
+                }
+            }
+            todo = next;
+        }
+        votes
+    };
+
+    // Member 3 is still in round 0 (it restarted). Member 1 leads round 1 and floods it: two
+    // values of its own, then V.
+    let mut m3 = Instance::new(config(4, 3), keys.signer(3)).expect("valid");
+    let actions = m3.start_height(h, MemberIndex(0));
+    perform(&mut m3, actions);
+    for msg in [
+        proposal(1, byz(0xB1), Round::Nil),
+        proposal(1, byz(0xB2), Round::Nil),
+        proposal(1, honest, Round::new(0)),
+    ] {
+        let actions = m3.on_message(msg);
+        perform(&mut m3, actions);
+    }
+    // Then V's round-0 polka reaches it (before it, the core had no round to keep V's verdict
+    // at; after it, it would keep it at round 0).
+    for voter in 0..3 {
+        let actions = m3.on_message(prevote(0, voter));
+        perform(&mut m3, actions);
+    }
+    // Member 2 leads round 2 and re-proposes V (its polka round is 0); f + 1 prevotes of
+    // round 2 take member 3 there.
+    let actions = m3.on_message(proposal(2, honest, Round::new(0)));
+    let mut votes = perform(&mut m3, actions);
+    for voter in [0, 2] {
+        let actions = m3.on_message(prevote(2, voter));
+        votes.extend(perform(&mut m3, actions));
+    }
+    assert_eq!(m3.round(), Some(2));
+    assert!(
+        votes.iter().any(|v| v.message.voter == MemberIndex(3)
+            && v.message.round == Round::new(2)
+            && v.message.vote_type == VoteType::Prevote
+            && v.message.value == NilOrVal::Val(honest.id())),
+        "member 3 must prevote V in round 2: {votes:?}"
+    );
+    // Re-executed: what the core kept, each value once (V at the round where it was kept).
+    assert_eq!(
+        asked.into_inner(),
+        vec![(1, byz(0xB1)), (1, byz(0xB2)), (2, honest)]
+    );
+    assert!(m3.halted().is_none());
+}
+
 /// Certificates: a genuine one verifies; too few signers, a bitmap that lies about who signed,
 /// signatures from two rounds, prevotes passed off as precommits, another value, another
 /// program, out-of-committee signers and reserved rounds are all refused.
