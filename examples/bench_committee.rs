@@ -53,8 +53,7 @@ use onvm::rpc_api::committee::{
 };
 use onvm::rpc_api::error::error_data;
 use onvm::rpc_api::program::{
-    DeployRequest, ExecuteOptions, ExecutionReceipt, Outcome, SignedReceipt,
-    receipt_signing_message, write_digest,
+    DeployRequest, ExecuteOptions, ExecutionReceipt, Outcome, SignedReceipt, write_digest,
 };
 use onvm::rpc_api::types::Base64Bytes;
 use onvm::rpc_api::{BlobId, Hash32, HexBytes, ProgramId};
@@ -466,9 +465,10 @@ fn bench_aggregate(n: usize) -> Result<AggregateRow> {
     let new_once = t.elapsed();
 
     // Every member signs the same receipt; the signatures are aggregated.
-    let receipt = synthetic_receipt(program);
+    let mut receipt = synthetic_receipt(program);
+    receipt.executor = keys[0].member.endpoint_id;
     let id = receipt.id();
-    let msg = receipt_signing_message(NET, &id);
+    let msg = onvm::rpc_api::committee::precommit_message(&receipt, &id, 0, 0);
     let sigs: Vec<Signature> = keys.iter().map(|k| k.sk.sign(&msg, SIG_DST, &[])).collect();
     let refs: Vec<&Signature> = sigs.iter().collect();
     let aggregate = AggregateSignature::aggregate(&refs, true)
@@ -482,6 +482,7 @@ fn bench_aggregate(n: usize) -> Result<AggregateRow> {
         id,
         receipt,
         epoch: 0,
+        round: Some(0),
         signers: HexBytes(bitmap),
         signature: HexBytes(aggregate.compress().to_vec()),
     };

@@ -325,10 +325,14 @@ fn attested_by(
         executor: keys[0].1.endpoint_id,
     };
     let id = receipt.id();
-    let message = receipt_signing_message(network, &id);
+    // The executor signs its receipt; every member (the executor too) precommits round 0.
+    let own = keys[0]
+        .0
+        .sign(&receipt_signing_message(network, &id), SIG_DST, &[]);
+    let precommit = onvm::rpc_api::committee::precommit_message(&receipt, &id, 0, 0);
     let signatures: Vec<_> = keys
         .iter()
-        .map(|(sk, _)| sk.sign(&message, SIG_DST, &[]))
+        .map(|(sk, _)| sk.sign(&precommit, SIG_DST, &[]))
         .collect();
     let refs: Vec<_> = signatures.iter().collect();
     let aggregate = AggregateSignature::aggregate(&refs, true)
@@ -342,9 +346,10 @@ fn attested_by(
         id,
         receipt,
         signer_bls_key: keys[0].1.bls_public_key.clone(),
-        signature: HexBytes(signatures[0].compress().to_vec()),
+        signature: HexBytes(own.compress().to_vec()),
         attestation: Some(Attestation {
             epoch: 0,
+            round: 0,
             signers: HexBytes(bitmap),
             signature: HexBytes(aggregate.compress().to_vec()),
         }),

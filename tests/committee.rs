@@ -3,6 +3,7 @@
 
 use blst::min_sig::{AggregateSignature, SecretKey, Signature};
 use onvm::rpc_api::bls::{POP_DST, SIG_DST};
+use onvm::rpc_api::committee::precommit_message;
 use onvm::rpc_api::committee::{
     AggregatedReceipt, Committee, CommitteeError, Member, VerifiedCommittee, default_threshold,
     select, set_signer,
@@ -70,13 +71,27 @@ fn committee(keys: &[Key], program: ProgramId) -> Committee {
     }
 }
 
-/// Signs `r` with the members at `signers` and aggregates.
+/// Member 0's execution of `r`, precommitted in round 0 by the members at `signers`, their
+/// signatures aggregated.
 fn attest(keys: &[Key], signers: &[usize], r: ExecutionReceipt) -> AggregatedReceipt {
+    let mut r = r;
+    r.executor = keys[0].member.endpoint_id;
     let id = r.id();
-    let msg = receipt_signing_message(NET, &id);
+    let msg = precommit_message(&r, &id, 0, 0);
+    signed_by(keys, signers, r, &msg, Some(0))
+}
+
+/// `r` with the aggregate of `signers`' signatures over `msg`, naming `round`.
+fn signed_by(
+    keys: &[Key],
+    signers: &[usize],
+    r: ExecutionReceipt,
+    msg: &[u8],
+    round: Option<u32>,
+) -> AggregatedReceipt {
     let sigs: Vec<Signature> = signers
         .iter()
-        .map(|&i| keys[i].sk.sign(&msg, SIG_DST, &[]))
+        .map(|&i| keys[i].sk.sign(msg, SIG_DST, &[]))
         .collect();
     let refs: Vec<&Signature> = sigs.iter().collect();
     let agg = AggregateSignature::aggregate(&refs, true)
@@ -87,12 +102,118 @@ fn attest(keys: &[Key], signers: &[usize], r: ExecutionReceipt) -> AggregatedRec
         set_signer(&mut bitmap, keys.len(), i);
     }
     AggregatedReceipt {
-        id,
+        id: r.id(),
         receipt: r,
         epoch: 0,
+        round,
         signers: HexBytes(bitmap),
         signature: HexBytes(agg.compress().to_vec()),
     }
+}
+
+/// A certificate proves one round's precommits for this very value: signatures of another
+/// round, of the receipt id alone (the old single-round attestation), with no round, or for
+/// an execution by a non-member prove nothing.
+#[test]
+fn an_attestation_is_the_precommits_of_the_one_round_it_names() {
+    let keys: Vec<Key> = (0..4).map(key).collect();
+    let program = ProgramId::from_bytes([11; 32]);
+    let verified = VerifiedCommittee::new(committee(&keys, program)).unwrap();
+    let good = attest(&keys, &[1, 2, 3], receipt(program, 3));
+    verified.verify(&good, NET).unwrap();
+    // The same signatures presented as another round's.
+    let mut moved = good.clone();
+    moved.round = Some(1);
+    assert_eq!(
+        verified.verify(&moved, NET),
+        Err(CommitteeError::BadSignature)
+    );
+    // Round 1's precommits are valid for round 1 only.
+    let r = good.receipt.clone();
+    let round1 = signed_by(
+        &keys,
+        &[0, 1, 3],
+        r.clone(),
+        &precommit_message(&r, &good.id, 1, 0),
+        Some(1),
+    );
+    verified.verify(&round1, NET).unwrap();
+    // Two members of round 0 and one of round 1 never make a certificate, whatever it names.
+    let mixed_sigs = [
+        keys[1]
+            .sk
+            .sign(&precommit_message(&r, &good.id, 0, 0), SIG_DST, &[]),
+        keys[2]
+            .sk
+            .sign(&precommit_message(&r, &good.id, 0, 0), SIG_DST, &[]),
+        keys[3]
+            .sk
+            .sign(&precommit_message(&r, &good.id, 1, 0), SIG_DST, &[]),
+    ];
+    let refs: Vec<&Signature> = mixed_sigs.iter().collect();
+    let mixed_agg = AggregateSignature::aggregate(&refs, true)
+        .unwrap()
+        .to_signature();
+    for round in [0, 1] {
+        let mut mixed = good.clone();
+        mixed.round = Some(round);
+        mixed.signature = HexBytes(mixed_agg.compress().to_vec());
+        assert_eq!(
+            verified.verify(&mixed, NET),
+            Err(CommitteeError::BadSignature)
+        );
+    }
+    // The old attestation: a quorum's signatures over the receipt id.
+    let old = signed_by(
+        &keys,
+        &[0, 1, 2],
+        r.clone(),
+        &receipt_signing_message(NET, &good.id),
+        Some(0),
+    );
+    assert_eq!(
+        verified.verify(&old, NET),
+        Err(CommitteeError::BadSignature)
+    );
+    let mut no_round = old;
+    no_round.round = None;
+    assert_eq!(
+        verified.verify(&no_round, NET),
+        Err(CommitteeError::NoRound(4))
+    );
+    let mut reserved = good.clone();
+    reserved.round = Some(u32::MAX);
+    assert_eq!(
+        verified.verify(&reserved, NET),
+        Err(CommitteeError::BadRound(u32::MAX))
+    );
+    // Another member named as the executor: another value.
+    let other_executor = signed_by(
+        &keys,
+        &[0, 1, 2],
+        r.clone(),
+        &precommit_message(&r, &good.id, 0, 1),
+        Some(0),
+    );
+    assert_eq!(
+        verified.verify(&other_executor, NET),
+        Err(CommitteeError::BadSignature)
+    );
+    // An executor outside the committee.
+    let mut stranger = r;
+    stranger.executor = Hash32([8; 32]);
+    let sid = stranger.id();
+    let outside = signed_by(
+        &keys,
+        &[0, 1, 2],
+        stranger.clone(),
+        &precommit_message(&stranger, &sid, 0, 0),
+        Some(0),
+    );
+    assert_eq!(
+        verified.verify(&outside, NET),
+        Err(CommitteeError::ExecutorNotMember)
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
-//! Two live leaders whose votes split, resolved by a PBFT view change (issue 11). A partition
-//! cuts the program's home (member 0, leader of view 0) off from two of its three members
-//! while calls arrive on both sides: the home proposes its call but gathers only two of the
-//! three votes it needs; the cut-off members time out, change view, and the view-1 leader gets
-//! the other call decided. The home's call then follows at the next height. Both commit once,
+//! Two live leaders whose votes split, resolved by a round change (issue 11). A partition
+//! cuts the program's home (member 0, leader of round 0 at height 0) off from two of its three
+//! members while calls arrive on both sides: the home proposes its call but gathers only two of
+//! the three prevotes it needs; the cut-off members time out, move to round 1, and its leader
+//! gets a call decided. The home's call then follows at the next height. Both commit once,
 //! neither under the home's lost proposal, and after the partition heals the home takes part
 //! again and every node holds the same state.
 
@@ -15,7 +15,7 @@ use onvm::rpc_api::api::ProgramApiClient;
 use onvm::rpc_api::committee::VerifiedCommittee;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
+async fn two_live_leaders_split_by_a_partition_resolve_by_a_round_change() {
     let b = TestNode::start().await;
     let c = TestNode::start().await;
     let d = TestNode::start().await;
@@ -49,8 +49,8 @@ async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
     assert_eq!(heights, [0, 1], "each call once, one after the other");
     let verified = VerifiedCommittee::new(committee).unwrap();
     for r in [&x, &y] {
-        // The home's own proposal never gathered a quorum: both calls were run by the leader
-        // that took over in the view change.
+        // The home's own proposal never gathered a quorum: both calls were run by the members
+        // that led later rounds and heights.
         assert_ne!(r.receipt.executor.to_string(), home, "{r:?}");
         verified.verify(&r.aggregated(), "onvm-devnet").unwrap();
     }
@@ -78,15 +78,18 @@ async fn two_live_leaders_split_by_a_partition_resolve_by_a_view_change() {
     }
 }
 
-/// A hostile stranger on `/onvm/pbft/1`: garbage, an oversized stream, unknown fields, forged
-/// votes for a real program, and a flood of envelopes naming made-up programs. None of it is
+/// A hostile stranger on `/onvm/committee/2`: garbage, an oversized stream, unknown fields,
+/// malformed consensus bytes, forged decisions for a real program, and a flood of envelopes
+/// naming made-up programs. None of it is
 /// a member's message, so nothing changes: the committee keeps deciding calls and every node
 /// agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_and_forgeries_on_the_committee_protocol_change_nothing() {
     use iroh::endpoint::presets;
-    use onvm::node::consensus::pbft::{Message, Proposal};
+    use onvm::node::consensus::tendermint::sequencer::{Decided, Message};
+    use onvm::node::consensus::tendermint::{AggregateCertificate, Height, MemberIndex, Value};
     use onvm::node::net::{Attachment, COMMITTEE_ALPN, CommitteeEnvelope};
+    use onvm::rpc_api::HexBytes;
 
     let a = TestNode::start().await;
     let (b, c, d) = (
@@ -121,44 +124,56 @@ async fn strangers_and_forgeries_on_the_committee_protocol_change_nothing() {
             let _ = s.finish();
         }
     };
-    let envelope = |program, message| {
+    let envelope = |program, message: Message| {
         serde_json::to_vec(&CommitteeEnvelope {
             network_id: "onvm-devnet".into(),
             program_id: program,
-            message,
+            message: Some(HexBytes(message.encode())),
             attachment: Attachment::None,
         })
         .unwrap()
     };
-    let junk = Proposal {
+    let junk = Value {
         call_id: [7; 32],
-        digest: [8; 32],
-        proposer: 0,
+        receipt_id: [8; 32],
+        proposer: MemberIndex(0),
     };
     send(b"\xff not json".to_vec()).await;
     // Over net.max_forward_bytes (16 MiB): dropped unread.
     send(vec![b'{'; 17 * 1024 * 1024]).await;
-    let mut unknown: serde_json::Value =
-        serde_json::from_slice(&envelope(p, Message::SyncRequest { from_height: 0 })).unwrap();
-    unknown["extra"] = serde_json::json!(1);
-    send(serde_json::to_vec(&unknown).unwrap()).await;
-    // Forged votes for the real program, from a node that is not a member.
-    send(envelope(
+    let mut unknown: serde_json::Value = serde_json::from_slice(&envelope(
         p,
-        Message::PrePrepare {
-            height: 1,
-            view: 0,
-            proposal: junk,
+        Message::DecisionRequest {
+            from_height: Height(0),
         },
     ))
-    .await;
+    .unwrap();
+    unknown["extra"] = serde_json::json!(1);
+    send(serde_json::to_vec(&unknown).unwrap()).await;
+    let mut malformed: serde_json::Value = serde_json::from_slice(&envelope(
+        p,
+        Message::DecisionRequest {
+            from_height: Height(0),
+        },
+    ))
+    .unwrap();
+    malformed["message"] = serde_json::json!("01ff00");
+    send(serde_json::to_vec(&malformed).unwrap()).await;
+    // A forged decision for the real program's next height, from a node that is not a member
+    // (and with a certificate nobody signed).
     send(envelope(
         p,
-        Message::Commit {
-            height: 1,
-            view: 0,
-            digest: junk.digest,
-        },
+        Message::Decision(Decided {
+            height: Height(1),
+            value: junk,
+            certificate: AggregateCertificate {
+                height: 1,
+                round: 0,
+                value_id: junk.id(),
+                signers: vec![0b1111],
+                signature: vec![0xab; 48],
+            },
+        }),
     ))
     .await;
     // Made-up programs: each costs the node a lookup, never a DAG pull from the stranger.
@@ -228,14 +243,7 @@ async fn a_member_forging_decisions_never_halts_the_program() {
             r.receipt.call_id.0, [0xfd; 32],
             "a made-up call was applied"
         );
-        let aggregated = onvm::rpc_api::committee::AggregatedReceipt {
-            id: r.id,
-            receipt: r.receipt.clone(),
-            epoch: 0,
-            signers: r.attestation.clone().unwrap().signers,
-            signature: r.attestation.clone().unwrap().signature,
-        };
-        verified.verify(&aggregated, "onvm-devnet").unwrap();
+        verified.verify(&r.aggregated(), "onvm-devnet").unwrap();
     }
     let mut states = Vec::new();
     let mut refused = 0;

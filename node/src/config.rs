@@ -66,10 +66,10 @@ impl Default for CommitteeConfig {
             default_size: 4,
             max_size: 16,
             attest_timeout_ms: 10_000,
-            // PBFT's view-0 timeout: a dead leader is replaced after about this long (doubling
-            // per failed view). Long enough for a call at the default fuel to run and be
-            // re-executed by the members on a loaded 2-core machine, short enough that
-            // failover stays well under the 5 s a client notices.
+            // Tendermint's round-0 propose timeout: a dead leader's round ends after about this
+            // long (later rounds add half of vm.max_call_ms). Long enough for a call at the
+            // default fuel to run and be re-executed by the members on a loaded 2-core
+            // machine, short enough that failover stays well under the 5 s a client notices.
             view_timeout_ms: DEFAULT_VIEW_TIMEOUT_MS,
             debug_corrupt_results: false,
             debug_abandon_after_attest: false,
@@ -880,8 +880,9 @@ max_size = {committee_max_size}
 # How long a call waits for its committee to decide it before failing (-32005); the call may
 # still be decided later, and a retry with the same request_id returns its receipt.
 attest_timeout_ms = {attest_timeout_ms}
-# PBFT view timeout of a height's first view: members replace a leader that did not get the
-# height decided within it (later views wait twice as long each).
+# Tendermint propose timeout of a height's round 0: members move to the next round's leader
+# when the round's proposal has not arrived and been checked within it (each later round adds
+# half of vm.max_call_ms, so a slow call still decides).
 view_timeout_ms = {view_timeout_ms}
 # For tests of the attestation path only: this node's re-executions report a wrong output, so
 # it refuses to sign and records evidence. Never enable it on a real node.

@@ -405,9 +405,10 @@ impl Node {
             programs.clone(),
             store.clone(),
             config.node.network_id.clone(),
-            onvm_rpc_api::Hash32(*identity.endpoint_id().as_bytes()),
+            identity.clone(),
             crate::consensus::committees::Settings {
                 view_timeout_ms: config.committee.view_timeout_ms,
+                max_call_ms: config.vm.max_call_ms,
                 call_timeout_ms: config.committee.attest_timeout_ms,
                 debug_abandon_after_attest: config.committee.debug_abandon_after_attest,
                 debug_forge_decisions: config.committee.debug_forge_decisions,
@@ -677,7 +678,10 @@ impl crate::consensus::committees::CommitteeNet for CommitteePeers {
         self.0.send_committee(to, envelope);
     }
 
-    fn sync_from(&self, peer: onvm_rpc_api::Hash32) -> crate::consensus::driver::BoxFuture<()> {
+    fn sync_from(
+        &self,
+        peer: onvm_rpc_api::Hash32,
+    ) -> crate::consensus::tendermint::driver::BoxFuture<()> {
         let peers = self.0.clone();
         Box::pin(async move {
             if let Err(e) = peers.sync_from(peer).await {

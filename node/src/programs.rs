@@ -22,7 +22,7 @@ use crate::config::CommitteeConfig;
 use crate::identity::Identity;
 use crate::metrics::{self, Counters};
 use crate::store::{
-    CallEffects, CommittedCall, JobCommit, ProgramRecord, StateSnapshot, Store, StoreError, Vote,
+    CallEffects, CommittedCall, JobCommit, ProgramRecord, StateSnapshot, Store, StoreError,
 };
 use crate::util::now_ms;
 use crate::vm::{
@@ -144,43 +144,12 @@ pub struct Programs {
     refs_cache: Arc<Mutex<HashMap<ProgramId, BlobRefs>>>,
     counters: Arc<Counters>,
     committee: CommitteeConfig,
-    /// Reaches committee members (installed by the network layer once it runs).
-    attestor: Arc<std::sync::OnceLock<Arc<dyn Attestor>>>,
-    /// Per program, the height after the last call this node committed as sequencer: while
-    /// the program is still there, no other member sequenced in between, so a new call needs
-    /// no round of `vote_at` questions first.
-    sequenced_to: Arc<Mutex<HashMap<ProgramId, u64>>>,
     /// The PBFT committees this node is a member of (installed at start; weak, since the
     /// committees hold this `Programs` to execute and commit).
     committees: Arc<std::sync::OnceLock<std::sync::Weak<crate::consensus::Committees>>>,
 }
 
-/// Asks a committee member to re-execute a proposed call and sign its receipt; returns the
-/// member's compressed BLS signature or why it refused.
-pub trait Attestor: Send + Sync + 'static {
-    fn request(
-        &self,
-        member: Hash32,
-        proposed: ExecutionReceipt,
-        input: Vec<u8>,
-    ) -> BoxFuture<Result<Vec<u8>, String>>;
-    /// How far `member` has applied `program`, and what it signed at `height` (if anything).
-    fn vote_at(
-        &self,
-        member: Hash32,
-        program: ProgramId,
-        height: u64,
-    ) -> BoxFuture<Result<(u64, Option<Vote>), String>>;
-    /// Pulls the DAG of `member`, which has applied calls this node has not seen yet.
-    fn catch_up(&self, member: Hash32) -> BoxFuture<()>;
-}
-
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-/// How often a sequencer taking over pulls a member that is ahead before it gives up.
-const MAX_CATCH_UPS: u32 = 3;
-/// How long a sequencer taking over waits for more members' votes once it has enough.
-const VOTE_GRACE: Duration = Duration::from_millis(300);
 
 /// A fresh request id for a writing call that came without one.
 pub fn fresh_request_id() -> String {
@@ -230,8 +199,6 @@ impl Programs {
             refs_cache: Arc::default(),
             counters,
             committee,
-            attestor: Arc::default(),
-            sequenced_to: Arc::default(),
             committees: Arc::default(),
         }
     }
@@ -383,12 +350,6 @@ impl Programs {
         .await?;
         if created {
             metrics::add(&self.counters.programs_deployed, 1);
-            // The home sequenced everything so far (nothing): its first call needs no round of
-            // vote_at questions to members that may not even have the program yet.
-            self.sequenced_to
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, 0);
         }
         Ok(DeployResult {
             program_id: id,
@@ -397,154 +358,9 @@ impl Programs {
         })
     }
 
-    /// Installs how proposals reach committee members (the network layer).
     /// The network this node's programs belong to (signatures are bound to it).
     pub fn network_id(&self) -> &str {
         &self.network_id
-    }
-
-    pub fn set_attestor(&self, attestor: Arc<dyn Attestor>) {
-        let _ = self.attestor.set(attestor);
-    }
-
-    /// Sends the proposed receipt to the other members at once and aggregates the first
-    /// `threshold` valid signatures (this node's included). Fails, committing nothing, when
-    /// too few members sign within `committee.attest_timeout_ms`.
-    async fn collect_attestation(
-        &self,
-        manifest: &ProgramManifest,
-        body: ExecutionReceipt,
-        input: Vec<u8>,
-    ) -> Result<Attestation, ProgramError> {
-        let attestor = self.attestor()?;
-        let id = body.id();
-        let threshold = manifest.threshold as usize;
-        // The sequencer's own signature is a vote like any member's: persisted first, and never
-        // for two receipts at one height (a proposal it made before a crash is finished first).
-        let store = self.store.clone();
-        let (proposal, proposal_input) = (body.clone(), input.clone());
-        if let Err(other) =
-            blocking(move || Ok(store.record_vote(&proposal, &proposal_input)?)).await?
-        {
-            return Err(ProgramError::NotAttested {
-                signed: 0,
-                threshold: threshold as u32,
-                refusals: vec![format!(
-                    "this node already signed receipt {other} at height {}",
-                    body.height
-                )],
-            });
-        }
-        let message = receipt_signing_message(&self.network_id, &id);
-        let own = self
-            .identity
-            .bls_sign(crate::identity::BLS_SIG_DST, &message);
-        // The home is member 0; a member that took over signs at its own index.
-        let me = Hash32(*self.identity.endpoint_id().as_bytes());
-        let my_index = manifest
-            .committee
-            .iter()
-            .position(|m| m.endpoint_id == me)
-            .ok_or_else(|| ProgramError::Internal("sequencing outside the committee".into()))?;
-        let mut signed: Vec<(usize, Vec<u8>)> = vec![(my_index, own.to_vec())];
-        let mut refusals: Vec<String> = Vec::new();
-        let mut requests = tokio::task::JoinSet::new();
-        for (index, member) in manifest.committee.iter().enumerate() {
-            if index == my_index {
-                continue;
-            }
-            let attestor = attestor.clone();
-            let (body, input, member) = (body.clone(), input.clone(), member.clone());
-            requests.spawn(async move {
-                let reply = attestor.request(member.endpoint_id, body, input).await;
-                (index, member, reply)
-            });
-        }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.committee.attest_timeout_ms);
-        while signed.len() < threshold {
-            let next = tokio::time::timeout_at(deadline, requests.join_next()).await;
-            let Ok(Some(Ok((index, member, reply)))) = next else {
-                if next.is_err() {
-                    refusals.push("no more answers within committee.attest_timeout_ms".into());
-                }
-                break;
-            };
-            match reply {
-                Ok(sig)
-                    if crate::identity::bls_verify(
-                        &member.bls_public_key.0,
-                        &message,
-                        &sig,
-                        crate::identity::BLS_SIG_DST,
-                    ) =>
-                {
-                    signed.push((index, sig))
-                }
-                Ok(_) => refusals.push(format!("{}: invalid signature", member.endpoint_id)),
-                Err(reason) => refusals.push(format!("{}: {reason}", member.endpoint_id)),
-            }
-        }
-        // Late members still get the proposal (they vote, or record evidence); nobody waits.
-        requests.detach_all();
-        if signed.len() < threshold {
-            metrics::add(&self.counters.attestations_failed, 1);
-            return Err(ProgramError::NotAttested {
-                signed: signed.len() as u32,
-                threshold: threshold as u32,
-                refusals,
-            });
-        }
-        let mut bitmap = Vec::new();
-        for (index, _) in &signed {
-            onvm_rpc_api::committee::set_signer(&mut bitmap, manifest.committee.len(), *index);
-        }
-        let sigs: Vec<&[u8]> = signed.iter().map(|(_, s)| s.as_slice()).collect();
-        let aggregate = crate::identity::bls_aggregate(&sigs)
-            .ok_or_else(|| ProgramError::Internal("aggregating signatures failed".into()))?;
-        Ok(Attestation {
-            epoch: 0,
-            signers: HexBytes(bitmap),
-            signature: HexBytes(aggregate.to_vec()),
-        })
-    }
-
-    /// A committee member's side: re-executes a call the sequencer proposes, from the same
-    /// state root and input, and signs the receipt only if its own result is identical. The
-    /// vote is persisted before the signature is returned, and a member never signs two
-    /// different receipts for one program and height. A disagreement is stored as evidence.
-    pub async fn attest(
-        &self,
-        proposed: ExecutionReceipt,
-        input: Vec<u8>,
-    ) -> Result<Vec<u8>, AttestError> {
-        let receipt_id = proposed.id();
-        // A program agreed by PBFT gets signatures through its views only: a second request
-        // type yielding receipt signatures in the same domain would let a lying member collect
-        // a quorum for a value PBFT decided otherwise.
-        let record = self.require(&proposed.program_id).await?;
-        if crate::consensus::runs_pbft(&record.manifest.manifest) {
-            return Err(AttestError::Refused(format!(
-                "{} is agreed by its committee's PBFT views; the single-round attest request is \
-                 refused for it",
-                proposed.program_id
-            )));
-        }
-        self.check_proposal(&proposed, input.clone()).await?;
-        let store = self.store.clone();
-        let height = proposed.height;
-        if let Err(other) = blocking(move || Ok(store.record_vote(&proposed, &input)?)).await? {
-            return Err(AttestError::Refused(format!(
-                "this node already signed receipt {other} at height {height}"
-            )));
-        }
-        Ok(self
-            .identity
-            .bls_sign(
-                crate::identity::BLS_SIG_DST,
-                &receipt_signing_message(&self.network_id, &receipt_id),
-            )
-            .to_vec())
     }
 
     /// A committee member's check of a proposal: the proposer, caller, input, network,
@@ -727,202 +543,6 @@ impl Programs {
         Ok(())
     }
 
-    /// What this node signed for `program` at `height`, and how far it has applied it.
-    pub async fn vote_report(
-        &self,
-        program: ProgramId,
-        height: u64,
-    ) -> Result<(u64, Option<Vote>), ProgramError> {
-        let store = self.store.clone();
-        blocking(move || {
-            let record = store
-                .program(&program)?
-                .ok_or(ProgramError::NotFound(program))?;
-            Ok((record.height, store.vote_at(&program, height)?))
-        })
-        .await
-    }
-
-    /// Before a new call is sequenced at the program's next height: finishes a proposal that
-    /// this node or any member already signed there, so a call the previous sequencer may have
-    /// committed is never replaced by another one. The proposal most members signed goes
-    /// first: if one was committed, a threshold signed it, and no member signs two receipts
-    /// for one height. The members are asked unless this node sequenced the previous call
-    /// itself (a member taking over, a home back from a restart or from a takeover period);
-    /// a member that has applied more pulls this node up to date first.
-    async fn settle_pending(&self, manifest: &ProgramManifest) -> Result<(), ProgramError> {
-        let id = manifest.program_id;
-        let me = Hash32(*self.identity.endpoint_id().as_bytes());
-        let mut catch_ups = 0;
-        loop {
-            let store = self.store.clone();
-            let (mut record, own) = blocking(move || {
-                let record = store.program(&id)?.ok_or(ProgramError::NotFound(id))?;
-                let own = store.vote_at(&id, record.height)?;
-                Ok((record, own))
-            })
-            .await?;
-            let height = record.height;
-            let mut votes: Vec<Vote> = own.into_iter().collect();
-            let still_ours = self
-                .sequenced_to
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id)
-                == Some(&height);
-            if !still_ours {
-                let attestor = self.attestor()?;
-                let mut asks = tokio::task::JoinSet::new();
-                let wait = Duration::from_millis(self.committee.attest_timeout_ms);
-                for member in manifest.committee.iter().filter(|m| m.endpoint_id != me) {
-                    let (attestor, member) = (attestor.clone(), member.endpoint_id);
-                    asks.spawn(async move {
-                        let reply =
-                            tokio::time::timeout(wait, attestor.vote_at(member, id, height))
-                                .await
-                                .unwrap_or_else(|_| Err("no answer in time".into()));
-                        (member, reply)
-                    });
-                }
-                // Any K - threshold + 1 members include a signer of a receipt that committed
-                // at this height: wait for that many answers (this node's own is one), then
-                // only briefly for the rest, so a dead member costs no timeout.
-                let needed = crate::consensus::quorum::recovery_answers(
-                    manifest.committee.len(),
-                    manifest.threshold as usize,
-                );
-                let mut answered = 1;
-                let grace = tokio::time::Instant::now() + VOTE_GRACE;
-                let mut ahead = None;
-                loop {
-                    let next = if answered >= needed {
-                        match tokio::time::timeout_at(grace, asks.join_next()).await {
-                            Ok(next) => next,
-                            Err(_) => break,
-                        }
-                    } else {
-                        asks.join_next().await
-                    };
-                    let Some(Ok((member, reply))) = next else {
-                        break;
-                    };
-                    match reply {
-                        Ok((applied, vote)) => {
-                            answered += 1;
-                            if applied > height {
-                                ahead = Some(member);
-                            }
-                            votes.extend(vote);
-                        }
-                        Err(e) => tracing::debug!(%member, "asking for its vote: {e}"),
-                    }
-                }
-                if answered < needed {
-                    return Err(ProgramError::NotAttested {
-                        signed: 0,
-                        threshold: manifest.threshold,
-                        refusals: vec![format!(
-                            "only {answered} of the {needed} members needed to take over at height {height} answered"
-                        )],
-                    });
-                }
-                if let Some(member) = ahead
-                    && catch_ups < MAX_CATCH_UPS
-                {
-                    catch_ups += 1;
-                    attestor.catch_up(member).await;
-                    continue;
-                }
-                // Replication may have moved the program on while the members answered.
-                let store = self.store.clone();
-                record =
-                    blocking(move || store.program(&id)?.ok_or(ProgramError::NotFound(id))).await?;
-                if record.height != height {
-                    continue;
-                }
-            }
-            let mut tally: Vec<(ReceiptId, usize, Vote)> = Vec::new();
-            for vote in votes {
-                let r = &vote.receipt;
-                let fits = r.program_id == id
-                    && r.height == height
-                    && r.state_root_in == record.state_root
-                    && Hash32::of(&vote.input.0) == r.input_hash
-                    && manifest
-                        .committee
-                        .iter()
-                        .any(|m| m.endpoint_id == r.executor);
-                if !fits {
-                    continue;
-                }
-                let rid = r.id();
-                match tally.iter_mut().find(|(t, _, _)| *t == rid) {
-                    Some(entry) => entry.1 += 1,
-                    None => tally.push((rid, 1, vote)),
-                }
-            }
-            if tally.is_empty() {
-                return Ok(());
-            }
-            tally.sort_by_key(|t| std::cmp::Reverse(t.1));
-            let mut reasons = Vec::new();
-            let mut finished = false;
-            for (rid, _, vote) in tally {
-                tracing::info!(program = %id, height, receipt = %rid, "finishing a pending proposal");
-                match self.finish_proposal(manifest, vote).await {
-                    Ok(()) => {
-                        finished = true;
-                        break;
-                    }
-                    Err(e) => reasons.push(format!("pending receipt {rid}: {e}")),
-                }
-            }
-            if !finished {
-                return Err(ProgramError::NotAttested {
-                    signed: 0,
-                    threshold: manifest.threshold,
-                    refusals: reasons,
-                });
-            }
-        }
-    }
-
-    /// Re-runs a pending proposal here, collects the committee's signatures for it and commits
-    /// it unchanged (its executor stays the member that proposed it).
-    async fn finish_proposal(
-        &self,
-        manifest: &ProgramManifest,
-        vote: Vote,
-    ) -> Result<(), ProgramError> {
-        let input = vote.input.0;
-        let proposed = vote.receipt;
-        let rerun = match self.reexecute(manifest, &proposed, input.clone()).await {
-            Ok(r) => r,
-            Err(AttestError::Program(e)) => return Err(e),
-            Err(e) => return Err(ProgramError::Internal(e.to_string())),
-        };
-        if rerun.computed.id() != proposed.id() {
-            return Err(ProgramError::Internal(format!(
-                "re-execution computed receipt {}",
-                rerun.computed.id()
-            )));
-        }
-        let attestation = self
-            .collect_attestation(manifest, proposed.clone(), input.clone())
-            .await?;
-        self.commit(
-            proposed,
-            rerun.writes,
-            input,
-            rerun.output,
-            Some(attestation),
-            None,
-        )
-        .await?;
-        metrics::add(&self.counters.proposals_finished, 1);
-        Ok(())
-    }
-
     /// Commits a call: its writes, receipt (signed here, with the committee's attestation if
     /// any), input and output, and for a job attempt the job's completion, in one transaction.
     async fn commit(
@@ -978,13 +598,6 @@ impl Programs {
             )?)
         })
         .await
-        .inspect(|(receipt, _)| {
-            let r = &receipt.receipt;
-            self.sequenced_to
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(r.program_id, r.height + 1);
-        })
     }
 
     /// Installs the committees that sequence PBFT programs (the consensus layer).
@@ -1062,13 +675,6 @@ impl Programs {
         .await
     }
 
-    fn attestor(&self) -> Result<Arc<dyn Attestor>, ProgramError> {
-        self.attestor
-            .get()
-            .cloned()
-            .ok_or_else(|| ProgramError::Internal("no attestor installed".into()))
-    }
-
     async fn load(&self, id: &ProgramId) -> Result<Option<ProgramRecord>, ProgramError> {
         let store = self.store.clone();
         let id = *id;
@@ -1113,7 +719,7 @@ impl Programs {
     /// accepting node (`check_home`), so a job is recorded once.
     pub async fn check_accepts_calls(&self, id: ProgramId) -> Result<(), ProgramError> {
         let manifest = self.require(&id).await?.manifest.manifest;
-        if crate::consensus::runs_pbft(&manifest) {
+        if crate::consensus::runs_consensus(&manifest) {
             self.require_member(&manifest)
         } else {
             self.require_home(&manifest)
@@ -1234,30 +840,15 @@ impl Programs {
         input: Vec<u8>,
         options: ExecuteOptions,
     ) -> Result<ExecuteResult, ProgramError> {
-        self.execute_inner(id, input, options, None, false)
-            .await
-            .map(|(r, _)| r)
-    }
-
-    /// Failover: runs a writing call as the sequencer on a committee member that is not the
-    /// home, because the home (and every member ranked before this one) did not answer. Like
-    /// any sequencer that did not sequence the previous call, it first finishes what the
-    /// members already signed at the next height (`settle_pending`).
-    pub async fn execute_takeover(
-        &self,
-        id: ProgramId,
-        input: Vec<u8>,
-        options: ExecuteOptions,
-    ) -> Result<ExecuteResult, ProgramError> {
-        self.execute_inner(id, input, options, None, true)
+        self.execute_inner(id, input, options, None)
             .await
             .map(|(r, _)| r)
     }
 
     /// One attempt of a job: like `execute`, cancellable, and on success the output blob and
-    /// the job's completion are committed in the same transaction as the state writes. A
-    /// member that accepted the job while the home was down runs it as a taking-over
-    /// sequencer; the attempt's call id is the same on every node, so it commits once.
+    /// the job's completion are committed in the same transaction as the state writes. Any
+    /// committee member may run it (its committee agrees on it); the attempt's call id is the
+    /// same on every node, so it commits once.
     pub async fn execute_job_attempt(
         &self,
         id: ProgramId,
@@ -1265,9 +856,7 @@ impl Programs {
         options: ExecuteOptions,
         job: JobAttempt,
     ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
-        let takeover = self.check_home(id).await.is_err();
-        self.execute_inner(id, input, options, Some(job), takeover)
-            .await
+        self.execute_inner(id, input, options, Some(job)).await
     }
 
     /// Checks a writing or read-only call as far as any node can before running it: sizes and
@@ -1518,7 +1107,6 @@ impl Programs {
         input: Vec<u8>,
         options: ExecuteOptions,
         job: Option<JobAttempt>,
-        takeover: bool,
     ) -> Result<(ExecuteResult, Option<JobEvent>), ProgramError> {
         let read_only = options.read_only;
         let call = self
@@ -1538,23 +1126,16 @@ impl Programs {
             };
         }
         let manifest = call.manifest.clone();
-        if crate::consensus::runs_pbft(&manifest) {
+        if crate::consensus::runs_consensus(&manifest) {
             self.require_member(&manifest)?;
             let committees = self.committees()?;
             return committees.execute(call, job).await;
         }
-        if takeover {
-            self.require_member(&manifest)?;
-        } else {
-            self.require_home(&manifest)?;
-        }
-
-        // Writers hold the program's sequencer lock from reading the root to committing.
+        // A committee of one: its home runs and commits the call alone. Writers hold the
+        // program's sequencer lock from reading the root to committing.
+        self.require_home(&manifest)?;
         let sequencer = self.sequencer(&id);
         let _turn = sequencer.lock().await;
-        if manifest.committee.len() > 1 {
-            self.settle_pending(&manifest).await?;
-        }
         if let Some(done) = self.committed(id, call.call_id).await? {
             metrics::add(&self.counters.calls_deduplicated, 1);
             return answer_committed(done, call.request_id, &call.input_hash, &call.entrypoint);
@@ -1563,22 +1144,6 @@ impl Programs {
         let proposed = match self.run(&call, None, cancel).await? {
             Ran::Interrupted(result) => return finish_with(None, *result),
             Ran::Proposed(p) => *p,
-        };
-        // With a committee, the call commits only once a threshold of members re-executed it
-        // and signed the same receipt.
-        let attestation = if manifest.committee.len() > 1 {
-            let attestation = self
-                .collect_attestation(&manifest, proposed.body.clone(), proposed.input.clone())
-                .await?;
-            if self.committee.debug_abandon_after_attest {
-                return Err(ProgramError::Internal(
-                    "committee.debug_abandon_after_attest: the call was attested and dropped"
-                        .into(),
-                ));
-            }
-            Some(attestation)
-        } else {
-            None
         };
         let job_commit = match job {
             Some(job) if proposed.result.outcome.is_ok() => {
@@ -1594,7 +1159,7 @@ impl Programs {
             mut result,
         } = proposed;
         let (receipt, job_event) = self
-            .commit(body, writes, input, output, attestation, job_commit)
+            .commit(body, writes, input, output, None, job_commit)
             .await?;
         result.state_root_out = receipt.receipt.state_root_out;
         result.receipt = Some(receipt);

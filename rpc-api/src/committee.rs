@@ -142,17 +142,91 @@ pub fn check_rule(
     Ok(())
 }
 
-/// A receipt attested by a committee: the receipt, the epoch, which members signed (bit i of
-/// the bitmap, little-endian within each byte, is member i) and their aggregate signature.
+/// Tag of the bytes committee members sign when they vote (Tendermint prevotes and
+/// precommits). A receipt's attestation is an aggregate of precommits.
+pub const VOTE_TAG: &[u8] = b"onvm/tendermint-vote/v1";
+/// BLAKE3 derive-key context of a value id (what votes name).
+pub const VALUE_ID_CONTEXT: &str = "onvm/tendermint-value-id/v1";
+/// Vote type byte of a prevote.
+pub const PREVOTE: u8 = 1;
+/// Vote type byte of a precommit.
+pub const PRECOMMIT: u8 = 2;
+
+/// The id of the value a committee agrees on at one height: the call, the receipt of its
+/// execution, and the member that executed it (`proposer`, its index in the committee).
+pub fn value_id(call_id: &[u8; 32], receipt_id: &[u8; 32], proposer: u32) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(VALUE_ID_CONTEXT);
+    h.update(call_id);
+    h.update(receipt_id);
+    h.update(&proposer.to_be_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The bytes a vote signs: `VOTE_TAG ‖ len(network) u32 BE ‖ network ‖ program (32) ‖ height
+/// u64 BE ‖ round u32 BE ‖ vote type (1 prevote, 2 precommit) ‖ 0 | 1 ‖ value id (when 1)`.
+/// The voter is deliberately not in it: all precommits of one round for one value sign the
+/// same bytes, so they aggregate into one BLS signature plus a signer bitmap.
+pub fn vote_bytes(
+    network_id: &str,
+    program: &[u8; 32],
+    height: u64,
+    round: u32,
+    vote_type: u8,
+    value: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(VOTE_TAG.len() + network_id.len() + 86);
+    out.extend_from_slice(VOTE_TAG);
+    out.extend_from_slice(&(network_id.len() as u32).to_be_bytes());
+    out.extend_from_slice(network_id.as_bytes());
+    out.extend_from_slice(program);
+    out.extend_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(&round.to_be_bytes());
+    out.push(vote_type);
+    match value {
+        None => out.push(0),
+        Some(id) => {
+            out.push(1);
+            out.extend_from_slice(id);
+        }
+    }
+    out
+}
+
+/// A receipt attested by a committee: the receipt, the epoch, the consensus round that decided
+/// it, which members signed (bit i of the bitmap, little-endian within each byte, is member i)
+/// and their aggregate signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregatedReceipt {
     pub id: ReceiptId,
     pub receipt: ExecutionReceipt,
     pub epoch: u64,
+    /// The round whose precommits are aggregated; `None` only for a committee of one, whose
+    /// executor signs `receipt_signing_message(network_id, id)` alone.
+    #[serde(default)]
+    pub round: Option<u32>,
     pub signers: HexBytes,
-    /// Compressed G1 aggregate (48 bytes) of the signers' signatures over
-    /// `receipt_signing_message(network_id, id)`.
+    /// Compressed G1 aggregate (48 bytes) of the signers' precommits of `round` for this
+    /// receipt's value ([`precommit_message`]).
     pub signature: HexBytes,
+}
+
+/// The bytes a committee member's precommit for `receipt` in `round` signs: a vote at the
+/// receipt's height for the value (call id, receipt id, executor's index in the committee).
+pub fn precommit_message(
+    receipt: &ExecutionReceipt,
+    id: &ReceiptId,
+    round: u32,
+    executor: u32,
+) -> Vec<u8> {
+    let value = value_id(receipt.call_id.as_bytes(), id.as_bytes(), executor);
+    vote_bytes(
+        &receipt.network_id,
+        receipt.program_id.as_bytes(),
+        receipt.height,
+        round,
+        PRECOMMIT,
+        Some(&value),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,6 +252,14 @@ pub enum CommitteeError {
     BadSignature,
     #[error("the committee has no members, or more than {MAX_COMMITTEE}")]
     BadCommittee,
+    #[error("the receipt's executor is not a member of the committee")]
+    ExecutorNotMember,
+    #[error(
+        "a committee of {0} attests with the precommits of one consensus round; this attestation names no round"
+    )]
+    NoRound(usize),
+    #[error("round {0} is reserved and names no consensus round")]
+    BadRound(u32),
 }
 
 /// A committee whose keys were decoded, subgroup-checked and proof-of-possession-checked once;
@@ -250,20 +332,32 @@ impl VerifiedCommittee {
                 found: r.receipt.network_id.clone(),
             });
         }
-        self.verify_signatures(&r.id, &r.signers.0, &r.signature.0, network_id)
+        let message = match r.round {
+            // A committee of one: its executor's own signature of the receipt.
+            None if self.keys.len() == 1 => receipt_signing_message(network_id, &r.id),
+            None => return Err(CommitteeError::NoRound(self.keys.len())),
+            Some(u32::MAX) => return Err(CommitteeError::BadRound(u32::MAX)),
+            Some(round) => {
+                let executor = self
+                    .committee
+                    .members
+                    .iter()
+                    .position(|m| m.endpoint_id == r.receipt.executor)
+                    .ok_or(CommitteeError::ExecutorNotMember)?;
+                precommit_message(&r.receipt, &r.id, round, executor as u32)
+            }
+        };
+        self.verify_signatures(&message, &r.signers.0, &r.signature.0)
             .map(|_| ())
     }
 
-    /// Checks that a threshold of members, those set in `bitmap`, signed receipt `id`:
-    /// `signature` is their aggregate over `receipt_signing_message(network_id, id)`. Returns
-    /// the signers' indexes. The receipt's contents are not checked (see [`Self::verify`]):
-    /// this is what a committee member checks of a decision that names only the receipt id.
+    /// Checks that a threshold of members, those set in `bitmap`, signed `message`:
+    /// `signature` is their aggregate over it. Returns the signers' indexes.
     pub fn verify_signatures(
         &self,
-        id: &ReceiptId,
+        message: &[u8],
         bitmap: &[u8],
         signature: &[u8],
-        network_id: &str,
     ) -> Result<Vec<usize>, CommitteeError> {
         let signers = self.signers(bitmap)?;
         if (signers.len() as u32) < self.committee.threshold {
@@ -276,8 +370,7 @@ impl VerifiedCommittee {
         for i in &signers {
             aggregate += self.keys[*i];
         }
-        let message = receipt_signing_message(network_id, id);
-        if verify_aggregate(&G2Affine::from(aggregate), &message, signature) {
+        if verify_aggregate(&G2Affine::from(aggregate), message, signature) {
             Ok(signers)
         } else {
             Err(CommitteeError::BadSignature)

@@ -366,13 +366,17 @@ pub struct SignedReceipt {
     pub attestation: Option<Attestation>,
 }
 
-/// Which committee members signed a receipt and their aggregate signature.
+/// Which committee members precommitted a receipt, in which consensus round, and their
+/// aggregate signature: the commit certificate of the receipt's height.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
     pub epoch: u64,
+    /// The Tendermint round of the receipt's height whose precommits are aggregated.
+    pub round: u32,
     /// Bit i (little-endian within each byte) set: member i signed.
     pub signers: HexBytes,
-    /// Compressed G1 aggregate signature (48 bytes) over `receipt_signing_message`.
+    /// Compressed G1 aggregate signature (48 bytes) of the signers' precommits
+    /// (`committee::precommit_message`).
     pub signature: HexBytes,
 }
 
@@ -385,6 +389,7 @@ impl SignedReceipt {
                 id: self.id,
                 receipt: self.receipt.clone(),
                 epoch: a.epoch,
+                round: Some(a.round),
                 signers: a.signers.clone(),
                 signature: a.signature.clone(),
             },
@@ -392,6 +397,7 @@ impl SignedReceipt {
                 id: self.id,
                 receipt: self.receipt.clone(),
                 epoch: 0,
+                round: None,
                 signers: HexBytes(vec![1]),
                 signature: self.signature.clone(),
             },

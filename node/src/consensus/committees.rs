@@ -1,45 +1,52 @@
-//! PBFT committees on this node: for every program with a committee of more than one whose
-//! threshold is the PBFT quorum ([`super::runs_pbft`]) and of which this node is a member,
-//! one [`Driver`] runs this node's [`pbft::Member`]. This file is the glue between the pure
-//! core and the node: it implements the driver's [`Transport`] over `net`'s committee protocol
-//! and its [`Executor`] over [`Programs`], and it answers the clients whose calls it sequences.
+//! Committees on this node: for every program with a committee of more than one of which this
+//! node is a member, one Tendermint [`Driver`] runs this node's member. This file is the glue
+//! between the pure core and the node: it implements the driver's [`Transport`] over `net`'s
+//! committee protocol, its [`Durable`] over the store and its [`Executor`] over [`Programs`],
+//! and it answers the clients whose calls it sequences.
 //!
-//! - A writing call accepted by a member is submitted to its driver; PBFT `Forward`s it to the
-//!   current leader with its payload, the leader runs it ([`Programs::run`]) and proposes the
-//!   receipt id; members re-execute ([`Programs::check_proposal`]) before they prepare.
-//! - A member's `Commit` carries its BLS signature over the receipt id. A finalized height's
-//!   `q` signers are aggregated into the receipt's attestation.
-//! - The receipt's executor (the leader that ran it) commits it and publishes its DAG node;
+//! - A writing call accepted by a member is submitted to its driver; the sequencer `Forward`s
+//!   it to the round's leader with its payload; the leader runs it ([`Programs::run`]) and
+//!   proposes the value (call id, receipt id, itself); members re-execute it
+//!   ([`Programs::check_proposal`]) before they prevote for it.
+//! - Precommits are BLS signatures over the vote's bytes (network, program, height, round,
+//!   value id); the decision's precommits of one round are aggregated into the receipt's
+//!   attestation, which names that round.
+//! - The receipt's executor (the member that ran it) commits it and publishes its DAG node;
 //!   the other members apply that node like any replica. A member that decided the height but
-//!   sees no DAG node within the view timeout commits it itself (the leader may have crashed).
+//!   sees no DAG node within its turn commits it itself (the executor may have crashed).
 //! - A client waits for its call's decision at most `committee.attest_timeout_ms`; the call
 //!   may still be decided later, and a retry with the same request id finds it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use onvm_rpc_api::program::{
-    Attestation, ExecuteResult, ExecutionReceipt, ProgramManifest, receipt_signing_message,
-};
+use onvm_rpc_api::program::{Attestation, ExecuteResult, ExecutionReceipt, ProgramManifest};
 use onvm_rpc_api::{Hash32, HexBytes, ProgramId};
 
-use super::driver::{BoxFuture, Driver, ExecuteError, Executor, StoreDurable, Transport};
-use super::pbft::{self, CallId, CallResult, Decision, Digest, Height, MemberIndex, Message};
+use super::tendermint::driver::{BoxFuture, Driver, Durable, ExecuteError, Executor, Transport};
+use super::tendermint::keys::{CommitteeKeys, MemberKeys};
+use super::tendermint::sequencer::{
+    CallId, CallResult, Decided, MAX_PENDING, Message, ReceiptId, SYNC_BATCH, SequencerConfig,
+};
+use super::tendermint::{
+    AggregateCertificate, Committee, Domain, Height, MemberIndex, TimeoutConfig, Value, WalEntry,
+    verify_commit_certificate,
+};
 use crate::net::{Attachment, CommitteeEnvelope};
 use crate::programs::{
     AdmittedCall, AttestError, CallPayload, JobAttempt, ProgramError, Programs, Ran,
 };
 use onvm_rpc_api::jobs::{AttemptLogs, JobEvent};
 
-/// Interrupted results kept for the `Abandon`s that report them.
-const MAX_INTERRUPTED: usize = 256;
 /// How long a member waiting for a decided height's DAG node sleeps when nothing reaches its
 /// store (it wakes at once when a DAG node is stored): to check its fallback turn and pull.
 const APPLY_WAKE: Duration = Duration::from_millis(50);
 /// How often it pulls the DAG from the height's executor meanwhile.
 const APPLY_PULL: Duration = Duration::from_millis(250);
+/// How often a member waiting for a job's call checks whether the job was cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 /// What the committees need from the network: sending envelopes, pulling a peer's DAG.
 pub trait CommitteeNet: Send + Sync + 'static {
@@ -47,11 +54,16 @@ pub trait CommitteeNet: Send + Sync + 'static {
     fn sync_from(&self, peer: Hash32) -> BoxFuture<()>;
 }
 
-/// Settings of the committees (config `committee.*`).
+/// Settings of the committees (config `committee.*`, `vm.max_call_ms`).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// PBFT's view-0 timeout (`committee.view_timeout_ms`).
+    /// The propose timeout of round 0 (`committee.view_timeout_ms`): how long members wait
+    /// for a leader before they move to the next round, and so how long a dead or paused
+    /// leader stalls its program.
     pub view_timeout_ms: u64,
+    /// The longest call (`vm.max_call_ms`): later rounds' propose timeouts grow by half of it
+    /// each, so a legitimately slow call decides after a few rounds.
+    pub max_call_ms: u64,
     /// How long a client waits for its call's decision (`committee.attest_timeout_ms`).
     pub call_timeout_ms: u64,
     /// Test hook `committee.debug_abandon_after_attest`: as the executor of a decided call,
@@ -64,11 +76,35 @@ pub struct Settings {
     pub debug_forge_decisions: bool,
 }
 
+impl Settings {
+    /// The consensus timeouts: round 0's propose timeout is `view_timeout_ms`, and each later
+    /// round adds half a call; prevote and precommit timeouts are half a view timeout.
+    pub fn timeouts(&self) -> TimeoutConfig {
+        let propose_ms = self.view_timeout_ms.max(1);
+        let step = (propose_ms / 2).max(100);
+        let slowest = self
+            .max_call_ms
+            .saturating_mul(2)
+            .saturating_add(propose_ms);
+        TimeoutConfig {
+            propose_ms,
+            propose_delta_ms: (self.max_call_ms / 2).max(step),
+            prevote_ms: step,
+            prevote_delta_ms: step / 2,
+            precommit_ms: step,
+            precommit_delta_ms: step / 2,
+            rebroadcast_ms: propose_ms.saturating_add(step),
+            max_ms: slowest.saturating_mul(4).max(60_000),
+        }
+    }
+}
+
 pub struct Committees {
     programs: Programs,
     store: crate::store::Store,
     network_id: String,
     me: Hash32,
+    identity: Arc<crate::identity::Identity>,
     settings: Settings,
     net: Arc<dyn CommitteeNet>,
     running: Mutex<HashMap<ProgramId, Arc<Running>>>,
@@ -87,7 +123,7 @@ impl Committees {
         programs: Programs,
         store: crate::store::Store,
         network_id: String,
-        me: Hash32,
+        identity: Arc<crate::identity::Identity>,
         settings: Settings,
         net: Arc<dyn CommitteeNet>,
     ) -> Arc<Self> {
@@ -95,7 +131,8 @@ impl Committees {
             programs: programs.clone(),
             store,
             network_id,
-            me,
+            me: Hash32(*identity.endpoint_id().as_bytes()),
+            identity,
             settings,
             net,
             running: Mutex::default(),
@@ -121,26 +158,31 @@ impl Committees {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// This node's member of `program`'s committee, started from its persisted votes on first
-    /// use; None when the program is unknown here, or not a PBFT program this node is in.
+    /// This node's member of `program`'s committee, started from its log on first use (and
+    /// again after it stopped, e.g. on a failed write once the disk is back); None when the
+    /// program is unknown here, has a committee of one, or this node is not in it.
     async fn member(&self, program: ProgramId) -> Result<Option<Arc<Running>>, ProgramError> {
         if self.stopped.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        if let Some(r) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&program)
         {
-            return Ok(Some(r.clone()));
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = running.get(&program) {
+                match r.driver.stopped() {
+                    None => return Ok(Some(r.clone())),
+                    Some(why) => {
+                        tracing::warn!(%program, "committee member stopped ({why}): restarting it from its log");
+                        running.remove(&program);
+                    }
+                }
+            }
         }
         let manifest = match self.programs.info(program).await {
             Ok(info) => info.manifest.manifest,
             Err(ProgramError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if !super::runs_pbft(&manifest) {
+        if !super::runs_consensus(&manifest) {
             return Ok(None);
         }
         let Some(me) = manifest
@@ -150,25 +192,23 @@ impl Committees {
         else {
             return Ok(None);
         };
+        let keys = CommitteeKeys::new(&manifest.committee).map_err(|e| {
+            ProgramError::Internal(format!("{program}'s committee keys do not verify: {e}"))
+        })?;
         let store = self.store.clone();
-        let persisted = tokio::task::spawn_blocking(move || store.load_consensus(&program))
+        let log = tokio::task::spawn_blocking(move || store.consensus_load(&program))
             .await
-            .map_err(|e| ProgramError::Internal(format!("loading votes: {e}")))??;
+            .map_err(|e| ProgramError::Internal(format!("loading the consensus log: {e}")))??;
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = running.get(&program) {
             return Ok(Some(r.clone()));
         }
-        // The store's cache: the same checked keys replicas verify receipts with.
-        let verified = self
-            .store
-            .verified_committee(&manifest)
-            .map_err(|e| tracing::warn!(%program, "its committee's keys do not verify: {e}"))
-            .ok();
+        let k = manifest.committee.len();
         let exec = Arc::new(ProgramCommittee {
             programs: self.programs.clone(),
             network_id: self.network_id.clone(),
             program,
-            k: manifest.committee.len(),
+            k,
             manifest,
             me,
             net: self.net.clone(),
@@ -176,12 +216,25 @@ impl Committees {
             abandon_own: self.settings.debug_abandon_after_attest,
             partition: self.settings.debug_partition.clone(),
             forge_decisions: self.settings.debug_forge_decisions,
-            verified,
+            keys: keys.clone(),
+            domain: Domain {
+                network: self.network_id.clone(),
+                program: *program.as_bytes(),
+            },
             state: Mutex::default(),
         });
+        let domain = exec.domain.clone();
+        let config = SequencerConfig::with_timeouts(
+            domain,
+            k as u32,
+            MemberIndex(me as u32),
+            self.settings.timeouts(),
+        );
         let driver = Driver::spawn(
-            pbft::Config::new(exec.k, me, self.settings.view_timeout_ms),
-            persisted,
+            config,
+            MemberKeys::new(keys, self.identity.clone()),
+            log.wal,
+            log.last,
             exec.clone(),
             Arc::new(StoreDurable {
                 store: self.store.clone(),
@@ -189,7 +242,10 @@ impl Committees {
             }),
             exec.clone(),
             self.tasks.clone(),
-        );
+        )
+        .map_err(|e| {
+            ProgramError::Internal(format!("starting {program}'s committee member: {e}"))
+        })?;
         let r = Arc::new(Running { driver, exec });
         running.insert(program, r.clone());
         tracing::debug!(%program, member = me, "committee member started");
@@ -221,25 +277,65 @@ impl Committees {
         )?;
         let wait = Duration::from_millis(self.settings.call_timeout_ms);
         let submitted = Instant::now();
-        let decided = tokio::time::timeout(wait, running.driver.call(call_id.0)).await;
-        let local = running.exec.take_result(&call_id.0, decided.is_err());
-        match decided {
-            Err(_) => {
-                let silent = running.exec.silent_since(submitted);
-                let mut refusals: Vec<String> = silent
-                    .iter()
-                    .map(|m| format!("{m}: sent no committee message while the call waited (down or unreachable)"))
-                    .collect();
-                refusals.push(format!(
-                    "not decided within committee.attest_timeout_ms ({} ms); it may still be decided: retry with the same request_id to get its receipt",
-                    self.settings.call_timeout_ms
-                ));
-                Err(ProgramError::NotAttested {
-                    signed: (running.exec.k - silent.len()) as u32,
-                    threshold,
-                    refusals,
-                })
+        let interrupted = running.exec.interrupted(&call_id.0);
+        // A job cancelled here may be running on another member (the round's leader): tell
+        // everyone, then keep waiting for the outcome.
+        let cancel = job.as_ref().map(|j| j.cancel.clone());
+        let exec = running.exec.clone();
+        let watch_cancel = async move {
+            if let Some(flag) = cancel {
+                while !flag.load(Ordering::SeqCst) {
+                    tokio::time::sleep(CANCEL_POLL).await;
+                }
+                exec.broadcast_cancel(call_id.0);
             }
+            std::future::pending::<()>().await
+        };
+        let decided = tokio::select! {
+            // Never: the watch ends in `pending()`.
+            () = watch_cancel => Ok(CallResult::Unknown { reason: "stopped waiting".into() }),
+            decided = tokio::time::timeout(wait, running.driver.call(call_id.0)) => decided,
+            // The leader this node forwarded the call to could not finish it (a timeout, a
+            // cancellation): its outcome is the answer. The call stays pending in the
+            // committee: a later leader that finishes it commits it, and a retry with the
+            // same request id then finds the receipt.
+            _ = interrupted.notified() => {
+                if let Some(Ok(result)) = running.exec.take_result(&call_id.0, true) {
+                    return crate::programs::finish_with(None, result);
+                }
+                Ok(CallResult::Unknown { reason: "the leader's notice was lost".into() })
+            }
+        };
+        let still_pending = !matches!(
+            decided,
+            Ok(CallResult::Finalized { .. } | CallResult::Failed { .. })
+        );
+        let local = running.exec.take_result(&call_id.0, still_pending);
+        let not_decided = |reason: String| {
+            let silent = running.exec.silent_since(submitted);
+            let mut refusals: Vec<String> = silent
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{m}: sent no committee message while the call waited (down or unreachable)"
+                    )
+                })
+                .collect();
+            refusals.push(reason);
+            ProgramError::NotAttested {
+                signed: (running.exec.k - silent.len()) as u32,
+                threshold,
+                refusals,
+            }
+        };
+        match decided {
+            Err(_) => Err(not_decided(format!(
+                "not decided within committee.attest_timeout_ms ({} ms); it may still be decided: retry with the same request_id to get its receipt",
+                self.settings.call_timeout_ms
+            ))),
+            Ok(CallResult::Unknown { reason }) => Err(not_decided(format!(
+                "{reason}; it may still be decided: retry with the same request_id to get its receipt"
+            ))),
             Ok(CallResult::Finalized { .. }) if self.settings.debug_abandon_after_attest => {
                 Err(ProgramError::Internal(
                     "committee.debug_abandon_after_attest: the call was decided and dropped".into(),
@@ -256,22 +352,18 @@ impl Committees {
                 self.answer(done, local.and_then(|r| r.ok()), &call, job)
                     .await
             }
+            // Nobody but this member ever knew the call: it can never be decided.
             Ok(CallResult::Failed { reason }) => match local {
                 // Interrupted on this node (a timeout, a cancellation): the result says how.
                 Some(Ok(result)) if !result.outcome.is_reproducible() => {
                     crate::programs::finish_with(None, result)
                 }
                 Some(Err(e)) => Err(e),
-                // Our own run, proposed but not decided (the committee stopped, or another
-                // leader's run may be decided later), is no answer: only a receipt is.
-                _ => match self.programs.committed(program, call_id).await? {
-                    Some(done) => self.answer(done, None, &call, job).await,
-                    None => Err(ProgramError::NotAttested {
-                        signed: 0,
-                        threshold,
-                        refusals: vec![reason],
-                    }),
-                },
+                _ => Err(ProgramError::NotAttested {
+                    signed: 0,
+                    threshold,
+                    refusals: vec![format!("{reason}: nothing was committed, retry")],
+                }),
             },
         }
     }
@@ -289,7 +381,7 @@ impl Committees {
         let output = done.output.clone();
         let (result, _) = match ran_here {
             // Our own run is the answer only if it is the execution that was committed (a
-            // view change may have committed another leader's run of the same call).
+            // later round may have committed another leader's run of the same call).
             Some(mut result)
                 if result.outcome == receipt.receipt.outcome
                     && result.state_root_in == receipt.receipt.state_root_in
@@ -328,7 +420,8 @@ impl Committees {
     }
 
     /// A committee message from `from`: decoded, checked (a member of the program's committee,
-    /// on this network, with a valid attachment), then handed to the program's member.
+    /// on this network, with an attachment that is what the message names), then handed to
+    /// the program's member, which verifies every signature and certificate.
     pub async fn receive(&self, from: iroh::EndpointId, bytes: Vec<u8>) {
         let envelope: CommitteeEnvelope = match serde_json::from_slice(&bytes) {
             Ok(e) => e,
@@ -340,6 +433,14 @@ impl Committees {
         if envelope.network_id != self.network_id {
             return;
         }
+        let message = match envelope.message.as_ref().map(|m| Message::decode(&m.0)) {
+            Some(Ok(m)) => Some(m),
+            None => None,
+            Some(Err(e)) => {
+                tracing::debug!(%from, "malformed committee message: {e}");
+                return;
+            }
+        };
         let sender = Hash32(*from.as_bytes());
         if self.settings.debug_partition.contains(&sender) {
             return;
@@ -378,16 +479,22 @@ impl Committees {
             return;
         }
         running.exec.heard_from(index);
-        if running
-            .exec
-            .accept(index, &envelope.message, envelope.attachment)
-        {
-            running.driver.deliver(index, envelope.message);
+        match message {
+            Some(message) => {
+                if running.exec.accept(index, &message, envelope.attachment) {
+                    running.driver.deliver(MemberIndex(index as u32), message);
+                }
+            }
+            None => match envelope.attachment {
+                Attachment::Interrupted { call_id, result } => {
+                    running.exec.on_interrupted(call_id.0, *result)
+                }
+                Attachment::Cancel { call_id } => running.exec.on_cancel(index, call_id.0),
+                _ => {}
+            },
         }
     }
-}
 
-impl Committees {
     async fn is_announced(&self, node: Hash32) -> bool {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.is_announced(&node))
@@ -416,7 +523,51 @@ impl crate::net::CommitteeHandler for CommitteeInbox {
     }
 }
 
-/// A proposal's body: the receipt (its id is the digest) and the call's input.
+/// The member's log and decisions in the node's store.
+struct StoreDurable {
+    store: crate::store::Store,
+    program: ProgramId,
+}
+
+impl Durable for StoreDurable {
+    fn append(&self, entry: WalEntry) -> BoxFuture<Result<(), String>> {
+        let (store, program) = (self.store.clone(), self.program);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.consensus_append(&program, &entry))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("writing the consensus log: {e}"))
+        })
+    }
+
+    fn decide(&self, decided: Decided) -> BoxFuture<Result<(), String>> {
+        let (store, program) = (self.store.clone(), self.program);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.consensus_decide(&program, &decided))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("storing a decision: {e}"))
+        })
+    }
+
+    fn decisions(&self, from: Height, until: Height) -> BoxFuture<Vec<Decided>> {
+        let (store, program) = (self.store.clone(), self.program);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                store.consensus_decisions(&program, from, until, SYNC_BATCH as usize)
+            })
+            .await
+            .ok()
+            .and_then(|r| {
+                r.map_err(|e| tracing::warn!(%program, "reading decisions: {e}"))
+                    .ok()
+            })
+            .unwrap_or_default()
+        })
+    }
+}
+
+/// A proposal's body: the receipt (its id is the value's receipt id) and the call's input.
 #[derive(Clone)]
 struct Body {
     receipt: ExecutionReceipt,
@@ -438,18 +589,15 @@ struct State {
     local: HashSet<CallId>,
     /// This node's results for calls it ran as leader (with logs), or why they did not run.
     results: HashMap<CallId, Result<ExecuteResult, ProgramError>>,
-    bodies: HashMap<Digest, Body>,
-    effects: HashMap<Digest, Effects>,
-    /// Verified Commit signatures per receipt id and member.
-    signatures: HashMap<Digest, BTreeMap<MemberIndex, Vec<u8>>>,
+    bodies: HashMap<ReceiptId, Body>,
+    effects: HashMap<ReceiptId, Effects>,
     /// When each member last sent this node a committee message.
-    heard: HashMap<MemberIndex, Instant>,
-    /// Results of calls this node abandoned as leader, for the `Abandon`s it sends (bounded).
-    interrupted: HashMap<CallId, ExecuteResult>,
-    /// Verified certificates of decisions heard from peers (their receipt and attestation),
-    /// by receipt id: what this node relays to laggards and commits with when it lacks the
-    /// individual Commit signatures.
-    certificates: HashMap<Digest, (ExecutionReceipt, Attestation)>,
+    heard: HashMap<usize, Instant>,
+    /// Which member forwarded each call this node holds from another member (told when this
+    /// node, as leader, could not finish the call).
+    forwarded_by: HashMap<CallId, usize>,
+    /// Woken when a leader reports a local client's call interrupted.
+    interruptions: HashMap<CallId, Arc<tokio::sync::Notify>>,
 }
 
 /// One program's committee on this node: the driver's transport and executor.
@@ -459,7 +607,7 @@ struct ProgramCommittee {
     program: ProgramId,
     manifest: ProgramManifest,
     k: usize,
-    me: MemberIndex,
+    me: usize,
     net: Arc<dyn CommitteeNet>,
     /// How long a member that decided a height waits for the executor's DAG node before it
     /// commits the height itself.
@@ -470,9 +618,10 @@ struct ProgramCommittee {
     partition: HashSet<Hash32>,
     /// `committee.debug_forge_decisions`.
     forge_decisions: bool,
-    /// The committee's keys, checked once, for verifying decision certificates (None if a
-    /// key does not verify: no decision from a peer is accepted then).
-    verified: Option<Arc<onvm_rpc_api::committee::VerifiedCommittee>>,
+    /// The committee's keys (proofs of possession checked) and where its signatures are
+    /// valid: what decisions from peers are checked against.
+    keys: CommitteeKeys,
+    domain: Domain,
     state: Mutex<State>,
 }
 
@@ -488,21 +637,47 @@ impl ProgramCommittee {
         cancel: Option<Arc<AtomicBool>>,
     ) -> Result<(), ProgramError> {
         let mut state = self.state();
-        if state.calls.len() >= pbft::MAX_PENDING && !state.calls.contains_key(&call_id) {
+        if state.calls.len() >= MAX_PENDING && !state.calls.contains_key(&call_id) {
             return Err(ProgramError::Internal(format!(
-                "{} calls of this program are waiting for its committee: retry later",
-                pbft::MAX_PENDING
+                "{MAX_PENDING} calls of this program are waiting for its committee: retry later"
             )));
         }
         state.calls.insert(call_id, payload);
         state.local.insert(call_id);
+        state.interruptions.entry(call_id).or_default();
         if let Some(c) = cancel {
             state.cancels.insert(call_id, c);
         }
         Ok(())
     }
 
-    fn heard_from(&self, member: MemberIndex) {
+    /// Wakes when a leader reports `call_id` interrupted (see [`Self::on_interrupted`]).
+    fn interrupted(&self, call_id: &CallId) -> Arc<tokio::sync::Notify> {
+        self.state()
+            .interruptions
+            .entry(*call_id)
+            .or_default()
+            .clone()
+    }
+
+    /// A leader's notice that its run of a call this node forwarded was interrupted: the
+    /// outcome (no receipt) for the client waiting here. Anything else is dropped.
+    fn on_interrupted(&self, call_id: CallId, result: ExecuteResult) {
+        let mut state = self.state();
+        let fits = state.local.contains(&call_id)
+            && result.program_id == self.program
+            && result.receipt.is_none()
+            && !result.outcome.is_reproducible();
+        if !fits || state.results.contains_key(&call_id) {
+            return;
+        }
+        state.results.insert(call_id, Ok(result));
+        if let Some(wake) = state.interruptions.get(&call_id) {
+            wake.notify_one();
+        }
+    }
+
+    fn heard_from(&self, member: usize) {
         self.state().heard.insert(member, Instant::now());
     }
 
@@ -526,333 +701,168 @@ impl ProgramCommittee {
         let mut state = self.state();
         state.local.remove(call_id);
         state.cancels.remove(call_id);
+        state.interruptions.remove(call_id);
         if !still_pending {
             state.calls.remove(call_id);
         }
         state.results.remove(call_id)
     }
 
-    /// This member's BLS vote for a receipt id: signed once, then kept with the others (a
-    /// Commit is sent to every member and retransmitted).
-    fn own_signature(&self, digest: &Digest) -> Vec<u8> {
-        if let Some(sig) = self
-            .state()
-            .signatures
-            .get(digest)
-            .and_then(|s| s.get(&self.me))
-        {
-            return sig.clone();
-        }
-        let signature = self
-            .programs
-            .sign_receipt(&onvm_rpc_api::ReceiptId::from_bytes(*digest));
-        self.state()
-            .signatures
-            .entry(*digest)
-            .or_default()
-            .insert(self.me, signature.clone());
-        signature
-    }
-
-    fn signing_message(&self, digest: &Digest) -> Vec<u8> {
-        receipt_signing_message(
-            &self.network_id,
-            &onvm_rpc_api::ReceiptId::from_bytes(*digest),
-        )
-    }
-
-    /// Checks and keeps what a message from member `from` carries; false drops the message
-    /// (a body that is not what the message names, a Commit without a valid signature).
-    fn accept(&self, from: MemberIndex, message: &Message, attachment: Attachment) -> bool {
+    /// Checks and keeps what a message carries; false drops the message (a body that is not
+    /// what the proposal names).
+    fn accept(&self, from: usize, message: &Message, attachment: Attachment) -> bool {
         match (message, attachment) {
-            (Message::Commit { digest, .. }, Attachment::CommitSignature { signature }) => {
-                let Some(member) = self.manifest.committee.get(from) else {
-                    return false;
-                };
-                let ok = crate::identity::bls_verify(
-                    &member.bls_public_key.0,
-                    &self.signing_message(digest),
-                    &signature.0,
-                    crate::identity::BLS_SIG_DST,
-                );
-                if ok {
-                    self.state()
-                        .signatures
-                        .entry(*digest)
-                        .or_default()
-                        .insert(from, signature.0);
-                }
-                ok
-            }
-            (Message::Commit { .. }, _) => false,
             (
-                message,
+                Message::Consensus(super::tendermint::Message::Proposal(p)),
                 Attachment::Proposal {
                     receipt,
                     input_base64,
                 },
             ) => {
-                let Some(digest) = proposed_digest(message) else {
-                    return false;
-                };
                 let receipt = *receipt;
-                let fits = *receipt.id().as_bytes() == digest
+                let value = &p.message.value;
+                let fits = *receipt.id().as_bytes() == value.receipt_id
+                    && receipt.call_id.0 == value.call_id
                     && receipt.program_id == self.program
                     && Hash32::of(&input_base64.0) == receipt.input_hash;
                 if fits {
-                    self.state().bodies.insert(
-                        digest,
-                        Body {
-                            receipt,
-                            input: input_base64.0,
-                        },
-                    );
+                    let mut state = self.state();
+                    // Bodies are dropped as heights are applied; a flood of bodies for heights
+                    // far ahead is bounded like the pending calls.
+                    if state.bodies.len() < MAX_PENDING {
+                        state.bodies.insert(
+                            value.receipt_id,
+                            Body {
+                                receipt,
+                                input: input_base64.0,
+                            },
+                        );
+                    }
                 }
                 fits
-            }
-            (Message::Abandon { call_id, .. }, attachment) => {
-                let mut state = self.state();
-                if !state.local.contains(call_id) {
-                    // The call is over; a copy of its payload forwarded here is not needed
-                    // (the member that accepted it keeps its own while its client waits).
-                    state.calls.remove(call_id);
-                } else if let Attachment::Interrupted { result } = attachment
-                    && result.receipt.is_none()
-                    && result.program_id == self.program
-                    && !result.outcome.is_reproducible()
-                {
-                    // Only the outcome of an interrupted call (it commits nothing), for the
-                    // client waiting here.
-                    state.results.insert(*call_id, Ok(*result));
-                }
-                true
             }
             (Message::Forward { .. }, Attachment::Calls { calls }) => {
                 let mut state = self.state();
                 for payload in calls {
-                    if payload.program_id != self.program || state.calls.len() >= pbft::MAX_PENDING
-                    {
+                    if payload.program_id != self.program || state.calls.len() >= MAX_PENDING {
                         continue;
                     }
                     if let Some(id) = payload_call_id(&payload) {
                         state.calls.entry(id).or_insert(payload);
+                        state.forwarded_by.entry(id).or_insert(from);
+                        state.cancels.entry(id).or_default();
                     }
                 }
                 true
             }
+            (Message::Decision(d), Attachment::None) => self.check_decision(d),
             (
-                Message::Decided(d),
-                Attachment::Certificate {
-                    receipt,
-                    signers,
-                    signature,
-                },
-            ) => self.accept_certificate(d, *receipt, signers.0, signature.0),
-            // A decision is believed only with its proof: a lone member could otherwise make
-            // every member persist a height nobody decided and wait for it forever.
-            (Message::Decided(d), _) => {
-                self.refuse_decision(d, "it carries no certificate");
-                false
+                _,
+                Attachment::Calls { .. }
+                | Attachment::Proposal { .. }
+                | Attachment::Interrupted { .. }
+                | Attachment::Cancel { .. },
+            ) => false,
+            (_, Attachment::None) => true,
+        }
+    }
+
+    /// A peer's decision is only worth its certificate: a quorum of this committee's
+    /// precommits of one round for exactly this value at this height. The sequencer checks it
+    /// again before adopting it; checking here first counts the refusals (`decisions_refused`).
+    fn check_decision(&self, d: &Decided) -> bool {
+        let c = &d.certificate;
+        let why = if c.height != d.height.0 || c.value_id != d.value.id() {
+            "its certificate is for another height or value".to_string()
+        } else {
+            match Committee::new(self.k as u32) {
+                Some(committee) => {
+                    match verify_commit_certificate(&self.keys, &committee, &self.domain, c) {
+                        Ok(()) => return true,
+                        Err(e) => e.to_string(),
+                    }
+                }
+                None => "the committee size is invalid".to_string(),
             }
-            (_, _) => true,
-        }
-    }
-
-    /// Checks a peer's decision against its certificate: the receipt is the decided digest at
-    /// the decided height, for the decided call, run by the named proposer; a threshold of
-    /// members signed it. Keeps the certificate on success.
-    fn accept_certificate(
-        &self,
-        d: &Decision,
-        receipt: ExecutionReceipt,
-        signers: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> bool {
-        let Some(verified) = &self.verified else {
-            return false;
         };
-        let id = receipt.id();
-        let proposer = self.manifest.committee.get(d.proposal.proposer);
-        let fits = *id.as_bytes() == d.proposal.digest
-            && receipt.program_id == self.program
-            && receipt.height == d.height
-            && receipt.call_id.0 == d.proposal.call_id
-            && proposer.map(|m| m.endpoint_id) == Some(receipt.executor);
-        if !fits {
-            self.refuse_decision(d, "its receipt is not the decided value");
-            return false;
-        }
-        if let Err(e) = verified.verify_signatures(&id, &signers, &signature, &self.network_id) {
-            self.refuse_decision(d, &e.to_string());
-            return false;
-        }
-        let attestation = Attestation {
-            epoch: 0,
-            signers: HexBytes(signers),
-            signature: HexBytes(signature),
-        };
-        self.state()
-            .certificates
-            .insert(d.proposal.digest, (receipt, attestation));
-        true
-    }
-
-    fn refuse_decision(&self, d: &Decision, why: &str) {
         crate::metrics::add(&self.programs.counters().decisions_refused, 1);
-        tracing::debug!(program = %self.program, height = d.height, "a decision was refused: {why}");
+        tracing::debug!(program = %self.program, height = d.height.0, "a decision was refused: {why}");
+        false
     }
 
-    /// The proof of a decision this node holds: from the Commit signatures it verified, from
-    /// a certificate it was sent, or from the committed receipt in its store.
-    fn certificate(&self, d: &Decision) -> Option<(ExecutionReceipt, Attestation)> {
-        let digest = d.proposal.digest;
-        {
-            let state = self.state();
-            if let Some(c) = state.certificates.get(&digest) {
-                return Some(c.clone());
-            }
-            if let (Some(body), Some(signatures)) =
-                (state.bodies.get(&digest), state.signatures.get(&digest))
-                && let Some(attestation) = aggregate(signatures, &d.signers, self.k)
-            {
-                return Some((body.receipt.clone(), attestation));
-            }
-        }
-        let stored = self
-            .programs
-            .stored_receipt(&onvm_rpc_api::ReceiptId::from_bytes(digest))?;
-        Some((stored.receipt, stored.attestation?))
+    fn encode(&self, message: &Message, attachment: Attachment) -> Option<Vec<u8>> {
+        serde_json::to_vec(&CommitteeEnvelope {
+            network_id: self.network_id.clone(),
+            program_id: self.program,
+            message: Some(HexBytes(message.encode())),
+            attachment,
+        })
+        .map_err(|e| tracing::warn!(program = %self.program, "encoding a committee message: {e}"))
+        .ok()
     }
 
-    /// The attachment a message needs on the wire.
+    /// The attachment a message needs: a proposal's body.
     fn attachment(&self, message: &Message) -> Attachment {
-        if let Message::Abandon { call_id, .. } = message {
-            return match self.state().interrupted.get(call_id) {
-                Some(result) => Attachment::Interrupted {
-                    result: Box::new(result.clone()),
-                },
-                None => Attachment::None,
-            };
-        }
-        if let Message::Commit { digest, .. } = message {
-            let signature = self.own_signature(digest);
-            return Attachment::CommitSignature {
-                signature: HexBytes(signature),
-            };
-        }
-        if let Message::Decided(d) = message {
-            return match self.certificate(d) {
-                Some((receipt, attestation)) => Attachment::Certificate {
-                    receipt: Box::new(receipt),
-                    signers: attestation.signers,
-                    signature: attestation.signature,
-                },
-                None => Attachment::None,
-            };
-        }
-        let body = proposed_digest(message).and_then(|d| self.state().bodies.get(&d).cloned());
-        match body {
+        let Message::Consensus(super::tendermint::Message::Proposal(p)) = message else {
+            return Attachment::None;
+        };
+        match self.state().bodies.get(&p.message.value.receipt_id) {
             Some(body) => Attachment::Proposal {
-                receipt: Box::new(body.receipt),
-                input_base64: body.input.into(),
+                receipt: Box::new(body.receipt.clone()),
+                input_base64: onvm_rpc_api::types::Base64Bytes(body.input.clone()),
             },
             None => Attachment::None,
         }
     }
 
-    fn encode(&self, message: Message, attachment: Attachment) -> Option<Vec<u8>> {
-        serde_json::to_vec(&CommitteeEnvelope {
-            network_id: self.network_id.clone(),
-            program_id: self.program,
-            message,
-            attachment,
-        })
-        .map_err(|e| tracing::warn!("encoding a committee message: {e}"))
-        .ok()
-    }
-
-    /// The decided height's parts this node holds: body, effects and the signers' signatures.
-    fn decided_parts(&self, decision: &Decision) -> Option<(Body, Attestation, Effects)> {
-        let digest = decision.proposal.digest;
-        if !self.state().effects.contains_key(&digest) {
-            return None;
-        }
-        // Our own vote is signed again if a restart forgot it.
-        if decision.signers.contains(&self.me) {
-            self.own_signature(&digest);
-        }
+    /// The parts a decided height needs to be committed by this member, if it has them all.
+    fn decided_parts(&self, decided: &Decided) -> Option<(Body, Effects)> {
         let mut state = self.state();
-        let body = state.bodies.get(&digest)?.clone();
-        let attestation = state
-            .signatures
-            .get(&digest)
-            .and_then(|signatures| aggregate(signatures, &decision.signers, self.k))
-            .or_else(|| state.certificates.get(&digest).map(|(_, a)| a.clone()))?;
-        let effects = state.effects.remove(&digest)?;
-        Some((body, attestation, effects))
+        let body = state.bodies.get(&decided.value.receipt_id)?.clone();
+        let effects = state.effects.remove(&decided.value.receipt_id)?;
+        Some((body, effects))
     }
 
     /// Forgets what heights up to `height` needed.
-    fn prune(&self, decision: &Decision) {
+    fn prune(&self, decided: &Decided) {
         let mut state = self.state();
-        let height = decision.height;
-        let old: Vec<Digest> = state
+        let height = decided.height.0;
+        let old: Vec<ReceiptId> = state
             .bodies
             .iter()
             .filter(|(_, b)| b.receipt.height <= height)
-            .map(|(d, _)| *d)
+            .map(|(id, _)| *id)
             .collect();
-        for d in old {
-            state.bodies.remove(&d);
-            state.effects.remove(&d);
-            state.signatures.remove(&d);
+        for id in old {
+            state.bodies.remove(&id);
+            state.effects.remove(&id);
         }
-        state
-            .certificates
-            .retain(|_, (receipt, _)| receipt.height > height);
-        let call = decision.proposal.call_id;
+        let call = decided.value.call_id;
         state.calls.remove(&call);
+        state.forwarded_by.remove(&call);
+        if !state.local.contains(&call) {
+            state.cancels.remove(&call);
+        }
+        // Calls given up on without a decision leave their notes behind: drop those of calls
+        // this node no longer holds once they pile up.
+        if state.forwarded_by.len() > MAX_PENDING || state.cancels.len() > MAX_PENDING {
+            let held: HashSet<CallId> = state.calls.keys().copied().collect();
+            state.forwarded_by.retain(|c, _| held.contains(c));
+            state.cancels.retain(|c, _| held.contains(c));
+        }
         if !state.local.contains(&call) {
             state.results.remove(&call);
         }
-        // Signatures for receipts never proposed here (late Commits of other views) are
-        // bounded by the views a height can have; drop them when they pile up.
-        if state.signatures.len() > 256 {
-            let keep: HashSet<Digest> = state.bodies.keys().copied().collect();
-            state.signatures.retain(|d, _| keep.contains(d));
-        }
     }
 }
 
-/// The attestation of `signers`' verified signatures (None if one is missing).
-fn aggregate(
-    signatures: &BTreeMap<MemberIndex, Vec<u8>>,
-    signers: &[MemberIndex],
-    k: usize,
-) -> Option<Attestation> {
-    let mut bitmap = Vec::new();
-    let mut sigs: Vec<&[u8]> = Vec::new();
-    for signer in signers {
-        sigs.push(signatures.get(signer)?);
-        onvm_rpc_api::committee::set_signer(&mut bitmap, k, *signer);
-    }
-    let aggregate = crate::identity::bls_aggregate(&sigs)?;
-    Some(Attestation {
+/// The receipt's attestation: the decision's aggregated precommits of one round.
+fn attestation(certificate: &AggregateCertificate) -> Attestation {
+    Attestation {
         epoch: 0,
-        signers: HexBytes(bitmap),
-        signature: HexBytes(aggregate.to_vec()),
-    })
-}
-
-/// The digest a message proposes or carries a body for.
-fn proposed_digest(message: &Message) -> Option<Digest> {
-    match message {
-        Message::PrePrepare { proposal, .. } => Some(proposal.digest),
-        Message::NewView {
-            proposal: Some(p), ..
-        } => Some(p.digest),
-        Message::ViewChange(vc) => vc.prepared.as_ref().map(|c| c.proposal.digest),
-        _ => None,
+        round: certificate.round,
+        signers: HexBytes(certificate.signers.clone()),
+        signature: HexBytes(certificate.signature.clone()),
     }
 }
 
@@ -873,7 +883,7 @@ fn payload_call_id(payload: &CallPayload) -> Option<CallId> {
 
 impl Transport for ProgramCommittee {
     fn send(&self, to: MemberIndex, msg: Message) {
-        let Some(member) = self.manifest.committee.get(to) else {
+        let Some(member) = self.manifest.committee.get(to.0 as usize) else {
             return;
         };
         let to = member.endpoint_id;
@@ -891,33 +901,40 @@ impl Transport for ProgramCommittee {
                 let forward = Message::Forward {
                     call_ids: vec![*id],
                 };
-                if let Some(bytes) = self.encode(forward, attachment) {
+                if let Some(bytes) = self.encode(&forward, attachment) {
                     self.net.send(to, bytes);
                 }
             }
             return;
         }
         if self.forge_decisions
-            && let Some(height) = msg.height()
-            && !matches!(msg, Message::Decided(_))
+            && let Message::Consensus(consensus) = &msg
         {
             // The lie: a decision at this height for a call nobody proposed, "signed" by
-            // everyone, with no certificate (none can be made without the members' keys).
-            let forged = Message::Decided(Decision {
+            // everyone, with a made-up aggregate (none can be made without the keys).
+            let height = consensus.height();
+            let value = Value {
+                call_id: [0xfd; 32],
+                receipt_id: [0xfd; 32],
+                proposer: MemberIndex(self.me as u32),
+            };
+            let forged = Message::Decision(Decided {
                 height,
-                proposal: pbft::Proposal {
-                    call_id: [0xfd; 32],
-                    digest: [0xfd; 32],
-                    proposer: self.me,
+                value,
+                certificate: AggregateCertificate {
+                    height: height.0,
+                    round: 0,
+                    value_id: value.id(),
+                    signers: vec![0xff; self.k.div_ceil(8)],
+                    signature: vec![0xab; 48],
                 },
-                signers: (0..self.k).collect(),
             });
-            if let Some(bytes) = self.encode(forged, Attachment::None) {
+            if let Some(bytes) = self.encode(&forged, Attachment::None) {
                 self.net.send(to, bytes);
             }
         }
         let attachment = self.attachment(&msg);
-        if let Some(bytes) = self.encode(msg, attachment) {
+        if let Some(bytes) = self.encode(&msg, attachment) {
             self.net.send(to, bytes);
         }
     }
@@ -928,21 +945,29 @@ impl Executor for ProgramCommittee {
         self: Arc<Self>,
         height: Height,
         call_id: CallId,
-    ) -> BoxFuture<Result<Digest, ExecuteError>> {
-        Box::pin(async move { self.run_as_leader(height, call_id).await })
+    ) -> BoxFuture<Result<ReceiptId, ExecuteError>> {
+        Box::pin(async move { self.run_as_leader(height.0, call_id).await })
     }
 
-    fn validate(self: Arc<Self>, height: Height, proposal: pbft::Proposal) -> BoxFuture<bool> {
+    fn validate(self: Arc<Self>, height: Height, value: Value) -> BoxFuture<bool> {
         Box::pin(async move {
-            let Some(body) = self.state().bodies.get(&proposal.digest).cloned() else {
+            let Some(body) = self.state().bodies.get(&value.receipt_id).cloned() else {
                 return false;
             };
-            // The digest binds the executor; the proposer the core records must be that
-            // member, since it leads the next height.
-            let proposer = self.manifest.committee.get(proposal.proposer);
-            if body.receipt.height != height
-                || body.receipt.call_id.0 != proposal.call_id
+            // The value names the member that executed the call: it must be the receipt's
+            // executor (receipt verifiers find the executor's index the same way).
+            let proposer = self.manifest.committee.get(value.proposer.0 as usize);
+            if body.receipt.height != height.0
+                || body.receipt.call_id.0 != value.call_id
                 || proposer.map(|m| m.endpoint_id) != Some(body.receipt.executor)
+            {
+                return false;
+            }
+            // Exactly once: a call the store committed is never a value again.
+            if let Ok(Some(_)) = self
+                .programs
+                .committed(self.program, Hash32(value.call_id))
+                .await
             {
                 return false;
             }
@@ -953,7 +978,7 @@ impl Executor for ProgramCommittee {
             {
                 Ok(rerun) => {
                     self.state().effects.insert(
-                        proposal.digest,
+                        value.receipt_id,
                         Effects {
                             writes: rerun.writes,
                             output: rerun.output,
@@ -963,7 +988,7 @@ impl Executor for ProgramCommittee {
                 }
                 Err(e) => {
                     if !matches!(e, AttestError::Behind { .. }) {
-                        tracing::info!(program = %self.program, height, "proposal refused: {e}");
+                        tracing::info!(program = %self.program, height = height.0, "proposal refused: {e}");
                     }
                     false
                 }
@@ -971,8 +996,8 @@ impl Executor for ProgramCommittee {
         })
     }
 
-    fn commit(self: Arc<Self>, decision: Decision) -> BoxFuture<Result<(), String>> {
-        Box::pin(async move { self.apply(decision).await })
+    fn commit(self: Arc<Self>, decided: Decided) -> BoxFuture<Result<(), String>> {
+        Box::pin(async move { self.apply(decided).await })
     }
 }
 
@@ -981,14 +1006,20 @@ impl ProgramCommittee {
     /// not run (kept for the client waiting here).
     async fn run_as_leader(
         self: Arc<Self>,
-        height: Height,
+        height: u64,
         call_id: CallId,
-    ) -> Result<Digest, ExecuteError> {
+    ) -> Result<ReceiptId, ExecuteError> {
         use ExecuteError::Failed;
         // The state may already hold `height` (applied from the DAG before this member heard
         // the decision): then the call is not at fault and stays pending, payload and all.
         if self.state_is_past(height).await {
             return Err(ExecuteError::Behind);
+        }
+        if let Ok(Some(done)) = self.programs.committed(self.program, Hash32(call_id)).await {
+            return Err(ExecuteError::Committed {
+                height: Height(done.receipt.receipt.height),
+                receipt_id: *done.receipt.id.as_bytes(),
+            });
         }
         let (payload, cancel) = {
             let state = self.state();
@@ -1006,26 +1037,20 @@ impl ProgramCommittee {
         if call.call_id.0 != call_id {
             return Err(Failed("the payload does not make this call id".into()));
         }
-        if let Ok(Some(done)) = self.programs.committed(self.program, call.call_id).await {
-            return Err(Failed(format!(
-                "the call was already committed (receipt {})",
-                done.receipt.id
-            )));
-        }
         match self.programs.run(&call, Some(height), cancel).await {
             Ok(Ran::Proposed(p)) => {
                 let p = *p;
-                let digest = *p.body.id().as_bytes();
+                let id = *p.body.id().as_bytes();
                 let mut state = self.state();
                 state.bodies.insert(
-                    digest,
+                    id,
                     Body {
                         receipt: p.body,
                         input: p.input,
                     },
                 );
                 state.effects.insert(
-                    digest,
+                    id,
                     Effects {
                         writes: p.writes,
                         output: p.output,
@@ -1034,14 +1059,15 @@ impl ProgramCommittee {
                 if state.local.contains(&call_id) {
                     state.results.insert(call_id, Ok(p.result));
                 }
-                Ok(digest)
+                Ok(id)
             }
             Ok(Ran::Interrupted(result)) => {
                 let result = *result;
                 let reason = format!(
-                    "the call was interrupted on the leader ({}): nothing was committed, retry",
+                    "the call was interrupted on the leader ({})",
                     crate::programs::describe(&result.outcome)
                 );
+                self.tell_forwarder(call_id, &result);
                 self.keep_failure(call_id, Ok(result));
                 Err(Failed(reason))
             }
@@ -1051,29 +1077,77 @@ impl ProgramCommittee {
         }
     }
 
+    /// A member's notice that its client cancelled `call_id`: a run here stops as cancelled.
+    fn on_cancel(&self, from: usize, call_id: CallId) {
+        let state = self.state();
+        if state.forwarded_by.get(&call_id) == Some(&from)
+            && let Some(flag) = state.cancels.get(&call_id)
+        {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Tells every other member that this node's client cancelled `call_id`.
+    fn broadcast_cancel(&self, call_id: CallId) {
+        let notice = CommitteeEnvelope {
+            network_id: self.network_id.clone(),
+            program_id: self.program,
+            message: None,
+            attachment: Attachment::Cancel {
+                call_id: Hash32(call_id),
+            },
+        };
+        let Ok(bytes) = serde_json::to_vec(&notice) else {
+            return;
+        };
+        for (i, m) in self.manifest.committee.iter().enumerate() {
+            if i != self.me && !self.partition.contains(&m.endpoint_id) {
+                self.net.send(m.endpoint_id, bytes.clone());
+            }
+        }
+    }
+
+    /// Tells the member that forwarded `call_id` here that this run of it was interrupted.
+    fn tell_forwarder(&self, call_id: CallId, result: &ExecuteResult) {
+        let Some(member) = self.state().forwarded_by.get(&call_id).copied() else {
+            return;
+        };
+        let Some(to) = self.manifest.committee.get(member).map(|m| m.endpoint_id) else {
+            return;
+        };
+        if self.partition.contains(&to) {
+            return;
+        }
+        let notice = CommitteeEnvelope {
+            network_id: self.network_id.clone(),
+            program_id: self.program,
+            message: None,
+            attachment: Attachment::Interrupted {
+                call_id: Hash32(call_id),
+                result: Box::new(result.clone()),
+            },
+        };
+        if let Ok(bytes) = serde_json::to_vec(&notice) {
+            self.net.send(to, bytes);
+        }
+    }
+
     /// True if the program's state already holds `height`.
-    async fn state_is_past(&self, height: Height) -> bool {
+    async fn state_is_past(&self, height: u64) -> bool {
         self.programs
             .height(self.program)
             .await
             .is_ok_and(|applied| applied > height)
     }
 
-    /// Keeps why a call did not run for the client waiting here; returns the reason.
+    /// Keeps why a call did not run for the client waiting here; returns the reason. The
+    /// payload stays: the sequencer retries a call that failed for a local reason.
     fn keep_failure(&self, call_id: CallId, result: Result<ExecuteResult, ProgramError>) -> String {
         let reason = match &result {
             Ok(r) => crate::programs::describe(&r.outcome),
             Err(e) => e.to_string(),
         };
         let mut state = self.state();
-        // The leader abandons the call: nothing keeps its payload any more.
-        state.calls.remove(&call_id);
-        if let Ok(r) = &result {
-            if state.interrupted.len() >= MAX_INTERRUPTED {
-                state.interrupted.clear();
-            }
-            state.interrupted.insert(call_id, r.clone());
-        }
         if state.local.contains(&call_id) {
             state.results.insert(call_id, result);
         }
@@ -1082,11 +1156,12 @@ impl ProgramCommittee {
 
     /// Applies a decided height (idempotent): nothing when the store already has it; else the
     /// receipt's executor commits it, and the other members wait for its DAG node, pulling
-    /// meanwhile, and commit it themselves after `fallback` if they hold its parts.
-    async fn apply(&self, decision: Decision) -> Result<(), String> {
+    /// meanwhile, and commit it themselves after their turn if they hold its parts.
+    async fn apply(&self, decided: Decided) -> Result<(), String> {
         let started = Instant::now();
         let mut last_pull: Option<Instant> = None;
         let mut warned = false;
+        let height = decided.height.0;
         // Subscribed before the first look at the height, so no commit falls between the two.
         let mut changes = self.programs.dag_changes();
         loop {
@@ -1095,34 +1170,22 @@ impl ProgramCommittee {
                 .height(self.program)
                 .await
                 .map_err(|e| e.to_string())?;
-            if applied > decision.height {
-                self.prune(&decision);
+            if applied > height {
+                self.prune(&decided);
                 return Ok(());
             }
-            let executor = self
-                .state()
-                .bodies
-                .get(&decision.proposal.digest)
-                .map(|b| b.receipt.executor);
             // The executor commits at once; the others in turn after it, one fallback period
             // apart, so one DAG node is published, not one per member.
-            let turn = executor
-                .and_then(|e| {
-                    self.manifest
-                        .committee
-                        .iter()
-                        .position(|m| m.endpoint_id == e)
-                })
-                .map(|e| (self.me + self.k - e) % self.k)
-                .unwrap_or(1);
+            let executor = decided.value.proposer.0 as usize;
+            let turn = (self.me + self.k - executor % self.k) % self.k;
             let due = if turn == 0 && !self.abandon_own {
                 Duration::ZERO
             } else {
                 self.fallback * turn.max(1) as u32
             };
-            if applied == decision.height
+            if applied == height
                 && started.elapsed() >= due
-                && let Some((body, attestation, effects)) = self.decided_parts(&decision)
+                && let Some((body, effects)) = self.decided_parts(&decided)
             {
                 match self
                     .programs
@@ -1131,12 +1194,12 @@ impl ProgramCommittee {
                         effects.writes,
                         body.input,
                         effects.output,
-                        attestation,
+                        attestation(&decided.certificate),
                     )
                     .await
                 {
                     Ok(_) => {
-                        self.prune(&decision);
+                        self.prune(&decided);
                         return Ok(());
                     }
                     // Replication applied it meanwhile: the next round sees it.
@@ -1149,15 +1212,12 @@ impl ProgramCommittee {
             }
             if last_pull.is_none_or(|t| t.elapsed() >= APPLY_PULL) {
                 last_pull = Some(Instant::now());
-                let from = executor.unwrap_or_else(|| {
-                    self.manifest.committee[decision.proposal.proposer % self.k].endpoint_id
-                });
-                let net = self.net.clone();
-                net.sync_from(from).await;
+                let from = self.manifest.committee[executor % self.k].endpoint_id;
+                self.net.sync_from(from).await;
             }
             if !warned && started.elapsed() > Duration::from_secs(10) {
                 warned = true;
-                tracing::warn!(program = %self.program, height = decision.height, "a decided height has not reached this node's store yet: still pulling");
+                tracing::warn!(program = %self.program, height, "a decided height has not reached this node's store yet: still pulling");
             }
             match tokio::time::timeout(APPLY_WAKE, changes.changed()).await {
                 Ok(Ok(())) | Err(_) => {}

@@ -16,7 +16,13 @@
 //!   value instead (the core does this without asking);
 //! * every other member re-executes the proposed call ([`Action::Validate`]); it prevotes
 //!   for the value only once its re-execution agreed ([`Instance::on_value_validated`]), and
-//!   nil when it disagreed or when the propose timeout fired first;
+//!   nil when it disagreed or when the propose timeout fired first. A value is re-executed
+//!   once per height, and only from a proposal the core kept: the core drops proposals not
+//!   signed by the round's leader and keeps at most two distinct values per round (plus one
+//!   with a quorum's polka), so a Byzantine leader's flood costs at most that many
+//!   re-executions per round it leads. The core also drops a verdict on a value it kept no
+//!   proposal of: asking about a dropped proposal, and then never again, once stalled a
+//!   height for good (sim seeds 7027 and 9410);
 //! * `q` prevotes for the value lock it and make members precommit it; `q` precommits of one
 //!   round decide it ([`Action::Decide`], with the certificate, which
 //!   [`certificate::aggregate_certificate`] folds into one BLS signature plus a bitmap);
@@ -33,13 +39,12 @@
 //! this module imports no cryptography library; [`keys`] implements them over the node's
 //! identity (BLS min_sig with proofs of possession).
 //!
-//! Status: built and simulated beside the call path, not on it yet. [`sequencer`] (the call
-//! queue, forwarding, catch-up and leader rotation around an [`Instance`]) and [`driver`]
-//! (its tokio actor over transport, storage and executor traits) have a seeded simulator
-//! (`sim`) with a Byzantine member; two of 20,000 seeds still end with an undecided call (a
-//! liveness bug under investigation, replayed by an ignored test). The node's committees still
-//! run [`super::pbft`]; the redb WAL, the iroh transport and the switch of `committees.rs`
-//! come next (docs/PROTOCOL.md, "Committees").
+//! On the call path: [`sequencer`] (the call queue, forwarding, catch-up and leader rotation
+//! around an [`Instance`]) runs in [`driver`] (its tokio actor over transport, storage and
+//! executor traits), which `consensus::committees` implements over the node's iroh protocol,
+//! redb and programs. The seeded simulator (`sim`) runs a Byzantine member; 20,000 seeds keep
+//! every invariant, liveness included (every call decided by the deadline; the last two seeds
+//! that stalled, 7027 and 9410, are kept as a test).
 //!
 //! Decided heights and catch-up: the others ignore messages about heights they finished, so
 //! a member that fell behind (missed precommits, restarted late) cannot decide by itself. The
@@ -52,8 +57,6 @@
 mod certificate;
 mod codec;
 mod context;
-// Not called outside its tests until committees.rs switches to it (the next step).
-#[allow(dead_code)]
 pub mod driver;
 mod instance;
 pub mod keys;

@@ -1,4 +1,4 @@
-//! The committee protocol ([`COMMITTEE_ALPN`]): PBFT messages between the members of a
+//! The committee protocol ([`COMMITTEE_ALPN`]): consensus messages between the members of a
 //! program's committee, one encoded envelope per unidirectional stream, on one cached
 //! connection per peer. Best effort by design: the consensus core retransmits what matters,
 //! so a lost or reordered message costs only time. This layer moves opaque bytes; the

@@ -121,23 +121,13 @@ pub enum ForwardedCall {
     CancelJob {
         job_id: onvm_rpc_api::JobId,
     },
-    /// Sequence this call although this node is not the home: the home and the members ranked
-    /// before this one could not be reached (committee failover).
+    /// Run this call although this node is not the home: the home and the members ranked
+    /// before this one could not be reached; any member may enter a call into its committee's
+    /// consensus.
     ExecuteTakeover {
         program_id: onvm_rpc_api::ProgramId,
         input_base64: onvm_rpc_api::types::Base64Bytes,
         options: onvm_rpc_api::program::ExecuteOptions,
-    },
-    /// A committee member is asked to re-execute a proposed call and sign its receipt.
-    Attest {
-        receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
-        input_base64: onvm_rpc_api::types::Base64Bytes,
-    },
-    /// A member taking over asks the others what they signed at `height` (a proposal of the
-    /// previous sequencer that may have committed) and how far they have applied the program.
-    VoteAt {
-        program_id: onvm_rpc_api::ProgramId,
-        height: u64,
     },
     /// Accept and run this job although this node is not the home: the home and the members
     /// ranked before this one could not be reached (job failover).
@@ -159,13 +149,6 @@ pub enum ForwardedReply {
     Cancelled {
         job: Box<onvm_rpc_api::jobs::JobInfo>,
     },
-    /// The member's BLS signature over the receipt id.
-    Attested { signature: onvm_rpc_api::HexBytes },
-    /// The member's applied height of the program and its vote at the asked height, if any.
-    Vote {
-        applied_height: u64,
-        vote: Option<Box<crate::store::Vote>>,
-    },
     Error {
         code: i32,
         message: String,
@@ -173,22 +156,26 @@ pub enum ForwardedReply {
     },
 }
 
-/// Versioned ALPN of the committee protocol: PBFT messages between the members of a
-/// program's committee (docs/PROTOCOL.md, "Committees").
-pub const COMMITTEE_ALPN: &[u8] = b"/onvm/pbft/1";
+/// Versioned ALPN of the committee protocol: Tendermint messages between the members of a
+/// program's committee (docs/PROTOCOL.md, "Committees"). v1 carried PBFT.
+pub const COMMITTEE_ALPN: &[u8] = b"/onvm/committee/2";
 
-/// One committee message, JSON-encoded, one per unidirectional stream: a PBFT message of one
-/// program, with the data the consensus core leaves out of its messages.
+/// One committee message, JSON-encoded, one per unidirectional stream: a consensus message of
+/// one program (`consensus::tendermint` bytes, versioned, signed where they are votes or
+/// proposals), with the data the consensus core leaves out of its messages.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommitteeEnvelope {
     pub network_id: String,
     pub program_id: onvm_rpc_api::ProgramId,
-    pub message: crate::consensus::pbft::Message,
+    /// `tendermint::sequencer::Message::encode`; absent in a notice (an `Interrupted`
+    /// attachment alone).
+    #[serde(default)]
+    pub message: Option<onvm_rpc_api::HexBytes>,
     pub attachment: Attachment,
 }
 
-/// What a PBFT message carries beside itself.
+/// What a committee message carries beside itself.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Attachment {
@@ -197,30 +184,23 @@ pub enum Attachment {
     Calls {
         calls: Vec<crate::programs::CallPayload>,
     },
-    /// With a `PrePrepare`, a `NewView` that forces a value, or a `ViewChange` with a prepared
-    /// certificate: the proposed receipt body (its id is the digest) and the call's input.
+    /// With a proposal: the proposed receipt body (its id is the value's receipt id) and the
+    /// call's input, which members re-execute before they prevote.
     Proposal {
         receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
         input_base64: onvm_rpc_api::types::Base64Bytes,
     },
-    /// With a `Commit`: the member's BLS signature over the receipt id
-    /// (`receipt_signing_message`); `q` of them aggregate into the receipt's attestation.
-    CommitSignature {
-        signature: onvm_rpc_api::HexBytes,
-    },
-    /// With an `Abandon`: the leader's result of the interrupted call (outcome, fuel used,
-    /// logs; no receipt), so a client waiting on another member learns what happened.
+    /// A notice from a leader to the member that forwarded it `call_id`: its run of the call
+    /// was interrupted (a wall-clock timeout, a cancellation: no receipt), so that member's
+    /// waiting client learns what happened instead of waiting for a decision.
     Interrupted {
+        call_id: onvm_rpc_api::Hash32,
         result: Box<onvm_rpc_api::program::ExecuteResult>,
     },
-    /// With a `Decided`: its proof. The decided receipt (its id is the digest; its height,
-    /// call id and executor must be the decision's), and a threshold of committee signers
-    /// (bitmap, bit i of byte i/8 = member i) with their aggregate BLS signature over the
-    /// receipt id. A `Decided` without a certificate that verifies is dropped.
-    Certificate {
-        receipt: Box<onvm_rpc_api::program::ExecutionReceipt>,
-        signers: onvm_rpc_api::HexBytes,
-        signature: onvm_rpc_api::HexBytes,
+    /// A notice from the member whose client cancelled `call_id` (a job) to the others: a
+    /// run of it in progress or to come stops as cancelled.
+    Cancel {
+        call_id: onvm_rpc_api::Hash32,
     },
 }
 

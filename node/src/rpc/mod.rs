@@ -17,7 +17,7 @@ use onvm_rpc_api::api::{
 
 use crate::config::RpcConfig;
 use crate::node::NodeContext;
-use peer_calls::{CommitteeLink, ForwardedCalls};
+use peer_calls::ForwardedCalls;
 
 pub mod auth;
 mod blob;
@@ -100,8 +100,6 @@ fn policy_of(config: &RpcConfig) -> Result<auth::Policy, RpcError> {
 }
 
 pub async fn start(config: &RpcConfig, ctx: Arc<NodeContext>) -> Result<RpcServer, RpcError> {
-    ctx.programs
-        .set_attestor(Arc::new(CommitteeLink(Arc::downgrade(&ctx))));
     ctx.net
         .peers()
         .set_call_handler(Arc::new(ForwardedCalls(Arc::downgrade(&ctx))));

@@ -108,7 +108,7 @@ impl Handlers {
                 tracing::info!(%program_id, "the members ranked before this node are down: sequencing here");
                 self.ctx
                     .programs
-                    .execute_takeover(program_id, input_base64.0, options)
+                    .execute(program_id, input_base64.0, options)
                     .await
                     .map_err(rpc)
             }

@@ -21,7 +21,7 @@ mod consensus;
 mod dag;
 mod jobs;
 mod tokens;
-pub use attest::{Evidence, Vote};
+pub use attest::Evidence;
 pub use dag::{DagAuthor, DeployContext, ForeignInsert, ReplicatedCall};
 pub use jobs::{JobCommit, JobUpdate};
 pub use tokens::TokenRecord;
@@ -30,7 +30,10 @@ pub use tokens::TokenRecord;
 /// 4: program ids bind the deployer (v2), refused and deferred DAG payloads are kept.
 /// 5: receipts carry the caller's proof (v3), manifests `require_signed_calls`, call ids bind
 /// the caller (v2).
-const SCHEMA_VERSION: u32 = 5;
+/// 6: attestations are Tendermint commit certificates naming their round; the consensus log
+/// is `consensus_wal` / `consensus_decisions` (PBFT's `pbft_log`, `pbft_votes` and the
+/// single-round `votes` are gone).
+const SCHEMA_VERSION: u32 = 6;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// BLAKE3 hash -> BlobRecord.

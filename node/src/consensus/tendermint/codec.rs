@@ -13,11 +13,13 @@ use malachitebft_core_types::{
     Validity, ValueOrigin, VoteType,
 };
 
+use super::certificate::AggregateCertificate;
 use super::context::{
     Height, MemberIndex, PolkaCertificate, Proposal, RoundCertificate, Signature, SignedProposal,
     SignedVote, Value, ValueId, Vote,
 };
 use super::instance::{Message, WalEntry};
+use super::sequencer::{Decided, Message as SequencerMessage};
 
 const VERSION: u8 = 1;
 /// Longest signature accepted (a BLS min_sig signature is 48 bytes).
@@ -432,5 +434,191 @@ impl WalEntry {
         };
         r.end()?;
         Ok(WalEntry { height, input })
+    }
+}
+
+// ---- the sequencer's messages and decisions (what members send each other and store)
+
+/// Most call ids one `Forward` may carry on the wire.
+pub const MAX_FORWARD_IDS: usize = 1024;
+/// Longest signer bitmap accepted (a committee of at most `8 × 128` members).
+const MAX_BITMAP: usize = MAX_CERT_SIGNATURES / 8;
+
+fn decided(out: &mut Vec<u8>, d: &Decided) {
+    out.extend_from_slice(&d.height.0.to_be_bytes());
+    value(out, &d.value);
+    let c = &d.certificate;
+    out.extend_from_slice(&c.round.to_be_bytes());
+    out.extend_from_slice(&c.value_id.0);
+    let len = c.signers.len().min(MAX_BITMAP);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&c.signers[..len]);
+    signature(out, &Signature(c.signature.clone()));
+}
+
+impl Reader<'_> {
+    fn decided(&mut self) -> Result<Decided, DecodeError> {
+        let height = self.height()?;
+        let value = self.value()?;
+        let round = self.u32()?;
+        if round == u32::MAX {
+            return Err(DecodeError("a nil round where one is needed"));
+        }
+        let value_id = ValueId(self.bytes32()?);
+        let len = self.u16()? as usize;
+        if len > MAX_BITMAP {
+            return Err(DecodeError("signer bitmap too long"));
+        }
+        let signers = self.take(len)?.to_vec();
+        let signature = self.signature()?.0;
+        Ok(Decided {
+            height,
+            value,
+            certificate: AggregateCertificate {
+                height: height.0,
+                round,
+                value_id,
+                signers,
+                signature,
+            },
+        })
+    }
+}
+
+impl Decided {
+    /// The decision's bytes (stored by the member, sent to members catching up).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        decided(&mut out, self);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Decided, DecodeError> {
+        let mut r = Reader(bytes);
+        r.version()?;
+        let d = r.decided()?;
+        r.end()?;
+        Ok(d)
+    }
+}
+
+impl SequencerMessage {
+    /// `version ‖ tag ‖ body`; a consensus message's body is its own encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        match self {
+            SequencerMessage::Consensus(m) => {
+                out.push(1);
+                out.extend_from_slice(&m.encode());
+            }
+            SequencerMessage::Forward { call_ids } => {
+                out.push(2);
+                let n = call_ids.len().min(MAX_FORWARD_IDS);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+                for id in &call_ids[..n] {
+                    out.extend_from_slice(id);
+                }
+            }
+            SequencerMessage::DecisionRequest { from_height } => {
+                out.push(3);
+                out.extend_from_slice(&from_height.0.to_be_bytes());
+            }
+            SequencerMessage::Decision(d) => {
+                out.push(4);
+                decided(&mut out, d);
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SequencerMessage, DecodeError> {
+        let mut r = Reader(bytes);
+        r.version()?;
+        let msg = match r.u8()? {
+            1 => return Ok(SequencerMessage::Consensus(Message::decode(r.0)?)),
+            2 => {
+                let n = r.u16()? as usize;
+                if n > MAX_FORWARD_IDS {
+                    return Err(DecodeError("too many forwarded calls"));
+                }
+                let mut call_ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    call_ids.push(r.bytes32()?);
+                }
+                SequencerMessage::Forward { call_ids }
+            }
+            3 => SequencerMessage::DecisionRequest {
+                from_height: r.height()?,
+            },
+            4 => SequencerMessage::Decision(r.decided()?),
+            _ => return Err(DecodeError("unknown message")),
+        };
+        r.end()?;
+        Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    fn decision() -> Decided {
+        let value = Value {
+            call_id: [1; 32],
+            receipt_id: [2; 32],
+            proposer: MemberIndex(3),
+        };
+        Decided {
+            height: Height(7),
+            value,
+            certificate: AggregateCertificate {
+                height: 7,
+                round: 2,
+                value_id: value.id(),
+                signers: vec![0b1011],
+                signature: vec![9; 48],
+            },
+        }
+    }
+
+    #[test]
+    fn sequencer_messages_and_decisions_round_trip() {
+        let msgs = [
+            SequencerMessage::Forward {
+                call_ids: vec![[4; 32], [5; 32]],
+            },
+            SequencerMessage::DecisionRequest {
+                from_height: Height(12),
+            },
+            SequencerMessage::Decision(decision()),
+        ];
+        for m in msgs {
+            assert_eq!(SequencerMessage::decode(&m.encode()), Ok(m));
+        }
+        let d = decision();
+        assert_eq!(Decided::decode(&d.encode()), Ok(d));
+    }
+
+    #[test]
+    fn malformed_sequencer_bytes_are_refused_without_panicking() {
+        let good = SequencerMessage::Decision(decision()).encode();
+        for cut in 0..good.len() {
+            assert!(
+                SequencerMessage::decode(&good[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(SequencerMessage::decode(&trailing).is_err());
+        let mut nil_round = decision().encode();
+        // version 1 + height 8 + value 68, then the round.
+        nil_round[77..81].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Decided::decode(&nil_round).is_err());
+        let mut flood = vec![VERSION, 2];
+        flood.extend_from_slice(&u16::MAX.to_be_bytes());
+        assert!(SequencerMessage::decode(&flood).is_err());
+        assert!(SequencerMessage::decode(&[VERSION, 9]).is_err());
+        assert!(SequencerMessage::decode(&[2, 3, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
     }
 }

@@ -60,7 +60,7 @@ impl mc::Height for Height {
 pub struct ValueId(pub [u8; 32]);
 
 /// BLAKE3 derive-key context of [`ValueId`].
-pub const VALUE_ID_CONTEXT: &str = "onvm/tendermint-value-id/v1";
+pub const VALUE_ID_CONTEXT: &str = onvm_rpc_api::committee::VALUE_ID_CONTEXT;
 
 impl fmt::Display for ValueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,11 +85,11 @@ pub struct Value {
 impl Value {
     /// The value's [`ValueId`] (what votes name).
     pub fn id(&self) -> ValueId {
-        let mut h = blake3::Hasher::new_derive_key(VALUE_ID_CONTEXT);
-        h.update(&self.call_id);
-        h.update(&self.receipt_id);
-        h.update(&self.proposer.0.to_be_bytes());
-        ValueId(*h.finalize().as_bytes())
+        ValueId(onvm_rpc_api::committee::value_id(
+            &self.call_id,
+            &self.receipt_id,
+            self.proposer.0,
+        ))
     }
 }
 

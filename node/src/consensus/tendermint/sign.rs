@@ -21,7 +21,7 @@ use malachitebft_core_types::{NilOrVal, Round, VoteType};
 use super::context::{Height, MemberIndex, Proposal, SignedProposal, SignedVote, ValueId, Vote};
 
 /// Tag of vote signatures (prevotes and precommits).
-pub const VOTE_TAG: &[u8] = b"onvm/tendermint-vote/v1";
+pub const VOTE_TAG: &[u8] = onvm_rpc_api::committee::VOTE_TAG;
 /// Tag of proposal signatures.
 pub const PROPOSAL_TAG: &[u8] = b"onvm/tendermint-proposal/v1";
 
@@ -72,12 +72,14 @@ fn round_bytes(round: Round) -> [u8; 4] {
 
 fn vote_type_byte(vote_type: VoteType) -> u8 {
     match vote_type {
-        VoteType::Prevote => 1,
-        VoteType::Precommit => 2,
+        VoteType::Prevote => onvm_rpc_api::committee::PREVOTE,
+        VoteType::Precommit => onvm_rpc_api::committee::PRECOMMIT,
     }
 }
 
-/// The bytes a vote of `vote_type` for `value` at (`height`, `round`) signs, whoever casts it.
+/// The bytes a vote of `vote_type` for `value` at (`height`, `round`) signs, whoever casts it
+/// (`onvm_rpc_api::committee::vote_bytes`: receipt verifiers rebuild a precommit's bytes with
+/// the same function).
 pub fn vote_bytes(
     domain: &Domain,
     height: Height,
@@ -85,19 +87,18 @@ pub fn vote_bytes(
     vote_type: VoteType,
     value: &NilOrVal<ValueId>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(VOTE_TAG.len() + domain.network.len() + 86);
-    domain.prefix(VOTE_TAG, &mut out);
-    out.extend_from_slice(&height.0.to_be_bytes());
-    out.extend_from_slice(&round_bytes(round));
-    out.push(vote_type_byte(vote_type));
-    match value {
-        NilOrVal::Nil => out.push(0),
-        NilOrVal::Val(id) => {
-            out.push(1);
-            out.extend_from_slice(&id.0);
-        }
-    }
-    out
+    let value = match value {
+        NilOrVal::Nil => None,
+        NilOrVal::Val(id) => Some(&id.0),
+    };
+    onvm_rpc_api::committee::vote_bytes(
+        &domain.network,
+        &domain.program,
+        height.0,
+        round.as_u32().unwrap_or(u32::MAX),
+        vote_type_byte(vote_type),
+        value,
+    )
 }
 
 /// The bytes `vote` signs.
