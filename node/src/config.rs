@@ -54,6 +54,12 @@ pub struct CommitteeConfig {
     pub debug_forge_callers: bool,
     /// A lying member (tests of Byzantine faults only): sends made-up decisions.
     pub debug_forge_decisions: bool,
+    /// A lying member (tests of Byzantine faults only): every vote it casts for a value goes
+    /// to half of the members as a vote for another value, validly signed (equivocation).
+    pub debug_equivocate: bool,
+    /// A lying member (tests of Byzantine faults only): as a round's leader it never runs a
+    /// call another member forwarded (censorship).
+    pub debug_censor: bool,
     /// Endpoint ids this node exchanges no committee messages with (tests of split votes).
     pub debug_partition: Vec<String>,
 }
@@ -75,6 +81,8 @@ impl Default for CommitteeConfig {
             debug_abandon_after_attest: false,
             debug_forge_callers: false,
             debug_forge_decisions: false,
+            debug_equivocate: false,
+            debug_censor: false,
             debug_partition: Vec::new(),
         }
     }
@@ -897,7 +905,14 @@ debug_forge_callers = {debug_forge_callers}
 # sends a made-up decision for that height (no certificate can back it: honest members drop
 # it). Never enable it on a real node.
 debug_forge_decisions = {debug_forge_decisions}
-# For tests of view changes only: endpoint ids this node sends no committee (PBFT) message to
+# For tests of Byzantine faults only: this node signs, for every vote it casts for a value, a
+# vote for another value and sends it to half of the members instead. Never on a real node.
+debug_equivocate = {debug_equivocate}
+# For tests of Byzantine faults only: as a round's leader this node never runs a call another
+# member forwarded, so only the rotation of leaders gets those calls decided. Never on a real
+# node.
+debug_censor = {debug_censor}
+# For tests of round changes only: endpoint ids this node sends no committee message to
 # and accepts none from, a partition of consensus alone (the DAG still flows).
 debug_partition = {debug_partition:?}
 "#,
@@ -985,6 +1000,8 @@ debug_partition = {debug_partition:?}
             debug_abandon_after_attest = committee.debug_abandon_after_attest,
             debug_forge_callers = committee.debug_forge_callers,
             debug_forge_decisions = committee.debug_forge_decisions,
+            debug_equivocate = committee.debug_equivocate,
+            debug_censor = committee.debug_censor,
             debug_partition = committee.debug_partition,
         )
     }

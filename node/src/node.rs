@@ -412,6 +412,8 @@ impl Node {
                 call_timeout_ms: config.committee.attest_timeout_ms,
                 debug_abandon_after_attest: config.committee.debug_abandon_after_attest,
                 debug_forge_decisions: config.committee.debug_forge_decisions,
+                debug_equivocate: config.committee.debug_equivocate,
+                debug_censor: config.committee.debug_censor,
                 debug_partition: config
                     .committee
                     .debug_partition

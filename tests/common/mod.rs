@@ -273,6 +273,64 @@ pub async fn converge_urls(urls: &[String]) {
     }
 }
 
+/// `onvm run-node` processes, one per entry of `extra` (that node's `--set` values), joined to
+/// the first, with a 3 s idle timeout so a killed or paused peer is noticed quickly and calls
+/// that wait for their committee up to 60 s; returns the temp dir, the children (killed on
+/// drop), their RPC URLs and the first node's info.
+pub async fn spawn_network(
+    extra: &[Vec<&str>],
+) -> (
+    tempfile::TempDir,
+    Processes,
+    Vec<String>,
+    onvm::rpc_api::types::NodeInfo,
+) {
+    use onvm::rpc_api::api::{NodeApiClient, PeerApiClient};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut children = Processes::default();
+    let mut urls = Vec::new();
+    for (i, settings) in extra.iter().enumerate() {
+        let dir = tmp.path().join(format!("n{i}"));
+        init_plaintext(&dir);
+        let mut args = vec![
+            "--set",
+            "committee.attest_timeout_ms=60000",
+            "--set",
+            "net.idle_timeout_ms=3000",
+        ];
+        for s in settings {
+            args.extend(["--set", s]);
+        }
+        let (child, url) = spawn_node(&dir, &args);
+        children.push(child);
+        urls.push(url);
+    }
+    let info = NodeApiClient::info(&ws_client(&urls[0]).await)
+        .await
+        .unwrap();
+    for url in &urls[1..] {
+        PeerApiClient::connect(&ws_client(url).await, info.ticket.clone())
+            .await
+            .unwrap();
+    }
+    converge_urls(&urls).await;
+    (tmp, children, urls, info)
+}
+
+/// Every receipt of `p` on the node at `url`, oldest first.
+pub async fn all_receipts(
+    url: &str,
+    p: onvm::rpc_api::ProgramId,
+) -> Vec<onvm::rpc_api::program::SignedReceipt> {
+    use onvm::rpc_api::api::ReceiptApiClient;
+    let mut page = ReceiptApiClient::list(&ws_client(url).await, p, None, Some(1000))
+        .await
+        .unwrap()
+        .items;
+    page.reverse();
+    page
+}
+
 /// Uploads `data` through the chunked upload API (1 MiB chunks); returns the blob id.
 pub async fn upload_chunked(
     client: &WsClient,

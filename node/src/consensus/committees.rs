@@ -31,8 +31,8 @@ use super::tendermint::sequencer::{
     CallId, CallResult, Decided, MAX_PENDING, Message, ReceiptId, SYNC_BATCH, SequencerConfig,
 };
 use super::tendermint::{
-    AggregateCertificate, Committee, Domain, Height, MemberIndex, TimeoutConfig, Value, WalEntry,
-    verify_commit_certificate,
+    AggregateCertificate, Committee, Domain, Height, MemberIndex, NilOrVal, Signature, SignedVote,
+    Signing, TimeoutConfig, Value, ValueId, WalEntry, verify_commit_certificate, vote_message,
 };
 use crate::net::{Attachment, CommitteeEnvelope};
 use crate::programs::{
@@ -74,6 +74,10 @@ pub struct Settings {
     /// Test hook `committee.debug_forge_decisions`: a lying member that sends made-up
     /// decisions with every message.
     pub debug_forge_decisions: bool,
+    /// Test hook `committee.debug_equivocate`: a lying member that signs two values per vote.
+    pub debug_equivocate: bool,
+    /// Test hook `committee.debug_censor`: a lying leader that never runs forwarded calls.
+    pub debug_censor: bool,
 }
 
 impl Settings {
@@ -216,6 +220,9 @@ impl Committees {
             abandon_own: self.settings.debug_abandon_after_attest,
             partition: self.settings.debug_partition.clone(),
             forge_decisions: self.settings.debug_forge_decisions,
+            equivocate: self.settings.debug_equivocate,
+            censor: self.settings.debug_censor,
+            signing: MemberKeys::new(keys.clone(), self.identity.clone()),
             keys: keys.clone(),
             domain: Domain {
                 network: self.network_id.clone(),
@@ -232,7 +239,7 @@ impl Committees {
         );
         let driver = Driver::spawn(
             config,
-            MemberKeys::new(keys, self.identity.clone()),
+            exec.signing.clone(),
             log.wal,
             log.last,
             exec.clone(),
@@ -618,6 +625,12 @@ struct ProgramCommittee {
     partition: HashSet<Hash32>,
     /// `committee.debug_forge_decisions`.
     forge_decisions: bool,
+    /// `committee.debug_equivocate`.
+    equivocate: bool,
+    /// `committee.debug_censor`.
+    censor: bool,
+    /// This member's signing key (the driver's; the liar hooks sign with it too).
+    signing: MemberKeys,
     /// The committee's keys (proofs of possession checked) and where its signatures are
     /// valid: what decisions from peers are checked against.
     keys: CommitteeKeys,
@@ -883,6 +896,7 @@ fn payload_call_id(payload: &CallPayload) -> Option<CallId> {
 
 impl Transport for ProgramCommittee {
     fn send(&self, to: MemberIndex, msg: Message) {
+        let to_index = to;
         let Some(member) = self.manifest.committee.get(to.0 as usize) else {
             return;
         };
@@ -933,10 +947,33 @@ impl Transport for ProgramCommittee {
                 self.net.send(to, bytes);
             }
         }
+        let msg = match msg {
+            Message::Consensus(super::tendermint::Message::Vote(vote))
+                if self.equivocate && to_index.0 % 2 == 1 =>
+            {
+                Message::Consensus(super::tendermint::Message::Vote(self.conflicting(vote)))
+            }
+            msg => msg,
+        };
         let attachment = self.attachment(&msg);
         if let Some(bytes) = self.encode(&msg, attachment) {
             self.net.send(to, bytes);
         }
+    }
+}
+
+impl ProgramCommittee {
+    /// `committee.debug_equivocate`: the same vote for another value (or, for a nil vote, for
+    /// a made-up value), validly signed by this member.
+    fn conflicting(&self, vote: SignedVote) -> SignedVote {
+        let mut lie = vote.message.clone();
+        let other = match &lie.value {
+            NilOrVal::Val(id) => *blake3::hash(&id.0).as_bytes(),
+            NilOrVal::Nil => [0xee; 32],
+        };
+        lie.value = NilOrVal::Val(ValueId(other));
+        let signature = self.signing.sign(&vote_message(&self.domain, &lie));
+        SignedVote::new(lie, Signature(signature))
     }
 }
 
@@ -1023,6 +1060,10 @@ impl ProgramCommittee {
         }
         let (payload, cancel) = {
             let state = self.state();
+            if self.censor && !state.local.contains(&call_id) {
+                // `committee.debug_censor`: a lying leader sits on other members' calls.
+                return Err(Failed("censored".into()));
+            }
             (
                 state.calls.get(&call_id).cloned(),
                 state.cancels.get(&call_id).cloned(),

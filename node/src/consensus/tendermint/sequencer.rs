@@ -776,21 +776,39 @@ impl<S: Signing + Clone> Sequencer<S> {
             return;
         }
         self.forwarded_round = Some(key);
-        let leader = self.leader(key.1);
-        if leader == self.me() {
-            return;
-        }
         let call_ids = self.forwardable();
         if call_ids.is_empty() {
+            return;
+        }
+        self.forward_to_leaders(key.1, call_ids);
+    }
+
+    /// Sends `call_ids` to the leader of `round` and to the leader of the round after it
+    /// (unless that is this member). The next leader holding the calls has started the height
+    /// and its timers with everyone else: if this round's leader is dead or paused, the nil
+    /// prevotes that end the round come from every live member at one propose timeout, and the
+    /// next leader already has the calls to propose, so a silent leader costs one timeout.
+    fn forward_to_leaders(&mut self, round: u32, call_ids: Vec<CallId>) {
+        let mut to = vec![self.leader(round)];
+        let next = self.leader(round.saturating_add(1));
+        if !to.contains(&next) {
+            to.push(next);
+        }
+        to.retain(|m| *m != self.me());
+        if to.is_empty() {
             return;
         }
         for id in &call_ids {
             self.mark_exposed(id);
         }
-        self.emit(Action::Send {
-            to: leader,
-            msg: Message::Forward { call_ids },
-        });
+        for leader in to {
+            self.emit(Action::Send {
+                to: leader,
+                msg: Message::Forward {
+                    call_ids: call_ids.clone(),
+                },
+            });
+        }
     }
 
     fn arm_tick(&mut self) {
@@ -829,18 +847,12 @@ impl<S: Signing + Clone> Sequencer<S> {
         }
         self.waiting.entry(call_id).or_insert(self.now);
         self.maybe_start();
-        let leader = self.leader(self.round());
-        if leader == self.me() {
+        let round = self.round();
+        if self.leader(round) == self.me() {
             self.try_propose();
         } else if !self.is_decided(&call_id) {
             // Sent even when already pending: a client retries because something was lost.
-            self.mark_exposed(&call_id);
-            self.emit(Action::Send {
-                to: leader,
-                msg: Message::Forward {
-                    call_ids: vec![call_id],
-                },
-            });
+            self.forward_to_leaders(round, vec![call_id]);
         }
     }
 
