@@ -101,6 +101,13 @@ async fn calls_are_attested_by_the_committee_and_a_dissenting_member_leaves_evid
     };
     assert!(!evidence.is_empty(), "D recorded no evidence");
     for e in &evidence {
+        let onvm::rpc_api::committee::Evidence::Disagreement {
+            proposed, computed, ..
+        } = e
+        else {
+            panic!("an honest committee equivocated: {e:?}");
+        };
+        let e = Disagreement { proposed, computed };
         let proposed = e.proposed.id();
         // A proposal D disagreed with is for one of these calls; it need not be the one that
         // finalized (a view change on a slow machine replaces an unprepared proposal).
@@ -229,4 +236,10 @@ async fn when_the_sequencer_is_down_the_next_member_takes_over() {
     for n in [b, c, d] {
         n.stop().await;
     }
+}
+
+/// The receipts of a disagreement.
+struct Disagreement<'a> {
+    proposed: &'a onvm::rpc_api::program::ExecutionReceipt,
+    computed: &'a onvm::rpc_api::program::ExecutionReceipt,
 }

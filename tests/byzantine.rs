@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{converge_urls, kv_put};
-use onvm::rpc_api::api::{NodeApiClient, ProgramApiClient};
-use onvm::rpc_api::committee::VerifiedCommittee;
+use onvm::rpc_api::api::{NodeApiClient, ProgramApiClient, ReceiptApiClient};
+use onvm::rpc_api::committee::{Evidence, VerifiedCommittee};
 use onvm::rpc_api::program::SignedReceipt;
 use onvm::rpc_api::{Hash32, ProgramId};
 
@@ -117,6 +117,39 @@ async fn a_lying_member_never_gets_two_receipts_attested_and_never_halts_the_pro
     }
     println!("forged decisions refused by the honest members: {refused}");
     assert!(refused > 0);
+    // Its equivocations were caught: each honest member that saw both of a pair of its votes
+    // keeps them, and anyone holding the committee can check them.
+    let committee = ProgramApiClient::committee(&common::ws_client(&urls[0]).await, p)
+        .await
+        .unwrap();
+    let liar: Hash32 = NodeApiClient::info(&common::ws_client(&urls[3]).await)
+        .await
+        .unwrap()
+        .endpoint_id
+        .parse()
+        .unwrap();
+    let verified = VerifiedCommittee::new(committee).unwrap();
+    let mut caught = 0;
+    for url in &honest {
+        let evidence = ReceiptApiClient::evidence(&common::ws_client(url).await, p)
+            .await
+            .unwrap();
+        for e in evidence {
+            let Evidence::Equivocation(q) = e else {
+                panic!("{url}: unexpected evidence {e:?}");
+            };
+            assert_eq!(q.member, liar, "an honest member accused");
+            assert!(q.verify(&verified, "onvm-devnet"), "{q:?}");
+            let mut forged = q.clone();
+            if let Some(last) = forged.second.message.0.last_mut() {
+                *last ^= 1;
+            }
+            assert!(!forged.verify(&verified, "onvm-devnet"));
+            caught += 1;
+        }
+    }
+    println!("equivocations of the lying member kept by the honest members: {caught}");
+    assert!(caught > 0);
     audit_passes(&honest[1], p);
     drop(children);
 }

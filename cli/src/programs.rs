@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use onvm_rpc_api::api::{NodeApiClient, ProgramApiClient, ReceiptApiClient, StateApiClient};
 use onvm_rpc_api::caller::sign_call;
+use onvm_rpc_api::committee::Evidence;
 use onvm_rpc_api::program::{
     DeployRequest, ExecuteOptions, ExecuteResult, SignedReceipt, verify_receipt,
 };
@@ -328,17 +329,33 @@ impl Session {
             "height", "recorded", "proposed", "computed here"
         );
         for e in &evidence {
-            println!(
-                "{:<8} {:<14} {:<68} {:<68} {}",
-                e.height,
-                crate::client::ago(e.recorded_at_ms),
-                e.proposed.id(),
-                e.computed.id(),
-                differing_fields(&e.proposed, &e.computed).join(",")
-            );
+            match e {
+                Evidence::Disagreement {
+                    height,
+                    proposed,
+                    computed,
+                    recorded_at_ms,
+                } => println!(
+                    "{:<8} {:<14} {:<68} {:<68} {}",
+                    height,
+                    crate::client::ago(*recorded_at_ms),
+                    proposed.id(),
+                    computed.id(),
+                    differing_fields(proposed, computed).join(",")
+                ),
+                Evidence::Equivocation(q) => println!(
+                    "{:<8} {:<14} member {} ({}) signed two {}s in round {}",
+                    q.height,
+                    crate::client::ago(q.recorded_at_ms),
+                    q.member_index,
+                    q.member,
+                    q.what,
+                    q.round
+                ),
+            }
         }
         eprintln!(
-            "{} disagreements (--json shows both receipts in full)",
+            "{} records (--json shows the receipts and signed messages in full)",
             evidence.len()
         );
         Ok(())

@@ -54,8 +54,8 @@ pub struct CommitteeConfig {
     pub debug_forge_callers: bool,
     /// A lying member (tests of Byzantine faults only): sends made-up decisions.
     pub debug_forge_decisions: bool,
-    /// A lying member (tests of Byzantine faults only): every vote it casts for a value goes
-    /// to half of the members as a vote for another value, validly signed (equivocation).
+    /// A lying member (tests of Byzantine faults only): every vote it casts goes to half of
+    /// the members twice, the second time for another value, validly signed (equivocation).
     pub debug_equivocate: bool,
     /// A lying member (tests of Byzantine faults only): as a round's leader it never runs a
     /// call another member forwarded (censorship).
@@ -905,8 +905,8 @@ debug_forge_callers = {debug_forge_callers}
 # sends a made-up decision for that height (no certificate can back it: honest members drop
 # it). Never enable it on a real node.
 debug_forge_decisions = {debug_forge_decisions}
-# For tests of Byzantine faults only: this node signs, for every vote it casts for a value, a
-# vote for another value and sends it to half of the members instead. Never on a real node.
+# For tests of Byzantine faults only: this node signs, for every vote it casts, a vote for
+# another value and sends it after the first to half of the members. Never on a real node.
 debug_equivocate = {debug_equivocate}
 # For tests of Byzantine faults only: as a round's leader this node never runs a call another
 # member forwarded, so only the rotation of leaders gets those calls decided. Never on a real

@@ -439,10 +439,10 @@ impl Programs {
         let receipt_id = proposed.id();
         if rerun.computed.id() != receipt_id {
             metrics::add(&self.counters.attestations_refused, 1);
-            let evidence = crate::store::Evidence {
+            let evidence = crate::store::Evidence::Disagreement {
                 height: proposed.height,
-                proposed: proposed.clone(),
-                computed: rerun.computed.clone(),
+                proposed: Box::new(proposed.clone()),
+                computed: Box::new(rerun.computed.clone()),
                 recorded_at_ms: now_ms(),
             };
             let store = self.store.clone();

@@ -418,14 +418,91 @@ pub struct ReceiptVerification {
     pub committee_size: u32,
 }
 
-/// A member's record of a proposal it refused: what the sequencer proposed and what this node
-/// computed from the same state root and input.
+/// What a committee member recorded against another (`receipt_evidence`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// A proposal this node refused: what the leader proposed and what this node computed
+    /// from the same state root and input.
+    Disagreement {
+        height: u64,
+        proposed: Box<ExecutionReceipt>,
+        computed: Box<ExecutionReceipt>,
+        recorded_at_ms: u64,
+    },
+    /// A member signed two different votes (or proposals) of one height and round.
+    Equivocation(Equivocation),
+}
+
+impl Evidence {
+    pub fn height(&self) -> u64 {
+        match self {
+            Evidence::Disagreement { height, .. } => *height,
+            Evidence::Equivocation(e) => e.height,
+        }
+    }
+}
+
+/// Proof that committee member `member` signed two conflicting messages of one kind, height
+/// and round: both messages as signed and their signatures. Anyone holding the committee
+/// checks it with [`Equivocation::verify`]; a vote's bytes are [`vote_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Equivocation {
     pub height: u64,
-    pub proposed: ExecutionReceipt,
-    pub computed: ExecutionReceipt,
+    pub round: u32,
+    /// `prevote`, `precommit` or `proposal`.
+    pub what: String,
+    /// The member's index in the committee and its endpoint id.
+    pub member_index: u32,
+    pub member: Hash32,
+    pub first: SignedBytes,
+    pub second: SignedBytes,
     pub recorded_at_ms: u64,
+}
+
+/// A message exactly as it was signed, with its BLS signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBytes {
+    pub message: HexBytes,
+    pub signature: HexBytes,
+}
+
+impl Equivocation {
+    /// Whether this proves misbehaviour of `member` in `committee` on `network_id`: two
+    /// different messages of one kind, height and round (their signed bytes agree up to and
+    /// including the vote type, or the round for proposals) in this program's domain, both
+    /// signed by the member's key.
+    pub fn verify(&self, committee: &VerifiedCommittee, network_id: &str) -> bool {
+        let index = self.member_index as usize;
+        let Some(member) = committee.committee.members.get(index) else {
+            return false;
+        };
+        let tag: &[u8] = match self.what.as_str() {
+            "prevote" | "precommit" => VOTE_TAG,
+            "proposal" => b"onvm/tendermint-proposal/v1",
+            _ => return false,
+        };
+        let mut prefix = Vec::new();
+        prefix.extend_from_slice(tag);
+        prefix.extend_from_slice(&(network_id.len() as u32).to_be_bytes());
+        prefix.extend_from_slice(network_id.as_bytes());
+        prefix.extend_from_slice(committee.committee.program_id.as_bytes());
+        prefix.extend_from_slice(&self.height.to_be_bytes());
+        prefix.extend_from_slice(&self.round.to_be_bytes());
+        match self.what.as_str() {
+            "prevote" => prefix.push(PREVOTE),
+            "precommit" => prefix.push(PRECOMMIT),
+            _ => {}
+        }
+        let (a, b) = (&self.first, &self.second);
+        member.endpoint_id == self.member
+            && a.message.0 != b.message.0
+            && a.message.0.starts_with(&prefix)
+            && b.message.0.starts_with(&prefix)
+            && [a, b]
+                .iter()
+                .all(|s| verify_aggregate(&committee.keys[index], &s.message.0, &s.signature.0))
+    }
 }
 
 /// Verifies a signed receipt against a committee: the executor's own signature, then (for a

@@ -31,13 +31,15 @@ use super::tendermint::sequencer::{
     CallId, CallResult, Decided, MAX_PENDING, Message, ReceiptId, SYNC_BATCH, SequencerConfig,
 };
 use super::tendermint::{
-    AggregateCertificate, Committee, Domain, Height, MemberIndex, NilOrVal, Signature, SignedVote,
-    Signing, TimeoutConfig, Value, ValueId, WalEntry, verify_commit_certificate, vote_message,
+    AggregateCertificate, Committee, Domain, Height, MemberIndex, Misbehavior, NilOrVal, Signature,
+    SignedVote, Signing, TimeoutConfig, Value, ValueId, VoteType, WalEntry, proposal_message,
+    verify_commit_certificate, vote_message,
 };
 use crate::net::{Attachment, CommitteeEnvelope};
 use crate::programs::{
     AdmittedCall, AttestError, CallPayload, JobAttempt, ProgramError, Programs, Ran,
 };
+use onvm_rpc_api::committee::{Equivocation, SignedBytes};
 use onvm_rpc_api::jobs::{AttemptLogs, JobEvent};
 
 /// How long a member waiting for a decided height's DAG node sleeps when nothing reaches its
@@ -210,6 +212,7 @@ impl Committees {
         let k = manifest.committee.len();
         let exec = Arc::new(ProgramCommittee {
             programs: self.programs.clone(),
+            store: self.store.clone(),
             network_id: self.network_id.clone(),
             program,
             k,
@@ -610,6 +613,8 @@ struct State {
 /// One program's committee on this node: the driver's transport and executor.
 struct ProgramCommittee {
     programs: Programs,
+    /// Where evidence against members is kept.
+    store: crate::store::Store,
     network_id: String,
     program: ProgramId,
     manifest: ProgramManifest,
@@ -947,17 +952,23 @@ impl Transport for ProgramCommittee {
                 self.net.send(to, bytes);
             }
         }
-        let msg = match msg {
+        let lie = match &msg {
+            // `committee.debug_equivocate`: odd members get each vote twice, the second time
+            // for another value (so they hold both: evidence).
             Message::Consensus(super::tendermint::Message::Vote(vote))
                 if self.equivocate && to_index.0 % 2 == 1 =>
             {
-                Message::Consensus(super::tendermint::Message::Vote(self.conflicting(vote)))
+                Some(Message::Consensus(super::tendermint::Message::Vote(
+                    self.conflicting(vote.clone()),
+                )))
             }
-            msg => msg,
+            _ => None,
         };
-        let attachment = self.attachment(&msg);
-        if let Some(bytes) = self.encode(&msg, attachment) {
-            self.net.send(to, bytes);
+        for msg in std::iter::once(msg).chain(lie) {
+            let attachment = self.attachment(&msg);
+            if let Some(bytes) = self.encode(&msg, attachment) {
+                self.net.send(to, bytes);
+            }
         }
     }
 }
@@ -1035,6 +1046,69 @@ impl Executor for ProgramCommittee {
 
     fn commit(self: Arc<Self>, decided: Decided) -> BoxFuture<Result<(), String>> {
         Box::pin(async move { self.apply(decided).await })
+    }
+
+    fn evidence(&self, evidence: Vec<Misbehavior>) {
+        let records: Vec<Equivocation> = evidence
+            .iter()
+            .filter_map(|m| self.equivocation(m))
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        for r in &records {
+            tracing::warn!(program = %self.program, height = r.height, round = r.round, member = %r.member, "a committee member signed two {}s", r.what);
+        }
+        let (store, program) = (self.store.clone(), self.program);
+        // Best effort and off the driver's path: evidence is kept, never waited for.
+        tokio::task::spawn_blocking(move || {
+            for r in &records {
+                if let Err(e) = store.record_equivocation(&program, r) {
+                    tracing::warn!(%program, "recording an equivocation: {e}");
+                }
+            }
+        });
+    }
+}
+
+impl ProgramCommittee {
+    /// The wire form of a member's two conflicting signed messages.
+    fn equivocation(&self, m: &Misbehavior) -> Option<Equivocation> {
+        let signed = |message: Vec<u8>, signature: &Signature| SignedBytes {
+            message: HexBytes(message),
+            signature: HexBytes(signature.0.clone()),
+        };
+        let (height, round, what, member, first, second) = match m {
+            Misbehavior::DoubleVote(a, b) => (
+                a.message.height,
+                a.message.round,
+                match a.message.vote_type {
+                    VoteType::Prevote => "prevote",
+                    VoteType::Precommit => "precommit",
+                },
+                a.message.voter,
+                signed(vote_message(&self.domain, &a.message), &a.signature),
+                signed(vote_message(&self.domain, &b.message), &b.signature),
+            ),
+            Misbehavior::DoubleProposal(a, b) => (
+                a.message.height,
+                a.message.round,
+                "proposal",
+                a.message.proposer,
+                signed(proposal_message(&self.domain, &a.message), &a.signature),
+                signed(proposal_message(&self.domain, &b.message), &b.signature),
+            ),
+        };
+        Some(Equivocation {
+            height: height.0,
+            round: round.as_u32()?,
+            what: what.into(),
+            member_index: member.0,
+            member: self.manifest.committee.get(member.0 as usize)?.endpoint_id,
+            first,
+            second,
+            recorded_at_ms: crate::util::now_ms(),
+        })
     }
 }
 

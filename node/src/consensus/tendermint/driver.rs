@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::certificate::Misbehavior;
 use super::context::{Height, MemberIndex, Value};
 use super::instance::WalEntry;
 use super::sequencer::{
@@ -71,6 +72,9 @@ pub trait Executor: Send + Sync + 'static {
     fn validate(self: Arc<Self>, height: Height, value: Value) -> BoxFuture<bool>;
     /// Applies a decided height. Idempotent.
     fn commit(self: Arc<Self>, decided: Decided) -> BoxFuture<Result<(), String>>;
+    /// Members caught signing conflicting messages (checked by the sequencer): to be kept
+    /// and served. Best effort.
+    fn evidence(&self, _evidence: Vec<Misbehavior>) {}
 }
 
 enum Input {
@@ -208,6 +212,12 @@ impl<S: Signing + Clone + Send + 'static> Actor<S> {
                 }
                 Input::Event(e) => e,
             };
+            tracing::trace!(
+                member = self.me.0,
+                at_ms = self.now_ms(),
+                event = event_name(&event),
+                "consensus event"
+            );
             let actions = self.sequencer.handle(event, self.now_ms());
             if !self.perform(actions).await {
                 return;
@@ -225,6 +235,12 @@ impl<S: Signing + Clone + Send + 'static> Actor<S> {
     async fn perform(&mut self, actions: Vec<Action>) -> bool {
         let mut queue = std::collections::VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
+            tracing::trace!(
+                member = self.me.0,
+                at_ms = self.now_ms(),
+                action = action_name(&action),
+                "consensus action"
+            );
             match action {
                 Action::Send { to, msg } => self.transport.send(to, msg),
                 Action::Broadcast { msg } => {
@@ -342,9 +358,7 @@ impl<S: Signing + Clone + Send + 'static> Actor<S> {
                         }
                     });
                 }
-                Action::Evidence(_evidence) => {
-                    // The node reports misbehaviour elsewhere (not part of this layer yet).
-                }
+                Action::Evidence(evidence) => self.executor.evidence(evidence),
                 Action::Stop(reason) => {
                     self.stop(reason);
                     return false;
@@ -352,6 +366,47 @@ impl<S: Signing + Clone + Send + 'static> Actor<S> {
             }
         }
         true
+    }
+}
+
+/// An action's name, for traces.
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Send { msg, .. } | Action::Broadcast { msg } => match msg {
+            Message::Consensus(super::instance::Message::Proposal(_)) => "send proposal",
+            Message::Consensus(super::instance::Message::Vote(_)) => "send vote",
+            Message::Consensus(_) => "send certificate",
+            Message::Forward { .. } => "send forward",
+            Message::DecisionRequest { .. } => "send decision request",
+            Message::Decision(_) => "send decision",
+        },
+        Action::Persist(Record::Wal(_)) => "persist log entry",
+        Action::Persist(Record::Decision(_)) => "persist decision",
+        Action::Execute { .. } => "execute",
+        Action::Validate { .. } => "validate",
+        Action::Commit(_) => "commit",
+        Action::Reply { .. } => "reply",
+        Action::SetTimer { .. } => "set timer",
+        Action::SendStoredDecisions { .. } => "send stored decisions",
+        Action::Evidence(_) => "evidence",
+        Action::Stop(_) => "stop",
+    }
+}
+
+/// An event's name, for traces.
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Submit { .. } => "submit",
+        Event::Message { .. } => "message",
+        Event::Executed { .. } => "executed",
+        Event::ExecuteFailed { .. } => "execute failed",
+        Event::Behind { .. } => "behind",
+        Event::AlreadyCommitted { .. } => "already committed",
+        Event::Validated { .. } => "validated",
+        Event::Timer(_) => "timer",
+        Event::Restart { .. } => "restart",
+        Event::Committed { .. } => "committed",
+        Event::PersistFailed { .. } => "persist failed",
     }
 }
 

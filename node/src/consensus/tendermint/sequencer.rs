@@ -783,27 +783,27 @@ impl<S: Signing + Clone> Sequencer<S> {
         self.forward_to_leaders(key.1, call_ids);
     }
 
-    /// Sends `call_ids` to the leader of `round` and to the leader of the round after it
-    /// (unless that is this member). The next leader holding the calls has started the height
-    /// and its timers with everyone else: if this round's leader is dead or paused, the nil
-    /// prevotes that end the round come from every live member at one propose timeout, and the
-    /// next leader already has the calls to propose, so a silent leader costs one timeout.
+    /// Sends `call_ids` to every other member, the leader of `round` first. Every member then
+    /// holds the calls and starts the height, and its timers, at once: if the round's leader
+    /// is dead or paused, the nil prevotes that end its round come from every live member at
+    /// one propose timeout (a member that started the height only on seeing others' votes
+    /// would wait a second one), and whoever leads the next round has the calls to propose.
     fn forward_to_leaders(&mut self, round: u32, call_ids: Vec<CallId>) {
-        let mut to = vec![self.leader(round)];
-        let next = self.leader(round.saturating_add(1));
-        if !to.contains(&next) {
-            to.push(next);
-        }
-        to.retain(|m| *m != self.me());
+        let k = self.k();
+        let leader = self.leader(round).0;
+        let to: Vec<MemberIndex> = (0..k)
+            .map(|i| MemberIndex((leader + i) % k))
+            .filter(|m| *m != self.me())
+            .collect();
         if to.is_empty() {
             return;
         }
         for id in &call_ids {
             self.mark_exposed(id);
         }
-        for leader in to {
+        for member in to {
             self.emit(Action::Send {
-                to: leader,
+                to: member,
                 msg: Message::Forward {
                     call_ids: call_ids.clone(),
                 },

@@ -1532,6 +1532,8 @@ fn planted_forgotten_decided_calls_are_caught() {
 /// A laggard that is idle (no call of its own, none forwarded to it) sends nothing about its
 /// height, so nobody pushes it the decisions it lacks: only its own repeated requests end the
 /// catch-up. The network drops every request while the faults last; crashes make laggards.
+/// Since calls are forwarded to every member, a laggard is idle only when it restarts after
+/// the last call was forwarded, so few seeds catch the bug (seed 1241 is the first).
 #[test]
 fn planted_single_catch_up_request_is_caught() {
     let scenario = |rng: &mut Rng| {
@@ -1545,7 +1547,7 @@ fn planted_single_catch_up_request_is_caught() {
         sc.settle_ms = 30_000;
         with_bug(sc, |p| p.request_decisions_once = true)
     };
-    assert!(find_catching_seed("request_decisions_once", scenario, 300).is_some());
+    assert!(find_catching_seed("request_decisions_once", scenario, 2000).is_some());
     let clean = |rng: &mut Rng| {
         let mut sc = scenario(rng);
         sc.planted = PlantedBugs::default();
