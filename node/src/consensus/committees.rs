@@ -1183,6 +1183,9 @@ impl ProgramCommittee {
                     crate::programs::describe(&result.outcome)
                 );
                 self.tell_forwarder(call_id, &result);
+                // A client waiting here learns it now: the call is known to every member (it
+                // was forwarded to all), so the sequencer never answers it `Failed`.
+                self.on_interrupted(call_id, result.clone());
                 self.keep_failure(call_id, Ok(result));
                 Err(Failed(reason))
             }
