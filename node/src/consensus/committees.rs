@@ -84,10 +84,13 @@ pub struct Settings {
 
 impl Settings {
     /// The consensus timeouts: round 0's propose timeout is `view_timeout_ms`, and each later
-    /// round adds half a call; prevote and precommit timeouts are half a view timeout.
+    /// round adds half a call; prevote and precommit timeouts are a quarter of a view timeout.
+    /// They only wait for stragglers once a quorum has voted (Tendermint arms them on q votes
+    /// of mixed values), so they add to every round a silent leader costs: after its propose
+    /// timeout, the nil precommits still wait out a precommit timeout.
     pub fn timeouts(&self) -> TimeoutConfig {
         let propose_ms = self.view_timeout_ms.max(1);
-        let step = (propose_ms / 2).max(100);
+        let step = (propose_ms / 4).max(100);
         let slowest = self
             .max_call_ms
             .saturating_mul(2)
