@@ -153,6 +153,22 @@ async fn forged_oversized_and_orphaned_gossip_is_dropped_without_harm() {
     PeerApiClient::connect(&b.client().await, ticket(&a).await)
         .await
         .unwrap();
+    // What B holds (its announcement) is pushed to A once they are connected; it must be in
+    // A's count before the intruder's nodes are: arriving later, it was counted as one node
+    // too many (a race seen once in CI). Push-only nodes need not converge, hence the bound.
+    let b_heads = dag_state(&b).await.0;
+    let ca0 = a.client().await;
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(10) {
+        let mut held = true;
+        for head in &b_heads {
+            held &= DagApiClient::get(&ca0, *head).await.is_ok();
+        }
+        if held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut intruder = Intruder::join(&a).await;
     let before = dag_state(&a).await;
 
