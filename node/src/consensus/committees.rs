@@ -45,8 +45,12 @@ use onvm_rpc_api::jobs::{AttemptLogs, JobEvent};
 /// How long a member waiting for a decided height's DAG node sleeps when nothing reaches its
 /// store (it wakes at once when a DAG node is stored): to check its fallback turn and pull.
 const APPLY_WAKE: Duration = Duration::from_millis(50);
-/// How often it pulls the DAG from the height's executor meanwhile.
+/// How often it pulls the DAG from the height's executor meanwhile (gossip normally brings it
+/// first).
 const APPLY_PULL: Duration = Duration::from_millis(250);
+/// Shortest time between two starts of a program's member after it stopped (a failed write):
+/// the disk gets time to recover, and a full disk costs one log reload per period.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a member waiting for a job's call checks whether the job was cancelled.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
@@ -83,28 +87,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The consensus timeouts: round 0's propose timeout is `view_timeout_ms`, and each later
-    /// round adds half a call; prevote and precommit timeouts are a quarter of a view timeout.
-    /// They only wait for stragglers once a quorum has voted (Tendermint arms them on q votes
-    /// of mixed values), so they add to every round a silent leader costs: after its propose
-    /// timeout, the nil precommits still wait out a precommit timeout.
+    /// The consensus timeouts ([`TimeoutConfig::new`]).
     pub fn timeouts(&self) -> TimeoutConfig {
-        let propose_ms = self.view_timeout_ms.max(1);
-        let step = (propose_ms / 4).max(100);
-        let slowest = self
-            .max_call_ms
-            .saturating_mul(2)
-            .saturating_add(propose_ms);
-        TimeoutConfig {
-            propose_ms,
-            propose_delta_ms: (self.max_call_ms / 2).max(step),
-            prevote_ms: step,
-            prevote_delta_ms: step / 2,
-            precommit_ms: step,
-            precommit_delta_ms: step / 2,
-            rebroadcast_ms: propose_ms.saturating_add(step),
-            max_ms: slowest.saturating_mul(4).max(60_000),
-        }
+        TimeoutConfig::new(self.view_timeout_ms, self.max_call_ms)
     }
 }
 
@@ -125,6 +110,7 @@ pub struct Committees {
 struct Running {
     driver: Driver,
     exec: Arc<ProgramCommittee>,
+    started: Instant,
 }
 
 impl Committees {
@@ -179,6 +165,9 @@ impl Committees {
             if let Some(r) = running.get(&program) {
                 match r.driver.stopped() {
                     None => return Ok(Some(r.clone())),
+                    // At most one restart per RESTART_BACKOFF: on a disk that is still full,
+                    // every message would otherwise reload the log and re-check the keys.
+                    Some(_) if r.started.elapsed() < RESTART_BACKOFF => return Ok(Some(r.clone())),
                     Some(why) => {
                         tracing::warn!(%program, "committee member stopped ({why}): restarting it from its log");
                         running.remove(&program);
@@ -259,7 +248,11 @@ impl Committees {
         .map_err(|e| {
             ProgramError::Internal(format!("starting {program}'s committee member: {e}"))
         })?;
-        let r = Arc::new(Running { driver, exec });
+        let r = Arc::new(Running {
+            driver,
+            exec,
+            started: Instant::now(),
+        });
         running.insert(program, r.clone());
         tracing::debug!(%program, member = me, "committee member started");
         Ok(Some(r))
@@ -542,40 +535,47 @@ struct StoreDurable {
     program: ProgramId,
 }
 
-impl Durable for StoreDurable {
-    fn append(&self, entry: WalEntry) -> BoxFuture<Result<(), String>> {
+impl StoreDurable {
+    /// Runs `write` on the blocking pool; its error says what `what` was.
+    fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        write: impl FnOnce(&crate::store::Store, &ProgramId) -> Result<T, crate::store::StoreError>
+        + Send
+        + 'static,
+    ) -> BoxFuture<Result<T, String>> {
         let (store, program) = (self.store.clone(), self.program);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.consensus_append(&program, &entry))
+            tokio::task::spawn_blocking(move || write(&store, &program))
                 .await
                 .map_err(|e| e.to_string())?
-                .map_err(|e| format!("writing the consensus log: {e}"))
+                .map_err(|e| format!("{what}: {e}"))
+        })
+    }
+}
+
+impl Durable for StoreDurable {
+    fn append(&self, entry: WalEntry) -> BoxFuture<Result<(), String>> {
+        self.blocking("writing the consensus log", move |store, program| {
+            store.consensus_append(program, &entry)
         })
     }
 
     fn decide(&self, decided: Decided) -> BoxFuture<Result<(), String>> {
-        let (store, program) = (self.store.clone(), self.program);
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.consensus_decide(&program, &decided))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("storing a decision: {e}"))
+        self.blocking("storing a decision", move |store, program| {
+            store.consensus_decide(program, &decided)
         })
     }
 
     fn decisions(&self, from: Height, until: Height) -> BoxFuture<Vec<Decided>> {
-        let (store, program) = (self.store.clone(), self.program);
+        let program = self.program;
+        let read = self.blocking("reading decisions", move |store, program| {
+            store.consensus_decisions(program, from, until, SYNC_BATCH as usize)
+        });
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                store.consensus_decisions(&program, from, until, SYNC_BATCH as usize)
-            })
-            .await
-            .ok()
-            .and_then(|r| {
-                r.map_err(|e| tracing::warn!(%program, "reading decisions: {e}"))
-                    .ok()
-            })
-            .unwrap_or_default()
+            read.await
+                .map_err(|e| tracing::warn!(%program, "{e}"))
+                .unwrap_or_default()
         })
     }
 }
@@ -811,11 +811,12 @@ impl ProgramCommittee {
         false
     }
 
-    fn encode(&self, message: &Message, attachment: Attachment) -> Option<Vec<u8>> {
+    /// An envelope's bytes: a message with its attachment, or (no message) a notice.
+    fn encode(&self, message: Option<&Message>, attachment: Attachment) -> Option<Vec<u8>> {
         serde_json::to_vec(&CommitteeEnvelope {
             network_id: self.network_id.clone(),
             program_id: self.program,
-            message: Some(HexBytes(message.encode())),
+            message: message.map(|m| HexBytes(m.encode())),
             attachment,
         })
         .map_err(|e| tracing::warn!(program = %self.program, "encoding a committee message: {e}"))
@@ -923,7 +924,7 @@ impl Transport for ProgramCommittee {
                 let forward = Message::Forward {
                     call_ids: vec![*id],
                 };
-                if let Some(bytes) = self.encode(&forward, attachment) {
+                if let Some(bytes) = self.encode(Some(&forward), attachment) {
                     self.net.send(to, bytes);
                 }
             }
@@ -951,7 +952,7 @@ impl Transport for ProgramCommittee {
                     signature: vec![0xab; 48],
                 },
             });
-            if let Some(bytes) = self.encode(&forged, Attachment::None) {
+            if let Some(bytes) = self.encode(Some(&forged), Attachment::None) {
                 self.net.send(to, bytes);
             }
         }
@@ -969,7 +970,7 @@ impl Transport for ProgramCommittee {
         };
         for msg in std::iter::once(msg).chain(lie) {
             let attachment = self.attachment(&msg);
-            if let Some(bytes) = self.encode(&msg, attachment) {
+            if let Some(bytes) = self.encode(Some(&msg), attachment) {
                 self.net.send(to, bytes);
             }
         }
@@ -1210,15 +1211,10 @@ impl ProgramCommittee {
 
     /// Tells every other member that this node's client cancelled `call_id`.
     fn broadcast_cancel(&self, call_id: CallId) {
-        let notice = CommitteeEnvelope {
-            network_id: self.network_id.clone(),
-            program_id: self.program,
-            message: None,
-            attachment: Attachment::Cancel {
-                call_id: Hash32(call_id),
-            },
+        let notice = Attachment::Cancel {
+            call_id: Hash32(call_id),
         };
-        let Ok(bytes) = serde_json::to_vec(&notice) else {
+        let Some(bytes) = self.encode(None, notice) else {
             return;
         };
         for (i, m) in self.manifest.committee.iter().enumerate() {
@@ -1239,16 +1235,11 @@ impl ProgramCommittee {
         if self.partition.contains(&to) {
             return;
         }
-        let notice = CommitteeEnvelope {
-            network_id: self.network_id.clone(),
-            program_id: self.program,
-            message: None,
-            attachment: Attachment::Interrupted {
-                call_id: Hash32(call_id),
-                result: Box::new(result.clone()),
-            },
+        let notice = Attachment::Interrupted {
+            call_id: Hash32(call_id),
+            result: Box::new(result.clone()),
         };
-        if let Ok(bytes) = serde_json::to_vec(&notice) {
+        if let Some(bytes) = self.encode(None, notice) {
             self.net.send(to, bytes);
         }
     }
@@ -1280,7 +1271,9 @@ impl ProgramCommittee {
     /// meanwhile, and commit it themselves after their turn if they hold its parts.
     async fn apply(&self, decided: Decided) -> Result<(), String> {
         let started = Instant::now();
-        let mut last_pull: Option<Instant> = None;
+        // Gossip normally brings the DAG node within milliseconds: the first pull waits a
+        // pull period, so a decided height costs no DAG round trip on the hot path.
+        let mut last_pull = Instant::now();
         let mut warned = false;
         let height = decided.height.0;
         // Subscribed before the first look at the height, so no commit falls between the two.
@@ -1331,8 +1324,8 @@ impl ProgramCommittee {
                     Err(e) => return Err(e.to_string()),
                 }
             }
-            if last_pull.is_none_or(|t| t.elapsed() >= APPLY_PULL) {
-                last_pull = Some(Instant::now());
+            if last_pull.elapsed() >= APPLY_PULL {
+                last_pull = Instant::now();
                 let from = self.manifest.committee[executor % self.k].endpoint_id;
                 self.net.sync_from(from).await;
             }

@@ -75,12 +75,11 @@ pub enum TimeoutKind {
 
 /// Timeout durations: `base + delta × round`, capped at `max_ms`.
 ///
-/// The propose timeout covers the leader's execution of the call, the trip of its proposal and
-/// every member's re-execution before it prevotes: it must exceed twice the longest call a
-/// program may run (`vm.max_call_ms`) plus the network's delays, or a legitimately slow call
-/// makes honest members prevote nil round after round and never decides
-/// ([`TimeoutConfig::for_max_call_ms`]). The per-round increase makes up for a bound that
-/// was too tight.
+/// A round decides a slow call only once its propose timeout covers the leader's execution,
+/// the trip of its proposal and every member's re-execution (twice the longest call,
+/// `vm.max_call_ms`, plus the network's delays), or the members' hold during their own
+/// execution and validation bridges the gap. Round 0's is short (a dead leader costs it) and
+/// the per-round increase gets there ([`TimeoutConfig::new`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeoutConfig {
     pub propose_ms: u64,
@@ -94,19 +93,25 @@ pub struct TimeoutConfig {
 }
 
 impl TimeoutConfig {
-    /// Timeouts for programs whose calls run at most `max_call_ms`: propose `2 × max_call_ms +
-    /// 1 s`, growing by half a call per round; prevote and precommit 1 s, growing by 0.5 s.
-    pub fn for_max_call_ms(max_call_ms: u64) -> TimeoutConfig {
-        let propose_ms = max_call_ms.saturating_mul(2).saturating_add(1_000);
+    /// The node's timeouts (`committee.view_timeout_ms`, `vm.max_call_ms`): round 0's propose
+    /// timeout is `view_timeout_ms`, so a dead or paused leader costs about that; each later
+    /// round adds half a call, so a legitimately slow call decides after a few rounds (with the
+    /// members' hold during their own execution and validation). Prevote and precommit
+    /// timeouts are a quarter of a view timeout: Tendermint arms them only once a quorum voted
+    /// for mixed values, so they add to every round a silent leader costs.
+    pub fn new(view_timeout_ms: u64, max_call_ms: u64) -> TimeoutConfig {
+        let propose_ms = view_timeout_ms.max(1);
+        let step = (propose_ms / 4).max(100);
+        let slowest = max_call_ms.saturating_mul(2).saturating_add(propose_ms);
         TimeoutConfig {
             propose_ms,
-            propose_delta_ms: (max_call_ms / 2).max(500),
-            prevote_ms: 1_000,
-            prevote_delta_ms: 500,
-            precommit_ms: 1_000,
-            precommit_delta_ms: 500,
-            rebroadcast_ms: propose_ms.saturating_add(2_000),
-            max_ms: propose_ms.saturating_mul(8).max(60_000),
+            propose_delta_ms: (max_call_ms / 2).max(step),
+            prevote_ms: step,
+            prevote_delta_ms: step / 2,
+            precommit_ms: step,
+            precommit_delta_ms: step / 2,
+            rebroadcast_ms: propose_ms.saturating_add(step),
+            max_ms: slowest.saturating_mul(4).max(60_000),
         }
     }
 

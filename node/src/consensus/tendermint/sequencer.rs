@@ -31,12 +31,12 @@
 //!   own asks everyone for the decisions it lacks, and asks again on every tick until it has
 //!   them. Decisions are adopted only with a certificate that verifies.
 //! * **Slow calls.** The VM kills a call at `max_call_ms` (a killed call is a local failure, see
-//!   above), so an execution and a re-execution each take at most `max_call_ms`. Timeouts come
-//!   from it ([`SequencerConfig::for_max_call_ms`]): the propose timeout covers the leader's
-//!   execution, the network and the member's re-execution (`2 × max_call_ms` + 1 s), and grows
-//!   per round. As defence in depth (a program configured with too short a limit), a member
-//!   holds its propose timeout while its own execution (as leader) or validation (of the
-//!   round's first proposal) runs: that delay is its own, it says nothing about the leader.
+//!   above), so an execution and a re-execution each take at most `max_call_ms`. Round 0's
+//!   propose timeout is short (the view timeout, so a dead leader costs little) and each later
+//!   round adds half a call ([`TimeoutConfig::new`]), so a slow call decides after a few rounds.
+//!   And a member holds its propose timeout while its own execution (as leader) or validation
+//!   (of the round's first proposal) runs: that delay is its own, it says nothing about the
+//!   leader.
 //! * **Persist failures stop the member** ([`Event::PersistFailed`] → [`Action::Stop`]): the
 //!   driver must not perform anything after a failed `Persist`.
 //! * **Leader rotation (no censorship rule).** Round `r` of height `h` is led by
@@ -271,20 +271,8 @@ pub struct SequencerConfig {
 }
 
 impl SequencerConfig {
-    /// Everything derived from the longest call a program may run: the instance's timeouts
-    /// ([`TimeoutConfig::for_max_call_ms`]), one tick per propose timeout, expiry after
-    /// thirty.
-    pub fn for_max_call_ms(
-        domain: Domain,
-        k: u32,
-        me: MemberIndex,
-        max_call_ms: u64,
-    ) -> SequencerConfig {
-        let timeouts = TimeoutConfig::for_max_call_ms(max_call_ms);
-        Self::with_timeouts(domain, k, me, timeouts)
-    }
-
-    /// The same derivation from explicit timeouts.
+    /// A member's configuration from its instance's timeouts: one tick per propose timeout,
+    /// expiry after thirty.
     pub fn with_timeouts(
         domain: Domain,
         k: u32,
@@ -411,6 +399,9 @@ pub struct Sequencer<S> {
     validating: BTreeMap<ValueId, u32>,
     /// Round → the first value asked about in it (only its validation holds the timer).
     first_in_round: BTreeMap<u32, ValueId>,
+    /// Round → the first call this leader executed in it (only that execution holds the
+    /// timer: a leader retrying failed calls one tick apart would otherwise hold it forever).
+    first_execution: BTreeMap<u32, CallId>,
     /// Validations waiting for the glue to apply the previous height.
     deferred: Vec<(u32, Value)>,
     /// Call ids seen in proposals at the current height.
@@ -455,6 +446,7 @@ impl<S: Signing + Clone> Sequencer<S> {
             ready: None,
             validating: BTreeMap::new(),
             first_in_round: BTreeMap::new(),
+            first_execution: BTreeMap::new(),
             deferred: Vec::new(),
             proposed_here: HashSet::new(),
             forwarded_round: None,
@@ -901,6 +893,7 @@ impl<S: Signing + Clone> Sequencer<S> {
             .map(|p| p.call_id);
         if let Some(call_id) = pick {
             self.executing = Some((height, round, call_id));
+            self.first_execution.entry(round).or_insert(call_id);
             self.emit(Action::Execute {
                 height,
                 round,
@@ -1085,6 +1078,7 @@ impl<S: Signing + Clone> Sequencer<S> {
         self.ready = None;
         self.validating.clear();
         self.first_in_round.clear();
+        self.first_execution.clear();
         self.deferred.clear();
         self.proposed_here.clear();
         self.future_decisions = self.future_decisions.split_off(&self.height);
@@ -1300,12 +1294,12 @@ impl<S: Signing + Clone> Sequencer<S> {
     }
 
     fn own_work_pending(&self, round: u32) -> bool {
-        self.executing
-            .is_some_and(|(h, r, _)| h == self.height && r == round)
-            || self
-                .first_in_round
-                .get(&round)
-                .is_some_and(|id| self.validating.contains_key(id))
+        self.executing.is_some_and(|(h, r, c)| {
+            h == self.height && r == round && self.first_execution.get(&round) == Some(&c)
+        }) || self
+            .first_in_round
+            .get(&round)
+            .is_some_and(|id| self.validating.contains_key(id))
     }
 
     fn on_tick(&mut self) {

@@ -124,6 +124,9 @@ fn domain() -> Domain {
 /// The program's call limit: the VM kills an execution (or a member's re-execution) at this
 /// wall-clock time, a local, non-reproducible failure. Timeouts derive from it.
 const MAX_CALL_MS: u64 = 1_000;
+/// The simulated `committee.view_timeout_ms`: shorter than the slowest calls, as the node's
+/// default (2 s) is shorter than its `vm.max_call_ms` (10 s).
+const VIEW_TIMEOUT_MS: u64 = 300;
 
 /// Timeouts far below what `MAX_CALL_MS` needs (a program configured with too short a limit):
 /// only the members' hold during their own execution or validation lets a slow call through.
@@ -420,7 +423,13 @@ impl<S: Signing + Clone + 'static> Sim<S> {
         let mut c = if self.sc.undersized {
             SequencerConfig::with_timeouts(domain(), self.sc.k, me, undersized_timeouts())
         } else {
-            SequencerConfig::for_max_call_ms(domain(), self.sc.k, me, MAX_CALL_MS)
+            // The node's own derivation, with a view timeout shorter than the slowest call.
+            SequencerConfig::with_timeouts(
+                domain(),
+                self.sc.k,
+                me,
+                TimeoutConfig::new(VIEW_TIMEOUT_MS, MAX_CALL_MS),
+            )
         };
         // Longer than any run: the liveness check must see every call decided, not dropped.
         c.pending_ttl_ms = 10_000_000;
