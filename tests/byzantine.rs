@@ -53,20 +53,6 @@ async fn one_receipt_per_height(urls: &[String], p: ProgramId, n: usize) -> Vec<
     first
 }
 
-/// `onvm audit` of `p` on the node at `url` passes.
-fn audit_passes(url: &str, p: ProgramId) {
-    let out = Command::new(common::onvm_bin())
-        .args(["--rpc", url, "audit", "--program-id", &p.to_string()])
-        .output()
-        .expect("run onvm audit");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "audit: {text}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_member_never_gets_two_receipts_attested_and_never_halts_the_program() {
     let (_tmp, children, urls, _) =
@@ -150,7 +136,8 @@ async fn a_lying_member_never_gets_two_receipts_attested_and_never_halts_the_pro
     }
     println!("equivocations of the lying member kept by the honest members: {caught}");
     assert!(caught > 0);
-    audit_passes(&honest[1], p);
+    let (ok, text) = common::audit(&honest[1], p);
+    assert!(ok, "audit: {text}");
     drop(children);
 }
 

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestNode, converge, example, onvm_bin, program_wasm, ticket};
+use common::{TestNode, converge, example, program_wasm, ticket};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::ws_client::WsClient;
 use onvm::rpc_api::ProgramId;
@@ -82,20 +81,6 @@ async fn count(client: &WsClient, p: ProgramId, request_id: &str) -> u64 {
     r.receipt.expect("a write has a receipt").receipt.height
 }
 
-/// `onvm audit` against `url`: its exit status and output.
-fn audit(url: &str, p: ProgramId) -> (bool, String) {
-    let out = Command::new(onvm_bin())
-        .args(["--rpc", url, "audit", "--program-id", &p.to_string()])
-        .output()
-        .expect("run onvm audit");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 async fn wait_status(client: &WsClient, id: onvm::rpc_api::JobId, want: JobStatus) -> JobInfo {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -121,7 +106,7 @@ async fn a_timed_out_call_takes_no_height_and_the_audit_passes() {
     // The request id of the interrupted call is still free: a retry runs (and commits) it.
     assert_eq!(count(&client, p, "slow-1").await, 0);
     assert_eq!(count(&client, p, "after").await, 1);
-    let (ok, text) = audit(&node.url(), p);
+    let (ok, text) = common::audit(&node.url(), p);
     assert!(ok, "audit of an honest history with a timeout: {text}");
     assert!(text.contains("audit OK: 2 calls"), "{text}");
     node.stop().await;
@@ -191,7 +176,7 @@ async fn a_committee_of_two_keeps_writing_after_a_timeout_and_a_cancelled_job() 
     );
     assert_eq!((ia.height, ia.state_root), (3, ib.state_root));
     for node in [&a, &b] {
-        let (ok, text) = audit(&node.url(), p);
+        let (ok, text) = common::audit(&node.url(), p);
         assert!(ok, "audit on {}: {text}", node.url());
     }
     a.stop().await;

@@ -317,6 +317,20 @@ pub async fn spawn_network(
     (tmp, children, urls, info)
 }
 
+/// `onvm audit` of `p` against the node at `url`: its exit status and output.
+pub fn audit(url: &str, p: onvm::rpc_api::ProgramId) -> (bool, String) {
+    let out = Command::new(onvm_bin())
+        .args(["--rpc", url, "audit", "--program-id", &p.to_string()])
+        .output()
+        .expect("run onvm audit");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Every receipt of `p` on the node at `url`, oldest first.
 pub async fn all_receipts(
     url: &str,
